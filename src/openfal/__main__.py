@@ -1,0 +1,3 @@
+from openfal.cli import main
+
+main()

@@ -1,0 +1,50 @@
+"""API-key authentication: ``Authorization: Key <key>`` (fal's clients) or
+``Bearer <key>`` (resellers' docs). Verified keys are cached briefly because clients
+poll status about ten times a second; a revoked key stops working within
+``CACHE_SECONDS``."""
+
+from __future__ import annotations
+
+import time
+
+from openfal.errors import Unauthorized
+from openfal.models import ApiKey
+from openfal.store.keys import KeyStore
+
+CACHE_SECONDS = 10.0
+SCHEMES = {"key", "bearer"}
+
+
+def parse_authorization(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() not in SCHEMES or not token.strip():
+        return None
+    return token.strip()
+
+
+class Authenticator:
+    def __init__(self, keys: KeyStore, *, enabled: bool) -> None:
+        self.keys = keys
+        self.enabled = enabled
+        self._cache: dict[str, tuple[float, ApiKey]] = {}
+
+    async def authenticate(self, header: str | None) -> ApiKey | None:
+        """The caller's key; None when auth is off. Raises Unauthorized otherwise."""
+        if not self.enabled:
+            return None
+        token = parse_authorization(header)
+        if token is None:
+            raise Unauthorized()
+        cached = self._cache.get(token)
+        if cached and cached[0] > time.monotonic():
+            return cached[1]
+        key = await self.keys.verify(token)
+        if key is None:
+            self._cache.pop(token, None)
+            raise Unauthorized("Invalid or revoked API key")
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[token] = (time.monotonic() + CACHE_SECONDS, key)
+        return key

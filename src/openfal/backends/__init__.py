@@ -1,0 +1,7 @@
+"""Backends run requests: ``local`` (diffusers in-process), ``relay`` (an upstream
+fal-compatible queue) and ``builtin`` (utility endpoints used by tests and benchmarks).
+"""
+
+from openfal.backends.base import Backend, Job, MediaBlob, Output, Usage
+
+__all__ = ["Backend", "Job", "MediaBlob", "Output", "Usage"]

@@ -1,0 +1,132 @@
+"""The contract between the worker and a backend.
+
+A backend receives claimed ``Job``s and returns one ``Output`` (or raises / returns a
+``RunError``) per job. It reports progress through ``job.emit`` and checks
+``job.cancelled`` between units of work. Media produced by a backend travel as
+``MediaBlob`` values anywhere inside ``Output.payload``; the worker writes them to the
+media store (or inlines them as data URIs for ``sync_mode``) and puts fal's File
+object in their place, so no backend knows where files live.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from openfal.errors import RunCancelled, RunError
+from openfal.events import Event
+
+
+@dataclass(frozen=True, slots=True)
+class MediaBlob:
+    """A file a backend produced. ``data`` is bytes, or a path to a temporary file that
+    the worker moves into the media store (for large downloads and videos)."""
+
+    data: bytes | Path
+    content_type: str
+    file_name: str | None = None
+    width: int | None = None
+    height: int | None = None
+    #: further fields of the file object to keep (a relayed video's ``duration``)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.data) if isinstance(self.data, bytes) else self.data.stat().st_size
+
+    def read(self) -> bytes:
+        return self.data if isinstance(self.data, bytes) else self.data.read_bytes()
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What was delivered, for settlement: counted by the backend, priced by accounting."""
+
+    images: int = 0
+    megapixels: float = 0.0
+    video_seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """A successful result: the JSON body (with ``MediaBlob`` placeholders) and usage."""
+
+    payload: dict[str, Any]
+    usage: Usage = field(default_factory=Usage)
+
+
+class Job:
+    """One claimed request as a backend sees it.
+
+    ``emit`` and ``cancelled`` are safe to call from any thread: the local backend runs
+    diffusers in a worker thread and reports each denoising step from there.
+    """
+
+    def __init__(
+        self,
+        *,
+        request_id: str,
+        endpoint_id: str,
+        input: dict[str, Any],
+        attempt: int = 1,
+        emit: Callable[[Event], None] | None = None,
+        key_id: str | None = None,
+        state: dict[str, Any] | None = None,
+        priority: str = "normal",
+    ) -> None:
+        self.request_id = request_id
+        self.endpoint_id = endpoint_id
+        self.input = input
+        self.attempt = attempt
+        self.key_id = key_id
+        #: the client's X-Fal-Queue-Priority (``normal`` or ``low``), for relays to pass on
+        self.priority = priority
+        #: backend-private state persisted with the request (relay: upstream id and key);
+        #: the backend updates it through ``save_state`` so a retry can resume
+        self.state: dict[str, Any] = dict(state or {})
+        self._emit = emit or (lambda event: None)
+        self._cancelled = threading.Event()
+        self.save_state: Callable[[dict[str, Any]], Any] = lambda state: None
+
+    def emit(self, event: Event) -> None:
+        self._emit(event)
+
+    def cancel(self) -> None:
+        self._cancelled.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def raise_if_cancelled(self) -> None:
+        """Stop here if the client cancelled: called between denoising steps."""
+        if self._cancelled.is_set():
+            raise RunCancelled()
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the worker needs from a backend."""
+
+    #: the name used in routing configuration (``local``, ``relay``, ``builtin``)
+    name: str
+    #: how many compatible requests one ``run`` call may take (1: no batching)
+    max_batch_size: int
+
+    def batch_key(self, endpoint_id: str, input: dict[str, Any]) -> str | None:
+        """Requests with equal non-None keys may run together in one ``run`` call."""
+        ...
+
+    async def start(self) -> None:
+        """Acquire long-lived resources (HTTP clients, warm models)."""
+        ...
+
+    async def close(self) -> None:
+        ...
+
+    async def run(self, jobs: Sequence[Job]) -> Sequence[Output | RunError]:
+        """Run the jobs; one result per job, in order. Raising fails all of them."""
+        ...

@@ -1,0 +1,173 @@
+"""``LocalBackend``: the FLUX and LTX-Video endpoints run in-process with diffusers.
+
+The async side lives here: grouping a claimed batch, fetching input images, turning
+failures into per-job ``RunError``s. The blocking side (models, the device) is the
+``Engine``, reached through ``asyncio.to_thread``. torch and diffusers are imported only
+when the first job runs (or at ``start``), so an API process that only computes batch
+keys never loads them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from openfal.backends.base import Job, Output
+from openfal.backends.local.options import LocalOptions
+from openfal.backends.local.plans import FLUX_ENDPOINTS, REDUX, FluxPlan, make_plan
+from openfal.config import Settings
+from openfal.errors import ModelUnavailable, RunCancelled, RunError
+from openfal.events import Log
+
+if TYPE_CHECKING:
+    from openfal.backends.local.engine import Engine
+    from openfal.backends.local.safety import SafetyChecker
+
+log = logging.getLogger("openfal.local")
+
+LTX_ENDPOINT = "fal-ai/ltx-video"
+SERVED = frozenset({*FLUX_ENDPOINTS, LTX_ENDPOINT})
+
+
+class LocalBackend:
+    """The ``local`` backend (see the Backend protocol in ``openfal.backends.base``).
+
+    ``options`` sets what fal's schemas leave to the server (Kontext steps and area, LTX
+    size); ``safety_checker`` replaces the one configured in settings (tests);
+    ``http_client`` is used for input fetches instead of a guarded client of its own.
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        options: LocalOptions | None = None,
+        safety_checker: SafetyChecker | None = None,
+        http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.settings = settings
+        self.options = options or LocalOptions()
+        self.max_batch_size = settings.max_batch_size
+        self._safety_checker = safety_checker
+        self._client = http_client
+        self._own_client: httpx.AsyncClient | None = None
+        self._engine: Engine | None = None
+
+    # -- Backend protocol ------------------------------------------------------------------
+
+    def batch_key(self, endpoint_id: str, input: dict[str, Any]) -> str | None:
+        """Text-to-image requests of one endpoint, size, step count and guidance share a
+        pipeline call; requests with input images run alone."""
+        if endpoint_id not in FLUX_ENDPOINTS or self.max_batch_size <= 1:
+            return None
+        try:
+            return make_plan(endpoint_id, input, self.options).batch_key()
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    async def start(self) -> None:
+        """Import torch and diffusers and settle the device (a bad OPENFAL_DEVICE fails here)."""
+        await asyncio.to_thread(self.engine)
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            await asyncio.to_thread(self._engine.close)
+        if self._own_client is not None:
+            await self._own_client.aclose()
+            self._own_client = None
+
+    async def run(self, jobs: Sequence[Job]) -> Sequence[Output | RunError]:
+        results: dict[int, Output | RunError] = {}
+        for group in self._groups(jobs):
+            outcome = await self._run_group([jobs[i] for i in group])
+            results.update(zip(group, outcome, strict=True))
+        return [results[i] for i in range(len(jobs))]
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def engine(self) -> Engine:
+        if self._engine is None:
+            from openfal.backends.local.engine import Engine
+
+            self._engine = Engine(self.settings, self.options, self._safety_checker)
+        return self._engine
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is not None:
+            return self._client
+        if self._own_client is None:
+            from openfal.fetch import make_client
+
+            self._own_client = make_client(self.settings)
+        return self._own_client
+
+    def _groups(self, jobs: Sequence[Job]) -> list[list[int]]:
+        """Job indices that can share a call (the worker claims by batch key; this keeps
+        a mixed list correct too)."""
+        groups: dict[Any, list[int]] = {}
+        for index, job in enumerate(jobs):
+            key = self.batch_key(job.endpoint_id, job.input)
+            groups.setdefault(key if key is not None else ("alone", index), []).append(index)
+        return list(groups.values())
+
+    async def _run_group(self, jobs: list[Job]) -> list[Output | RunError]:
+        live = [job for job in jobs if not job.cancelled]
+        outcome: dict[int, Output | RunError] = {id(job): RunCancelled() for job in jobs if job.cancelled}
+        if live:
+            try:
+                outputs = await self._dispatch(live)
+            except RunError as exc:
+                outputs = [exc] * len(live)
+            outcome.update({id(job): out for job, out in zip(live, outputs, strict=True)})
+        return [RunCancelled() if job.cancelled else outcome[id(job)] for job in jobs]
+
+    async def _dispatch(self, jobs: list[Job]) -> list[Output | RunError]:
+        endpoint_id = jobs[0].endpoint_id
+        if endpoint_id in FLUX_ENDPOINTS:
+            return await self._run_flux(jobs)
+        if endpoint_id == LTX_ENDPOINT:
+            return [await self._run_video(job) for job in jobs]
+        raise ModelUnavailable(f"The local backend does not serve {endpoint_id} (it serves: {', '.join(sorted(SERVED))})")
+
+    async def _run_flux(self, jobs: list[Job]) -> list[Output | RunError]:
+        from openfal.backends.local import flux
+
+        engine = await asyncio.to_thread(self.engine)
+        plan = make_plan(jobs[0].endpoint_id, jobs[0].input, self.options)
+        for model in plan.models:  # fail before fetching anything when a model is missing
+            await asyncio.to_thread(engine.folder, model)
+        call = await flux.prepare_call(plan, jobs[0].input, self.settings, self.options, self._http())
+        items = [flux.FluxItem.of(job) for job in jobs]
+        for item in items:
+            item.job.emit(Log(_describe(plan, call.width, call.height, item.seed, item.num_images)))
+        batch = await asyncio.to_thread(engine.generate_images, call, items)
+
+        def encode() -> list[Output | RunError]:  # JPEG/PNG encoding, off the event loop
+            return [
+                flux.make_output(item, images, flags, batch.seconds, report_prompt=plan.kind != REDUX)
+                for item, images, flags in zip(items, batch.images, batch.flags, strict=True)
+            ]
+
+        return await asyncio.to_thread(encode)
+
+    async def _run_video(self, job: Job) -> Output:
+        from openfal.backends.local import video
+
+        engine = await asyncio.to_thread(self.engine)
+        item = video.VideoItem.of(job)
+        o = self.options
+        job.emit(Log(f"LTX-Video {o.ltx_width}x{o.ltx_height}, {o.ltx_frames} frames at {o.ltx_fps} fps, {item.steps} steps, seed {item.seed}"))
+        frames, _ = await asyncio.to_thread(engine.generate_video, item)
+        data = await asyncio.to_thread(video.encode_mp4, frames, o.ltx_fps)
+        return video.make_output(item, data, o)
+
+
+def _describe(plan: FluxPlan, width: int, height: int, seed: int, count: int) -> str:
+    images = f"{count} images" if count > 1 else "1 image"
+    return f"{plan.endpoint_id} on {plan.model}: {images} of {width}x{height}, {plan.steps} steps, seed {seed}"

@@ -1,0 +1,209 @@
+"""Loaded pipelines, kept warm within a memory budget.
+
+Every pipeline comes from ``PipelineClass.from_pretrained(folder, local_files_only=True)``,
+the same path for the tiny set and for real weights. Three kinds of sharing keep a
+component from being loaded twice:
+
+* a pipeline of another class over the same folder (img2img next to text-to-image) is
+  built from the loaded one's modules, with its own scheduler (a scheduler carries
+  per-call state). ``from_pipe`` would do this too, but it casts every shared module to
+  one dtype, undoing the fp32 modules ``from_pretrained`` may keep;
+* a pipeline that needs fewer components (the Redux base, which takes prompt embeddings
+  and so needs no text encoders) is served by a loaded superset, or loaded without them;
+* a component folder whose weights equal an already-loaded module's (dev, schnell and
+  Kontext ship the same text encoders and VAE) reuses that module (see fingerprint.py).
+
+Memory is counted as the bytes of the unique parameters and buffers of the cached
+pipelines; past ``budget_bytes`` the least recently used pipelines are dropped (their
+modules go once no cached pipeline holds them). The caller serialises access: the
+backend calls ``get`` under the lock that also serialises runs, so nothing in use is
+ever evicted.
+"""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import json
+import logging
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import diffusers
+import torch
+from diffusers import DiffusionPipeline
+
+from openfal.backends.local.fingerprint import ComponentId, component_id
+from openfal.errors import ModelUnavailable
+
+log = logging.getLogger("openfal.local")
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineSpec:
+    """One pipeline to have loaded: a class over a model folder, optionally without
+    some components (they are passed as None)."""
+
+    model: str
+    folder: Path
+    class_name: str
+    without: frozenset[str] = field(default_factory=frozenset)
+
+
+class ModelCache:
+    def __init__(self, *, device: torch.device, dtype: torch.dtype, budget_bytes: int) -> None:
+        self.device = device
+        self.dtype = dtype
+        self.budget_bytes = budget_bytes
+        self._pipelines: OrderedDict[PipelineSpec, DiffusionPipeline] = OrderedDict()
+        self._ids: weakref.WeakKeyDictionary[torch.nn.Module, ComponentId] = weakref.WeakKeyDictionary()
+
+    # -- public --------------------------------------------------------------------------
+
+    def get(self, *specs: PipelineSpec) -> list[DiffusionPipeline]:
+        """The pipelines for ``specs`` (all kept through any eviction this causes)."""
+        pinned = frozenset(specs)
+        pipes = [self._get_one(spec, pinned) for spec in specs]
+        self._evict(keep=pinned, incoming=0)
+        return pipes
+
+    def is_loaded(self, spec: PipelineSpec) -> bool:
+        return spec in self._pipelines
+
+    def _get_one(self, spec: PipelineSpec, pinned: frozenset[PipelineSpec]) -> DiffusionPipeline:
+        if spec in self._pipelines:
+            self._pipelines.move_to_end(spec)
+            return self._pipelines[spec]
+        pipe = self._from_loaded(spec) or self._load(spec, pinned)
+        pipe.set_progress_bar_config(disable=True)
+        self._pipelines[spec] = pipe
+        return pipe
+
+    def loaded(self) -> list[PipelineSpec]:
+        return list(self._pipelines)
+
+    def loaded_bytes(self) -> int:
+        return sum(_module_bytes(m) for m in self._unique_modules())
+
+    def clear(self) -> None:
+        self._pipelines.clear()
+        _release_memory(self.device)
+
+    # -- building from what is loaded -------------------------------------------------------
+
+    def _from_loaded(self, spec: PipelineSpec) -> DiffusionPipeline | None:
+        for other, pipe in reversed(self._pipelines.items()):
+            if other.folder != spec.folder or not other.without <= spec.without:
+                continue
+            if other.class_name == spec.class_name:
+                return pipe  # a superset of the same class serves as is
+            return _derive(_pipeline_class(spec.class_name), pipe, spec.without)
+        return None
+
+    # -- loading ------------------------------------------------------------------------------
+
+    def _load(self, spec: PipelineSpec, pinned: frozenset[PipelineSpec]) -> DiffusionPipeline:
+        reused, incoming = self._reusable_components(spec)
+        self._evict(keep=pinned, incoming=incoming)
+        kwargs: dict[str, Any] = {**reused, **{name: None for name in spec.without}}
+        log.info("loading %s (%s) from %s; reusing %s", spec.model, spec.class_name, spec.folder, sorted(reused) or "nothing")
+        try:
+            pipe = _pipeline_class(spec.class_name).from_pretrained(
+                spec.folder, local_files_only=True, dtype=self.dtype, **kwargs
+            )
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            raise ModelUnavailable(
+                f"Model {spec.model} at {spec.folder} could not be loaded ({type(exc).__name__}: {exc}). "
+                f"Re-install it with `openfal models download {spec.model}`."
+            ) from exc
+        pipe.to(self.device)
+        for name, module in pipe.components.items():
+            if isinstance(module, torch.nn.Module) and name not in reused:
+                ident = self._component_ids(spec.folder).get(name)
+                if ident is not None:
+                    self._ids[module] = ident
+        return pipe
+
+    def _reusable_components(self, spec: PipelineSpec) -> tuple[dict[str, torch.nn.Module], int]:
+        """Loaded modules equal to ``spec``'s components, and the bytes still to load."""
+        reused: dict[str, torch.nn.Module] = {}
+        incoming = 0
+        for name, ident in self._component_ids(spec.folder).items():
+            if name in spec.without:
+                continue
+            match = next((m for m, other in list(self._ids.items()) if ident.same_weights(other)), None)
+            if match is not None and self._is_cached(match):
+                reused[name] = match
+            else:
+                incoming += sum(p.stat().st_size for p in ident.folder.iterdir() if p.is_file())
+        return reused, incoming
+
+    def _component_ids(self, folder: Path) -> dict[str, ComponentId]:
+        index = json.loads((folder / "model_index.json").read_text())
+        ids: dict[str, ComponentId] = {}
+        for name, value in index.items():
+            if name.startswith("_") or not isinstance(value, list) or value[0] is None:
+                continue
+            ident = component_id(folder / name, f"{value[0]}.{value[1]}")
+            if ident is not None:
+                ids[name] = ident
+        return ids
+
+    # -- eviction -------------------------------------------------------------------------------
+
+    def _evict(self, *, keep: frozenset[PipelineSpec], incoming: int) -> None:
+        """Drop least recently used pipelines until what stays (plus ``incoming``) fits."""
+        evicted = False
+        while self.loaded_bytes() + incoming > self.budget_bytes:
+            victim = next((s for s in self._pipelines if s not in keep), None)
+            if victim is None:
+                break
+            log.info("evicting %s (%s) to stay within the model memory budget", victim.model, victim.class_name)
+            del self._pipelines[victim]
+            evicted = True
+        if evicted:
+            _release_memory(self.device)
+
+    def _unique_modules(self) -> Iterator[torch.nn.Module]:
+        seen: set[int] = set()
+        for pipe in self._pipelines.values():
+            for module in pipe.components.values():
+                if isinstance(module, torch.nn.Module) and id(module) not in seen:
+                    seen.add(id(module))
+                    yield module
+
+    def _is_cached(self, module: torch.nn.Module) -> bool:
+        return any(module is m for m in self._unique_modules())
+
+
+def _pipeline_class(name: str) -> type[DiffusionPipeline]:
+    cls = getattr(diffusers, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, DiffusionPipeline)):
+        raise ModelUnavailable(f"diffusers {diffusers.__version__} has no pipeline class {name}")
+    return cls
+
+
+def _derive(cls: type[DiffusionPipeline], base: DiffusionPipeline, without: frozenset[str]) -> DiffusionPipeline:
+    """A ``cls`` pipeline over ``base``'s modules, with a fresh scheduler."""
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
+    components = {k: v for k, v in base.components.items() if k in accepted}
+    components.update({name: None for name in without if name in accepted})
+    if "scheduler" in components:
+        scheduler = components["scheduler"]
+        components["scheduler"] = type(scheduler).from_config(scheduler.config)
+    return cls(**components)
+
+
+def _module_bytes(module: torch.nn.Module) -> int:
+    tensors = [*module.parameters(), *module.buffers()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _release_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

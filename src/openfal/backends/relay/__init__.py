@@ -1,0 +1,23 @@
+"""The relay backend: openfal in front of an upstream fal-compatible queue (fal.ai,
+or another openfal). See ``backend.py`` for the flow, ``config.py`` for settings."""
+
+from __future__ import annotations
+
+from openfal.backends.relay.backend import RelayBackend
+from openfal.backends.relay.config import UpstreamConfig, check_routes, parse_upstreams
+from openfal.config import Settings
+
+__all__ = ["RelayBackend", "UpstreamConfig", "make_relay_backends"]
+
+
+def make_relay_backends(settings: Settings, existing: set[str] | frozenset[str] = frozenset()) -> dict[str, RelayBackend]:
+    """One backend per configured upstream, named like it; routes are checked too."""
+    backends = {}
+    for config in parse_upstreams(settings.upstreams):
+        if config.name in existing:
+            from openfal.errors import ConfigError
+
+            raise ConfigError(f"upstreams.{config.name}: the name is taken by a built-in backend")
+        backends[config.name] = RelayBackend(config, settings)
+    check_routes(settings.routes, set(existing) | set(backends))
+    return backends

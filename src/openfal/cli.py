@@ -1,0 +1,252 @@
+"""The ``openfal`` command: serve, worker, keys, models, migrate."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from openfal.config import Settings
+
+DEMO_KEY_FILE = "demo-key.txt"
+
+
+def _settings(**overrides: Any) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+@click.group()
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Folder for the database, media and models [OPENFAL_DATA_DIR].")
+@click.option("--database-url", default=None, help="SQLAlchemy URL [OPENFAL_DATABASE_URL].")
+@click.pass_context
+def main(ctx: click.Context, data_dir: Path | None, database_url: str | None) -> None:
+    """openfal: a self-hosted fal.ai-compatible queue server."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    ctx.obj = {"data_dir": data_dir, "database_url": database_url}
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--demo", is_flag=True, help="Serve the tiny random-weight models; create and print a demo API key.")
+@click.option("--workers/--no-workers", default=None, help="Run workers in this process [OPENFAL_IN_PROCESS_WORKERS].")
+@click.option("--public-base-url", default=None, help="URL clients reach this server at [OPENFAL_PUBLIC_BASE_URL].")
+@click.option("--ssl-certfile", default=None, help="Serve HTTPS with this certificate (fal's Python client needs https).")
+@click.option("--ssl-keyfile", default=None)
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int, demo: bool, workers: bool | None, public_base_url: str | None, ssl_certfile: str | None, ssl_keyfile: str | None) -> None:
+    """Run the HTTP API (and, by default, workers) in one process."""
+    import uvicorn
+
+    from openfal.http import create_app
+
+    settings = _settings(**ctx.obj, demo=demo or None, in_process_workers=workers, public_base_url=public_base_url)
+    if settings.demo and settings.auth_enabled:
+        key = asyncio.run(_demo_key(settings))
+        click.echo(f"demo API key: {key}  (also in {settings.data_dir / DEMO_KEY_FILE})")
+    uvicorn.run(create_app(settings), host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, proxy_headers=True, log_level="info")
+
+
+async def _demo_key(settings: Settings) -> str:
+    """The demo key: made once, kept in the data folder, re-made if it was revoked."""
+    from openfal.store.db import Database
+    from openfal.store.keys import KeyStore
+
+    path = settings.data_dir / DEMO_KEY_FILE
+    db = Database(settings.effective_database_url)
+    try:
+        await db.migrate()
+        keys = KeyStore(db)
+        if path.exists() and await keys.verify(path.read_text().strip()):
+            return path.read_text().strip()
+        _, secret = await keys.create("demo")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secret + "\n")
+        return secret
+    finally:
+        await db.close()
+
+
+@main.command()
+@click.option("--backend", "backends", multiple=True, help="Serve only these backends (repeatable) [OPENFAL_WORKER_BACKENDS].")
+@click.option("--demo", is_flag=True, help="Use the tiny random-weight models.")
+@click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics of this worker on this port.")
+@click.pass_context
+def worker(ctx: click.Context, backends: tuple[str, ...], demo: bool, metrics_port: int | None) -> None:
+    """Run workers only, against the shared store and media."""
+    settings = _settings(**ctx.obj, worker_backends=backends or None, demo=demo or None)
+    if metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port)
+    asyncio.run(_run_worker(settings))
+
+
+async def _run_worker(settings: Settings) -> None:
+    from openfal.runtime import Runtime
+
+    runtime = Runtime(settings)
+    await runtime.start(workers=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    click.echo(f"worker {runtime.worker.worker_id if runtime.worker else '?'} running", err=True)
+    try:
+        await stop.wait()
+    finally:
+        await runtime.stop()
+
+
+@main.command()
+@click.pass_context
+def migrate(ctx: click.Context) -> None:
+    """Create or upgrade the database schema."""
+    from openfal.store.db import Database
+
+    async def run() -> None:
+        db = Database(_settings(**ctx.obj).effective_database_url)
+        try:
+            await db.migrate()
+        finally:
+            await db.close()
+
+    asyncio.run(run())
+    click.echo("database is up to date")
+
+
+@main.group()
+def keys() -> None:
+    """Manage API keys."""
+
+
+def _with_keys(ctx: click.Context, action: Any) -> Any:
+    from openfal.store.db import Database
+    from openfal.store.keys import KeyStore
+
+    async def run() -> Any:
+        db = Database(_settings(**ctx.find_root().obj).effective_database_url)
+        try:
+            await db.migrate()
+            return await action(KeyStore(db))
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
+
+
+@keys.command("create")
+@click.option("--name", required=True)
+@click.option("--admin", is_flag=True, help="May see every key's requests and usage.")
+@click.pass_context
+def keys_create(ctx: click.Context, name: str, admin: bool) -> None:
+    """Create a key and print it (shown once)."""
+    key, secret = _with_keys(ctx, lambda store: store.create(name, is_admin=admin))
+    click.echo(secret)
+    click.echo(f"key id {key.id} ({'admin' if admin else 'user'}) created; store the line above, it is not shown again", err=True)
+
+
+@keys.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def keys_list(ctx: click.Context, as_json: bool) -> None:
+    rows = _with_keys(ctx, lambda store: store.list())
+    if as_json:
+        click.echo(json.dumps([{"id": k.id, "name": k.name, "admin": k.is_admin, "active": k.active, "created_at": k.created_at} for k in rows]))
+        return
+    for k in rows:
+        click.echo(f"{k.id}\t{k.name}\t{'admin' if k.is_admin else 'user'}\t{'active' if k.active else 'revoked'}")
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@click.pass_context
+def keys_revoke(ctx: click.Context, key_id: str) -> None:
+    if not _with_keys(ctx, lambda store: store.revoke(key_id)):
+        click.echo(f"no active key {key_id}", err=True)
+        sys.exit(1)
+    click.echo(f"revoked {key_id}")
+
+
+@keys.command("limits")
+@click.argument("key_id")
+@click.option("--max-concurrent", type=int, default=None, help="Requests of this key running at once (others wait).")
+@click.option("--rpm", type=int, default=None, help="Submits per minute.")
+@click.pass_context
+def keys_limits(ctx: click.Context, key_id: str, max_concurrent: int | None, rpm: int | None) -> None:
+    """Set a key's limits (an omitted option lifts that limit)."""
+    if not _with_keys(ctx, lambda store: store.set_limits(key_id, max_concurrent=max_concurrent, rpm=rpm)):
+        click.echo(f"no key {key_id}", err=True)
+        sys.exit(1)
+    click.echo(f"{key_id}: max_concurrent={max_concurrent} rpm={rpm}")
+
+
+@keys.command("credit")
+@click.argument("key_id")
+@click.argument("dollars", type=float)
+@click.pass_context
+def keys_credit(ctx: click.Context, key_id: str, dollars: float) -> None:
+    """Add credit to a key (it becomes credit-limited); negative debits."""
+    from openfal import accounting
+
+    async def action(store: Any) -> int | None:
+        if await store.get(key_id) is None:
+            return None
+        async with store.db.write() as conn:
+            await accounting.credit(conn, key_id, round(dollars * accounting.MICROS))
+        key = await store.get(key_id)
+        return key.balance_micros
+
+    balance = _with_keys(ctx, action)
+    if balance is None:
+        click.echo(f"no key {key_id}", err=True)
+        sys.exit(1)
+    click.echo(f"{key_id}: balance ${balance / 1_000_000:.6f}")
+
+
+@main.command()
+@click.option("--key", "key_id", default=None, help="Only this key id.")
+@click.option("--since", type=float, default=None, help="Unix seconds.")
+@click.option("--until", type=float, default=None, help="Unix seconds.")
+@click.option("--period", type=click.Choice(["hour", "day", "total"]), default="day", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def usage(ctx: click.Context, key_id: str | None, since: float | None, until: float | None, period: str, as_json: bool) -> None:
+    """Usage per key, endpoint and period, from the ledger."""
+    from openfal.http.admin_routes import usage_json
+    from openfal.store import ledger
+    from openfal.store.db import Database
+
+    async def run() -> list[dict[str, Any]]:
+        db = Database(_settings(**ctx.obj).effective_database_url)
+        try:
+            await db.migrate()
+            return [usage_json(r) for r in await ledger.usage(db, key_id=key_id, since=since, until=until, period=period)]
+        finally:
+            await db.close()
+
+    rows = asyncio.run(run())
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    click.echo("period_start\tkey\tendpoint\trequests\tsucceeded\timages\tmegapixels\tvideo_s\tcost_usd")
+    for r in rows:
+        click.echo("\t".join(str(r[k]) for k in ["period_start", "key_id", "endpoint_id", "requests", "succeeded", "images", "megapixels", "video_seconds", "cost"]))
+
+
+def _register_models() -> None:
+    try:
+        from openfal.backends.local.cli import models
+    except ImportError:  # pragma: no cover - the local backend is part of the package
+        return
+    main.add_command(models)
+
+
+_register_models()

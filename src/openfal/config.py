@@ -1,0 +1,133 @@
+"""Settings: typed, frozen, read once from the environment (``OPENFAL_*``) or passed in.
+
+This is the only module that reads the environment. Everything else receives a
+``Settings`` value, so tests build exactly the server they need.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of an openfal deployment. ``openfal config`` prints the effective values."""
+
+    model_config = SettingsConfigDict(env_prefix="OPENFAL_", frozen=True, extra="ignore")
+
+    # -- where things live ---------------------------------------------------------
+    #: folder for the SQLite file, local media, the demo key and tiny models
+    data_dir: Path = Path(".openfal")
+    #: SQLAlchemy URL; default ``sqlite+aiosqlite:///{data_dir}/openfal.db``.
+    #: PostgreSQL: ``postgresql+asyncpg://user@host/db``
+    database_url: str | None = None
+    #: ``local`` (a folder served under /files) or ``s3``
+    media_backend: Literal["local", "s3"] = "local"
+    #: local media folder; default ``{data_dir}/media``
+    media_dir: Path | None = None
+    s3_bucket: str | None = None
+    s3_prefix: str = "openfal/"
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    #: public base URL of the bucket (CDN); when unset, media URLs are presigned
+    s3_public_url: str | None = None
+    s3_presign_seconds: int = Field(7 * 86400, ge=60, le=7 * 86400)
+
+    # -- HTTP ----------------------------------------------------------------------
+    #: the URL clients reach this server at; default: taken from each request's Host
+    public_base_url: str | None = None
+    #: host names whose POSTs are synchronous runs (fal.run) rather than queue submits
+    run_hosts: tuple[str, ...] = ()
+    max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    #: largest file accepted by the storage upload endpoints (fal's clients switch to
+    #: multipart above 90-100 MB, which openfal does not implement)
+    max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1024)
+    sse_keepalive_seconds: float = Field(15.0, gt=0)
+    #: how often SSE and sync waits re-read a request written by another process
+    poll_interval_seconds: float = Field(0.25, gt=0)
+
+    # -- auth ----------------------------------------------------------------------
+    auth_enabled: bool = True
+
+    # -- queue and workers ---------------------------------------------------------
+    #: run workers inside ``openfal serve`` (set false when ``openfal worker`` runs them)
+    in_process_workers: bool = True
+    #: backends this process's workers serve (empty: all that are configured)
+    worker_backends: tuple[str, ...] = ()
+    #: concurrent requests per backend in one worker process
+    concurrency: dict[str, int] = Field(default_factory=lambda: {"local": 1, "builtin": 8, "relay": 16})
+    lease_seconds: float = Field(30.0, gt=0)
+    heartbeat_seconds: float = Field(5.0, gt=0)
+    #: attempts before a request whose worker died is failed
+    max_attempts: int = Field(3, ge=1)
+    #: completed requests (input, result, logs) are kept this long
+    result_ttl_seconds: int = Field(30 * 86400, ge=60)
+    #: media files are kept this long (fal: at least 7 days)
+    media_ttl_seconds: int = Field(7 * 86400, ge=60)
+    maintenance_interval_seconds: float = Field(60.0, gt=0)
+    #: on shutdown, running requests get this long to finish before they are requeued
+    shutdown_grace_seconds: float = Field(20.0, ge=0)
+
+    # -- webhooks ------------------------------------------------------------------
+    webhook_max_attempts: int = Field(10, ge=1)
+    #: first retry delay; doubles per attempt up to webhook_max_delay_seconds
+    webhook_base_delay_seconds: float = Field(15.0, ge=0)
+    webhook_max_delay_seconds: float = Field(2400.0, ge=0)
+    webhook_timeout_seconds: float = Field(15.0, gt=0)
+    #: allow webhooks and image fetches to private/loopback addresses (tests, LANs)
+    allow_private_urls: bool = False
+
+    # -- inputs fetched from URLs --------------------------------------------------
+    fetch_max_bytes: int = Field(50 * 1024 * 1024, ge=1024)
+    fetch_timeout_seconds: float = Field(30.0, gt=0)
+    max_image_pixels: int = Field(64 * 1024 * 1024, ge=1)
+
+    # -- local backend -------------------------------------------------------------
+    #: serve the tiny random-weight model set (no weights, no network)
+    demo: bool = False
+    #: folder holding model folders (diffusers layout) by model name
+    models_dir: Path | None = None
+    #: per-model overrides: model name -> local folder or Hugging Face repo id (cache only)
+    model_paths: dict[str, str] = Field(default_factory=dict)
+    #: ``auto`` (cuda if available, else cpu), ``cpu``, ``cuda``, ``cuda:1`` ...
+    device: str = "auto"
+    #: ``auto`` (bf16 on cuda, fp32 on cpu), ``float32``, ``bfloat16``, ``float16``
+    dtype: str = "auto"
+    #: bytes of weights kept loaded; least recently used models are evicted beyond it
+    model_memory_budget_bytes: int = Field(80 * 1024**3, ge=0)
+    max_batch_size: int = Field(4, ge=1)
+    #: folder of a safety checker (diffusers StableDiffusionSafetyChecker or a
+    #: transformers image classifier with an ``nsfw`` label); none: nothing is flagged
+    safety_checker_path: str | None = None
+    previews: bool = True
+
+    # -- accounting ------------------------------------------------------------------
+    #: endpoint pattern -> {per_request, per_image, per_megapixel, per_video_second} in
+    #: dollars, over fal's list prices (openfal.accounting.DEFAULT_PRICES)
+    prices: dict[str, dict[str, float]] = Field(default_factory=dict)
+
+    # -- relay ---------------------------------------------------------------------
+    #: endpoint pattern -> backend name or upstream name (``fal-ai/*`` -> ``fal``)
+    routes: dict[str, str] = Field(default_factory=dict)
+    #: upstream name -> {"base_url": ..., "keys": [...]}
+    upstreams: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir.resolve() / 'openfal.db'}"
+
+    @property
+    def effective_media_dir(self) -> Path:
+        return (self.media_dir or self.data_dir / "media").resolve()
+
+    @property
+    def effective_models_dir(self) -> Path:
+        return (self.models_dir or self.data_dir / "models").resolve()

@@ -1,0 +1,1 @@
+"""The endpoint catalog: fal endpoint ids, their input/output schemas and defaults."""

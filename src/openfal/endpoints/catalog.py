@@ -1,0 +1,68 @@
+"""Which endpoints openfal knows, with their schemas and the backend that serves them
+by default. Endpoints not listed here can still be served by a relay route; their input
+then passes through unvalidated, as the upstream will validate it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from openfal.endpoints import flux, utility, video
+from openfal.errors import InputInvalid
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointSpec:
+    endpoint_id: str
+    title: str
+    input_model: type[BaseModel]
+    output_model: type[BaseModel]
+    #: the backend that serves it unless a route says otherwise
+    backend: str
+    #: what kind of media it produces (the playground's gallery uses it)
+    kind: str = "image"
+
+
+_SPECS = [
+    EndpointSpec("fal-ai/flux-1/dev", "FLUX.1 [dev] text to image", flux.FluxDevInput, flux.FluxOutput, "local"),
+    EndpointSpec("fal-ai/flux-1/dev/image-to-image", "FLUX.1 [dev] image to image", flux.FluxDevImageToImageInput, flux.FluxOutput, "local"),
+    EndpointSpec("fal-ai/flux-1/dev/redux", "FLUX.1 [dev] Redux", flux.FluxDevReduxInput, flux.FluxOutput, "local"),
+    EndpointSpec("fal-ai/flux-1/schnell", "FLUX.1 [schnell] text to image", flux.FluxSchnellInput, flux.FluxOutput, "local"),
+    EndpointSpec("fal-ai/flux-1/schnell/redux", "FLUX.1 [schnell] Redux", flux.FluxSchnellReduxInput, flux.FluxOutput, "local"),
+    EndpointSpec("fal-ai/flux-pro/kontext", "FLUX.1 Kontext [pro] (local: Kontext [dev])", flux.KontextInput, flux.FluxOutput, "local"),
+    EndpointSpec("fal-ai/flux-pro/kontext/max", "FLUX.1 Kontext [max] (local: Kontext [dev])", flux.KontextInput, flux.FluxOutput, "local"),
+    EndpointSpec("fal-ai/flux-pro/kontext/multi", "FLUX.1 Kontext [pro] multi-image", flux.KontextMultiInput, flux.KontextRegistryOutput, "local"),
+    EndpointSpec("fal-ai/flux-pro/kontext/max/multi", "FLUX.1 Kontext [max] multi-image", flux.KontextMultiInput, flux.KontextRegistryOutput, "local"),
+    EndpointSpec("fal-ai/flux-pro/kontext/text-to-image", "FLUX.1 Kontext [pro] text to image", flux.KontextTextToImageInput, flux.KontextRegistryOutput, "local"),
+    EndpointSpec("fal-ai/flux-pro/kontext/max/text-to-image", "FLUX.1 Kontext [max] text to image", flux.KontextTextToImageInput, flux.KontextRegistryOutput, "local"),
+    EndpointSpec("fal-ai/ltx-video", "LTX-Video text to video", video.LtxVideoInput, video.VideoOutput, "local", kind="video"),
+    EndpointSpec("openfal/utils/echo", "No-op: returns its input", utility.EchoInput, utility.EchoOutput, "builtin", kind="json"),
+    EndpointSpec("openfal/utils/sleep", "Sleeps in steps, with progress", utility.SleepInput, utility.SleepOutput, "builtin", kind="json"),
+]
+
+CATALOG: dict[str, EndpointSpec] = {spec.endpoint_id: spec for spec in _SPECS}
+
+
+def validate_input(spec: EndpointSpec, body: Any) -> dict[str, Any]:
+    """The input with defaults filled in, or ``InputInvalid`` in fal's 422 shape."""
+    try:
+        model = spec.input_model.model_validate(body)
+    except ValidationError as exc:
+        raise InputInvalid(_detail(exc)) from None
+    return model.model_dump(mode="json", exclude_none=False)
+
+
+def _detail(exc: ValidationError) -> list[dict[str, Any]]:
+    detail = []
+    for error in exc.errors(include_url=False):
+        item: dict[str, Any] = {
+            "loc": ["body", *error["loc"]],
+            "msg": error["msg"],
+            "type": error["type"],
+        }
+        if "ctx" in error:
+            item["ctx"] = {k: v if isinstance(v, (int, float, str, bool, list)) else str(v) for k, v in error["ctx"].items()}
+        detail.append(item)
+    return detail

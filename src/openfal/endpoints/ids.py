@@ -1,0 +1,63 @@
+"""fal endpoint ids and request paths.
+
+An endpoint id is ``owner/app[/path...]``; its *app* is ``owner/app`` (or
+``ns/owner/app`` for the ``workflows`` and ``comfy`` namespaces). Status, result and
+cancel use the app only, so a request submitted to ``fal-ai/flux-1/dev`` is found under
+``fal-ai/flux-1/requests/{id}``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+NAMESPACES = ("workflows", "comfy")
+_SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]*$")
+_LEGACY = re.compile(r"^\d+-[A-Za-z0-9-]+$")
+
+RequestAction = Literal["result", "status", "stream", "cancel"]
+
+
+def app_of(endpoint_id: str) -> str:
+    """The app that owns an endpoint: the part requests are looked up under."""
+    parts = endpoint_id.strip("/").split("/")
+    size = 3 if parts[0] in NAMESPACES else 2
+    return "/".join(parts[:size])
+
+
+def normalize_endpoint(path: str) -> str | None:
+    """The endpoint id a submit path names, or None when it cannot be one."""
+    parts = [p for p in path.strip("/").split("/") if p]
+    if len(parts) == 1 and _LEGACY.match(parts[0]):
+        parts = parts[0].split("-", 1)
+    minimum = 3 if parts and parts[0] in NAMESPACES else 2
+    if len(parts) < minimum or not all(_SEGMENT.match(p) for p in parts):
+        return None
+    if "requests" in parts[:minimum]:
+        return None
+    return "/".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class RequestPath:
+    app: str
+    request_id: str
+    action: RequestAction
+
+
+def parse_request_path(path: str) -> RequestPath | None:
+    """``{app}/requests/{id}[/status[/stream]|/cancel]``, trailing slashes tolerated."""
+    parts = [p for p in path.strip("/").split("/") if p]
+    size = 3 if parts and parts[0] in NAMESPACES else 2
+    if len(parts) < size + 2 or parts[size] != "requests":
+        return None
+    app, request_id, rest = "/".join(parts[:size]), parts[size + 1], parts[size + 2 :]
+    actions: dict[tuple[str, ...], RequestAction] = {
+        (): "result",
+        ("status",): "status",
+        ("status", "stream"): "stream",
+        ("cancel",): "cancel",
+    }
+    action = actions.get(tuple(rest))
+    return RequestPath(app, request_id, action) if action else None

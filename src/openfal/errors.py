@@ -1,0 +1,209 @@
+"""The exception tree of openfal.
+
+Each class's docstring is its default message. The HTTP layer maps the tree onto
+fal-shaped responses in one table (``openfal.http.errors``); nothing else decides
+status codes.
+
+* OpenfalError
+  + ClientError                 the caller's fault; answered at once with a 4xx
+    - Unauthorized              401
+    - RequestNotFound           404 (also: another key's request)
+    - UnknownEndpoint           404
+    - InputInvalid              422 with a pydantic-style ``detail`` list
+    - BadRequest                400, ``error_type: bad_request``
+    - PayloadTooLarge           413
+    - StillInProgress           400, result asked for before COMPLETED
+    - QueueFull                 429, ``fal_max_queue_length`` exceeded
+  + RunError                    a request failed while running; stored as its result
+    - RunCancelled              499 client_cancelled
+    - StartTimeout              504 request_timeout, ``X-Fal-Request-Timeout-Type: user``
+    - ModelUnavailable          503, the weights are not installed
+    - InputFetchFailed          422, an ``image_url`` could not be fetched or decoded
+    - UpstreamFailed            an upstream queue answered an error
+  + ConfigError                 the operator's settings cannot work
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class OpenfalError(Exception):
+    """An openfal error."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class ClientError(OpenfalError):
+    """The request could not be accepted."""
+
+    status_code = 400
+    error_type: str | None = None
+
+
+class Unauthorized(ClientError):
+    """Missing or invalid API key. Send `Authorization: Key <key>` or `Bearer <key>`."""
+
+    status_code = 401
+
+
+class RequestNotFound(ClientError):
+    """Request not found."""
+
+    status_code = 404
+
+
+class UnknownEndpoint(ClientError):
+    """Endpoint not found."""
+
+    status_code = 404
+
+
+class BadRequest(ClientError):
+    """Malformed request."""
+
+    status_code = 400
+    error_type = "bad_request"
+
+
+class PayloadTooLarge(ClientError):
+    """Request body too large."""
+
+    status_code = 413
+
+
+class StillInProgress(ClientError):
+    """Request is still in progress."""
+
+    status_code = 400
+
+
+class QueueFull(ClientError):
+    """The queue is longer than fal_max_queue_length."""
+
+    status_code = 429
+
+
+class InputInvalid(ClientError):
+    """Input validation failed."""
+
+    status_code = 422
+
+    def __init__(self, detail: list[dict[str, Any]], message: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail
+
+    @classmethod
+    def field(cls, field: str, msg: str, type_: str = "value_error", **extra: Any) -> InputInvalid:
+        """One error on one body field, in fal's FieldException shape."""
+        return cls([{"loc": ["body", field], "msg": msg, "type": type_, **extra}], msg)
+
+
+class RunError(OpenfalError):
+    """The request failed while running."""
+
+    status_code = 500
+    error_type = "runner_server_error"
+    #: whether a fresh attempt could succeed (the queue retries only these)
+    retryable = False
+
+    def body(self) -> dict[str, Any]:
+        """The result body stored for the request, as fal returns it."""
+        return {"detail": self.message, "error_type": self.error_type}
+
+    def headers(self) -> dict[str, str]:
+        return {"X-Fal-Error-Type": self.error_type}
+
+
+class RunCancelled(RunError):
+    """Request cancelled by the client."""
+
+    status_code = 499
+    error_type = "client_cancelled"
+
+
+class StartTimeout(RunError):
+    """The request did not start before its X-Fal-Request-Timeout deadline."""
+
+    status_code = 504
+    error_type = "request_timeout"
+
+    def headers(self) -> dict[str, str]:
+        return {**super().headers(), "X-Fal-Request-Timeout-Type": "user"}
+
+
+class ModelUnavailable(RunError):
+    """The model weights for this endpoint are not installed on this server."""
+
+    status_code = 503
+    error_type = "runner_scheduling_failure"
+
+
+class RunnerLost(RunError):
+    """The worker running this request stopped answering and no attempts are left."""
+
+    status_code = 503
+    error_type = "runner_disconnected"
+
+
+class InputFetchFailed(RunError):
+    """An input file could not be fetched."""
+
+    status_code = 422
+    error_type = "bad_request"
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "detail": [
+                {"loc": ["body", self.field], "msg": self.message, "type": "file_download_error"}
+            ]
+        }
+
+
+class InputRejected(RunError):
+    """The input was accepted by the schema but refused by the model."""
+
+    status_code = 422
+    error_type = "bad_request"
+
+    def __init__(self, detail: list[dict[str, Any]], message: str | None = None) -> None:
+        super().__init__(message or (detail[0].get("msg") if detail else None))
+        self.detail = detail
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.detail}
+
+
+class UpstreamFailed(RunError):
+    """The upstream queue failed this request."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int = 502,
+        error_type: str = "runner_server_error",
+        body: dict[str, Any] | None = None,
+        retryable: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.error_type = error_type
+        self._body = body
+        self.retryable = retryable
+
+    def body(self) -> dict[str, Any]:
+        return self._body if self._body is not None else super().body()
+
+
+class ConfigError(OpenfalError):
+    """The configuration is invalid."""

@@ -1,0 +1,140 @@
+"""The admin API (admin keys only): keys, limits, credit, usage. Also /metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+
+from openfal import accounting, metrics
+from openfal.errors import ClientError, RequestNotFound
+from openfal.http.deps import current_key, runtime
+from openfal.models import ApiKey
+from openfal.store import ledger
+
+router = APIRouter(prefix="/api/admin", tags=["admin"])
+metrics_router = APIRouter(tags=["server"])
+
+
+class Forbidden(ClientError):
+    """This route needs an admin key."""
+
+    status_code = 403
+
+
+async def admin_key(key: ApiKey | None = Depends(current_key)) -> ApiKey | None:
+    if key is not None and not key.is_admin:
+        raise Forbidden()
+    return key
+
+
+class KeyIn(BaseModel):
+    name: str = Field(min_length=1, max_length=255)
+    admin: bool = False
+    max_concurrent: int | None = Field(None, ge=1)
+    rpm: int | None = Field(None, ge=1)
+    credit: float | None = Field(None, ge=0, description="initial credit in dollars; absent: metered, not limited")
+
+
+class LimitsIn(BaseModel):
+    max_concurrent: int | None = Field(None, ge=1)
+    rpm: int | None = Field(None, ge=1)
+
+
+class CreditIn(BaseModel):
+    amount: float = Field(description="dollars to add (negative to debit)")
+
+
+def _key_json(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "name": key.name,
+        "admin": key.is_admin,
+        "active": key.active,
+        "created_at": key.created_at,
+        "max_concurrent": key.max_concurrent,
+        "rpm": key.rpm,
+        "balance": None if key.balance_micros is None else key.balance_micros / accounting.MICROS,
+    }
+
+
+@router.get("/keys")
+async def list_keys(request: Request, _: ApiKey | None = Depends(admin_key)) -> list[dict[str, Any]]:
+    return [_key_json(k) for k in await runtime(request).keys.list()]
+
+
+@router.post("/keys")
+async def create_key(body: KeyIn, request: Request, _: ApiKey | None = Depends(admin_key)) -> dict[str, Any]:
+    rt = runtime(request)
+    key, secret = await rt.keys.create(body.name, is_admin=body.admin)
+    await rt.keys.set_limits(key.id, max_concurrent=body.max_concurrent, rpm=body.rpm)
+    if body.credit is not None:
+        async with rt.db.write() as conn:
+            await accounting.credit(conn, key.id, round(body.credit * accounting.MICROS))
+    fresh = await rt.keys.get(key.id)
+    assert fresh is not None
+    return {**_key_json(fresh), "key": secret}
+
+
+@router.patch("/keys/{key_id}")
+async def set_limits(key_id: str, body: LimitsIn, request: Request, _: ApiKey | None = Depends(admin_key)) -> dict[str, Any]:
+    rt = runtime(request)
+    if not await rt.keys.set_limits(key_id, max_concurrent=body.max_concurrent, rpm=body.rpm):
+        raise RequestNotFound(f"Key {key_id} not found")
+    return _key_json(await rt.keys.get(key_id))  # type: ignore[arg-type]
+
+
+@router.post("/keys/{key_id}/revoke")
+async def revoke(key_id: str, request: Request, _: ApiKey | None = Depends(admin_key)) -> dict[str, Any]:
+    if not await runtime(request).keys.revoke(key_id):
+        raise RequestNotFound(f"No active key {key_id}")
+    return {"id": key_id, "active": False}
+
+
+@router.post("/keys/{key_id}/credit")
+async def add_credit(key_id: str, body: CreditIn, request: Request, _: ApiKey | None = Depends(admin_key)) -> dict[str, Any]:
+    rt = runtime(request)
+    if await rt.keys.get(key_id) is None:
+        raise RequestNotFound(f"Key {key_id} not found")
+    async with rt.db.write() as conn:
+        await accounting.credit(conn, key_id, round(body.amount * accounting.MICROS))
+    return _key_json(await rt.keys.get(key_id))  # type: ignore[arg-type]
+
+
+@router.get("/usage")
+async def usage(
+    request: Request,
+    key_id: str | None = None,
+    since: float | None = Query(None, description="unix seconds"),
+    until: float | None = Query(None, description="unix seconds"),
+    period: str = Query("day", pattern="^(hour|day|total)$"),
+    _: ApiKey | None = Depends(admin_key),
+) -> list[dict[str, Any]]:
+    rows = await ledger.usage(runtime(request).db, key_id=key_id, since=since, until=until, period=period)
+    return [usage_json(r) for r in rows]
+
+
+def usage_json(row: ledger.UsageRow) -> dict[str, Any]:
+    return {
+        "key_id": row.key_id,
+        "endpoint_id": row.endpoint_id,
+        "period_start": row.period_start,
+        "requests": row.requests,
+        "succeeded": row.succeeded,
+        "images": row.images,
+        "megapixels": round(row.megapixels, 3),
+        "video_seconds": row.video_seconds,
+        "cost": row.cost_micros / accounting.MICROS,
+    }
+
+
+@metrics_router.get("/metrics")
+async def prometheus(request: Request) -> Response:
+    counts = await runtime(request).requests.counts_by_backend()
+    for backend in runtime(request).backends:
+        metrics.QUEUE_DEPTH.labels(backend).set(counts.get(("IN_QUEUE", backend), 0))
+        metrics.RUNNING.labels(backend).set(counts.get(("IN_PROGRESS", backend), 0))
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

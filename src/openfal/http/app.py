@@ -1,0 +1,42 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from openfal import __version__
+from openfal.config import Settings
+from openfal.http import admin_routes, misc_routes, playground, queue_routes, relay_routes, storage_routes
+from openfal.http.errors import HANDLERS
+from openfal.http.middleware import RequestIdMiddleware
+from openfal.runtime import Runtime
+
+
+def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
+    settings = settings or (runtime.settings if runtime else Settings())
+    rt = runtime or Runtime(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await rt.start(workers=settings.in_process_workers)
+        try:
+            yield
+        finally:
+            await rt.stop()
+
+    app = FastAPI(title="openfal", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.runtime = rt
+    for exc_type, handler in HANDLERS.items():
+        app.add_exception_handler(exc_type, handler)
+    app.add_middleware(RequestIdMiddleware)
+    app.include_router(playground.router)
+    app.include_router(misc_routes.router)
+    app.include_router(admin_routes.router)
+    app.include_router(admin_routes.metrics_router)
+    app.include_router(storage_routes.router)
+    app.include_router(relay_routes.router)
+    app.include_router(queue_routes.router)
+    return app

@@ -1,0 +1,53 @@
+"""FastAPI dependencies: the runtime, the caller's key, the public base URL, the body."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fastapi import Request
+
+from openfal.errors import InputInvalid, PayloadTooLarge
+from openfal.models import ApiKey
+from openfal.runtime import Runtime
+
+
+def runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+async def current_key(request: Request) -> ApiKey | None:
+    return await runtime(request).auth.authenticate(request.headers.get("authorization"))
+
+
+def base_url(request: Request) -> str:
+    """openfal's own public URL: configured, else what the client used to reach us."""
+    configured = runtime(request).settings.public_base_url
+    return configured or str(request.base_url).rstrip("/")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refused with 413 as soon as it passes ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Request body larger than {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def json_body(request: Request) -> Any:
+    """The JSON body, bounded by ``max_body_bytes``; an empty body is ``{}``."""
+    raw = await read_body(request, runtime(request).settings.max_body_bytes)
+    if not raw.strip():
+        return {}
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputInvalid(
+            [{"loc": ["body", getattr(exc, "pos", 0)], "msg": "JSON decode error", "type": "json_invalid", "ctx": {"error": str(exc)}}]
+        ) from None

@@ -1,0 +1,87 @@
+"""Routes beside the queue: health, media files, the webhook JWKS, the endpoint list,
+per-endpoint OpenAPI and a key's request history (the playground reads the last three)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+
+from openfal.endpoints.catalog import CATALOG
+from openfal.errors import UnknownEndpoint
+from openfal.http.deps import base_url, current_key, runtime
+from openfal.http.openapi import endpoint_openapi
+from openfal.http.wire import request_urls
+from openfal.media.local import LocalMediaStore
+from openfal.models import ApiKey
+
+router = APIRouter()
+
+
+@router.get("/health", tags=["server"])
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/.well-known/jwks.json", tags=["server"], summary="Public keys that sign webhooks")
+async def jwks(request: Request) -> dict[str, Any]:
+    signer = runtime(request).signer
+    assert signer is not None
+    return signer.jwks()
+
+
+@router.get("/files/{key:path}", tags=["media"], summary="A generated or uploaded file")
+async def files(key: str, request: Request) -> Response:
+    store = runtime(request).media
+    path = store.path(key) if isinstance(store, LocalMediaStore) else None
+    if path is None:
+        return JSONResponse({"detail": "File not found"}, status_code=404)
+    return FileResponse(path, headers={"Cache-Control": "public, max-age=604800, immutable"})
+
+
+@router.get("/api/endpoints", tags=["server"], summary="Endpoints this server serves")
+async def endpoints(request: Request) -> list[dict[str, Any]]:
+    return [
+        {
+            "endpoint_id": route.endpoint_id,
+            "title": route.spec.title,
+            "kind": route.spec.kind,
+            "backend": route.backend,
+            "input_schema": route.spec.input_model.model_json_schema(),
+        }
+        for route in runtime(request).router.endpoints()
+        if route.spec is not None
+    ]
+
+
+@router.get("/openapi/queue/openapi.json", tags=["server"], summary="OpenAPI of one endpoint (fal's URL shape)")
+async def openapi_for(request: Request, endpoint_id: str = Query(...)) -> dict[str, Any]:
+    spec = CATALOG.get(endpoint_id)
+    if spec is None:
+        raise UnknownEndpoint(f"Endpoint {endpoint_id} not found")
+    return endpoint_openapi(spec, base_url(request))
+
+
+@router.get("/api/requests", tags=["server"], summary="The caller's requests, newest first")
+async def history(
+    request: Request,
+    limit: int = Query(50, ge=1, le=500),
+    before: int | None = Query(None, ge=0),
+    key: ApiKey | None = Depends(current_key),
+) -> dict[str, Any]:
+    records = await runtime(request).service.history(key, limit=limit, before=before)
+    items = [
+        {
+            "request_id": r.id,
+            "endpoint_id": r.endpoint_id,
+            "status": r.status.value,
+            "created_at": r.created_at,
+            "completed_at": r.completed_at,
+            "error": r.error,
+            "seq": r.seq,
+            **request_urls(r),
+        }
+        for r in records
+    ]
+    return {"items": items, "next_before": records[-1].seq if len(records) == limit else None}

@@ -1,0 +1,132 @@
+"""fal's queue routes. Each one parses the wire format, calls one service method and
+formats the answer; catch-alls because endpoint ids have any number of segments."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from openfal.endpoints.ids import normalize_endpoint, parse_request_path
+from openfal.errors import RequestNotFound, UnknownEndpoint
+from openfal.http.deps import base_url, current_key, json_body, runtime
+from openfal.http.wire import status_body, submit_body
+from openfal.models import ApiKey, RequestRecord
+from openfal.service import Result, SubmitOptions
+
+router = APIRouter()
+
+TRUE = {"1", "true", "yes", "on"}
+CANCEL_CODES = {"CANCELLATION_REQUESTED": 202, "ALREADY_COMPLETED": 400}
+
+
+def _options(request: Request) -> SubmitOptions:
+    return SubmitOptions(
+        priority=request.headers.get("x-fal-queue-priority"),
+        start_timeout=request.headers.get("x-fal-request-timeout"),
+        webhook_url=request.query_params.get("fal_webhook"),
+        max_queue_length=request.query_params.get("fal_max_queue_length"),
+        store_io=request.headers.get("x-fal-store-io"),
+    )
+
+
+async def _submit(request: Request, path: str, key: ApiKey | None) -> RequestRecord:
+    endpoint_id = normalize_endpoint(path)
+    if endpoint_id is None:
+        raise UnknownEndpoint(f"Path /{path} not found")
+    body = await json_body(request)
+    record, position = await runtime(request).service.submit(
+        endpoint_id, body, key=key, base_url=base_url(request), options=_options(request)
+    )
+    request.state.fal_request_id = record.id
+    request.state.submit_position = position
+    return record
+
+
+@router.post("/run/{path:path}", tags=["queue"], summary="Run synchronously (fal.run)")
+async def run_sync(path: str, request: Request, key: ApiKey | None = Depends(current_key)) -> Response:
+    record = await _submit(request, path, key)
+    service = runtime(request).service
+    waiter = asyncio.ensure_future(service.wait(record))
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({waiter, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not waiter.done():
+        waiter.cancel()
+        await service.abandon(record)
+        return Response(status_code=499)
+    return _result_response(waiter.result())
+
+
+async def _disconnected(request: Request) -> None:
+    while not await request.is_disconnected():
+        await asyncio.sleep(0.5)
+
+
+@router.post("/{path:path}", tags=["queue"], summary="Submit a request to an endpoint")
+async def submit(path: str, request: Request, key: ApiKey | None = Depends(current_key)) -> Response:
+    if request.url.hostname in runtime(request).settings.run_hosts:
+        return await run_sync(path, request, key)
+    record = await _submit(request, path, key)
+    return JSONResponse(submit_body(record, request.state.submit_position))
+
+
+@router.get("/{path:path}", tags=["queue"], summary="Status, status stream or result of a request")
+async def read(path: str, request: Request, logs: str | None = None, key: ApiKey | None = Depends(current_key)) -> Response:
+    target = parse_request_path(path)
+    if target is None:
+        return JSONResponse({"detail": f"Path /{path} not found"}, status_code=404)
+    request.state.fal_request_id = target.request_id
+    service = runtime(request).service
+    with_logs = (logs or "").lower() in TRUE
+    if target.action == "status":
+        code, body = status_body(await service.status(target.app, target.request_id, key, with_logs=with_logs))
+        return JSONResponse(body, status_code=code)
+    if target.action == "stream":
+        await service.get(target.app, target.request_id, key)
+        return StreamingResponse(
+            _sse(request, target.app, target.request_id, key, with_logs),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    if target.action == "result":
+        return _result_response(await service.result(target.app, target.request_id, key))
+    return JSONResponse({"detail": "Use PUT to cancel"}, status_code=405)
+
+
+@router.put("/{path:path}", tags=["queue"], summary="Cancel a request")
+async def cancel(path: str, request: Request, key: ApiKey | None = Depends(current_key)) -> Response:
+    target = parse_request_path(path)
+    if target is None or target.action != "cancel":
+        return JSONResponse({"detail": f"Path /{path} not found"}, status_code=404)
+    request.state.fal_request_id = target.request_id
+    try:
+        outcome = await runtime(request).service.cancel(target.app, target.request_id, key)
+    except RequestNotFound:
+        return JSONResponse({"status": "NOT_FOUND"}, status_code=404)
+    return JSONResponse({"status": outcome}, status_code=CANCEL_CODES[outcome])
+
+
+def _result_response(result: Result) -> Response:
+    return JSONResponse(result.body, status_code=result.status_code, headers=result.headers)
+
+
+async def _sse(request: Request, app: str, request_id: str, key: ApiKey | None, with_logs: bool) -> AsyncIterator[str]:
+    """``data:`` per change, a comment every keep-alive interval, closed after COMPLETED."""
+    keepalive = runtime(request).settings.sse_keepalive_seconds
+    last_sent = time.monotonic()
+    async for view in runtime(request).service.follow(app, request_id, key, with_logs=with_logs):
+        if view is None:
+            if time.monotonic() - last_sent >= keepalive:
+                last_sent = time.monotonic()
+                yield ": keep-alive\n\n"
+            continue
+        _, body = status_body(view)
+        last_sent = time.monotonic()
+        yield f"data: {json.dumps(body)}\n\n"

@@ -1,0 +1,82 @@
+"""The reaper: leases that expired (their worker died), start deadlines that passed,
+and retention. Runs in every process that runs workers; all of its moves are
+compare-and-swaps, so several reapers at once are harmless."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from openfal.config import Settings
+from openfal.errors import RunCancelled, RunnerLost, StartTimeout
+from openfal.lifecycle import Lifecycle
+from openfal.media import MediaStore
+from openfal.media.index import MediaIndex
+from openfal.models import Status
+from openfal.notify import Notifier
+from openfal.store.requests import RequestStore
+
+log = logging.getLogger("openfal.maintenance")
+
+SWEEP_SECONDS = 1.0
+#: results of requests sent with X-Fal-Store-IO: 0 are kept this long (fal: 1 hour)
+UNSTORED_RESULT_TTL_SECONDS = 3600.0
+
+
+class Reaper:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: RequestStore,
+        lifecycle: Lifecycle,
+        notifier: Notifier,
+        media: MediaStore,
+        media_index: MediaIndex,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.lifecycle = lifecycle
+        self.notifier = notifier
+        self.media = media
+        self.media_index = media_index
+
+    async def run(self) -> None:
+        last_retention = 0.0
+        while True:
+            try:
+                await self.sweep()
+                if time.monotonic() - last_retention > self.settings.maintenance_interval_seconds:
+                    await self.retention()
+                    last_retention = time.monotonic()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("maintenance sweep failed")
+            await asyncio.sleep(SWEEP_SECONDS)
+
+    async def sweep(self) -> None:
+        now = time.time()
+        for record in await self.store.expired_leases(now):
+            if record.cancel_requested:
+                await self.lifecycle.fail(record, RunCancelled(), attempt=record.attempts, lease_expired_before=now)
+            elif record.attempts < self.settings.max_attempts:
+                if await self.store.requeue(record, lease_expired_before=now):
+                    log.warning("lease of %s expired; attempt %d of %d queued", record.id, record.attempts + 1, self.settings.max_attempts)
+                    self.notifier.changed(record.id)
+                    self.notifier.work_available()
+            else:
+                error = RunnerLost(f"The worker running this request stopped answering {record.attempts} times")
+                await self.lifecycle.fail(record, error, attempt=record.attempts, lease_expired_before=now)
+        for record in await self.store.missed_deadlines(now):
+            await self.lifecycle.fail(record, StartTimeout(), expect=Status.IN_QUEUE)
+
+    async def retention(self) -> None:
+        now = time.time()
+        purged = await self.store.purge_completed_before(
+            now - self.settings.result_ttl_seconds, unstored_cutoff=now - UNSTORED_RESULT_TTL_SECONDS
+        )
+        expired = await self.media_index.expire(self.media, now)
+        if purged or expired:
+            log.info("retention: %d requests and %d media files removed", purged, expired)

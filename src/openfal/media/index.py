@@ -1,0 +1,42 @@
+"""Which media files exist and when they expire, so retention works the same for a
+local folder and for S3."""
+
+from __future__ import annotations
+
+import time
+
+import sqlalchemy as sa
+
+from openfal.media import MediaStore
+from openfal.store.db import Database
+from openfal.store.schema import media
+
+
+class MediaIndex:
+    def __init__(self, db: Database, default_ttl: float) -> None:
+        self.db = db
+        self.default_ttl = default_ttl
+
+    async def add(
+        self, key: str, size: int, *, request_id: str | None = None, ttl: float | None = None, keep_forever: bool = False
+    ) -> None:
+        now = time.time()
+        expires_at = None if keep_forever else now + (ttl or self.default_ttl)
+        async with self.db.write() as conn:
+            await conn.execute(
+                media.insert().values(
+                    key=key, request_id=request_id, size=size, created_at=now, expires_at=expires_at
+                )
+            )
+
+    async def expire(self, store: MediaStore, now: float, limit: int = 500) -> int:
+        """Delete files past their time from the store, then forget them."""
+        query = sa.select(media.c.key).where(media.c.expires_at < now).limit(limit)
+        async with self.db.read() as conn:
+            keys = list((await conn.execute(query)).scalars())
+        for key in keys:
+            await store.delete(key)
+        if keys:
+            async with self.db.write() as conn:
+                await conn.execute(media.delete().where(media.c.key.in_(keys)))
+        return len(keys)

@@ -1,0 +1,95 @@
+"""Frozen domain values. Changes make copies; the store is the only writer."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Status(str, enum.Enum):
+    """fal's three states. Failures and cancels are COMPLETED with an error."""
+
+    #: waiting for a worker (or for the upstream to start it)
+    IN_QUEUE = "IN_QUEUE"
+    #: a worker holds the lease and runs it
+    IN_PROGRESS = "IN_PROGRESS"
+    #: finished: a result, or an error with its status code
+    COMPLETED = "COMPLETED"
+
+    def is_terminal(self) -> bool:
+        return self is Status.COMPLETED
+
+
+class Priority(enum.IntEnum):
+    """Lower runs first: a ``low`` request waits behind every ``normal`` one."""
+
+    normal = 0
+    low = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogEntry:
+    timestamp: float
+    message: str
+    level: str = "INFO"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestRecord:
+    """One queued request as the store holds it."""
+
+    id: str
+    seq: int
+    app: str
+    endpoint_id: str
+    backend: str
+    key_id: str | None
+    status: Status
+    priority: int
+    input: dict[str, Any]
+    base_url: str
+    created_at: float
+    batch_key: str | None = None
+    webhook_url: str | None = None
+    store_io: bool = True
+    start_deadline: float | None = None
+    started_at: float | None = None
+    completed_at: float | None = None
+    attempts: int = 0
+    worker_id: str | None = None
+    lease_expires_at: float | None = None
+    cancel_requested: bool = False
+    progress_step: int | None = None
+    progress_total: int | None = None
+    preview_url: str | None = None
+    upstream_position: int | None = None
+    result_status: int | None = None
+    result_body: Any = None
+    result_headers: dict[str, str] | None = None
+    error: str | None = None
+    error_type: str | None = None
+    inference_time: float | None = None
+    backend_state: dict[str, Any] = field(default_factory=dict)
+    version: int = 0
+    reserved_micros: int | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.status is Status.COMPLETED and self.error is not None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiKey:
+    id: str
+    name: str
+    created_at: float
+    revoked_at: float | None = None
+    is_admin: bool = False
+    max_concurrent: int | None = None
+    rpm: int | None = None
+    balance_micros: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None

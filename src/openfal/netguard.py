@@ -1,0 +1,15 @@
+"""Which addresses openfal may connect to on a user's behalf (webhooks, image URLs,
+relayed media): only public ones, unless the operator allows private ones. The
+guarded transport in ``openfal.fetch`` applies this to every address it dials, so
+neither redirects nor DNS can smuggle in 127.0.0.1."""
+
+from __future__ import annotations
+
+import ipaddress
+
+
+def is_public_address(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_link_local or ip.is_loopback or ip.is_private)

@@ -1,0 +1,46 @@
+"""Which backend serves an endpoint: the catalog's default, unless a configured route
+(``fnmatch`` pattern -> backend name) says otherwise. The most specific pattern wins."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from openfal.endpoints.catalog import CATALOG, EndpointSpec
+from openfal.errors import UnknownEndpoint
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    endpoint_id: str
+    backend: str
+    #: None when openfal does not know the schema (relayed as-is)
+    spec: EndpointSpec | None
+
+
+class Router:
+    def __init__(self, routes: dict[str, str], available: set[str]) -> None:
+        #: longest pattern first: ``fal-ai/flux-1/*`` beats ``fal-ai/*``
+        self.routes = sorted(routes.items(), key=lambda item: (-len(item[0].replace("*", "")), item[0]))
+        self.available = available
+
+    def resolve(self, endpoint_id: str) -> Route:
+        spec = CATALOG.get(endpoint_id)
+        backend = next((b for p, b in self.routes if fnmatchcase(endpoint_id, p)), None)
+        if backend is None and spec is not None:
+            backend = spec.backend
+        if backend is None or backend not in self.available:
+            raise UnknownEndpoint(f"Endpoint {endpoint_id} not found")
+        if spec is None and backend in {"local", "builtin"}:
+            raise UnknownEndpoint(f"Endpoint {endpoint_id} not found")
+        return Route(endpoint_id, backend, spec)
+
+    def endpoints(self) -> list[Route]:
+        """The catalog endpoints this server can serve (for the playground and OpenAPI)."""
+        routes = []
+        for endpoint_id in CATALOG:
+            try:
+                routes.append(self.resolve(endpoint_id))
+            except UnknownEndpoint:
+                continue
+        return routes

@@ -1,0 +1,139 @@
+"""Wiring: builds every part of a deployment from ``Settings`` and runs the
+background tasks a process needs (workers, reaper, webhook deliverer)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from openfal.accounting import Accounts, PriceList
+from openfal.auth import Authenticator
+from openfal.backends.base import Backend
+from openfal.backends.builtin import BuiltinBackend
+from openfal.backends.relay import make_relay_backends
+from openfal.config import Settings
+from openfal.lifecycle import Lifecycle
+from openfal.maintenance import Reaper
+from openfal.media import open_media
+from openfal.media.index import MediaIndex
+from openfal.notify import Notifier
+from openfal.routing import Router
+from openfal.service import QueueService
+from openfal.store.db import Database
+from openfal.store.keys import KeyStore
+from openfal.store.listener import PgListener
+from openfal.store.outbox import OutboxStore
+from openfal.store.requests import RequestStore
+from openfal.uploads import UploadSigner
+from openfal.webhooks import Signer, WebhookDeliverer
+from openfal.worker import Worker
+
+log = logging.getLogger("openfal")
+
+
+def make_backends(settings: Settings) -> dict[str, Backend]:
+    """Every backend this deployment can route to (built lazily: no model loads here)."""
+    backends: dict[str, Backend] = {"builtin": BuiltinBackend()}
+    try:
+        from openfal.backends.local import LocalBackend
+    except ImportError as exc:  # a relay-only install may leave out torch and diffusers
+        log.warning("local backend unavailable (%s); local endpoints are not served", exc)
+    else:
+        backends["local"] = LocalBackend(settings)
+    backends.update(make_relay_backends(settings, existing={"builtin", "local"}))  # one per upstream
+    return backends
+
+
+class Runtime:
+    def __init__(self, settings: Settings, *, backends: dict[str, Backend] | None = None) -> None:
+        self.settings = settings
+        self.db = Database(settings.effective_database_url)
+        self.requests = RequestStore(self.db)
+        self.keys = KeyStore(self.db)
+        self.outbox = OutboxStore(self.db)
+        self.media = open_media(settings)
+        self.media_index = MediaIndex(self.db, settings.media_ttl_seconds)
+        self.notifier = Notifier()
+        self.accounts = Accounts(PriceList(settings.prices))
+        self.lifecycle = Lifecycle(self.requests, self.notifier, self.accounts)
+        self.backends = backends if backends is not None else make_backends(settings)
+        self.router = Router(settings.routes, set(self.backends))
+        self.auth = Authenticator(self.keys, enabled=settings.auth_enabled)
+        self.service = QueueService(
+            settings=settings,
+            store=self.requests,
+            router=self.router,
+            backends=self.backends,
+            notifier=self.notifier,
+            lifecycle=self.lifecycle,
+            accounts=self.accounts,
+        )
+        self.worker: Worker | None = None
+        self.signer: Signer | None = None
+        self.uploads: UploadSigner | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._listener: PgListener | None = None
+        self._closers: list[Callable[[], Awaitable[None]]] = []
+
+    async def start(self, *, workers: bool) -> None:
+        await self.db.migrate()
+        if not self.db.is_sqlite:
+            self._listener = PgListener(self.settings.effective_database_url, self.notifier)
+            self._listener.start()
+        self.signer = await Signer.load(self.db)
+        self.uploads = await UploadSigner.load(self.db)
+        if not workers:
+            return
+        run_backends = {
+            name: backend
+            for name, backend in self.backends.items()
+            if not self.settings.worker_backends or name in self.settings.worker_backends
+        }
+        for backend in run_backends.values():
+            await backend.start()
+        self.worker = Worker(
+            settings=self.settings,
+            store=self.requests,
+            lifecycle=self.lifecycle,
+            media=self.media,
+            media_index=self.media_index,
+            backends=run_backends,
+            notifier=self.notifier,
+        )
+        reaper = Reaper(
+            settings=self.settings,
+            store=self.requests,
+            lifecycle=self.lifecycle,
+            notifier=self.notifier,
+            media=self.media,
+            media_index=self.media_index,
+        )
+        deliverer = WebhookDeliverer(settings=self.settings, outbox=self.outbox, requests=self.requests, signer=self.signer)
+        self._closers.append(deliverer.close)
+        for name, coro in [("worker", self.worker.run()), ("reaper", reaper.run()), ("webhooks", deliverer.run())]:
+            self._tasks.append(asyncio.create_task(coro, name=name))
+        for task in self._tasks:
+            task.add_done_callback(_report_crash)
+
+    async def stop(self) -> None:
+        if self.worker is not None:
+            self.worker.stop()  # the worker drains its running requests, then returns
+        for task in self._tasks:
+            if task.get_name() != "worker":
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for close in self._closers:
+            await close()
+        if self._listener is not None:
+            await self._listener.close()
+        for backend in self.backends.values():
+            await backend.close()
+        await self.media.close()
+        await self.db.close()
+
+
+def _report_crash(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("background task %s crashed", task.get_name(), exc_info=task.exception())

@@ -1,0 +1,276 @@
+"""Queue operations as fal defines them, free of HTTP: submit, status, result, cancel,
+follow (for SSE) and run (synchronous). Routes translate the wire format and call
+exactly one of these."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from openfal import metrics
+from openfal.accounting import Accounts
+from openfal.backends.base import Backend
+from openfal.config import Settings
+from openfal.endpoints.catalog import validate_input
+from openfal.endpoints.ids import app_of
+from openfal.errors import BadRequest, QueueFull, RequestNotFound, RunCancelled, StillInProgress
+from openfal.lifecycle import Lifecycle
+from openfal.models import ApiKey, LogEntry, Priority, RequestRecord, Status
+from openfal.notify import Notifier
+from openfal.routing import Router
+from openfal.store.requests import RequestStore
+
+CancelOutcome = Literal["CANCELLATION_REQUESTED", "ALREADY_COMPLETED"]
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitOptions:
+    """What a submit carries besides its input (fal's headers and query parameters)."""
+
+    priority: str | None = None
+    start_timeout: str | None = None
+    webhook_url: str | None = None
+    max_queue_length: str | None = None
+    store_io: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatusView:
+    record: RequestRecord
+    queue_position: int | None
+    logs: list[LogEntry] | None
+    #: the id of the last log included, for incremental streams
+    last_log_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    status_code: int
+    body: Any
+    headers: dict[str, str]
+
+
+class QueueService:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: RequestStore,
+        router: Router,
+        backends: Mapping[str, Backend],
+        notifier: Notifier,
+        lifecycle: Lifecycle,
+        accounts: Accounts,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.router = router
+        self.backends = backends
+        self.notifier = notifier
+        self.lifecycle = lifecycle
+        self.accounts = accounts
+
+    # -- submit -------------------------------------------------------------------
+
+    async def submit(
+        self, endpoint_id: str, body: Any, *, key: ApiKey | None, base_url: str, options: SubmitOptions
+    ) -> tuple[RequestRecord, int]:
+        """Validate, persist (committed before we answer), wake a worker."""
+        route = self.router.resolve(endpoint_id)
+        if route.spec is not None:
+            data = validate_input(route.spec, body)
+        elif isinstance(body, dict):
+            data = body
+        else:
+            raise BadRequest("The request body must be a JSON object")
+        priority = _priority(options.priority)
+        deadline = _start_deadline(options.start_timeout)
+        webhook_url = _webhook_url(options.webhook_url)
+        await self._check_queue_length(route.backend, options.max_queue_length)
+        backend = self.backends[route.backend]
+        record = await self.store.insert(
+            id=str(uuid.uuid4()),
+            app=app_of(endpoint_id),
+            endpoint_id=endpoint_id,
+            backend=route.backend,
+            key_id=key.id if key else None,
+            priority=int(priority),
+            batch_key=backend.batch_key(endpoint_id, data),
+            input=data,
+            base_url=base_url,
+            webhook_url=webhook_url,
+            store_io=options.store_io not in {"0", "false"},
+            start_deadline=deadline,
+            also=self._admit_and_reserve(key),
+        )
+        self.notifier.work_available()
+        metrics.SUBMITTED.labels(endpoint_id).inc()
+        return record, await self.store.queue_position(record)
+
+    def _admit_and_reserve(self, key: ApiKey | None) -> Callable[[AsyncConnection, RequestRecord], Awaitable[int]]:
+        async def admit_and_reserve(conn: AsyncConnection, record: RequestRecord) -> int:
+            await self.accounts.admit(conn, key)
+            return await self.accounts.reserve(conn, key, record)
+
+        return admit_and_reserve
+
+    async def _check_queue_length(self, backend: str, limit: str | None) -> None:
+        if limit is None:
+            return
+        try:
+            maximum = int(limit)
+        except ValueError:
+            raise BadRequest("fal_max_queue_length must be an integer") from None
+        if await self.store.queue_length(backend) >= maximum:
+            raise QueueFull(f"The queue has {maximum} or more requests waiting")
+
+    # -- reading ------------------------------------------------------------------
+
+    async def get(self, app: str, request_id: str, key: ApiKey | None) -> RequestRecord:
+        """The request, if it exists under this app and this key may see it."""
+        record = await self.store.get(request_id)
+        if record is None or record.app != app or not _may_see(key, record):
+            raise RequestNotFound(f"Request {request_id} not found")
+        return record
+
+    async def status(self, app: str, request_id: str, key: ApiKey | None, *, with_logs: bool) -> StatusView:
+        record = await self.get(app, request_id, key)
+        return await self._view(record, with_logs=with_logs)
+
+    async def _view(self, record: RequestRecord, *, with_logs: bool, after_log: int = 0) -> StatusView:
+        position = None
+        if record.status is Status.IN_QUEUE:
+            position = await self.store.queue_position(record)
+        elif record.status is Status.IN_PROGRESS and record.upstream_position is not None:
+            position = record.upstream_position
+        logs, last = None, after_log
+        if with_logs:
+            entries = await self.store.logs(record.id, after=after_log)
+            logs = [entry for _, entry in entries]
+            last = entries[-1][0] if entries else after_log
+        return StatusView(record, position, logs, last)
+
+    async def result(self, app: str, request_id: str, key: ApiKey | None) -> Result:
+        record = await self.get(app, request_id, key)
+        if record.status is not Status.COMPLETED:
+            raise StillInProgress()
+        return _result(record)
+
+    async def follow(
+        self, app: str, request_id: str, key: ApiKey | None, *, with_logs: bool
+    ) -> AsyncIterator[StatusView | None]:
+        """Status views as they change (logs incremental), ending with COMPLETED.
+        Yields None on quiet ticks so the caller can send keep-alives."""
+        record = await self.get(app, request_id, key)
+        view = await self._view(record, with_logs=with_logs)
+        yield view
+        version, last_log = record.version, view.last_log_id
+        while view.record.status is not Status.COMPLETED:
+            await self.notifier.wait_changed(request_id, self.settings.poll_interval_seconds)
+            current = await self.store.version(request_id)
+            if current is None:
+                raise RequestNotFound(f"Request {request_id} not found")
+            if current == version:
+                if view.record.status is Status.IN_QUEUE:
+                    fresh = await self._view(view.record, with_logs=False)
+                    if fresh.queue_position != view.queue_position:
+                        view = StatusView(view.record, fresh.queue_position, [] if with_logs else None, last_log)
+                        yield view
+                        continue
+                yield None
+                continue
+            record = await self.store.get(request_id)
+            assert record is not None
+            view = await self._view(record, with_logs=with_logs, after_log=last_log)
+            version, last_log = record.version, view.last_log_id
+            yield view
+
+    # -- cancel -------------------------------------------------------------------
+
+    async def cancel(self, app: str, request_id: str, key: ApiKey | None) -> CancelOutcome:
+        """Queued: ended now, never run. Running: its worker stops at the next step."""
+        record = await self.get(app, request_id, key)
+        for _ in range(3):
+            if record.status is Status.COMPLETED:
+                return "ALREADY_COMPLETED"
+            if record.status is Status.IN_QUEUE:
+                if await self.lifecycle.fail(record, RunCancelled(), expect=Status.IN_QUEUE):
+                    return "CANCELLATION_REQUESTED"
+            elif await self.store.request_cancel(record.id):
+                self.notifier.cancel(record.id)
+                self.notifier.changed(record.id)
+                return "CANCELLATION_REQUESTED"
+            record = await self.get(app, request_id, key)
+        return "ALREADY_COMPLETED" if record.status is Status.COMPLETED else "CANCELLATION_REQUESTED"
+
+    # -- synchronous run ----------------------------------------------------------
+
+    async def wait(self, record: RequestRecord) -> Result:
+        """Block until the request completes (fal.run): the queue still carries it, so
+        it is durable and ordered like any other."""
+        while True:
+            current = await self.store.get(record.id)
+            if current is None:
+                raise RequestNotFound(f"Request {record.id} not found")
+            if current.status is Status.COMPLETED:
+                return _result(current)
+            await self.notifier.wait_changed(record.id, self.settings.poll_interval_seconds)
+
+    async def abandon(self, record: RequestRecord) -> None:
+        """The synchronous caller went away: cancel, as fal does for dropped connections."""
+        current = await self.store.get(record.id)
+        if current is not None and current.status is not Status.COMPLETED:
+            await self.cancel(current.app, current.id, None)
+
+    async def history(self, key: ApiKey | None, *, limit: int, before: int | None) -> list[RequestRecord]:
+        owner = None if key is None or key.is_admin else key.id
+        return await self.store.history(owner, limit=limit, before_seq=before)
+
+
+def _may_see(key: ApiKey | None, record: RequestRecord) -> bool:
+    return key is None or key.is_admin or record.key_id == key.id
+
+
+def _result(record: RequestRecord) -> Result:
+    headers = dict(record.result_headers or {})
+    body = record.result_body
+    if body is None and record.error is None:
+        body = {"detail": "The result of this request was not stored (X-Fal-Store-IO: 0) or has expired"}
+        return Result(410, body, headers)
+    return Result(record.result_status or 200, body, headers)
+
+
+def _priority(value: str | None) -> Priority:
+    if value is None or value == "":
+        return Priority.normal
+    try:
+        return Priority[value.strip().lower()]
+    except KeyError:
+        raise BadRequest(f"Invalid X-Fal-Queue-Priority {value!r}: use 'normal' or 'low'") from None
+
+
+def _start_deadline(value: str | None) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise BadRequest(f"Invalid X-Fal-Request-Timeout {value!r}: a number of seconds is expected") from None
+    if not 0.1 < seconds <= 86400 * 7 or seconds != seconds:
+        raise BadRequest("X-Fal-Request-Timeout must be more than 0.1 and at most 604800 seconds")
+    return time.time() + seconds
+
+
+def _webhook_url(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise BadRequest(f"Invalid fal_webhook URL {value!r}: an absolute http(s) URL is expected")
+    return value

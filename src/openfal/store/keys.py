@@ -1,0 +1,92 @@
+"""API keys. Keys look like fal's: ``<key_id>:<secret>``; only a SHA-256 of the
+secret is stored (the secret is 256 random bits, so a slow hash adds nothing)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from typing import Any
+
+import sqlalchemy as sa
+
+from openfal.models import ApiKey
+from openfal.store.db import Database
+from openfal.store.schema import api_keys
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _key(row: sa.Row[Any]) -> ApiKey:
+    return ApiKey(
+        id=row.id,
+        name=row.name,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+        is_admin=bool(row.is_admin),
+        max_concurrent=row.max_concurrent,
+        rpm=row.rpm,
+        balance_micros=row.balance_micros,
+    )
+
+
+class KeyStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(self, name: str, *, is_admin: bool = False) -> tuple[ApiKey, str]:
+        """A new key and its full secret string, shown once."""
+        key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+        row = {
+            "id": key_id,
+            "name": name,
+            "secret_hash": hash_secret(secret),
+            "created_at": time.time(),
+            "revoked_at": None,
+            "is_admin": is_admin,
+        }
+        async with self.db.write() as conn:
+            await conn.execute(api_keys.insert().values(**row))
+        return ApiKey(id=key_id, name=name, created_at=row["created_at"], is_admin=is_admin), f"{key_id}:{secret}"
+
+    async def verify(self, token: str) -> ApiKey | None:
+        """The active key a ``key_id:secret`` string names, or None."""
+        key_id, _, secret = token.partition(":")
+        if not key_id or not secret:
+            return None
+        async with self.db.read() as conn:
+            row = (await conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id))).first()
+        if row is None or row.revoked_at is not None:
+            return None
+        if not hmac.compare_digest(row.secret_hash, hash_secret(secret)):
+            return None
+        return _key(row)
+
+    async def list(self) -> list[ApiKey]:
+        async with self.db.read() as conn:
+            rows = (await conn.execute(sa.select(api_keys).order_by(api_keys.c.created_at))).all()
+        return [_key(r) for r in rows]
+
+    async def revoke(self, key_id: str) -> bool:
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                api_keys.update()
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(revoked_at=time.time())
+            )
+        return result.rowcount == 1
+
+    async def get(self, key_id: str) -> ApiKey | None:
+        async with self.db.read() as conn:
+            row = (await conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id))).first()
+        return _key(row) if row else None
+
+    async def set_limits(self, key_id: str, **limits: int | None) -> bool:
+        """Set ``max_concurrent`` and/or ``rpm`` (None lifts a limit)."""
+        allowed = {k: v for k, v in limits.items() if k in {"max_concurrent", "rpm"}}
+        async with self.db.write() as conn:
+            result = await conn.execute(api_keys.update().where(api_keys.c.id == key_id).values(**allowed))
+        return result.rowcount == 1

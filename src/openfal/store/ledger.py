@@ -1,0 +1,78 @@
+"""Usage reports from the ledger: per key, endpoint and period."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from openfal.store.db import Database
+from openfal.store.schema import api_keys, ledger
+
+_L = ledger.c
+PERIODS = {"hour": 3600, "day": 86400, "total": 0}
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    key_id: str | None
+    endpoint_id: str | None
+    period_start: float | None
+    requests: int
+    succeeded: int
+    images: int
+    megapixels: float
+    video_seconds: float
+    cost_micros: int
+
+
+async def usage(
+    db: Database, *, key_id: str | None = None, since: float | None = None, until: float | None = None, period: str = "day"
+) -> list[UsageRow]:
+    seconds = PERIODS[period]
+    if not seconds:
+        bucket = sa.literal(None).label("period_start")
+    elif db.is_sqlite:
+        bucket = (sa.cast(_L.created_at / seconds, sa.Integer) * seconds).label("period_start")
+    else:
+        bucket = (sa.func.floor(_L.created_at / seconds) * seconds).label("period_start")
+    query = (
+        sa.select(
+            _L.key_id,
+            _L.endpoint_id,
+            bucket,
+            sa.func.count(),
+            sa.func.sum(sa.case((_L.outcome == "ok", 1), else_=0)),
+            sa.func.sum(_L.images),
+            sa.func.sum(_L.megapixels),
+            sa.func.sum(_L.video_seconds),
+            -sa.func.sum(_L.amount_micros),
+        )
+        .where(_L.kind == "charge")
+        .group_by(_L.key_id, _L.endpoint_id, bucket)
+        .order_by(bucket, _L.key_id, _L.endpoint_id)
+    )
+    if key_id is not None:
+        query = query.where(_L.key_id == key_id)
+    if since is not None:
+        query = query.where(_L.created_at >= since)
+    if until is not None:
+        query = query.where(_L.created_at < until)
+    async with db.read() as conn:
+        rows = (await conn.execute(query)).all()
+    return [
+        UsageRow(r[0], r[1], float(r[2]) if r[2] is not None else None, int(r[3]), int(r[4] or 0), int(r[5] or 0), float(r[6] or 0), float(r[7] or 0), int(r[8] or 0))
+        for r in rows
+    ]
+
+
+async def ledger_sum(db: Database, key_id: str) -> int:
+    """The sum of every ledger entry of a key: equals its balance for credit keys."""
+    async with db.read() as conn:
+        total = await conn.execute(sa.select(sa.func.coalesce(sa.func.sum(_L.amount_micros), 0)).where(_L.key_id == key_id))
+        return int(total.scalar() or 0)
+
+
+async def balance(db: Database, key_id: str) -> int | None:
+    async with db.read() as conn:
+        return (await conn.execute(sa.select(api_keys.c.balance_micros).where(api_keys.c.id == key_id))).scalar()

@@ -1,0 +1,148 @@
+"""The tables, as SQLAlchemy Core metadata: the single source for queries and for the
+migration test (migrations must produce exactly this schema on SQLite and PostgreSQL).
+
+Times are float epoch seconds: unambiguous and comparable on both databases.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+Seq = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+requests = sa.Table(
+    "requests",
+    metadata,
+    sa.Column("seq", Seq, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(36), nullable=False, unique=True),
+    sa.Column("app", sa.String(255), nullable=False),
+    sa.Column("endpoint_id", sa.String(255), nullable=False),
+    sa.Column("backend", sa.String(64), nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("priority", sa.SmallInteger(), nullable=False),
+    sa.Column("batch_key", sa.String(255), nullable=True),
+    sa.Column("input", sa.JSON(), nullable=False),
+    sa.Column("base_url", sa.Text(), nullable=False),
+    sa.Column("webhook_url", sa.Text(), nullable=True),
+    sa.Column("store_io", sa.Boolean(), nullable=False),
+    sa.Column("created_at", sa.Float(), nullable=False),
+    sa.Column("start_deadline", sa.Float(), nullable=True),
+    sa.Column("started_at", sa.Float(), nullable=True),
+    sa.Column("completed_at", sa.Float(), nullable=True),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("worker_id", sa.String(64), nullable=True),
+    sa.Column("lease_expires_at", sa.Float(), nullable=True),
+    sa.Column("cancel_requested", sa.Boolean(), nullable=False),
+    sa.Column("progress_step", sa.Integer(), nullable=True),
+    sa.Column("progress_total", sa.Integer(), nullable=True),
+    sa.Column("preview_url", sa.Text(), nullable=True),
+    sa.Column("upstream_position", sa.Integer(), nullable=True),
+    sa.Column("result_status", sa.Integer(), nullable=True),
+    sa.Column("result_body", sa.JSON(), nullable=True),
+    sa.Column("result_headers", sa.JSON(), nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("error_type", sa.String(64), nullable=True),
+    sa.Column("inference_time", sa.Float(), nullable=True),
+    sa.Column("backend_state", sa.JSON(), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+    #: price reserved at submit, settled exactly once when the request ends
+    sa.Column("reserved_micros", sa.BigInteger(), nullable=True),
+    sa.Index("ix_requests_queue", "status", "backend", "priority", "seq"),
+    sa.Index("ix_requests_lease", "status", "lease_expires_at"),
+    sa.Index("ix_requests_deadline", "status", "start_deadline"),
+    sa.Index("ix_requests_completed", "completed_at"),
+    sa.Index("ix_requests_key", "key_id", "seq"),
+    sa.Index("ix_requests_worker", "worker_id", "status"),
+    sa.Index("ix_requests_key_created", "key_id", "created_at"),
+    sa.Index("ix_requests_key_status", "key_id", "status"),
+)
+
+request_logs = sa.Table(
+    "request_logs",
+    metadata,
+    sa.Column("id", Seq, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(36), nullable=False),
+    sa.Column("ts", sa.Float(), nullable=False),
+    sa.Column("level", sa.String(16), nullable=False),
+    sa.Column("message", sa.Text(), nullable=False),
+    sa.Index("ix_request_logs_request", "request_id", "id"),
+)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("secret_hash", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.Float(), nullable=False),
+    sa.Column("revoked_at", sa.Float(), nullable=True),
+    sa.Column("is_admin", sa.Boolean(), nullable=False),
+    #: at most this many of the key's requests run at once; the rest wait in the queue
+    sa.Column("max_concurrent", sa.Integer(), nullable=True),
+    #: submits per rolling minute
+    sa.Column("rpm", sa.Integer(), nullable=True),
+    #: prepaid credit in micro-dollars; None means the key is not credit-limited
+    sa.Column("balance_micros", sa.BigInteger(), nullable=True),
+)
+
+webhooks = sa.Table(
+    "webhooks",
+    metadata,
+    sa.Column("id", Seq, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(36), nullable=False),
+    sa.Column("url", sa.Text(), nullable=False),
+    sa.Column("body", sa.Text(), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("next_attempt_at", sa.Float(), nullable=False),
+    sa.Column("locked_until", sa.Float(), nullable=True),
+    sa.Column("last_status", sa.Integer(), nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("created_at", sa.Float(), nullable=False),
+    sa.Column("delivered_at", sa.Float(), nullable=True),
+    sa.Index("ix_webhooks_due", "state", "next_attempt_at"),
+    sa.Index("ix_webhooks_request", "request_id"),
+)
+
+media = sa.Table(
+    "media",
+    metadata,
+    sa.Column("key", sa.String(512), primary_key=True),
+    sa.Column("request_id", sa.String(36), nullable=True),
+    sa.Column("size", sa.BigInteger(), nullable=False),
+    sa.Column("created_at", sa.Float(), nullable=False),
+    sa.Column("expires_at", sa.Float(), nullable=True),
+    sa.Index("ix_media_expires", "expires_at"),
+)
+
+server_secrets = sa.Table(
+    "server_secrets",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text(), nullable=False),
+    sa.Column("created_at", sa.Float(), nullable=False),
+)
+
+ledger = sa.Table(
+    "ledger",
+    metadata,
+    sa.Column("id", Seq, primary_key=True, autoincrement=True),
+    sa.Column("key_id", sa.String(64), nullable=True),
+    sa.Column("request_id", sa.String(36), nullable=True),
+    sa.Column("endpoint_id", sa.String(255), nullable=True),
+    #: reserve, release, charge, credit
+    sa.Column("kind", sa.String(16), nullable=False),
+    #: signed micro-dollars: negative takes from the balance
+    sa.Column("amount_micros", sa.BigInteger(), nullable=False),
+    sa.Column("images", sa.Integer(), nullable=False),
+    sa.Column("megapixels", sa.Float(), nullable=False),
+    sa.Column("video_seconds", sa.Float(), nullable=False),
+    #: how the request ended: ok, or its error_type
+    sa.Column("outcome", sa.String(64), nullable=True),
+    sa.Column("created_at", sa.Float(), nullable=False),
+    sa.Index("ix_ledger_key_created", "key_id", "created_at"),
+    sa.Index("ix_ledger_request", "request_id"),
+)

@@ -1,0 +1,310 @@
+"""Workers: claim -> run on a backend -> fold its events -> publish media -> complete.
+
+Each backend gets ``concurrency[backend]`` slots in this process. A slot claims the
+next request (and compatible ones for batching backends), holds a lease that a
+heartbeat renews, and ends the request through ``Lifecycle`` with a compare-and-swap
+on (worker, attempt): a worker that lost its lease cannot complete a request twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+
+from openfal import events, metrics
+from openfal.backends.base import Backend, Job, MediaBlob, Output
+from openfal.config import Settings
+from openfal.errors import RunCancelled, RunError
+from openfal.lifecycle import Lifecycle
+from openfal.media import MediaStore
+from openfal.media.index import MediaIndex
+from openfal.media.keys import new_key
+from openfal.media.publish import discard_files, publish
+from openfal.models import LogEntry, Priority, RequestRecord
+from openfal.notify import Notifier
+from openfal.store.requests import RequestStore
+
+log = logging.getLogger("openfal.worker")
+
+CANCEL_POLL_SECONDS = 1.0
+_UNCHANGED = object()
+PREVIEW_TTL_SECONDS = 3600.0
+
+
+class InternalRunError(RunError):
+    """The worker failed to run this request (an unexpected error in openfal)."""
+
+    status_code = 500
+    error_type = "internal_error"
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        store: RequestStore,
+        lifecycle: Lifecycle,
+        media: MediaStore,
+        media_index: MediaIndex,
+        backends: Mapping[str, Backend],
+        notifier: Notifier,
+        worker_id: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.lifecycle = lifecycle
+        self.media = media
+        self.media_index = media_index
+        self.backends = backends
+        self.notifier = notifier
+        self.worker_id = worker_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        self._running: dict[str, Job] = {}
+        self._stopping = asyncio.Event()
+
+    # -- supervision --------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run one dispatcher per backend and the side tasks until ``stop()``."""
+        tasks = [
+            asyncio.create_task(self._dispatch(backend), name=f"dispatch-{name}") for name, backend in self.backends.items()
+        ]
+        tasks.append(asyncio.create_task(self._heartbeats(), name="heartbeats"))
+        tasks.append(asyncio.create_task(self._cancel_poll(), name="cancel-poll"))
+        try:
+            await self._stopping.wait()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def _dispatch(self, backend: Backend) -> None:
+        """One claimer per backend hands work to free slots: an idle backend costs one
+        claim per poll interval, and a new request wakes exactly one claim."""
+        slots = self.settings.concurrency.get(backend.name, getattr(backend, "default_concurrency", 1))
+        metrics.SLOTS.labels(backend.name).set(slots)
+        free = asyncio.Semaphore(slots)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while not self._stopping.is_set():
+                await free.acquire()
+                try:
+                    records = await self.store.claim(
+                        backends=[backend.name],
+                        worker_id=self.worker_id,
+                        lease_seconds=self.settings.lease_seconds,
+                        batch_limit=backend.max_batch_size,
+                    )
+                except Exception:
+                    log.exception("claim failed; retrying")
+                    records = []
+                    await asyncio.sleep(1.0)
+                if not records:
+                    free.release()
+                    await self.notifier.wait_work(self.settings.poll_interval_seconds)
+                    continue
+                task = asyncio.create_task(self._run_slot(backend, records), name=f"run-{records[0].id}")
+                running.add(task)
+                task.add_done_callback(lambda t: (running.discard(t), free.release()))
+        finally:
+            # drain: give running requests the grace period, then hand them back
+            if running:
+                await asyncio.wait(running, timeout=self.settings.shutdown_grace_seconds)
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    async def _run_slot(self, backend: Backend, records: Sequence[RequestRecord]) -> None:
+        for record in records:
+            metrics.record_start(record)
+        busy = metrics.BUSY.labels(backend.name)
+        busy.inc()
+        try:
+            await self.run_claimed(backend, records)
+        except Exception:
+            log.exception("running %s failed", [r.id for r in records])
+        finally:
+            busy.dec()
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+            try:
+                await self.store.heartbeat(self.worker_id, list(self._running), self.settings.lease_seconds)
+            except Exception:
+                log.exception("heartbeat failed")
+
+    async def _cancel_poll(self) -> None:
+        """Cancels asked for through another process reach our running jobs here."""
+        while True:
+            await asyncio.sleep(CANCEL_POLL_SECONDS)
+            if not self._running:
+                continue
+            try:
+                for request_id in await self.store.cancel_requested(self.worker_id):
+                    job = self._running.get(request_id)
+                    if job is not None:
+                        job.cancel()
+            except Exception:
+                log.exception("cancel poll failed")
+
+    # -- one claimed batch ----------------------------------------------------------
+
+    async def run_claimed(self, backend: Backend, records: Sequence[RequestRecord]) -> None:
+        folders = [_EventFolder(self, record) for record in records]
+        jobs = [self._job(record, folder) for record, folder in zip(records, folders)]
+        started = time.monotonic()
+        try:
+            results = await self._call(backend, jobs)
+        except asyncio.CancelledError:
+            # shutting down mid-run: give the requests back now instead of at lease expiry
+            for record in records:
+                await asyncio.shield(self.store.requeue(record))
+            raise
+        finally:
+            for record in records:
+                self._running.pop(record.id, None)
+                self.notifier.forget_cancel(record.id)
+        elapsed = time.monotonic() - started
+        for folder in folders:
+            await folder.close()
+        for record, job, result in zip(records, jobs, results):
+            await self._finish(record, job, result, elapsed)
+
+    def _job(self, record: RequestRecord, folder: _EventFolder) -> Job:
+        job = Job(
+            request_id=record.id,
+            endpoint_id=record.endpoint_id,
+            input=record.input,
+            attempt=record.attempts,
+            emit=folder.emit,
+            key_id=record.key_id,
+            state=record.backend_state,
+            priority=Priority(record.priority).name,
+        )
+        job.save_state = lambda state, rid=record.id: self.store.save_backend_state(rid, self.worker_id, state)
+        self._running[record.id] = job
+        self.notifier.on_cancel(record.id, job.cancel)
+        if record.cancel_requested:
+            job.cancel()
+        return job
+
+    async def _call(self, backend: Backend, jobs: list[Job]) -> Sequence[Output | RunError]:
+        try:
+            results = await backend.run(jobs)
+        except RunError as exc:
+            return [exc] * len(jobs)
+        except Exception as exc:
+            log.exception("backend %s crashed on %s", backend.name, [j.request_id for j in jobs])
+            return [InternalRunError(f"The {backend.name} backend failed: {type(exc).__name__}: {exc}")] * len(jobs)
+        if len(results) != len(jobs):
+            return [InternalRunError(f"The {backend.name} backend returned {len(results)} results for {len(jobs)} requests")] * len(jobs)
+        return results
+
+    async def _finish(self, record: RequestRecord, job: Job, result: Output | RunError, elapsed: float) -> None:
+        if isinstance(result, Output) and job.cancelled:
+            result = RunCancelled()
+        if isinstance(result, RunError):
+            if result.retryable and record.attempts < self.settings.max_attempts and not isinstance(result, RunCancelled):
+                if await self.store.requeue(record):
+                    self.notifier.changed(record.id)
+                    self.notifier.work_available()
+                    return
+            await self.lifecycle.fail(record, result, worker_id=self.worker_id, attempt=record.attempts, inference_time=elapsed)
+            return
+        try:
+            body = await publish(
+                result.payload,
+                media=self.media,
+                base_url=record.base_url,
+                inline=bool(record.input.get("sync_mode")),
+                on_stored=lambda key, size: self.media_index.add(key, size, request_id=record.id),
+            )
+        except Exception as exc:
+            discard_files(result.payload)
+            log.exception("publishing media of %s failed", record.id)
+            error = InternalRunError(f"Storing the result's media failed: {type(exc).__name__}: {exc}")
+            await self.lifecycle.fail(record, error, worker_id=self.worker_id, attempt=record.attempts)
+            return
+        discard_files(result.payload)
+        done = await self.lifecycle.succeed(
+            record,
+            body,
+            inference_time=elapsed,
+            worker_id=self.worker_id,
+            attempt=record.attempts,
+            video_seconds=result.usage.video_seconds,
+        )
+        if done is None:
+            log.warning("request %s was ended elsewhere before this worker finished it", record.id)
+
+
+class _EventFolder:
+    """Collects one job's events (from any thread) and writes them in bursts."""
+
+    def __init__(self, worker: Worker, record: RequestRecord) -> None:
+        self.worker = worker
+        self.record = record
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[events.Event | None] = asyncio.Queue()
+        self.task = asyncio.create_task(self._drain(), name=f"events-{record.id}")
+
+    def emit(self, event: events.Event) -> None:
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
+
+    async def close(self) -> None:
+        # through the same thread-safe path, so it lands after every event already emitted
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, None)
+        await self.task
+
+    async def _drain(self) -> None:
+        closed = False
+        while not closed:
+            burst = [await self.queue.get()]
+            while not self.queue.empty():
+                burst.append(self.queue.get_nowait())
+            closed = None in burst
+            try:
+                await self._write([e for e in burst if e is not None])
+            except Exception:
+                log.exception("recording events of %s failed", self.record.id)
+
+    async def _write(self, burst: list[events.Event]) -> None:
+        if not burst:
+            return
+        logs, progress, preview = [], None, None
+        position: int | None | object = _UNCHANGED
+        for event in burst:
+            if isinstance(event, events.Log):
+                logs.append(LogEntry(timestamp=time.time(), message=event.message, level=event.level))
+            elif isinstance(event, events.Progress):
+                progress = (event.step, event.total)
+            elif isinstance(event, events.Preview):
+                preview = event
+            elif isinstance(event, events.QueuePosition):
+                position = event.position
+        preview_url = await self._store_preview(preview) if preview else None
+        await self.worker.store.record_events(
+            self.record.id,
+            logs=logs,
+            progress=progress,
+            preview_url=preview_url,
+            **({} if position is _UNCHANGED else {"upstream_position": position}),
+        )
+        self.worker.notifier.changed(self.record.id)
+
+    async def _store_preview(self, preview: events.Preview) -> str:
+        blob = MediaBlob(preview.data, preview.content_type, "preview.jpg")
+        key = new_key(blob.content_type, blob.file_name)
+        await self.worker.media.put(blob, key)
+        await self.worker.media_index.add(key, blob.size, request_id=self.record.id, ttl=PREVIEW_TTL_SECONDS)
+        return self.worker.media.url(key, self.record.base_url)
+
+

@@ -1,0 +1,72 @@
+"""The official JS client `@fal-ai/client` 1.10.1 from npm, unchanged, against a real
+openfal process (URL rewriting through its documented requestMiddleware)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tests.e2e.conftest import Server
+from tests.support import ROOT
+
+JS = ROOT / "tests" / "js"
+
+
+@pytest.fixture(scope="module")
+def js_results(server: Server) -> dict:
+    assert shutil.which("node"), "node is required (CI installs it from Debian if missing)"
+    if not (JS / "node_modules" / "@fal-ai" / "client").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=JS, check=True, capture_output=True)
+    env = {**os.environ, "OPENFAL_URL": server.url, "FAL_KEY": server.key}
+    out = subprocess.run(["node", "client_e2e.mjs"], cwd=JS, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_subscribe_in_polling_mode(js_results: dict) -> None:
+    """subscribe(mode: polling) returns {data, requestId} after IN_QUEUE/IN_PROGRESS updates."""
+    polling = js_results["polling"]
+    assert polling["data"] == {"slept": 0.4, "steps": 4}
+    assert polling["requestId"]
+    assert "IN_PROGRESS" in polling["statuses"] and "COMPLETED" in polling["statuses"]
+
+
+def test_subscribe_in_streaming_mode_accumulates_logs(js_results: dict) -> None:
+    """subscribe(mode: streaming) follows the SSE stream; every step log arrives once."""
+    streaming = js_results["streaming"]
+    assert streaming["data"] == {"slept": 0.4, "steps": 4}
+    assert streaming["logs"] == [f"step {i}/4" for i in range(1, 5)]
+
+
+def test_queue_calls(js_results: dict) -> None:
+    """queue.submit/subscribeToStatus/result work; result carries the x-fal-request-id."""
+    assert js_results["queue"] == {"status": "COMPLETED", "data": {"echo": {"n": 7}}, "requestId": True}
+
+
+def test_cancel(js_results: dict) -> None:
+    """queue.cancel stops a running request, which completes with client_cancelled."""
+    assert js_results["cancel"] == {"status": "COMPLETED", "error_type": "client_cancelled"}
+
+
+def test_storage_upload_and_blob_inputs(js_results: dict, server: Server) -> None:
+    """storage.upload lands in openfal's media; a Blob inside the input is uploaded and replaced by its URL."""
+    storage = js_results["storage"]
+    assert storage["url"].startswith(server.url + "/files/")
+    assert storage["bytes"] == [137, 80, 78, 71, 1, 2, 3]
+    assert storage["autoUploaded"].startswith(server.url + "/files/")
+
+
+def test_validation_error(js_results: dict) -> None:
+    """A 422 at submit becomes the client's ValidationError with field errors."""
+    validation = js_results["validation"]
+    assert validation["name"] == "ValidationError" and validation["status"] == 422
+    assert "body.prompt" in validation["fields"]
+
+
+def test_run(js_results: dict) -> None:
+    """fal.run goes through openfal's synchronous path."""
+    assert js_results["run"] == {"echo": {"sync": True}}

@@ -1,0 +1,125 @@
+"""Keys, ownership and fal-shaped errors for bad input."""
+
+from __future__ import annotations
+
+import pytest
+
+from openfal.backends.builtin import BuiltinBackend
+from tests.support import App, make_settings, running_app, wait_status
+
+ECHO = "/openfal/utils/echo"
+
+
+async def test_missing_key_is_401(app: App) -> None:
+    """Without Authorization every queue route answers 401 with a detail."""
+    response = await app.client.post(ECHO, json={})
+    assert response.status_code == 401
+    assert "detail" in response.json()
+
+
+async def test_wrong_or_malformed_key_is_401(app: App) -> None:
+    """A wrong secret, an unknown id or a bare token are all refused."""
+    good = await app.key()
+    key_id = good.split(":")[0]
+    for header in [f"Key {key_id}:wrong", "Key nobody:secret", f"Key {key_id}", "Basic abc", "Key "]:
+        assert (await app.client.post(ECHO, json={}, headers={"Authorization": header})).status_code == 401
+
+
+async def test_key_and_bearer_schemes_both_work(app: App) -> None:
+    """fal's `Key` scheme and resellers' `Bearer` scheme authenticate the same key."""
+    secret = await app.key()
+    for scheme in ["Key", "Bearer", "bearer"]:
+        response = await app.client.post(ECHO, json={}, headers={"Authorization": f"{scheme} {secret}"})
+        assert response.status_code == 200
+
+
+async def test_revoked_key_is_refused(tmp_path) -> None:
+    """A revoked key stops working (the cache is per process and short-lived)."""
+    async with running_app(make_settings(tmp_path)) as app:
+        key, secret = await app.runtime.keys.create("gone")
+        await app.runtime.keys.revoke(key.id)
+        assert (await app.client.post(ECHO, json={}, headers={"Authorization": f"Key {secret}"})).status_code == 401
+
+
+async def test_a_key_cannot_see_or_cancel_another_keys_request(app: App) -> None:
+    """Another key's request is 404 for status, result and cancel."""
+    alice = {"Authorization": f"Key {await app.key('alice')}"}
+    bob = {"Authorization": f"Key {await app.key('bob')}"}
+    body = (await app.client.post(ECHO, json={}, headers=alice)).json()
+    await wait_status(app.client, body["status_url"], alice)
+    assert (await app.client.get(body["status_url"], headers=bob)).status_code == 404
+    assert (await app.client.get(body["response_url"], headers=bob)).status_code == 404
+    assert (await app.client.put(body["cancel_url"], headers=bob)).json() == {"status": "NOT_FOUND"}
+
+
+async def test_auth_can_be_turned_off(tmp_path) -> None:
+    """With auth_enabled=False requests need no key."""
+    async with running_app(make_settings(tmp_path, auth_enabled=False)) as app:
+        assert (await app.client.post(ECHO, json={})).status_code == 200
+
+
+async def test_invalid_input_is_422_with_a_detail_list_at_submit(tmp_path) -> None:
+    """Schema violations answer 422 {detail:[{loc,msg,type}]} before anything is queued."""
+    from openfal.endpoints.catalog import CATALOG
+
+    class Local(BuiltinBackend):
+        name = "local"
+
+    async with running_app(make_settings(tmp_path, auth_enabled=False), {"local": Local()}) as app:
+        response = await app.client.post("/fal-ai/flux-1/dev", json={"num_images": 9, "image_size": "huge"})
+        assert response.status_code == 422
+        detail = response.json()["detail"]
+        locs = {tuple(d["loc"]) for d in detail}
+        assert ("body", "prompt") in locs and ("body", "num_images") in locs
+        assert all({"loc", "msg", "type"} <= set(d) for d in detail)
+        assert await app.runtime.requests.history(None) == []
+        assert "fal-ai/flux-1/dev" in CATALOG
+
+
+@pytest.mark.parametrize(
+    ("headers", "fragment"),
+    [
+        ({"X-Fal-Queue-Priority": "urgent"}, "X-Fal-Queue-Priority"),
+        ({"X-Fal-Request-Timeout": "soon"}, "X-Fal-Request-Timeout"),
+        ({"X-Fal-Request-Timeout": "-3"}, "X-Fal-Request-Timeout"),
+    ],
+)
+async def test_bad_queue_headers_are_400_bad_request(app: App, headers: dict[str, str], fragment: str) -> None:
+    """Invalid priority or timeout headers answer 400 with error_type bad_request."""
+    auth = {"Authorization": f"Key {await app.key()}"}
+    response = await app.client.post(ECHO, json={}, headers={**auth, **headers})
+    assert response.status_code == 400
+    assert fragment in response.json()["detail"]
+    assert response.json()["error_type"] == "bad_request"
+    assert response.headers["x-fal-error-type"] == "bad_request"
+
+
+async def test_bad_json_is_422_json_invalid(app: App) -> None:
+    """A body that is not JSON answers 422 with type json_invalid."""
+    auth = {"Authorization": f"Key {await app.key()}"}
+    response = await app.client.post(ECHO, content=b'{"a": ', headers=auth)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["type"] == "json_invalid"
+
+
+async def test_unknown_endpoint_is_404(app: App) -> None:
+    """Submitting to an endpoint nobody serves answers 404 with a detail."""
+    auth = {"Authorization": f"Key {await app.key()}"}
+    response = await app.client.post("/someone/unknown-model", json={}, headers=auth)
+    assert response.status_code == 404
+    assert "not found" in response.json()["detail"]
+
+
+async def test_oversized_body_is_413_and_nothing_is_queued(tmp_path) -> None:
+    """A body over max_body_bytes answers 413 and no request is stored."""
+    async with running_app(make_settings(tmp_path, auth_enabled=False, max_body_bytes=2048)) as app:
+        response = await app.client.post(ECHO, json={"blob": "x" * 5000})
+        assert response.status_code == 413
+        assert await app.runtime.requests.history(None) == []
+
+
+async def test_bad_webhook_url_is_400(app: App) -> None:
+    """fal_webhook must be an absolute http(s) URL."""
+    auth = {"Authorization": f"Key {await app.key()}"}
+    response = await app.client.post(ECHO + "?fal_webhook=ftp://x", json={}, headers=auth)
+    assert response.status_code == 400

@@ -1,0 +1,64 @@
+"""Files uploaded to openfal work as inputs without openfal fetching itself over the
+network (which the private-address guard refuses)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from PIL import Image
+
+from openfal.media.local import LocalMediaStore
+from openfal.media.own import inline_own_media, own_file
+from openfal.runtime import make_backends
+from tests.support import make_settings, running_app, wait_status
+
+
+def png(width: int = 64, height: int = 48) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 30)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+async def test_an_uploaded_file_is_a_valid_image_url_with_the_guard_on(tmp_path: Path) -> None:
+    """Upload through the storage API, then image-to-image on that URL, private URLs refused."""
+    settings = make_settings(tmp_path, demo=True, allow_private_urls=False)
+    async with running_app(settings, make_backends(settings)) as app:
+        auth = {"Authorization": f"Key {await app.key()}"}
+        ticket = (await app.client.post("/storage/upload/initiate", json={"content_type": "image/png", "file_name": "in.png"}, headers=auth)).json()
+        await app.client.put(ticket["upload_url"], content=png(), headers={"Content-Type": "image/png"})
+        body = (
+            await app.client.post(
+                "/fal-ai/flux-1/dev/image-to-image",
+                json={"prompt": "x", "image_url": ticket["file_url"], "num_inference_steps": 10, "strength": 0.3},
+                headers=auth,
+            )
+        ).json()
+        done = await wait_status(app.client, body["status_url"], auth, timeout=120)
+        assert "error" not in done.json(), done.json()
+        result = (await app.client.get(body["response_url"], headers=auth)).json()
+        assert (result["images"][0]["width"], result["images"][0]["height"]) == (64, 48)
+
+
+def test_own_urls_resolve_only_to_existing_keys(tmp_path: Path) -> None:
+    """Only /files/ paths naming an existing key resolve; traversal and other paths do not."""
+    store = LocalMediaStore(tmp_path)
+    key = "A" * 24 + "/in.png"
+    (tmp_path / key).parent.mkdir(parents=True)
+    (tmp_path / key).write_bytes(png())
+    assert own_file(f"http://anything:8000/files/{key}", store) == tmp_path / key
+    assert own_file("http://x/files/../../etc/passwd", store) is None
+    assert own_file(f"http://x/other/{key}", store) is None
+    assert own_file(f"file:///files/{key}", store) is None
+
+
+def test_relayed_inputs_carry_own_files_as_data_uris(tmp_path: Path) -> None:
+    """inline_own_media swaps our URLs (nested too) for data URIs and leaves others alone."""
+    store = LocalMediaStore(tmp_path)
+    key = "B" * 24 + "/ref.png"
+    (tmp_path / key).parent.mkdir(parents=True)
+    (tmp_path / key).write_bytes(b"png-bytes")
+    out = inline_own_media({"image_urls": [f"http://h/files/{key}", "https://example.com/a.png"], "n": 1}, store, 1024)
+    assert out["image_urls"][0] == "data:image/png;base64,cG5nLWJ5dGVz"
+    assert out["image_urls"][1] == "https://example.com/a.png" and out["n"] == 1
+    assert inline_own_media(f"http://h/files/{key}", store, 4) == f"http://h/files/{key}"  # over the size limit

@@ -1,0 +1,100 @@
+"""Webhooks: fal's payload, ED25519 signatures verifiable with the published JWKS,
+retries with backoff from the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from urllib.parse import quote
+
+from openfal.webhooks import verify
+from tests.support import App, Receiver, make_settings, running_app
+
+
+async def _wait_for(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_webhook_gets_fals_payload_signed_with_the_published_key(app: App) -> None:
+    """The receiver gets {request_id, gateway_request_id, status: OK, payload} and the
+    signature verifies against /.well-known/jwks.json."""
+    receiver = Receiver()
+    try:
+        auth = {"Authorization": f"Key {await app.key()}"}
+        body = (await app.client.post(f"/openfal/utils/echo?fal_webhook={quote(receiver.url)}", json={"n": 1}, headers=auth)).json()
+        await _wait_for(lambda: receiver.received)
+        headers, raw = receiver.received[0]
+        payload = json.loads(raw)
+        assert payload == {"request_id": body["request_id"], "gateway_request_id": body["request_id"], "status": "OK", "payload": {"echo": {"n": 1}}}
+        jwks = (await app.client.get("/.well-known/jwks.json")).json()
+        assert verify(jwks, headers, raw)
+        assert not verify(jwks, headers, raw + b" ")
+    finally:
+        receiver.close()
+
+
+async def test_webhook_for_a_failure_has_status_error_and_the_error_body(app: App) -> None:
+    """A failed request's webhook says ERROR, carries `error` and the error body as payload."""
+    receiver = Receiver()
+    try:
+        auth = {"Authorization": f"Key {await app.key()}"}
+        await app.client.post(
+            f"/openfal/utils/sleep?fal_webhook={quote(receiver.url)}", json={"seconds": 0, "steps": 1, "fail_with": "nope"}, headers=auth
+        )
+        await _wait_for(lambda: receiver.received)
+        payload = json.loads(receiver.received[0][1])
+        assert payload["status"] == "ERROR"
+        assert payload["error"] == "Invalid status code: 500"
+        assert payload["payload"]["detail"] == "nope"
+    finally:
+        receiver.close()
+
+
+async def test_failed_deliveries_are_retried_until_they_succeed(app: App) -> None:
+    """A receiver that answers 503 twice gets the webhook on the third attempt."""
+    receiver = Receiver(fail_first=2)
+    try:
+        auth = {"Authorization": f"Key {await app.key()}"}
+        body = (await app.client.post(f"/openfal/utils/echo?fal_webhook={quote(receiver.url)}", json={}, headers=auth)).json()
+        await _wait_for(lambda: receiver.received, timeout=15)
+        rows = await app.runtime.outbox.for_request(body["request_id"])
+        assert rows[0]["state"] == "delivered" and rows[0]["attempts"] == 3
+    finally:
+        receiver.close()
+
+
+async def test_delivery_gives_up_after_max_attempts(tmp_path) -> None:
+    """After webhook_max_attempts failures the delivery is marked failed, with the error."""
+    receiver = Receiver(fail_first=100)
+    try:
+        async with running_app(make_settings(tmp_path, auth_enabled=False, webhook_max_attempts=2)) as app:
+            body = (await app.client.post(f"/openfal/utils/echo?fal_webhook={quote(receiver.url)}", json={})).json()
+
+            deadline = time.monotonic() + 10
+            while not (rows := await app.runtime.outbox.for_request(body["request_id"])) or rows[0]["state"] != "failed":
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+            row = rows[0]
+            assert row["attempts"] == 2 and row["last_status"] == 503
+    finally:
+        receiver.close()
+
+
+async def test_webhooks_to_private_addresses_are_refused_by_default(tmp_path) -> None:
+    """Without allow_private_urls, a webhook to 127.0.0.1 is not sent and is marked failed."""
+    receiver = Receiver()
+    try:
+        async with running_app(make_settings(tmp_path, auth_enabled=False, allow_private_urls=False)) as app:
+            body = (await app.client.post(f"/openfal/utils/echo?fal_webhook={quote(receiver.url)}", json={})).json()
+            deadline = time.monotonic() + 10
+            while not (rows := await app.runtime.outbox.for_request(body["request_id"])) or rows[0]["state"] != "failed":
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+            assert "non-public" in rows[0]["last_error"]
+            assert receiver.received == []
+    finally:
+        receiver.close()

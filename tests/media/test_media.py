@@ -1,0 +1,230 @@
+"""Media stores and publishing. S3 is exercised against moto's server mode on loopback,
+a local S3-compatible server standing in for AWS S3, MinIO or R2."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import httpx
+import pytest
+from moto.server import ThreadedMotoServer
+from PIL import Image
+
+from openfal.backends.base import MediaBlob
+from openfal.config import Settings
+from openfal.media.keys import is_valid_key, new_key
+from openfal.media.local import LocalMediaStore
+from openfal.media.publish import publish
+from openfal.media.s3 import S3MediaStore
+from tests.support import free_port
+
+
+def _png(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 30, 90)).save(out, format="PNG")
+    return out.getvalue()
+
+
+def test_keys_are_unguessable_and_traversal_is_refused() -> None:
+    """New keys are a random folder plus a safe name; odd or traversing keys are not valid."""
+    key = new_key("image/png", "../../evil name.png")
+    token, name = key.split("/")
+    assert len(token) >= 24 and name == "evil_name.png"
+    assert new_key("image/jpeg").endswith("/output.jpg")
+    for bad in ["../x/y.png", "short/x.png", f"{token}/../../etc", f"{token}/a/b.png"]:
+        assert not is_valid_key(bad)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "file_name"),
+    [
+        ("image/png", "a..b.png"),
+        ("image/png", "x" * 300),
+        ("image/png", "y" * 120 + ".png"),
+        ("image/png", "..."),
+        ("application/x-unknown", None),
+        ("text/x-c++src", "notes"),
+        ("image/jpeg", "../../.hidden"),
+    ],
+)
+def test_new_keys_are_always_valid(content_type: str, file_name: str | None) -> None:
+    """Whatever name a client sends, the key made for it is one the store will serve."""
+    key = new_key(content_type, file_name)
+    assert is_valid_key(key), key
+    if file_name and file_name.endswith(".png"):
+        assert key.endswith(".png")
+
+
+async def test_local_store_puts_serves_and_deletes_by_key(tmp_path: Path) -> None:
+    """put() then path() finds the file under the root, url() is under /files/, delete() removes it."""
+    store = LocalMediaStore(tmp_path)
+    key = new_key("image/png", "a.png")
+    await store.put(MediaBlob(b"png", "image/png"), key)
+    assert store.path(key) == tmp_path / key and store.path(key).read_bytes() == b"png"
+    assert [p.name for p in (tmp_path / key).parent.iterdir()] == ["a.png"]  # no partial file left
+    assert store.url(key, "https://api.example.com") == f"https://api.example.com/files/{key}"
+    await store.delete(key)
+    assert store.path(key) is None and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("key", ["../x", "../../etc/passwd", "x", "", "abcdefghijklmnopqrstuvwx/../../y.png", "/etc/passwd", "abcdefghijklmnopqrstuvwx/a/b.png"])
+async def test_local_store_refuses_malformed_keys(tmp_path: Path, key: str) -> None:
+    """Traversing or malformed keys are neither written, served, linked nor deleted."""
+    root = tmp_path / "media"
+    store = LocalMediaStore(root)
+    kept = new_key("image/png")
+    await store.put(MediaBlob(b"keep", "image/png"), kept)
+    (tmp_path / "x").write_bytes(b"outside")
+    with pytest.raises(ValueError):
+        await store.put(MediaBlob(b"evil", "image/png"), key)
+    with pytest.raises(ValueError):
+        store.url(key, "http://h")
+    assert store.path(key) is None
+    await store.delete(key)
+    assert store.path(kept).read_bytes() == b"keep" and (tmp_path / "x").read_bytes() == b"outside"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["media", "x"]
+
+
+async def test_publish_replaces_nested_blobs_with_file_objects(tmp_path: Path) -> None:
+    """Blobs anywhere in the payload (bytes or temp files) become fal File objects; other values stay."""
+    store = LocalMediaStore(tmp_path / "media")
+    temp = tmp_path / "video.mp4"
+    temp.write_bytes(b"mp4" * 10)
+    stored = []
+
+    async def on_stored(key: str, size: int) -> None:
+        stored.append((key, size))
+
+    payload = {
+        "images": [MediaBlob(b"jpeg", "image/jpeg", None, 8, 6)],
+        "video": MediaBlob(temp, "video/mp4", "clip.mp4", extra={"duration": 2.5}),
+        "seed": 3,
+    }
+    out = await publish(payload, media=store, base_url="http://h", inline=False, on_stored=on_stored)
+    image, video = out["images"][0], out["video"]
+    assert image["url"].startswith("http://h/files/") and image["content_type"] == "image/jpeg"
+    assert (image["width"], image["height"], image["file_size"]) == (8, 6, 4)
+    assert video["file_name"] == "clip.mp4" and video["file_size"] == 30 and video["duration"] == 2.5
+    assert out["seed"] == 3 and len(stored) == 2
+
+
+async def test_publish_inline_gives_data_uris(tmp_path: Path) -> None:
+    """sync_mode: files (bytes or temp files) become data URIs and nothing is written to the store."""
+    store = LocalMediaStore(tmp_path / "media")
+    temp = tmp_path / "v.mp4"
+    temp.write_bytes(b"mp4")
+    payload = {"images": [MediaBlob(b"abc", "image/png", width=2, height=1)], "video": MediaBlob(temp, "video/mp4", "v.mp4")}
+    out = await publish(payload, media=store, base_url="http://h", inline=True)
+    image, video = out["images"][0], out["video"]
+    assert image["url"] == "data:image/png;base64," + base64.b64encode(b"abc").decode()
+    assert (image["content_type"], image["file_size"], image["width"], image["height"]) == ("image/png", 3, 2, 1)
+    assert video["url"] == "data:video/mp4;base64," + base64.b64encode(b"mp4").decode() and video["file_name"] == "v.mp4"
+    assert "width" not in video
+    assert list((tmp_path / "media").iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def s3_server() -> Iterator[str]:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    url = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t").create_bucket(Bucket="media")
+    yield url
+    server.stop()
+
+
+@pytest.fixture
+def s3_settings(s3_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    return Settings(
+        data_dir=tmp_path, media_backend="s3", s3_bucket="media", s3_endpoint_url=s3_server, s3_region="us-east-1", s3_prefix="t/"
+    )
+
+
+async def test_s3_presigned_urls_serve_the_stored_bytes(s3_settings: Settings) -> None:
+    """moto (a local S3-compatible server standing in for AWS): a put image is fetched back byte
+    for byte over HTTP through its presigned URL, under the configured prefix."""
+    store = S3MediaStore(s3_settings)
+    image = _png(5, 4)
+    key = new_key("image/png", "x.png")
+    await store.put(MediaBlob(image, "image/png"), key)
+    url = store.url(key, "http://unused")
+    assert "X-Amz-Signature=" in url and f"/media/t/{key}?" in url
+    async with httpx.AsyncClient() as client:
+        got = await client.get(url)
+    assert got.status_code == 200 and got.content == image and got.headers["content-type"] == "image/png"
+    await store.close()
+
+
+async def test_s3_delete_removes_the_object(s3_settings: Settings) -> None:
+    """moto (a local S3-compatible server standing in for AWS): after delete() the object is gone from the bucket."""
+    store = S3MediaStore(s3_settings)
+    key = new_key("image/png")
+    await store.put(MediaBlob(b"x", "image/png"), key)
+    url = store.url(key, "http://unused")
+    await store.delete(key)
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(url)).status_code == 404
+    with pytest.raises(store.client.exceptions.ClientError):
+        store.client.head_object(Bucket="media", Key=f"t/{key}")
+    await store.close()
+
+
+async def test_s3_temp_file_blobs_are_uploaded_from_disk(s3_settings: Settings, tmp_path: Path) -> None:
+    """moto (a local S3-compatible server standing in for AWS): a Path blob goes up with
+    upload_file (streamed from disk) and keeps its content type."""
+    store = S3MediaStore(s3_settings)
+    uploads = []
+    upload_file = store.client.upload_file
+
+    def spy(filename: str, *args: object, **kwargs: object) -> None:
+        uploads.append(filename)
+        upload_file(filename, *args, **kwargs)
+
+    store.client.upload_file = spy
+    temp = tmp_path / "v.mp4"
+    temp.write_bytes(b"video" * 1000)
+    key = new_key("video/mp4")
+    await store.put(MediaBlob(temp, "video/mp4"), key)
+    assert uploads == [str(temp)]
+    async with httpx.AsyncClient() as client:
+        got = await client.get(store.url(key, "http://unused"))
+    assert got.content == b"video" * 1000 and got.headers["content-type"] == "video/mp4"
+    await store.close()
+
+
+def test_s3_public_url_mode_builds_cdn_urls(s3_settings: Settings) -> None:
+    """With s3_public_url set, URLs are {public}/{prefix}{key} rather than presigned."""
+    store = S3MediaStore(s3_settings.model_copy(update={"s3_public_url": "https://cdn.example.com/"}))
+    assert store.url("abc/x.png", "http://unused") == "https://cdn.example.com/t/abc/x.png"
+
+
+
+async def test_expired_media_is_deleted_from_the_store_and_the_index(tmp_path: Path) -> None:
+    """MediaIndex.expire removes files past their time and keeps the rest (and keep_forever ones)."""
+    import time
+
+    from openfal.media.index import MediaIndex
+    from openfal.store.db import Database
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
+    await db.migrate()
+    store = LocalMediaStore(tmp_path / "media")
+    index = MediaIndex(db, default_ttl=60)
+    old, young, forever = (new_key("image/png") for _ in range(3))
+    for key in (old, young, forever):
+        await store.put(MediaBlob(b"x", "image/png"), key)
+    await index.add(old, 1, ttl=1)
+    await index.add(young, 1)
+    await index.add(forever, 1, keep_forever=True)
+    assert await index.expire(store, time.time() + 30) == 1
+    assert store.path(old) is None and store.path(young) is not None and store.path(forever) is not None
+    assert await index.expire(store, time.time() + 10**9) == 1
+    assert store.path(forever) is not None
+    await db.close()
