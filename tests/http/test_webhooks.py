@@ -19,6 +19,16 @@ async def _wait_for(predicate, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.05)
 
 
+async def _outbox_row_in_state(app: App, request_id: str, state: str, timeout: float = 15.0) -> dict:
+    """The receiver may see the POST before the sender has recorded its answer, so wait
+    for the outbox row itself rather than for the receiver."""
+    deadline = time.monotonic() + timeout
+    while not (rows := await app.runtime.outbox.for_request(request_id)) or rows[0]["state"] != state:
+        assert time.monotonic() < deadline, f"outbox row never reached {state!r}: {rows}"
+        await asyncio.sleep(0.05)
+    return rows[0]
+
+
 async def test_webhook_gets_fals_payload_signed_with_the_published_key(app: App) -> None:
     """The receiver gets {request_id, gateway_request_id, status: OK, payload} and the
     signature verifies against /.well-known/jwks.json."""
@@ -60,9 +70,8 @@ async def test_failed_deliveries_are_retried_until_they_succeed(app: App) -> Non
     try:
         auth = {"Authorization": f"Key {await app.key()}"}
         body = (await app.client.post(f"/openfal/utils/echo?fal_webhook={quote(receiver.url)}", json={}, headers=auth)).json()
-        await _wait_for(lambda: receiver.received, timeout=15)
-        rows = await app.runtime.outbox.for_request(body["request_id"])
-        assert rows[0]["state"] == "delivered" and rows[0]["attempts"] == 3
+        row = await _outbox_row_in_state(app, body["request_id"], "delivered")
+        assert row["attempts"] == 3 and len(receiver.received) == 1
     finally:
         receiver.close()
 
@@ -73,12 +82,7 @@ async def test_delivery_gives_up_after_max_attempts(tmp_path) -> None:
     try:
         async with running_app(make_settings(tmp_path, auth_enabled=False, webhook_max_attempts=2)) as app:
             body = (await app.client.post(f"/openfal/utils/echo?fal_webhook={quote(receiver.url)}", json={})).json()
-
-            deadline = time.monotonic() + 10
-            while not (rows := await app.runtime.outbox.for_request(body["request_id"])) or rows[0]["state"] != "failed":
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.1)
-            row = rows[0]
+            row = await _outbox_row_in_state(app, body["request_id"], "failed")
             assert row["attempts"] == 2 and row["last_status"] == 503
     finally:
         receiver.close()
@@ -90,11 +94,8 @@ async def test_webhooks_to_private_addresses_are_refused_by_default(tmp_path) ->
     try:
         async with running_app(make_settings(tmp_path, auth_enabled=False, allow_private_urls=False)) as app:
             body = (await app.client.post(f"/openfal/utils/echo?fal_webhook={quote(receiver.url)}", json={})).json()
-            deadline = time.monotonic() + 10
-            while not (rows := await app.runtime.outbox.for_request(body["request_id"])) or rows[0]["state"] != "failed":
-                assert time.monotonic() < deadline
-                await asyncio.sleep(0.1)
-            assert "non-public" in rows[0]["last_error"]
+            row = await _outbox_row_in_state(app, body["request_id"], "failed")
+            assert "non-public" in row["last_error"]
             assert receiver.received == []
     finally:
         receiver.close()
