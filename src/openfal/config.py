@@ -42,9 +42,11 @@ class Settings(BaseSettings):
     #: host names whose POSTs are synchronous runs (fal.run) rather than queue submits
     run_hosts: tuple[str, ...] = ()
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
-    #: largest file accepted by the storage upload endpoints (fal's clients switch to
-    #: multipart above 90-100 MB, which openfal does not implement)
+    #: largest single upload request or multipart part accepted by the storage endpoints
+    #: (fal's clients send files up to 90-100 MB in one request, then 10 MB parts)
     max_upload_bytes: int = Field(100 * 1024 * 1024, ge=1024)
+    #: largest file a multipart upload may assemble
+    max_multipart_upload_bytes: int = Field(5 * 1024**3, ge=1024)
     sse_keepalive_seconds: float = Field(15.0, gt=0)
     #: how often SSE and sync waits re-read a request written by another process
     poll_interval_seconds: float = Field(0.25, gt=0)

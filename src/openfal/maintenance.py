@@ -16,12 +16,16 @@ from openfal.media.index import MediaIndex
 from openfal.models import Status
 from openfal.notify import Notifier
 from openfal.store.requests import RequestStore
+from openfal.uploads import TICKET_SECONDS
 
 log = logging.getLogger("openfal.maintenance")
 
 SWEEP_SECONDS = 1.0
 #: results of requests sent with X-Fal-Store-IO: 0 are kept this long (fal: 1 hour)
 UNSTORED_RESULT_TTL_SECONDS = 3600.0
+#: multipart uploads not completed this long after they began are aborted (their
+#: signed URLs expire after an hour)
+STALE_UPLOAD_SECONDS = TICKET_SECONDS + 600.0
 
 
 class Reaper:
@@ -78,5 +82,6 @@ class Reaper:
             now - self.settings.result_ttl_seconds, unstored_cutoff=now - UNSTORED_RESULT_TTL_SECONDS
         )
         expired = await self.media_index.expire(self.media, now)
-        if purged or expired:
-            log.info("retention: %d requests and %d media files removed", purged, expired)
+        abandoned = await self.media.purge_stale_uploads(now - STALE_UPLOAD_SECONDS)
+        if purged or expired or abandoned:
+            log.info("retention: %d requests, %d media files and %d unfinished uploads removed", purged, expired, abandoned)

@@ -27,11 +27,16 @@ TICKET_SECONDS = 3600
 
 @dataclass(frozen=True, slots=True)
 class Ticket:
-    """Permission to PUT one file to one media key."""
+    """Permission to PUT one file to one media key: in one request, or, with an
+    ``upload_id``, in parts of a multipart upload, which also carry the file's lifecycle
+    (the parts and the completion arrive without the initiating request's headers)."""
 
     media_key: str
     content_type: str
     key_id: str | None
+    upload_id: str | None = None
+    ttl: float | None = None
+    keep_forever: bool = False
 
 
 class UploadSigner:
@@ -71,13 +76,21 @@ class UploadSigner:
         return (claims is not None, claims.get("kid") if claims else None)
 
     def ticket(self, ticket: Ticket) -> str:
-        return self._sign(
-            TICKET_PREFIX,
-            {"mk": ticket.media_key, "ct": ticket.content_type, "kid": ticket.key_id, "exp": time.time() + TICKET_SECONDS},
-        )
+        claims: dict[str, Any] = {"mk": ticket.media_key, "ct": ticket.content_type, "kid": ticket.key_id, "exp": time.time() + TICKET_SECONDS}
+        if ticket.upload_id is not None:
+            claims.update(up=ticket.upload_id, ttl=ticket.ttl, fv=ticket.keep_forever)
+        return self._sign(TICKET_PREFIX, claims)
 
-    def open_ticket(self, value: str) -> Ticket | None:
+    def open_ticket(self, value: str, *, multipart: bool) -> Ticket | None:
+        """The ticket, if valid, unexpired and of the asked kind (single or multipart)."""
         claims = self._open(TICKET_PREFIX, value)
-        if claims is None:
+        if claims is None or ("up" in claims) != multipart:
             return None
-        return Ticket(media_key=claims["mk"], content_type=claims["ct"], key_id=claims.get("kid"))
+        return Ticket(
+            media_key=claims["mk"],
+            content_type=claims["ct"],
+            key_id=claims.get("kid"),
+            upload_id=claims.get("up"),
+            ttl=claims.get("ttl"),
+            keep_forever=bool(claims.get("fv")),
+        )

@@ -120,6 +120,24 @@ def test_upload_lands_in_openfal_media(uploading: fal_client.SyncClient, server:
     assert fetched.headers["content-type"] == "image/png"
 
 
+def test_upload_over_the_multipart_threshold_goes_in_parts(
+    uploading: fal_client.SyncClient, server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client's multipart path (create, concurrent part PUTs answered with an ETag
+    header, complete) assembles the file in order. The client's 100 MB threshold and
+    10 MB part size are lowered here (module constants it reads at call time) so the
+    test moves 1.3 MB in six parts instead of 100 MB; the JS test sends a full-size file."""
+    import httpx
+
+    monkeypatch.setattr(fal_module, "MULTIPART_THRESHOLD", 1024 * 1024)
+    monkeypatch.setattr(fal_module, "MULTIPART_CHUNK_SIZE", 256 * 1024)
+    data = os.urandom(1300 * 1024)
+    url = uploading.upload(data, "application/zip", file_name="weights.zip")
+    assert url.startswith(server.url + "/files/") and url.endswith("/weights.zip")
+    fetched = httpx.get(url)
+    assert fetched.status_code == 200 and fetched.content == data
+
+
 def test_submit_with_webhook_url(client: fal_client.SyncClient) -> None:
     """submit(webhook_url=...) gets fal's webhook payload delivered to the receiver."""
     import time

@@ -60,6 +60,14 @@ def test_storage_upload_and_blob_inputs(js_results: dict, server: Server) -> Non
     assert storage["autoUploaded"].startswith(server.url + "/files/")
 
 
+def test_storage_upload_of_a_file_over_90_mb_goes_multipart(js_results: dict, server: Server) -> None:
+    """A 91 MB Blob takes the client's multipart path (10 MB parts, unauthenticated PUTs
+    to the signed upload URL) and comes back byte for byte from openfal's media."""
+    multipart = js_results["multipart"]
+    assert multipart["url"].startswith(server.url + "/files/") and multipart["url"].endswith(".mp4")
+    assert multipart["size"] == 91 * 1024 * 1024 and multipart["same"] is True
+
+
 def test_validation_error(js_results: dict) -> None:
     """A 422 at submit becomes the client's ValidationError with field errors."""
     validation = js_results["validation"]

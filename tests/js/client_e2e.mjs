@@ -61,6 +61,14 @@ const fetched = new Uint8Array(await (await fetch(url)).arrayBuffer());
 const echoed = await fal.subscribe("openfal/utils/echo", { input: { image_url: blob }, mode: "polling", pollInterval: 50 });
 out.storage = { url, bytes: Array.from(fetched), autoUploaded: echoed.data.echo.image_url };
 
+// a file over the client's 90 MB threshold goes up in 10 MB multipart parts
+const big = new Uint8Array(91 * 1024 * 1024);
+for (let i = 0; i < big.length; i += 4096) big[i] = (i / 4096) % 251;
+const bigUrl = await fal.storage.upload(new Blob([big], { type: "video/mp4" }));
+const bigBack = new Uint8Array(await (await fetch(bigUrl)).arrayBuffer());
+const digest = async (bytes) => Buffer.from(await crypto.subtle.digest("SHA-256", bytes)).toString("hex");
+out.multipart = { url: bigUrl, size: bigBack.length, same: (await digest(big)) === (await digest(bigBack)) };
+
 // validation errors surface as ValidationError with fal's detail list
 try {
   await fal.queue.submit("fal-ai/flux-1/dev", { input: { num_images: 99 } });

@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from openfal.endpoints import flux, utility, video
-from openfal.errors import InputInvalid
+from openfal.validation import parse_body
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,22 +47,4 @@ CATALOG: dict[str, EndpointSpec] = {spec.endpoint_id: spec for spec in _SPECS}
 
 def validate_input(spec: EndpointSpec, body: Any) -> dict[str, Any]:
     """The input with defaults filled in, or ``InputInvalid`` in fal's 422 shape."""
-    try:
-        model = spec.input_model.model_validate(body)
-    except ValidationError as exc:
-        raise InputInvalid(_detail(exc)) from None
-    return model.model_dump(mode="json", exclude_none=False)
-
-
-def _detail(exc: ValidationError) -> list[dict[str, Any]]:
-    detail = []
-    for error in exc.errors(include_url=False):
-        item: dict[str, Any] = {
-            "loc": ["body", *error["loc"]],
-            "msg": error["msg"],
-            "type": error["type"],
-        }
-        if "ctx" in error:
-            item["ctx"] = {k: v if isinstance(v, (int, float, str, bool, list)) else str(v) for k, v in error["ctx"].items()}
-        detail.append(item)
-    return detail
+    return parse_body(spec.input_model, body).model_dump(mode="json", exclude_none=False)

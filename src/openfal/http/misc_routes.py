@@ -6,13 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from openfal.endpoints.catalog import CATALOG
 from openfal.errors import UnknownEndpoint
 from openfal.http.deps import base_url, current_key, runtime
 from openfal.http.openapi import endpoint_openapi
 from openfal.http.wire import request_urls
+from openfal.media.keys import is_valid_key
 from openfal.media.local import LocalMediaStore
 from openfal.models import ApiKey
 
@@ -33,8 +34,15 @@ async def jwks(request: Request) -> dict[str, Any]:
 
 @router.get("/files/{key:path}", tags=["media"], summary="A generated or uploaded file")
 async def files(key: str, request: Request) -> Response:
+    """Local media are served from disk. With S3 media, the few URLs openfal hands out
+    on its own host (multipart uploads, whose part URLs the Python client derives from
+    the file URL) redirect to the bucket."""
     store = runtime(request).media
-    path = store.path(key) if isinstance(store, LocalMediaStore) else None
+    if not isinstance(store, LocalMediaStore):
+        if not is_valid_key(key):
+            return JSONResponse({"detail": "File not found"}, status_code=404)
+        return RedirectResponse(store.url(key, base_url(request)), status_code=307)
+    path = store.path(key)
     if path is None:
         return JSONResponse({"detail": "File not found"}, status_code=404)
     return FileResponse(path, headers={"Cache-Control": "public, max-age=604800, immutable"})

@@ -22,6 +22,27 @@ class MediaStore(Protocol):
     async def delete(self, key: str) -> None:
         ...
 
+    # Multipart uploads (fal's storage API for files over 90-100 MB): parts arrive
+    # separately, possibly at different API nodes, and become one file at the end.
+
+    async def begin_upload(self, key: str, content_type: str) -> str:
+        """Start a multipart upload to ``key``; returns the store's upload id."""
+        ...
+
+    async def put_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
+        """Store part ``number`` (1-10000; re-sending replaces it); returns its ETag."""
+        ...
+
+    async def finish_upload(self, key: str, upload_id: str, parts: list[tuple[int, str]], max_bytes: int) -> int:
+        """Join the listed (number, etag) parts in number order into ``key``; returns its
+        size. ``BadRequest`` for unknown parts or wrong ETags, ``PayloadTooLarge`` past
+        ``max_bytes`` (the upload is then aborted)."""
+        ...
+
+    async def purge_stale_uploads(self, started_before: float) -> int:
+        """Abort multipart uploads started before this unix time; returns how many."""
+        ...
+
     async def close(self) -> None:
         ...
 

@@ -11,10 +11,11 @@ from typing import Any
 
 import boto3
 from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError as BotoClientError
 
 from openfal.backends.base import MediaBlob
 from openfal.config import Settings
-from openfal.errors import ConfigError
+from openfal.errors import BadRequest, ConfigError, PayloadTooLarge
 
 
 class S3MediaStore:
@@ -53,5 +54,67 @@ class S3MediaStore:
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self.client.delete_object, Bucket=self.bucket, Key=self.prefix + key)
 
+    # Multipart uploads map onto S3's own, so parts go straight to the bucket and S3 joins them.
+
+    async def begin_upload(self, key: str, content_type: str) -> str:
+        reply = await asyncio.to_thread(
+            self.client.create_multipart_upload, Bucket=self.bucket, Key=self.prefix + key, ContentType=content_type
+        )
+        return str(reply["UploadId"])
+
+    async def put_part(self, key: str, upload_id: str, number: int, data: bytes) -> str:
+        try:
+            reply = await asyncio.to_thread(
+                self.client.upload_part, Bucket=self.bucket, Key=self.prefix + key, UploadId=upload_id, PartNumber=number, Body=data
+            )
+        except BotoClientError as exc:
+            raise _client_error(exc) from None
+        return str(reply["ETag"])
+
+    async def finish_upload(self, key: str, upload_id: str, parts: list[tuple[int, str]], max_bytes: int) -> int:
+        ids = {"Bucket": self.bucket, "Key": self.prefix + key, "UploadId": upload_id}
+        try:
+            stored = await asyncio.to_thread(self._part_sizes, ids)
+            wanted = sorted(parts)
+            missing = [number for number, _ in wanted if number not in stored]
+            if missing:
+                raise BadRequest(f"Parts never uploaded: {missing}")
+            size = sum(stored[number] for number, _ in wanted)
+            if size > max_bytes:
+                await asyncio.to_thread(self.client.abort_multipart_upload, **ids)
+                raise PayloadTooLarge(f"Upload larger than {max_bytes} bytes")
+            etags = [{"PartNumber": number, "ETag": etag if etag.startswith('"') else f'"{etag}"'} for number, etag in wanted]
+            await asyncio.to_thread(self.client.complete_multipart_upload, MultipartUpload={"Parts": etags}, **ids)
+        except BotoClientError as exc:
+            raise _client_error(exc) from None
+        return size
+
+    def _part_sizes(self, ids: dict[str, str]) -> dict[int, int]:
+        sizes: dict[int, int] = {}
+        for page in self.client.get_paginator("list_parts").paginate(**ids):
+            sizes.update({part["PartNumber"]: part["Size"] for part in page.get("Parts", [])})
+        return sizes
+
+    async def purge_stale_uploads(self, started_before: float) -> int:
+        return await asyncio.to_thread(self._purge_uploads, started_before)
+
+    def _purge_uploads(self, started_before: float) -> int:
+        aborted = 0
+        for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=self.prefix):
+            for upload in page.get("Uploads", []):
+                if upload["Initiated"].timestamp() < started_before:
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+                    aborted += 1
+        return aborted
+
     async def close(self) -> None:
         await asyncio.to_thread(self.client.close)
+
+
+def _client_error(exc: BotoClientError) -> BadRequest:
+    """S3's refusals of a client's parts (unknown upload, bad ETag, part too small) in
+    fal's 400 shape; anything else is ours and propagates."""
+    code = exc.response.get("Error", {}).get("Code", "")
+    if code in {"NoSuchUpload", "InvalidPart", "InvalidPartOrder", "EntityTooSmall", "InvalidArgument"}:
+        return BadRequest(f"Upload refused by storage: {code}")
+    raise exc
