@@ -65,13 +65,14 @@ class Reaper:
         for record in await self.store.expired_leases(now):
             if record.cancel_requested:
                 await self.lifecycle.fail(record, RunCancelled(), attempt=record.attempts, lease_expired_before=now)
-            elif record.attempts < self.settings.max_attempts:
+            elif record.may_retry(self.settings.max_attempts):
                 if await self.store.requeue(record, lease_expired_before=now):
                     log.warning("lease of %s expired; attempt %d of %d queued", record.id, record.attempts + 1, self.settings.max_attempts)
                     self.notifier.changed(record.id)
                     self.notifier.work_available()
             else:
-                error = RunnerLost(f"The worker running this request stopped answering {record.attempts} times")
+                times = "and X-Fal-No-Retry was set" if record.no_retry else f"{record.attempts} times"
+                error = RunnerLost(f"The worker running this request stopped answering {times}")
                 await self.lifecycle.fail(record, error, attempt=record.attempts, lease_expired_before=now)
         for record in await self.store.missed_deadlines(now):
             await self.lifecycle.fail(record, StartTimeout(), expect=Status.IN_QUEUE)

@@ -73,10 +73,17 @@ class RequestRecord:
     backend_state: dict[str, Any] = field(default_factory=dict)
     version: int = 0
     reserved_micros: int | None = None
+    no_retry: bool = False
+    media_ttl: float | None = None
+    media_keep_forever: bool = False
 
     @property
     def failed(self) -> bool:
         return self.status is Status.COMPLETED and self.error is not None
+
+    def may_retry(self, max_attempts: int) -> bool:
+        """Whether a lost or retryable attempt may be queued again."""
+        return not self.no_retry and self.attempts < max_attempts
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

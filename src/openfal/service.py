@@ -21,6 +21,7 @@ from openfal.endpoints.catalog import validate_input
 from openfal.endpoints.ids import app_of
 from openfal.errors import BadRequest, QueueFull, RequestNotFound, RunCancelled, StillInProgress
 from openfal.lifecycle import Lifecycle
+from openfal.media.lifecycle import parse_lifecycle
 from openfal.models import ApiKey, LogEntry, Priority, RequestRecord, Status
 from openfal.notify import Notifier
 from openfal.routing import Router
@@ -38,6 +39,8 @@ class SubmitOptions:
     webhook_url: str | None = None
     max_queue_length: str | None = None
     store_io: str | None = None
+    no_retry: str | None = None
+    object_lifecycle: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +95,7 @@ class QueueService:
         priority = _priority(options.priority)
         deadline = _start_deadline(options.start_timeout)
         webhook_url = _webhook_url(options.webhook_url)
+        lifecycle = parse_lifecycle(options.object_lifecycle)
         await self._check_queue_length(route.backend, options.max_queue_length)
         backend = self.backends[route.backend]
         record = await self.store.insert(
@@ -106,6 +110,9 @@ class QueueService:
             base_url=base_url,
             webhook_url=webhook_url,
             store_io=options.store_io not in {"0", "false"},
+            no_retry=(options.no_retry or "").lower() in {"1", "true", "yes"},
+            media_ttl=lifecycle.ttl,
+            media_keep_forever=lifecycle.keep_forever,
             start_deadline=deadline,
             also=self._admit_and_reserve(key),
         )

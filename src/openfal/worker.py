@@ -188,6 +188,7 @@ class Worker:
             key_id=record.key_id,
             state=record.backend_state,
             priority=Priority(record.priority).name,
+            no_retry=record.no_retry,
         )
         job.save_state = lambda state, rid=record.id: self.store.save_backend_state(rid, self.worker_id, state)
         self._running[record.id] = job
@@ -212,7 +213,7 @@ class Worker:
         if isinstance(result, Output) and job.cancelled:
             result = RunCancelled()
         if isinstance(result, RunError):
-            if result.retryable and record.attempts < self.settings.max_attempts and not isinstance(result, RunCancelled):
+            if result.retryable and record.may_retry(self.settings.max_attempts) and not isinstance(result, RunCancelled):
                 if await self.store.requeue(record):
                     self.notifier.changed(record.id)
                     self.notifier.work_available()
@@ -225,7 +226,9 @@ class Worker:
                 media=self.media,
                 base_url=record.base_url,
                 inline=bool(record.input.get("sync_mode")),
-                on_stored=lambda key, size: self.media_index.add(key, size, request_id=record.id),
+                on_stored=lambda key, size: self.media_index.add(
+                    key, size, request_id=record.id, ttl=record.media_ttl, keep_forever=record.media_keep_forever
+                ),
             )
         except Exception as exc:
             discard_files(result.payload)

@@ -45,6 +45,17 @@ async def test_relays_input_unchanged_and_mirrors_logs_once(tmp_path: Path, fake
     assert all(c.query.get("logs") == ["1"] for c in fake.of("GET", "/status"))
 
 
+async def test_priority_and_no_retry_are_passed_upstream(tmp_path: Path, fake: FakeUpstream) -> None:
+    """A low-priority X-Fal-No-Retry request is submitted upstream with both headers."""
+    async with relay_app(tmp_path, up(fake)) as app:
+        auth = {"Authorization": f"Key {await app.key()}"}
+        headers = {**auth, "X-Fal-Queue-Priority": "low", "X-Fal-No-Retry": "1"}
+        submitted = (await app.client.post(ACME, json={"prompt": "x"}, headers=headers)).json()
+        await finish(app, auth, submitted)
+    assert fake.submits[0].headers["x-fal-queue-priority"] == "low"
+    assert fake.submits[0].headers["x-fal-no-retry"] == "1"
+
+
 async def test_upstream_queue_position_is_mirrored(tmp_path: Path, fake: FakeUpstream) -> None:
     """While the upstream queues the request, openfal's status says IN_QUEUE with the upstream's position."""
     fake.status_replies = [(202, {"status": "IN_QUEUE", "queue_position": 7})] * 15

@@ -203,6 +203,19 @@ async def test_a_dead_workers_request_is_retried_then_failed(db: Database, new_r
     assert final.result_status == RunnerLost.status_code and final.error_type == "runner_disconnected"
 
 
+async def test_a_no_retry_requests_dead_worker_fails_it_at_once(db: Database, new_request: Callable[..., dict], tmp_path: Path) -> None:
+    """With X-Fal-No-Retry the first expired lease ends the request 503, whatever max_attempts allows."""
+    store = RequestStore(db)
+    reaper = make_reaper(db, store, tmp_path, max_attempts=3)
+    record = await store.insert(**new_request(no_retry=True))
+    await store.claim(worker_id="w", **CLAIM)
+    await expire_lease(db, record.id)
+    await reaper.sweep()
+    final = await store.get(record.id)
+    assert (final.status, final.attempts, final.error_type) == (Status.COMPLETED, 1, "runner_disconnected")
+    assert "X-Fal-No-Retry" in final.error
+
+
 @pytest.mark.parametrize("max_attempts", [1, 2], ids=["fail", "requeue"])
 async def test_reaper_spares_a_lease_renewed_after_it_looked(
     db: Database, new_request: Callable[..., dict], tmp_path: Path, max_attempts: int

@@ -76,6 +76,7 @@ class Job:
         key_id: str | None = None,
         state: dict[str, Any] | None = None,
         priority: str = "normal",
+        no_retry: bool = False,
     ) -> None:
         self.request_id = request_id
         self.endpoint_id = endpoint_id
@@ -84,6 +85,8 @@ class Job:
         self.key_id = key_id
         #: the client's X-Fal-Queue-Priority (``normal`` or ``low``), for relays to pass on
         self.priority = priority
+        #: the client's X-Fal-No-Retry, for relays to pass on
+        self.no_retry = no_retry
         #: backend-private state persisted with the request (relay: upstream id and key);
         #: the backend updates it through ``save_state`` so a retry can resume
         self.state: dict[str, Any] = dict(state or {})

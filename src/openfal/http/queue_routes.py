@@ -31,6 +31,8 @@ def _options(request: Request) -> SubmitOptions:
         webhook_url=request.query_params.get("fal_webhook"),
         max_queue_length=request.query_params.get("fal_max_queue_length"),
         store_io=request.headers.get("x-fal-store-io"),
+        no_retry=request.headers.get("x-fal-no-retry"),
+        object_lifecycle=request.headers.get("x-fal-object-lifecycle-preference"),
     )
 
 

@@ -10,7 +10,6 @@ URLs are signed tickets, so any API node can take any part."""
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +22,7 @@ from openfal.backends.base import MediaBlob
 from openfal.errors import BadRequest, Unauthorized
 from openfal.http.deps import base_url, current_key, json_body, read_body, runtime
 from openfal.media.keys import new_key
+from openfal.media.lifecycle import MediaLifecycle, parse_lifecycle
 from openfal.models import ApiKey
 from openfal.uploads import TOKEN_PREFIX, Ticket
 from openfal.validation import parse_body
@@ -52,27 +52,15 @@ async def _uploader(request: Request) -> str | None:
     return key.id if key else None
 
 
-def _lifecycle(request: Request) -> tuple[float | None, bool]:
-    """(ttl, keep forever) from X-Fal-Object-Lifecycle(-Preference)."""
-    raw = request.headers.get("x-fal-object-lifecycle") or request.headers.get("x-fal-object-lifecycle-preference")
-    if not raw:
-        return None, False
-    try:
-        value = json.loads(raw).get("expiration_duration_seconds", "absent")
-    except (ValueError, AttributeError):
-        raise BadRequest("X-Fal-Object-Lifecycle must be a JSON object") from None
-    if value is None:
-        return None, True
-    if isinstance(value, int | float) and value > 0:
-        return float(value), False
-    return None, False
+def _lifecycle(request: Request) -> MediaLifecycle:
+    return parse_lifecycle(request.headers.get("x-fal-object-lifecycle") or request.headers.get("x-fal-object-lifecycle-preference"))
 
 
 async def _store(request: Request, key: str, content_type: str, data: bytes) -> str:
     rt = runtime(request)
-    ttl, forever = _lifecycle(request)
+    lifecycle = _lifecycle(request)
     await rt.media.put(MediaBlob(data, content_type), key)
-    await rt.media_index.add(key, len(data), ttl=ttl, keep_forever=forever)
+    await rt.media_index.add(key, len(data), ttl=lifecycle.ttl, keep_forever=lifecycle.keep_forever)
     return rt.media.url(key, base_url(request))
 
 
@@ -149,8 +137,15 @@ async def _begin_multipart(request: Request, key_id: str | None, content_type: s
     """(media key, signed ticket) of a new multipart upload."""
     media_key = new_key(content_type, file_name)
     upload_id = await runtime(request).media.begin_upload(media_key, content_type)
-    ttl, forever = _lifecycle(request)
-    ticket = Ticket(media_key=media_key, content_type=content_type, key_id=key_id, upload_id=upload_id, ttl=ttl, keep_forever=forever)
+    lifecycle = _lifecycle(request)
+    ticket = Ticket(
+        media_key=media_key,
+        content_type=content_type,
+        key_id=key_id,
+        upload_id=upload_id,
+        ttl=lifecycle.ttl,
+        keep_forever=lifecycle.keep_forever,
+    )
     return media_key, _signer(request).ticket(ticket)
 
 

@@ -27,7 +27,8 @@ def _record(row: sa.Row[Any]) -> RequestRecord:
     data = {k: v for k, v in row._mapping.items() if k in _FIELDS}
     data["status"] = Status(data["status"])
     data["cancel_requested"] = bool(data["cancel_requested"])
-    data["store_io"] = bool(data["store_io"])
+    for flag in ("store_io", "no_retry", "media_keep_forever"):
+        data[flag] = bool(data[flag])
     data["backend_state"] = data.get("backend_state") or {}
     return RequestRecord(**data)
 
@@ -81,6 +82,8 @@ class RequestStore:
             "backend_state": {},
             "version": 0,
             "store_io": True,
+            "no_retry": False,
+            "media_keep_forever": False,
             **values,
         }
         async with self.db.write() as conn:

@@ -50,6 +50,11 @@ requests = sa.Table(
     sa.Column("version", sa.Integer(), nullable=False),
     #: price reserved at submit, settled exactly once when the request ends
     sa.Column("reserved_micros", sa.BigInteger(), nullable=True),
+    #: X-Fal-No-Retry: a lost worker or a retryable failure ends the request at once
+    sa.Column("no_retry", sa.Boolean(), nullable=False, server_default=sa.false()),
+    #: X-Fal-Object-Lifecycle-Preference for the files this request makes
+    sa.Column("media_ttl", sa.Float(), nullable=True),
+    sa.Column("media_keep_forever", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Index("ix_requests_queue", "status", "backend", "priority", "seq"),
     sa.Index("ix_requests_lease", "status", "lease_expires_at"),
     sa.Index("ix_requests_deadline", "status", "start_deadline"),

@@ -210,7 +210,7 @@ class RelayBackend:
             tries += 1
             try:
                 reply = await client.submit(
-                    job.endpoint_id, upstream_input, key.secret, webhook_url=self._webhook_url(job), priority=job.priority
+                    job.endpoint_id, upstream_input, key.secret, webhook_url=self._webhook_url(job), priority=job.priority, no_retry=job.no_retry
                 )
             except UpstreamUnreachable as exc:
                 # not key-specific: back off (a timeout after sending may mean it was taken)

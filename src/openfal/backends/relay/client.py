@@ -104,12 +104,21 @@ class UpstreamClient:
         return Reply(response.status_code, response.headers, text, body)
 
     async def submit(
-        self, endpoint_id: str, input: dict[str, Any], secret: str, *, webhook_url: str | None = None, priority: str = "normal"
+        self,
+        endpoint_id: str,
+        input: dict[str, Any],
+        secret: str,
+        *,
+        webhook_url: str | None = None,
+        priority: str = "normal",
+        no_retry: bool = False,
     ) -> Reply:
         url = f"{self.config.base_url}/{endpoint_id.strip('/')}"
         params = {"fal_webhook": webhook_url} if webhook_url else None
         body = json.dumps(input).encode()
         headers = {"Content-Type": "application/json", "X-Fal-Queue-Priority": priority}
+        if no_retry:
+            headers["X-Fal-No-Retry"] = "1"
         return await self._call("POST", url, secret, content=body, params=params, headers=headers)
 
     async def status(self, handle: Handle, secret: str) -> Reply:

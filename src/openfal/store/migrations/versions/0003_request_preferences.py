@@ -1,0 +1,25 @@
+"""request preferences: X-Fal-No-Retry and X-Fal-Object-Lifecycle-Preference
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = '0003'
+down_revision = '0002'
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('requests', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('no_retry', sa.Boolean(), server_default=sa.false(), nullable=False))
+        batch_op.add_column(sa.Column('media_ttl', sa.Float(), nullable=True))
+        batch_op.add_column(sa.Column('media_keep_forever', sa.Boolean(), server_default=sa.false(), nullable=False))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('requests', schema=None) as batch_op:
+        batch_op.drop_column('media_keep_forever')
+        batch_op.drop_column('media_ttl')
+        batch_op.drop_column('no_retry')
