@@ -89,6 +89,13 @@ class QueueFull(ClientError):
     status_code = 429
 
 
+class IdempotencyConflict(ClientError):
+    """An Idempotency-Key was reused for a different endpoint or input."""
+
+    status_code = 409
+    error_type = "idempotency_conflict"
+
+
 class InputInvalid(ClientError):
     """Input validation failed."""
 

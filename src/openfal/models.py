@@ -76,6 +76,8 @@ class RequestRecord:
     no_retry: bool = False
     media_ttl: float | None = None
     media_keep_forever: bool = False
+    idempotency_key: str | None = None
+    idempotency_hash: str | None = None
 
     @property
     def failed(self) -> bool:

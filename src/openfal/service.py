@@ -4,6 +4,8 @@ exactly one of these."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -19,13 +21,13 @@ from openfal.backends.base import Backend
 from openfal.config import Settings
 from openfal.endpoints.catalog import validate_input
 from openfal.endpoints.ids import app_of
-from openfal.errors import BadRequest, QueueFull, RequestNotFound, RunCancelled, StillInProgress
+from openfal.errors import BadRequest, IdempotencyConflict, QueueFull, RequestNotFound, RunCancelled, StillInProgress
 from openfal.lifecycle import Lifecycle
-from openfal.media.lifecycle import parse_lifecycle
+from openfal.media.lifecycle import MediaLifecycle, parse_lifecycle
 from openfal.models import ApiKey, LogEntry, Priority, RequestRecord, Status
 from openfal.notify import Notifier
 from openfal.routing import Router
-from openfal.store.requests import RequestStore
+from openfal.store.requests import DuplicateIdempotencyKey, RequestStore
 
 CancelOutcome = Literal["CANCELLATION_REQUESTED", "ALREADY_COMPLETED"]
 
@@ -41,6 +43,16 @@ class SubmitOptions:
     store_io: str | None = None
     no_retry: str | None = None
     object_lifecycle: str | None = None
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    record: RequestRecord
+    #: requests ahead of it; None once it has left the queue (an idempotent replay)
+    queue_position: int | None
+    #: an earlier submit with the same Idempotency-Key, answered again
+    replayed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +95,10 @@ class QueueService:
 
     async def submit(
         self, endpoint_id: str, body: Any, *, key: ApiKey | None, base_url: str, options: SubmitOptions
-    ) -> tuple[RequestRecord, int]:
-        """Validate, persist (committed before we answer), wake a worker."""
+    ) -> Submitted:
+        """Validate, persist (committed before we answer), wake a worker. A submit
+        repeating an earlier one's Idempotency-Key gets that request back instead, so a
+        client retrying after a lost answer never runs (or pays for) it twice."""
         route = self.router.resolve(endpoint_id)
         if route.spec is not None:
             data = validate_input(route.spec, body)
@@ -96,13 +110,44 @@ class QueueService:
         deadline = _start_deadline(options.start_timeout)
         webhook_url = _webhook_url(options.webhook_url)
         lifecycle = parse_lifecycle(options.object_lifecycle)
+        idempotency = _idempotency(options.idempotency_key, key, endpoint_id, data)
+        if idempotency is not None and (earlier := await self.store.find_idempotent(idempotency[0])):
+            return await self._replay(earlier, idempotency[1])
         await self._check_queue_length(route.backend, options.max_queue_length)
         backend = self.backends[route.backend]
-        record = await self.store.insert(
+        try:
+            record = await self._insert(
+                endpoint_id, route.backend, backend, data, key, base_url, options, priority, deadline, webhook_url, lifecycle, idempotency
+            )
+        except DuplicateIdempotencyKey:
+            assert idempotency is not None
+            earlier = await self.store.find_idempotent(idempotency[0])
+            assert earlier is not None, "the request holding the idempotency key is gone"
+            return await self._replay(earlier, idempotency[1])
+        self.notifier.work_available()
+        metrics.SUBMITTED.labels(endpoint_id).inc()
+        return Submitted(record, await self.store.queue_position(record))
+
+    async def _insert(
+        self,
+        endpoint_id: str,
+        backend_name: str,
+        backend: Backend,
+        data: dict[str, Any],
+        key: ApiKey | None,
+        base_url: str,
+        options: SubmitOptions,
+        priority: Priority,
+        deadline: float | None,
+        webhook_url: str | None,
+        lifecycle: MediaLifecycle,
+        idempotency: tuple[str, str] | None,
+    ) -> RequestRecord:
+        return await self.store.insert(
             id=str(uuid.uuid4()),
             app=app_of(endpoint_id),
             endpoint_id=endpoint_id,
-            backend=route.backend,
+            backend=backend_name,
             key_id=key.id if key else None,
             priority=int(priority),
             batch_key=backend.batch_key(endpoint_id, data),
@@ -114,11 +159,16 @@ class QueueService:
             media_ttl=lifecycle.ttl,
             media_keep_forever=lifecycle.keep_forever,
             start_deadline=deadline,
+            idempotency_key=idempotency[0] if idempotency else None,
+            idempotency_hash=idempotency[1] if idempotency else None,
             also=self._admit_and_reserve(key),
         )
-        self.notifier.work_available()
-        metrics.SUBMITTED.labels(endpoint_id).inc()
-        return record, await self.store.queue_position(record)
+
+    async def _replay(self, earlier: RequestRecord, digest: str) -> Submitted:
+        if earlier.idempotency_hash != digest:
+            raise IdempotencyConflict("This Idempotency-Key was already used for a different endpoint or input")
+        queued = earlier.status is Status.IN_QUEUE
+        return Submitted(earlier, await self.store.queue_position(earlier) if queued else None, replayed=True)
 
     def _admit_and_reserve(self, key: ApiKey | None) -> Callable[[AsyncConnection, RequestRecord], Awaitable[int]]:
         async def admit_and_reserve(conn: AsyncConnection, record: RequestRecord) -> int:
@@ -251,6 +301,21 @@ def _result(record: RequestRecord) -> Result:
         body = {"detail": "The result of this request was not stored (X-Fal-Store-IO: 0) or has expired"}
         return Result(410, body, headers)
     return Result(record.result_status or 200, body, headers)
+
+
+#: longest Idempotency-Key accepted (the IETF draft and Stripe allow 255)
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def _idempotency(value: str | None, key: ApiKey | None, endpoint_id: str, data: dict[str, Any]) -> tuple[str, str] | None:
+    """(stored key, digest of what it names): keys are scoped to the API key that sent
+    them, and the digest tells a retry from a reuse for something else."""
+    if value is None:
+        return None
+    if not 0 < len(value) <= MAX_IDEMPOTENCY_KEY or not value.isprintable() or not value.isascii():
+        raise BadRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters")
+    canonical = json.dumps([endpoint_id, data], sort_keys=True, separators=(",", ":"))
+    return f"{key.id if key else '-'}:{value}", hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def _priority(value: str | None) -> Priority:

@@ -158,6 +158,26 @@ async def test_cancel_flag_only_touches_running_requests(db: Database, new_reque
     assert await store.request_cancel(running.id) is None
 
 
+async def test_a_second_insert_with_the_same_idempotency_key_stores_nothing(db: Database, new_request: Callable[..., dict]) -> None:
+    """The unique index turns a racing duplicate into DuplicateIdempotencyKey, and its
+    transaction (admission, reservation) is rolled back with it."""
+    from openfal.store.requests import DuplicateIdempotencyKey
+
+    store = RequestStore(db)
+    first = await store.insert(**new_request(idempotency_key="k1:x", idempotency_hash="h"))
+    ran = []
+
+    async def also(conn: object, record: object) -> int:
+        ran.append(record)
+        return 0
+
+    with pytest.raises(DuplicateIdempotencyKey):
+        await store.insert(**new_request(idempotency_key="k1:x", idempotency_hash="h"), also=also)
+    assert ran == []
+    assert (await store.find_idempotent("k1:x")).id == first.id
+    assert await store.queue_length("builtin") == 1
+
+
 async def test_heartbeat_renews_only_the_lease_holders_requests(db: Database, new_request: Callable[..., dict]) -> None:
     """A heartbeat from the worker holding the lease takes it out of expired_leases; one from another worker does not."""
     store = RequestStore(db)

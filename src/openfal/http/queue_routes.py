@@ -15,8 +15,8 @@ from openfal.endpoints.ids import normalize_endpoint, parse_request_path
 from openfal.errors import RequestNotFound, UnknownEndpoint
 from openfal.http.deps import base_url, current_key, json_body, runtime
 from openfal.http.wire import status_body, submit_body
-from openfal.models import ApiKey, RequestRecord
-from openfal.service import Result, SubmitOptions
+from openfal.models import ApiKey
+from openfal.service import Result, SubmitOptions, Submitted
 
 router = APIRouter()
 
@@ -33,25 +33,25 @@ def _options(request: Request) -> SubmitOptions:
         store_io=request.headers.get("x-fal-store-io"),
         no_retry=request.headers.get("x-fal-no-retry"),
         object_lifecycle=request.headers.get("x-fal-object-lifecycle-preference"),
+        idempotency_key=request.headers.get("idempotency-key"),
     )
 
 
-async def _submit(request: Request, path: str, key: ApiKey | None) -> RequestRecord:
+async def _submit(request: Request, path: str, key: ApiKey | None) -> Submitted:
     endpoint_id = normalize_endpoint(path)
     if endpoint_id is None:
         raise UnknownEndpoint(f"Path /{path} not found")
     body = await json_body(request)
-    record, position = await runtime(request).service.submit(
+    submitted = await runtime(request).service.submit(
         endpoint_id, body, key=key, base_url=base_url(request), options=_options(request)
     )
-    request.state.fal_request_id = record.id
-    request.state.submit_position = position
-    return record
+    request.state.fal_request_id = submitted.record.id
+    return submitted
 
 
 @router.post("/run/{path:path}", tags=["queue"], summary="Run synchronously (fal.run)")
 async def run_sync(path: str, request: Request, key: ApiKey | None = Depends(current_key)) -> Response:
-    record = await _submit(request, path, key)
+    record = (await _submit(request, path, key)).record
     service = runtime(request).service
     waiter = asyncio.ensure_future(service.wait(record))
     gone = asyncio.ensure_future(_disconnected(request))
@@ -75,8 +75,9 @@ async def _disconnected(request: Request) -> None:
 async def submit(path: str, request: Request, key: ApiKey | None = Depends(current_key)) -> Response:
     if request.url.hostname in runtime(request).settings.run_hosts:
         return await run_sync(path, request, key)
-    record = await _submit(request, path, key)
-    return JSONResponse(submit_body(record, request.state.submit_position))
+    submitted = await _submit(request, path, key)
+    headers = {"Idempotent-Replayed": "true"} if submitted.replayed else None
+    return JSONResponse(submit_body(submitted.record, submitted.queue_position), headers=headers)
 
 
 @router.get("/{path:path}", tags=["queue"], summary="Status, status stream or result of a request")

@@ -14,14 +14,18 @@ def request_urls(record: RequestRecord) -> dict[str, str]:
     return {"response_url": base, "status_url": f"{base}/status", "cancel_url": f"{base}/cancel"}
 
 
-def submit_body(record: RequestRecord, position: int) -> dict[str, Any]:
-    return {
-        "status": Status.IN_QUEUE.value,
+def submit_body(record: RequestRecord, position: int | None) -> dict[str, Any]:
+    """fal's submit answer. A new request is always IN_QUEUE; an idempotent replay says
+    where the earlier request is now (no queue_position once it has left the queue)."""
+    body: dict[str, Any] = {
+        "status": record.status.value,
         "request_id": record.id,
         "gateway_request_id": record.id,
         **request_urls(record),
-        "queue_position": position,
     }
+    if position is not None:
+        body["queue_position"] = position
+    return body
 
 
 def log_json(entry: LogEntry) -> dict[str, Any]:

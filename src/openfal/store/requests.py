@@ -20,6 +20,10 @@ from openfal.store.listener import notify
 from openfal.store.schema import api_keys, request_logs, requests
 
 _FIELDS = {f.name for f in fields(RequestRecord)}
+
+
+class DuplicateIdempotencyKey(Exception):
+    """Another submit with the same idempotency key committed first; nothing was stored."""
 _T = requests.c
 
 
@@ -86,6 +90,14 @@ class RequestStore:
             "media_keep_forever": False,
             **values,
         }
+        try:
+            return await self._insert(row, also)
+        except sa.exc.IntegrityError:
+            if row.get("idempotency_key") is None:
+                raise
+            raise DuplicateIdempotencyKey(row["idempotency_key"]) from None
+
+    async def _insert(self, row: dict[str, Any], also: Any) -> RequestRecord:
         async with self.db.write() as conn:
             result = await conn.execute(requests.insert().values(**row).returning(*requests.c))
             record = _record(result.one())
@@ -99,6 +111,11 @@ class RequestStore:
     async def get(self, request_id: str) -> RequestRecord | None:
         async with self.db.read() as conn:
             row = (await conn.execute(sa.select(requests).where(_T.id == request_id))).first()
+        return _record(row) if row else None
+
+    async def find_idempotent(self, idempotency_key: str) -> RequestRecord | None:
+        async with self.db.read() as conn:
+            row = (await conn.execute(sa.select(requests).where(_T.idempotency_key == idempotency_key))).first()
         return _record(row) if row else None
 
     async def version(self, request_id: str) -> int | None:

@@ -55,6 +55,9 @@ requests = sa.Table(
     #: X-Fal-Object-Lifecycle-Preference for the files this request makes
     sa.Column("media_ttl", sa.Float(), nullable=True),
     sa.Column("media_keep_forever", sa.Boolean(), nullable=False, server_default=sa.false()),
+    #: "<api key id>:<Idempotency-Key>", and a hash of what was submitted under it
+    sa.Column("idempotency_key", sa.String(320), nullable=True),
+    sa.Column("idempotency_hash", sa.String(64), nullable=True),
     sa.Index("ix_requests_queue", "status", "backend", "priority", "seq"),
     sa.Index("ix_requests_lease", "status", "lease_expires_at"),
     sa.Index("ix_requests_deadline", "status", "start_deadline"),
@@ -63,6 +66,7 @@ requests = sa.Table(
     sa.Index("ix_requests_worker", "worker_id", "status"),
     sa.Index("ix_requests_key_created", "key_id", "created_at"),
     sa.Index("ix_requests_key_status", "key_id", "status"),
+    sa.Index("ix_requests_idempotency", "idempotency_key", unique=True),
 )
 
 request_logs = sa.Table(

@@ -1,4 +1,4 @@
-"""request preferences: X-Fal-No-Retry and X-Fal-Object-Lifecycle-Preference
+"""request preferences: X-Fal-No-Retry, X-Fal-Object-Lifecycle-Preference, Idempotency-Key
 
 Revision ID: 0003
 Revises: 0002
@@ -16,10 +16,16 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('no_retry', sa.Boolean(), server_default=sa.false(), nullable=False))
         batch_op.add_column(sa.Column('media_ttl', sa.Float(), nullable=True))
         batch_op.add_column(sa.Column('media_keep_forever', sa.Boolean(), server_default=sa.false(), nullable=False))
+        batch_op.add_column(sa.Column('idempotency_key', sa.String(length=320), nullable=True))
+        batch_op.add_column(sa.Column('idempotency_hash', sa.String(length=64), nullable=True))
+        batch_op.create_index('ix_requests_idempotency', ['idempotency_key'], unique=True)
 
 
 def downgrade() -> None:
     with op.batch_alter_table('requests', schema=None) as batch_op:
+        batch_op.drop_index('ix_requests_idempotency')
+        batch_op.drop_column('idempotency_hash')
+        batch_op.drop_column('idempotency_key')
         batch_op.drop_column('media_keep_forever')
         batch_op.drop_column('media_ttl')
         batch_op.drop_column('no_retry')
