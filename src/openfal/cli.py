@@ -127,19 +127,25 @@ def keys() -> None:
     """Manage API keys."""
 
 
-def _with_keys(ctx: click.Context, action: Any) -> Any:
+def _with_store(ctx: click.Context, store_type: Any, action: Any) -> Any:
+    """Run ``action(store_type(db))`` against the configured (migrated) database."""
     from openfal.store.db import Database
-    from openfal.store.keys import KeyStore
 
     async def run() -> Any:
         db = Database(_settings(**ctx.find_root().obj).effective_database_url)
         try:
             await db.migrate()
-            return await action(KeyStore(db))
+            return await action(store_type(db))
         finally:
             await db.close()
 
     return asyncio.run(run())
+
+
+def _with_keys(ctx: click.Context, action: Any) -> Any:
+    from openfal.store.keys import KeyStore
+
+    return _with_store(ctx, KeyStore, action)
 
 
 @keys.command("create")
@@ -222,23 +228,56 @@ def usage(ctx: click.Context, key_id: str | None, since: float | None, until: fl
     """Usage per key, endpoint and period, from the ledger."""
     from openfal.http.admin_routes import usage_json
     from openfal.store import ledger
-    from openfal.store.db import Database
 
-    async def run() -> list[dict[str, Any]]:
-        db = Database(_settings(**ctx.obj).effective_database_url)
-        try:
-            await db.migrate()
-            return [usage_json(r) for r in await ledger.usage(db, key_id=key_id, since=since, until=until, period=period)]
-        finally:
-            await db.close()
+    async def report(db: Any) -> list[dict[str, Any]]:
+        return [usage_json(r) for r in await ledger.usage(db, key_id=key_id, since=since, until=until, period=period)]
 
-    rows = asyncio.run(run())
+    rows = _with_store(ctx, lambda db: db, report)
     if as_json:
         click.echo(json.dumps(rows))
         return
     click.echo("period_start\tkey\tendpoint\trequests\tsucceeded\timages\tmegapixels\tvideo_s\tcost_usd")
     for r in rows:
         click.echo("\t".join(str(r[k]) for k in ["period_start", "key_id", "endpoint_id", "requests", "succeeded", "images", "megapixels", "video_seconds", "cost"]))
+
+
+@main.group()
+def webhooks() -> None:
+    """The webhook delivery log."""
+
+
+def _with_outbox(ctx: click.Context, action: Any) -> Any:
+    from openfal.store.outbox import OutboxStore
+
+    return _with_store(ctx, OutboxStore, action)
+
+
+@webhooks.command("list")
+@click.option("--state", type=click.Choice(["pending", "delivered", "failed"]), default=None)
+@click.option("--request", "request_id", default=None, help="Only this request's deliveries.")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def webhooks_list(ctx: click.Context, state: str | None, request_id: str | None, limit: int, as_json: bool) -> None:
+    """Deliveries, newest first."""
+    rows = _with_outbox(ctx, lambda outbox: outbox.recent(state=state, request_id=request_id, limit=limit))
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    click.echo("id\trequest\tstate\tattempts\tlast_status\turl\tlast_error")
+    for r in rows:
+        click.echo("\t".join(str(r[k]) for k in ["id", "request_id", "state", "attempts", "last_status", "url", "last_error"]))
+
+
+@webhooks.command("redeliver")
+@click.argument("delivery_id", type=int)
+@click.pass_context
+def webhooks_redeliver(ctx: click.Context, delivery_id: int) -> None:
+    """Send a delivery again (a running server's deliverer picks it up within a second)."""
+    if not _with_outbox(ctx, lambda outbox: outbox.redeliver(delivery_id)):
+        click.echo(f"no webhook delivery {delivery_id}", err=True)
+        sys.exit(1)
+    click.echo(f"delivery {delivery_id} queued again")
 
 
 def _register_models() -> None:

@@ -1,4 +1,5 @@
-"""The admin API (admin keys only): keys, limits, credit, usage. Also /metrics."""
+"""The admin API (admin keys only): keys, limits, credit, usage, the webhook delivery
+log with redelivery. Also /metrics."""
 
 from __future__ import annotations
 
@@ -129,6 +130,27 @@ def usage_json(row: ledger.UsageRow) -> dict[str, Any]:
         "video_seconds": row.video_seconds,
         "cost": row.cost_micros / accounting.MICROS,
     }
+
+
+@router.get("/webhooks")
+async def webhook_log(
+    request: Request,
+    state: str | None = Query(None, pattern="^(pending|delivered|failed)$"),
+    request_id: str | None = None,
+    limit: int = Query(50, ge=1, le=500),
+    before: int | None = Query(None, ge=0, description="only deliveries with a smaller id (paging)"),
+    _: ApiKey | None = Depends(admin_key),
+) -> list[dict[str, Any]]:
+    """Webhook deliveries, newest first: state, attempts, the last answer or error."""
+    return await runtime(request).outbox.recent(state=state, request_id=request_id, limit=limit, before=before)
+
+
+@router.post("/webhooks/{delivery_id}/redeliver")
+async def redeliver(delivery_id: int, request: Request, _: ApiKey | None = Depends(admin_key)) -> dict[str, Any]:
+    """Queue a delivery again now, with a fresh round of attempts."""
+    if not await runtime(request).outbox.redeliver(delivery_id):
+        raise RequestNotFound(f"Webhook delivery {delivery_id} not found")
+    return {"id": delivery_id, "state": "pending"}
 
 
 @metrics_router.get("/metrics")

@@ -76,6 +76,31 @@ class OutboxStore:
             values["next_attempt_at"] = retry_at
         await self._update(delivery_id, **values)
 
+    async def recent(
+        self, *, state: str | None = None, request_id: str | None = None, limit: int = 50, before: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The delivery log, newest first (without the bodies, which a request's result holds)."""
+        query = sa.select(*(c for c in webhooks.c if c.name not in {"body", "locked_until"})).order_by(_W.id.desc()).limit(limit)
+        if state is not None:
+            query = query.where(_W.state == state)
+        if request_id is not None:
+            query = query.where(_W.request_id == request_id)
+        if before is not None:
+            query = query.where(_W.id < before)
+        async with self.db.read() as conn:
+            return [dict(r._mapping) for r in (await conn.execute(query)).all()]
+
+    async def redeliver(self, delivery_id: int) -> bool:
+        """Send a delivery again now, with a fresh round of attempts (after a receiver
+        was fixed, or to replay one it lost). False if there is no such delivery."""
+        async with self.db.write() as conn:
+            result = await conn.execute(
+                webhooks.update()
+                .where(_W.id == delivery_id)
+                .values(state="pending", attempts=0, next_attempt_at=time.time(), locked_until=None, delivered_at=None)
+            )
+        return result.rowcount == 1
+
     async def for_request(self, request_id: str) -> list[dict[str, Any]]:
         async with self.db.read() as conn:
             rows = (await conn.execute(sa.select(webhooks).where(_W.request_id == request_id).order_by(_W.id))).all()
