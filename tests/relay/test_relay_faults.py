@@ -56,6 +56,15 @@ async def test_priority_and_no_retry_are_passed_upstream(tmp_path: Path, fake: F
     assert fake.submits[0].headers["x-fal-no-retry"] == "1"
 
 
+async def test_submits_carry_the_request_id_as_idempotency_key(tmp_path: Path, fake: FakeUpstream) -> None:
+    """Every upstream submit of a request (failovers and resubmits included) carries the
+    same Idempotency-Key, its openfal request id, so an upstream openfal never runs it twice."""
+    fake.submit_replies = [(429, {"detail": "slow down"})]
+    async with relay_app(tmp_path, up(fake, keys=["k1:s1", "k2:s2"])) as app:
+        done = await run_relayed(app, ACME, {"prompt": "x"})
+    assert [c.headers["idempotency-key"] for c in fake.submits] == [done.id, done.id]
+
+
 async def test_upstream_queue_position_is_mirrored(tmp_path: Path, fake: FakeUpstream) -> None:
     """While the upstream queues the request, openfal's status says IN_QUEUE with the upstream's position."""
     fake.status_replies = [(202, {"status": "IN_QUEUE", "queue_position": 7})] * 15

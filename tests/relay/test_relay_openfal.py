@@ -159,6 +159,31 @@ async def test_worker_crash_resumes_the_upstream_request_without_resubmitting(tm
     assert await upstream_count(upstream) == before + 1
 
 
+async def test_crash_before_the_upstream_id_is_saved_does_not_run_it_twice(tmp_path: Path, upstream: Server) -> None:
+    """Saving the upstream id fails (the crash window between the upstream accepting and
+    openfal recording it), then the worker stops: the retry submits again, and the
+    upstream openfal answers with the first request (same Idempotency-Key), so the
+    upstream holds one request and the result is its."""
+    before = await upstream_count(upstream)
+    overrides = {"lease_seconds": 1.0, "heartbeat_seconds": 0.3, "shutdown_grace_seconds": 0}
+    async with relay_app(tmp_path, config(upstream), **overrides) as app:
+        async def lose_the_save(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("database went away")
+
+        app.runtime.requests.save_backend_state = lose_the_save  # type: ignore[method-assign]
+        auth, submitted = await submit(app, SLEEP, {"seconds": 1.5, "steps": 3})
+        async def accepted_upstream() -> bool:
+            return await upstream_count(upstream) == before + 1
+
+        await wait_for(accepted_upstream, timeout=10)
+        assert not (await app.runtime.requests.get(submitted["request_id"])).backend_state
+    async with relay_app(tmp_path, config(upstream), **overrides) as app:
+        done = await finish(app, auth, submitted, timeout=20)
+        assert done.result.json() == {"slept": 1.5, "steps": 3}
+        assert (await done.record()).attempts == 2
+    assert await upstream_count(upstream) == before + 1
+
+
 async def test_flux_schnell_image_is_relayed(tmp_path: Path, upstream: Server) -> None:
     """A real (tiny, demo) FLUX image made upstream arrives as an openfal file with the same bytes."""
     async with upstream_client(upstream) as client:

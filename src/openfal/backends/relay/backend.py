@@ -210,7 +210,13 @@ class RelayBackend:
             tries += 1
             try:
                 reply = await client.submit(
-                    job.endpoint_id, upstream_input, key.secret, webhook_url=self._webhook_url(job), priority=job.priority, no_retry=job.no_retry
+                    job.endpoint_id, upstream_input, key.secret, webhook_url=self._webhook_url(job),
+                    priority=job.priority,
+                    no_retry=job.no_retry,
+                    # an upstream openfal answers a repeat (after a crash between its
+                    # accepting and our saving the upstream id) with the first request;
+                    # fal ignores the header
+                    idempotency_key=job.request_id,
                 )
             except UpstreamUnreachable as exc:
                 # not key-specific: back off (a timeout after sending may mean it was taken)
@@ -405,7 +411,7 @@ class RelayBackend:
             if inspect.isawaitable(saved):
                 await saved
         except Exception:
-            log.exception("relay %s: saving the upstream request of %s failed; a retry would submit again", self.name, job.request_id)
+            log.exception("relay %s: saving the upstream request of %s failed; a retry submits again (an upstream openfal answers it with the first request, fal runs it twice)", self.name, job.request_id)
 
     def _sweep_tmp(self) -> None:
         if not self.tmp_dir.is_dir():

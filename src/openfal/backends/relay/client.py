@@ -112,6 +112,7 @@ class UpstreamClient:
         webhook_url: str | None = None,
         priority: str = "normal",
         no_retry: bool = False,
+        idempotency_key: str | None = None,
     ) -> Reply:
         url = f"{self.config.base_url}/{endpoint_id.strip('/')}"
         params = {"fal_webhook": webhook_url} if webhook_url else None
@@ -119,6 +120,8 @@ class UpstreamClient:
         headers = {"Content-Type": "application/json", "X-Fal-Queue-Priority": priority}
         if no_retry:
             headers["X-Fal-No-Retry"] = "1"
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
         return await self._call("POST", url, secret, content=body, params=params, headers=headers)
 
     async def status(self, handle: Handle, secret: str) -> Reply:
