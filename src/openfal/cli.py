@@ -7,6 +7,7 @@ import json
 import logging
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -278,6 +279,24 @@ def webhooks_redeliver(ctx: click.Context, delivery_id: int) -> None:
         click.echo(f"no webhook delivery {delivery_id}", err=True)
         sys.exit(1)
     click.echo(f"delivery {delivery_id} queued again")
+
+
+@main.command("workers")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def workers_list(ctx: click.Context, as_json: bool) -> None:
+    """Worker processes as they last reported (slots, busy, backend status)."""
+    from openfal.store.workers import WorkerRegistry
+
+    rows = _with_store(ctx, WorkerRegistry, lambda registry: registry.listing())
+    if as_json:
+        click.echo(json.dumps(rows))
+        return
+    click.echo("id\thost\tpid\talive\tlast_seen_s_ago\tbackends (busy/slots)")
+    now = time.time()
+    for r in rows:
+        backends = ", ".join(f"{name} {b['busy']}/{b['slots']}" for name, b in r["backends"].items())
+        click.echo(f"{r['id']}\t{r['hostname']}\t{r['pid']}\t{'yes' if r['alive'] else 'no'}\t{now - r['last_seen']:.0f}\t{backends}")
 
 
 def _register_models() -> None:

@@ -16,6 +16,7 @@ from openfal.media.index import MediaIndex
 from openfal.models import Status
 from openfal.notify import Notifier
 from openfal.store.requests import RequestStore
+from openfal.store.workers import WorkerRegistry
 from openfal.uploads import TICKET_SECONDS
 
 log = logging.getLogger("openfal.maintenance")
@@ -26,6 +27,8 @@ UNSTORED_RESULT_TTL_SECONDS = 3600.0
 #: multipart uploads not completed this long after they began are aborted (their
 #: signed URLs expire after an hour)
 STALE_UPLOAD_SECONDS = TICKET_SECONDS + 600.0
+#: killed workers stay listed (as not alive) this long
+GONE_WORKER_SECONDS = 3600.0
 
 
 class Reaper:
@@ -38,6 +41,7 @@ class Reaper:
         notifier: Notifier,
         media: MediaStore,
         media_index: MediaIndex,
+        registry: WorkerRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -45,6 +49,7 @@ class Reaper:
         self.notifier = notifier
         self.media = media
         self.media_index = media_index
+        self.registry = registry
 
     async def run(self) -> None:
         last_retention = 0.0
@@ -84,5 +89,7 @@ class Reaper:
         )
         expired = await self.media_index.expire(self.media, now)
         abandoned = await self.media.purge_stale_uploads(now - STALE_UPLOAD_SECONDS)
+        if self.registry is not None:
+            await self.registry.forget_before(now - GONE_WORKER_SECONDS)
         if purged or expired or abandoned:
             log.info("retention: %d requests, %d media files and %d unfinished uploads removed", purged, expired, abandoned)

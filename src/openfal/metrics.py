@@ -28,6 +28,10 @@ QUEUE_WAIT = Histogram(
 QUEUE_DEPTH = Gauge("openfal_queue_depth", "Requests waiting, by backend", ["backend"])
 RUNNING = Gauge("openfal_requests_running", "Requests in progress, by backend", ["backend"])
 SLOTS = Gauge("openfal_worker_slots", "Worker slots in this process", ["backend"])
+CLUSTER_SLOTS = Gauge(
+    "openfal_cluster_worker_slots", "Worker slots of every live worker process (from the worker registry)", ["backend"]
+)
+CLUSTER_BUSY = Gauge("openfal_cluster_worker_busy_slots", "Busy worker slots of every live worker process", ["backend"])
 BUSY = Gauge("openfal_worker_busy_slots", "Worker slots running a request in this process", ["backend"])
 
 

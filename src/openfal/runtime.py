@@ -26,6 +26,7 @@ from openfal.store.keys import KeyStore
 from openfal.store.listener import PgListener
 from openfal.store.outbox import OutboxStore
 from openfal.store.requests import RequestStore
+from openfal.store.workers import WorkerRegistry
 from openfal.uploads import UploadSigner
 from openfal.webhooks import Signer, WebhookDeliverer
 from openfal.worker import Worker
@@ -53,6 +54,7 @@ class Runtime:
         self.requests = RequestStore(self.db)
         self.keys = KeyStore(self.db)
         self.outbox = OutboxStore(self.db)
+        self.registry = WorkerRegistry(self.db, alive_seconds=3 * settings.heartbeat_seconds)
         self.media = open_media(settings)
         self.media_index = MediaIndex(self.db, settings.media_ttl_seconds)
         self.notifier = Notifier()
@@ -101,6 +103,7 @@ class Runtime:
             media_index=self.media_index,
             backends=run_backends,
             notifier=self.notifier,
+            registry=self.registry,
         )
         reaper = Reaper(
             settings=self.settings,
@@ -109,6 +112,7 @@ class Runtime:
             notifier=self.notifier,
             media=self.media,
             media_index=self.media_index,
+            registry=self.registry,
         )
         deliverer = WebhookDeliverer(settings=self.settings, outbox=self.outbox, requests=self.requests, signer=self.signer)
         self._closers.append(deliverer.close)

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from openfal import events, metrics
 from openfal.backends.base import Backend, Job, MediaBlob, Output
@@ -27,6 +29,7 @@ from openfal.media.publish import discard_files, publish
 from openfal.models import LogEntry, Priority, RequestRecord
 from openfal.notify import Notifier
 from openfal.store.requests import RequestStore
+from openfal.store.workers import WorkerRegistry
 
 log = logging.getLogger("openfal.worker")
 
@@ -54,6 +57,7 @@ class Worker:
         backends: Mapping[str, Backend],
         notifier: Notifier,
         worker_id: str | None = None,
+        registry: WorkerRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -63,7 +67,10 @@ class Worker:
         self.backends = backends
         self.notifier = notifier
         self.worker_id = worker_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+        self.registry = registry
         self._running: dict[str, Job] = {}
+        #: backend -> (slots, the tasks of its busy slots), for the registry
+        self._slots: dict[str, tuple[int, set[asyncio.Task[None]]]] = {}
         self._stopping = asyncio.Event()
 
     # -- supervision --------------------------------------------------------------
@@ -75,12 +82,18 @@ class Worker:
         ]
         tasks.append(asyncio.create_task(self._heartbeats(), name="heartbeats"))
         tasks.append(asyncio.create_task(self._cancel_poll(), name="cancel-poll"))
+        tasks.append(asyncio.create_task(self._reports(), name="registry"))
         try:
             await self._stopping.wait()
         finally:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+            if self.registry is not None:
+                try:
+                    await self.registry.remove(self.worker_id)
+                except Exception:
+                    log.exception("leaving the worker registry failed")
 
     def stop(self) -> None:
         self._stopping.set()
@@ -92,6 +105,7 @@ class Worker:
         metrics.SLOTS.labels(backend.name).set(slots)
         free = asyncio.Semaphore(slots)
         running: set[asyncio.Task[None]] = set()
+        self._slots[backend.name] = (slots, running)
         try:
             while not self._stopping.is_set():
                 await free.acquire()
@@ -140,6 +154,29 @@ class Worker:
                 await self.store.heartbeat(self.worker_id, list(self._running), self.settings.lease_seconds)
             except Exception:
                 log.exception("heartbeat failed")
+
+    async def _reports(self) -> None:
+        """Report this process to the worker registry until stopped."""
+        if self.registry is None:
+            return
+        started, hostname = time.time(), socket.gethostname()
+        while True:
+            try:
+                await self.registry.report(self.worker_id, hostname=hostname, pid=os.getpid(), started_at=started, backends=self._report())
+            except Exception:
+                log.exception("reporting to the worker registry failed")
+            await asyncio.sleep(self.settings.heartbeat_seconds)
+
+    def _report(self) -> dict[str, Any]:
+        report: dict[str, Any] = {}
+        for name, backend in self.backends.items():
+            slots, busy = self._slots.get(name, (0, set()))
+            try:
+                status = backend.status()
+            except Exception as exc:
+                status = {"error": f"{type(exc).__name__}: {exc}"}
+            report[name] = {"slots": slots, "busy": len(busy), "status": status}
+        return report
 
     async def _cancel_poll(self) -> None:
         """Cancels asked for through another process reach our running jobs here."""

@@ -124,3 +124,13 @@ async def test_an_endpoint_it_does_not_serve_is_model_unavailable(backend: Local
 
     (result,) = await backend.run([Job(request_id="r", endpoint_id="fal-ai/flux-pro/v1.1-ultra", input={"prompt": "x"})])
     assert isinstance(result, ModelUnavailable) and "does not serve" in result.message
+
+
+async def test_status_reports_the_device_and_the_pipelines_kept_warm(backend: LocalBackend) -> None:
+    """What the worker registry shows operators: device, dtype, loaded pipelines and
+    their bytes against the memory budget."""
+    await run_one(backend, "fal-ai/flux-1/schnell", {"prompt": "p", "image_size": {"width": 64, "height": 64}})
+    status = backend.status()
+    assert status["started"] is True and status["device"] == "cpu" and status["dtype"] == "float32"
+    assert {"model": "flux-schnell", "pipeline": "FluxPipeline"} in status["loaded"]
+    assert 0 < status["loaded_bytes"] <= status["budget_bytes"]

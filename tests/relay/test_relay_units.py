@@ -36,6 +36,10 @@ def test_each_upstream_becomes_a_backend_named_like_it(tmp_path: Path) -> None:
     assert relay.name == "fal" and relay.max_batch_size == 1 and relay.default_concurrency == 7
     assert relay.config.base_url == "https://queue.fal.run"
     assert relay.batch_key("fal-ai/x", {}) is None
+    assert relay.status() == {
+        "upstream": "https://queue.fal.run",
+        "keys": [{"key": k, "failures": 0, "cooling_for": 0.0, "problem": None} for k in ("a", "c")],
+    }
 
 
 @pytest.mark.parametrize(

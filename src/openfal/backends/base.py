@@ -133,3 +133,8 @@ class Backend(Protocol):
     async def run(self, jobs: Sequence[Job]) -> Sequence[Output | RunError]:
         """Run the jobs; one result per job, in order. Raising fails all of them."""
         ...
+
+    def status(self) -> dict[str, Any]:
+        """What an operator wants to see of this backend in this process (loaded models,
+        upstream key health), as JSON; called from the event loop every few seconds."""
+        ...

@@ -32,6 +32,9 @@ class BuiltinBackend:
     async def close(self) -> None:
         return None
 
+    def status(self) -> dict[str, Any]:
+        return {}
+
     async def run(self, jobs: Sequence[Job]) -> Sequence[Output | RunError]:
         return [await self._one(job) for job in jobs]
 

@@ -153,10 +153,20 @@ async def redeliver(delivery_id: int, request: Request, _: ApiKey | None = Depen
     return {"id": delivery_id, "state": "pending"}
 
 
+@router.get("/workers")
+async def worker_list(request: Request, _: ApiKey | None = Depends(admin_key)) -> list[dict[str, Any]]:
+    """Processes running workers as they last reported: slots, busy slots and each
+    backend's status (loaded models, upstream key health); ``alive`` false once silent."""
+    return await runtime(request).registry.listing()
+
+
 @metrics_router.get("/metrics")
 async def prometheus(request: Request) -> Response:
     counts = await runtime(request).requests.counts_by_backend()
+    capacity = await runtime(request).registry.capacity()
     for backend in runtime(request).backends:
         metrics.QUEUE_DEPTH.labels(backend).set(counts.get(("IN_QUEUE", backend), 0))
         metrics.RUNNING.labels(backend).set(counts.get(("IN_PROGRESS", backend), 0))
+        metrics.CLUSTER_SLOTS.labels(backend).set(capacity.get(backend, {}).get("slots", 0))
+        metrics.CLUSTER_BUSY.labels(backend).set(capacity.get(backend, {}).get("busy", 0))
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -22,7 +22,21 @@ router = APIRouter()
 
 @router.get("/health", tags=["server"])
 async def health() -> dict[str, str]:
+    """Liveness: the process answers."""
     return {"status": "ok"}
+
+
+@router.get("/health/ready", tags=["server"])
+async def ready(request: Request) -> JSONResponse:
+    """Readiness: the database answers (503 if not); with the live worker capacity per
+    backend, which a load balancer may ignore (API nodes serve without local workers)."""
+    rt = runtime(request)
+    try:
+        await rt.db.ping()
+        capacity = await rt.registry.capacity()
+    except Exception as exc:
+        return JSONResponse({"status": "unavailable", "database": f"{type(exc).__name__}: {exc}"}, status_code=503)
+    return JSONResponse({"status": "ok", "database": "ok", "workers": capacity})
 
 
 @router.get("/.well-known/jwks.json", tags=["server"], summary="Public keys that sign webhooks")

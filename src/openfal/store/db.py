@@ -17,7 +17,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -58,6 +58,11 @@ class Database:
     async def read(self) -> AsyncIterator[AsyncConnection]:
         async with self._reader.connect() as conn:
             yield conn
+
+    async def ping(self) -> None:
+        """A round trip to the database (raises when it cannot be reached)."""
+        async with self.read() as conn:
+            await conn.execute(text("SELECT 1"))
 
     async def migrate(self) -> None:
         """Bring the schema to the newest migration. Safe from many processes (an

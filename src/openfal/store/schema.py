@@ -116,6 +116,20 @@ webhooks = sa.Table(
     sa.Index("ix_webhooks_request", "request_id"),
 )
 
+#: processes running workers, as they last reported themselves (the admin API, /health/ready)
+workers = sa.Table(
+    "workers",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("hostname", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer(), nullable=False),
+    sa.Column("started_at", sa.Float(), nullable=False),
+    sa.Column("last_seen", sa.Float(), nullable=False),
+    #: backend -> {"slots", "busy", "status": the backend's own status()}
+    sa.Column("backends", sa.JSON(), nullable=False),
+    sa.Index("ix_workers_last_seen", "last_seen"),
+)
+
 media = sa.Table(
     "media",
     metadata,

@@ -82,6 +82,12 @@ class LocalBackend:
             await self._own_client.aclose()
             self._own_client = None
 
+    def status(self) -> dict[str, Any]:
+        """Device, dtype and the pipelines kept warm (not loaded yet: just the device)."""
+        if self._engine is None:
+            return {"started": False}
+        return self._engine.status()
+
     async def run(self, jobs: Sequence[Job]) -> Sequence[Output | RunError]:
         results: dict[int, Output | RunError] = {}
         for group in self._groups(jobs):

@@ -135,6 +135,26 @@ class Engine:
                 for job in jobs:
                     job.emit(Log(f"loading model {spec.model} from {spec.folder}"))
 
+    def status(self) -> dict[str, Any]:
+        cache = self.cache
+        for _ in range(3):  # the cache changes in the generation thread; retry a torn read
+            try:
+                loaded = [{"model": s.model, "pipeline": s.class_name} for s in cache.loaded()]
+                loaded_bytes = cache.loaded_bytes()
+                break
+            except RuntimeError:
+                continue
+        else:
+            loaded, loaded_bytes = [], 0
+        return {
+            "started": True,
+            "device": str(cache.device),
+            "dtype": str(cache.dtype).removeprefix("torch."),
+            "loaded": loaded,
+            "loaded_bytes": loaded_bytes,
+            "budget_bytes": cache.budget_bytes,
+        }
+
     def close(self) -> None:
         with self.lock:
             self.cache.clear()

@@ -104,6 +104,9 @@ class RelayBackend:
             self._owned.append(self._trusted_http)
         await asyncio.to_thread(self._sweep_tmp)
 
+    def status(self) -> dict[str, Any]:
+        return {"upstream": self.config.base_url, "keys": self.keys.snapshot()}
+
     async def close(self) -> None:
         for client in self._owned:
             await client.aclose()
