@@ -76,3 +76,40 @@ async def test_migration_waits_for_the_advisory_lock(pg_url: str) -> None:
     finally:
         await holder.close()
         await db.close()
+
+
+async def test_upgrading_a_database_with_requests_keeps_them_and_fills_the_new_columns(db_url: str) -> None:
+    """A database at 0002 holding a queued request (an operator upgrading openfal)
+    migrates to head: the request is still there and claimable, with the defaults of
+    the columns added since (retries allowed, server media TTL, no idempotency key);
+    downgrading to 0002 and back works too."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from openfal.store.db import alembic_config
+    from openfal.store.requests import RequestStore
+
+    db = Database(db_url)
+    try:
+        async with db.write() as conn:
+            await conn.run_sync(lambda sync: command.upgrade(alembic_config(sync), "0002"))
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO requests (id, app, endpoint_id, backend, status, priority, input, base_url, store_io, created_at,"
+                    " attempts, cancel_requested, backend_state, version)"
+                    " VALUES ('old-1', 'openfal/utils', 'openfal/utils/echo', 'builtin', 'IN_QUEUE', 0, '{}', 'http://x', true, 1.0,"
+                    " 0, false, '{}', 0)"
+                )
+            )
+        await db.migrate()
+        assert await _diff(db) == []
+        record = await RequestStore(db).get("old-1")
+        assert record is not None and record.may_retry(3)
+        assert (record.no_retry, record.media_ttl, record.media_keep_forever, record.idempotency_key) == (False, None, False, None)
+        async with db.write() as conn:
+            await conn.run_sync(lambda sync: command.downgrade(alembic_config(sync), "0002"))
+        await db.migrate()
+        (claimed,) = await RequestStore(db).claim(backends=["builtin"], worker_id="w", lease_seconds=30, batch_limit=1)
+        assert claimed.id == "old-1"
+    finally:
+        await db.close()
