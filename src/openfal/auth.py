@@ -39,12 +39,20 @@ class Authenticator:
             raise Unauthorized()
         cached = self._cache.get(token)
         if cached and cached[0] > time.monotonic():
-            return cached[1]
-        key = await self.keys.verify(token)
-        if key is None:
-            self._cache.pop(token, None)
-            raise Unauthorized("Invalid or revoked API key")
-        if len(self._cache) > 10_000:
-            self._cache.clear()
-        self._cache[token] = (time.monotonic() + CACHE_SECONDS, key)
+            key = cached[1]
+        else:
+            key = await self.keys.verify(token)
+            if key is None:
+                self._cache.pop(token, None)
+                raise Unauthorized("Invalid or revoked API key")
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[token] = (time.monotonic() + CACHE_SECONDS, key)
+        if key.expired(time.time()):
+            raise Unauthorized("API key expired")
         return key
+
+    def forget(self, key_id: str) -> None:
+        """Drop a key from this process's cache after it changed (other processes see
+        the change within ``CACHE_SECONDS``)."""
+        self._cache = {token: entry for token, entry in self._cache.items() if entry[1].id != key_id}

@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -164,12 +165,17 @@ def keys_create(ctx: click.Context, name: str, admin: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def keys_list(ctx: click.Context, as_json: bool) -> None:
+    from openfal.http.admin_routes import key_json
+
     rows = _with_keys(ctx, lambda store: store.list())
     if as_json:
-        click.echo(json.dumps([{"id": k.id, "name": k.name, "admin": k.is_admin, "active": k.active, "created_at": k.created_at} for k in rows]))
+        click.echo(json.dumps([key_json(k) for k in rows]))
         return
+    now = time.time()
     for k in rows:
-        click.echo(f"{k.id}\t{k.name}\t{'admin' if k.is_admin else 'user'}\t{'active' if k.active else 'revoked'}")
+        state = "revoked" if not k.active else "expired" if k.expired(now) else "active"
+        scope = ",".join(k.endpoints) if k.endpoints is not None else "all endpoints"
+        click.echo(f"{k.id}\t{k.name}\t{'admin' if k.is_admin else 'user'}\t{state}\t{scope}")
 
 
 @keys.command("revoke")
@@ -186,13 +192,20 @@ def keys_revoke(ctx: click.Context, key_id: str) -> None:
 @click.argument("key_id")
 @click.option("--max-concurrent", type=int, default=None, help="Requests of this key running at once (others wait).")
 @click.option("--rpm", type=int, default=None, help="Submits per minute.")
+@click.option("--endpoint", "endpoints", multiple=True, help="An endpoint pattern the key may use, e.g. 'fal-ai/flux-1/*' (repeatable).")
+@click.option("--expires", type=click.DateTime(), default=None, help="When the key stops working (UTC), e.g. 2027-01-31.")
 @click.pass_context
-def keys_limits(ctx: click.Context, key_id: str, max_concurrent: int | None, rpm: int | None) -> None:
+def keys_limits(
+    ctx: click.Context, key_id: str, max_concurrent: int | None, rpm: int | None, endpoints: tuple[str, ...], expires: datetime | None
+) -> None:
     """Set a key's limits (an omitted option lifts that limit)."""
-    if not _with_keys(ctx, lambda store: store.set_limits(key_id, max_concurrent=max_concurrent, rpm=rpm)):
+    expires_at = expires.replace(tzinfo=UTC).timestamp() if expires else None
+    limits = {"max_concurrent": max_concurrent, "rpm": rpm, "endpoints": endpoints or None, "expires_at": expires_at}
+    if not _with_keys(ctx, lambda store: store.set_limits(key_id, **limits)):
         click.echo(f"no key {key_id}", err=True)
         sys.exit(1)
-    click.echo(f"{key_id}: max_concurrent={max_concurrent} rpm={rpm}")
+    shown = ",".join(endpoints) or "all"
+    click.echo(f"{key_id}: max_concurrent={max_concurrent} rpm={rpm} endpoints={shown} expires={expires.isoformat() + 'Z' if expires else None}")
 
 
 @keys.command("credit")

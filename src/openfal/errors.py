@@ -89,6 +89,13 @@ class QueueFull(ClientError):
     status_code = 429
 
 
+class EndpointNotAllowed(ClientError):
+    """The API key is scoped to other endpoints."""
+
+    status_code = 403
+    error_type = "endpoint_not_allowed"
+
+
 class IdempotencyConflict(ClientError):
     """An Idempotency-Key was reused for a different endpoint or input."""
 

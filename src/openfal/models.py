@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 from typing import Any
 
 
@@ -98,7 +99,16 @@ class ApiKey:
     max_concurrent: int | None = None
     rpm: int | None = None
     balance_micros: int | None = None
+    #: fnmatch patterns (``fal-ai/flux-1/*``) of the endpoints it may use; None: all
+    endpoints: tuple[str, ...] | None = None
+    expires_at: float | None = None
 
     @property
     def active(self) -> bool:
         return self.revoked_at is None
+
+    def expired(self, now: float) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+    def may_use(self, endpoint_id: str) -> bool:
+        return self.endpoints is None or any(fnmatchcase(endpoint_id, pattern) for pattern in self.endpoints)

@@ -21,7 +21,7 @@ from openfal.backends.base import Backend
 from openfal.config import Settings
 from openfal.endpoints.catalog import validate_input
 from openfal.endpoints.ids import app_of
-from openfal.errors import BadRequest, IdempotencyConflict, QueueFull, RequestNotFound, RunCancelled, StillInProgress
+from openfal.errors import BadRequest, EndpointNotAllowed, IdempotencyConflict, QueueFull, RequestNotFound, RunCancelled, StillInProgress
 from openfal.lifecycle import Lifecycle
 from openfal.media.lifecycle import MediaLifecycle, parse_lifecycle
 from openfal.models import ApiKey, LogEntry, Priority, RequestRecord, Status
@@ -100,6 +100,8 @@ class QueueService:
         repeating an earlier one's Idempotency-Key gets that request back instead, so a
         client retrying after a lost answer never runs (or pays for) it twice."""
         route = self.router.resolve(endpoint_id)
+        if key is not None and not key.may_use(endpoint_id):
+            raise EndpointNotAllowed(f"This API key may not use {endpoint_id}")
         if route.spec is not None:
             data = validate_input(route.spec, body)
         elif isinstance(body, dict):

@@ -3,7 +3,7 @@ log with redelivery. Also /metrics."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
@@ -15,6 +15,7 @@ from openfal.errors import ClientError, RequestNotFound
 from openfal.http.deps import current_key, runtime
 from openfal.models import ApiKey
 from openfal.store import ledger
+from openfal.store.keys import LIMITS
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 metrics_router = APIRouter(tags=["server"])
@@ -32,24 +33,31 @@ async def admin_key(key: ApiKey | None = Depends(current_key)) -> ApiKey | None:
     return key
 
 
-class KeyIn(BaseModel):
-    name: str = Field(min_length=1, max_length=255)
-    admin: bool = False
-    max_concurrent: int | None = Field(None, ge=1)
-    rpm: int | None = Field(None, ge=1)
-    credit: float | None = Field(None, ge=0, description="initial credit in dollars; absent: metered, not limited")
+Pattern = Annotated[str, Field(min_length=1, max_length=255)]
 
 
 class LimitsIn(BaseModel):
+    """A key's limits; an absent field lifts that limit."""
+
     max_concurrent: int | None = Field(None, ge=1)
     rpm: int | None = Field(None, ge=1)
+    endpoints: list[Pattern] | None = Field(
+        None, min_length=1, max_length=100, description="fnmatch patterns (fal-ai/flux-1/*) of the endpoints the key may use"
+    )
+    expires_at: float | None = Field(None, gt=0, description="unix time after which the key stops working")
+
+
+class KeyIn(LimitsIn):
+    name: str = Field(min_length=1, max_length=255)
+    admin: bool = False
+    credit: float | None = Field(None, ge=0, description="initial credit in dollars; absent: metered, not limited")
 
 
 class CreditIn(BaseModel):
     amount: float = Field(description="dollars to add (negative to debit)")
 
 
-def _key_json(key: ApiKey) -> dict[str, Any]:
+def key_json(key: ApiKey) -> dict[str, Any]:
     return {
         "id": key.id,
         "name": key.name,
@@ -59,39 +67,43 @@ def _key_json(key: ApiKey) -> dict[str, Any]:
         "max_concurrent": key.max_concurrent,
         "rpm": key.rpm,
         "balance": None if key.balance_micros is None else key.balance_micros / accounting.MICROS,
+        "endpoints": list(key.endpoints) if key.endpoints is not None else None,
+        "expires_at": key.expires_at,
     }
 
 
 @router.get("/keys")
 async def list_keys(request: Request, _: ApiKey | None = Depends(admin_key)) -> list[dict[str, Any]]:
-    return [_key_json(k) for k in await runtime(request).keys.list()]
+    return [key_json(k) for k in await runtime(request).keys.list()]
 
 
 @router.post("/keys")
 async def create_key(body: KeyIn, request: Request, _: ApiKey | None = Depends(admin_key)) -> dict[str, Any]:
     rt = runtime(request)
     key, secret = await rt.keys.create(body.name, is_admin=body.admin)
-    await rt.keys.set_limits(key.id, max_concurrent=body.max_concurrent, rpm=body.rpm)
+    await rt.keys.set_limits(key.id, **body.model_dump(include=set(LIMITS)))
     if body.credit is not None:
         async with rt.db.write() as conn:
             await accounting.credit(conn, key.id, round(body.credit * accounting.MICROS))
     fresh = await rt.keys.get(key.id)
     assert fresh is not None
-    return {**_key_json(fresh), "key": secret}
+    return {**key_json(fresh), "key": secret}
 
 
 @router.patch("/keys/{key_id}")
 async def set_limits(key_id: str, body: LimitsIn, request: Request, _: ApiKey | None = Depends(admin_key)) -> dict[str, Any]:
     rt = runtime(request)
-    if not await rt.keys.set_limits(key_id, max_concurrent=body.max_concurrent, rpm=body.rpm):
+    if not await rt.keys.set_limits(key_id, **body.model_dump(include=set(LIMITS))):
         raise RequestNotFound(f"Key {key_id} not found")
-    return _key_json(await rt.keys.get(key_id))  # type: ignore[arg-type]
+    rt.auth.forget(key_id)
+    return key_json(await rt.keys.get(key_id))  # type: ignore[arg-type]
 
 
 @router.post("/keys/{key_id}/revoke")
 async def revoke(key_id: str, request: Request, _: ApiKey | None = Depends(admin_key)) -> dict[str, Any]:
     if not await runtime(request).keys.revoke(key_id):
         raise RequestNotFound(f"No active key {key_id}")
+    runtime(request).auth.forget(key_id)
     return {"id": key_id, "active": False}
 
 
@@ -102,7 +114,7 @@ async def add_credit(key_id: str, body: CreditIn, request: Request, _: ApiKey | 
         raise RequestNotFound(f"Key {key_id} not found")
     async with rt.db.write() as conn:
         await accounting.credit(conn, key_id, round(body.amount * accounting.MICROS))
-    return _key_json(await rt.keys.get(key_id))  # type: ignore[arg-type]
+    return key_json(await rt.keys.get(key_id))  # type: ignore[arg-type]
 
 
 @router.get("/usage")

@@ -15,6 +15,9 @@ from openfal.models import ApiKey
 from openfal.store.db import Database
 from openfal.store.schema import api_keys
 
+#: what set_limits may change
+LIMITS = frozenset({"max_concurrent", "rpm", "endpoints", "expires_at"})
+
 
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
@@ -30,6 +33,8 @@ def _key(row: sa.Row[Any]) -> ApiKey:
         max_concurrent=row.max_concurrent,
         rpm=row.rpm,
         balance_micros=row.balance_micros,
+        endpoints=tuple(row.endpoints) if row.endpoints is not None else None,
+        expires_at=row.expires_at,
     )
 
 
@@ -84,9 +89,12 @@ class KeyStore:
             row = (await conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id))).first()
         return _key(row) if row else None
 
-    async def set_limits(self, key_id: str, **limits: int | None) -> bool:
-        """Set ``max_concurrent`` and/or ``rpm`` (None lifts a limit)."""
-        allowed = {k: v for k, v in limits.items() if k in {"max_concurrent", "rpm"}}
+    async def set_limits(self, key_id: str, **limits: Any) -> bool:
+        """Set any of ``max_concurrent``, ``rpm``, ``endpoints`` (patterns) and
+        ``expires_at`` (None lifts that limit)."""
+        allowed = {k: v for k, v in limits.items() if k in LIMITS}
+        if allowed.get("endpoints") is not None:
+            allowed["endpoints"] = list(allowed["endpoints"])
         async with self.db.write() as conn:
             result = await conn.execute(api_keys.update().where(api_keys.c.id == key_id).values(**allowed))
         return result.rowcount == 1

@@ -95,6 +95,10 @@ api_keys = sa.Table(
     sa.Column("rpm", sa.Integer(), nullable=True),
     #: prepaid credit in micro-dollars; None means the key is not credit-limited
     sa.Column("balance_micros", sa.BigInteger(), nullable=True),
+    #: fnmatch patterns of the endpoints the key may submit to; None: all of them
+    sa.Column("endpoints", sa.JSON(), nullable=True),
+    #: unix time after which the key no longer authenticates
+    sa.Column("expires_at", sa.Float(), nullable=True),
 )
 
 webhooks = sa.Table(

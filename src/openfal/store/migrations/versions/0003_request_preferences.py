@@ -1,5 +1,5 @@
 """request preferences (X-Fal-No-Retry, X-Fal-Object-Lifecycle-Preference,
-Idempotency-Key) and the worker registry
+Idempotency-Key), the worker registry, key scopes and expiry
 
 Revision ID: 0003
 Revises: 0002
@@ -25,6 +25,10 @@ def upgrade() -> None:
     with op.batch_alter_table('workers', schema=None) as batch_op:
         batch_op.create_index('ix_workers_last_seen', ['last_seen'], unique=False)
 
+    with op.batch_alter_table('api_keys', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('endpoints', sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column('expires_at', sa.Float(), nullable=True))
+
     with op.batch_alter_table('requests', schema=None) as batch_op:
         batch_op.add_column(sa.Column('no_retry', sa.Boolean(), server_default=sa.false(), nullable=False))
         batch_op.add_column(sa.Column('media_ttl', sa.Float(), nullable=True))
@@ -35,6 +39,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table('api_keys', schema=None) as batch_op:
+        batch_op.drop_column('expires_at')
+        batch_op.drop_column('endpoints')
+
     with op.batch_alter_table('requests', schema=None) as batch_op:
         batch_op.drop_index('ix_requests_idempotency')
         batch_op.drop_column('idempotency_hash')
