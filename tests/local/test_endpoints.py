@@ -58,7 +58,6 @@ async def test_endpoint_returns_images_of_the_reported_size(
     assert pixels(image).size == size
     assert output.payload["has_nsfw_concepts"] == [False]
     assert output.payload["timings"]["inference"] > 0
-    assert output.usage.images == 1
 
 
 @pytest.mark.parametrize(("preset", "size"), [("square", (512, 512)), ("landscape_16_9", (1024, 576))])
@@ -77,13 +76,11 @@ async def test_custom_sizes_are_floored_to_multiples_of_16(backend: LocalBackend
 
 
 async def test_num_images_gives_that_many_images(backend: LocalBackend) -> None:
-    """num_images maps to the images in one call, each with its NSFW flag and usage."""
+    """num_images maps to the images in one call, each with its NSFW flag."""
     body = {"prompt": "x", "image_size": {"width": 32, "height": 32}, "num_inference_steps": 1, "num_images": 3}
     output = output_of((await run_one(backend, "fal-ai/flux-1/dev", body))[0])
     assert len(output.payload["images"]) == 3
     assert output.payload["has_nsfw_concepts"] == [False, False, False]
-    assert output.usage.images == 3
-    assert output.usage.megapixels == pytest.approx(3 * 32 * 32 / 2**20)
 
 
 @pytest.mark.parametrize(("fmt", "content_type", "magic"), [("jpeg", "image/jpeg", b"\xff\xd8"), ("png", "image/png", b"\x89PNG")])

@@ -163,7 +163,8 @@ def test_mp4_duration_from_mvhd(tmp_path: Path) -> None:
 
 
 async def test_rehost_replaces_all_or_nothing_and_counts_usage(tmp_path: Path) -> None:
-    """All files fetched, then replaced; usage counts images, megapixels and video seconds.
+    """All files fetched, then replaced; usage reports the video seconds (billing counts
+    images from the published result).
     One failure raises and leaves no temporary file behind."""
     spilled = tmp_path / "big.part"
 
@@ -182,7 +183,7 @@ async def test_rehost_replaces_all_or_nothing_and_counts_usage(tmp_path: Path) -
     assert isinstance(body["images"][0], MediaBlob) and body["images"][0].content_type == "image/jpeg"
     assert (body["images"][0].width, body["images"][0].height, body["images"][0].file_name) == (1000, 500, "a.jpg")
     assert body["n"] == 1 and payload["images"][0]["url"] == "https://h/a.jpg"  # the input is not modified
-    assert (usage.images, usage.megapixels, usage.video_seconds) == (1, 0.5, 3.0)
+    assert usage.video_seconds == 3.0
     with pytest.raises(RehostFailed, match=r"at b\[0\]\.url answered HTTP 404"):
         await rehost({"a": {"url": "https://h/spill"}, "b": [{"url": "https://h/fail"}]}, fetch, max_bytes=100)
     assert not spilled.exists()

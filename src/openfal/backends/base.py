@@ -43,7 +43,9 @@ class MediaBlob:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """What was delivered, for settlement: counted by the backend, priced by accounting."""
+    """What was delivered, priced by accounting. Billing counts images and megapixels
+    from the published result itself, one way for every backend, so a backend reports
+    only what the result cannot tell: the seconds of video it made."""
 
     images: int = 0
     megapixels: float = 0.0

@@ -43,7 +43,7 @@ import httpx
 import torch
 from PIL import Image
 
-from openfal.backends.base import Job, MediaBlob, Output, Usage
+from openfal.backends.base import Job, MediaBlob, Output
 from openfal.backends.local import sizes
 from openfal.backends.local.cache import PipelineSpec
 from openfal.backends.local.options import LocalOptions
@@ -221,7 +221,6 @@ def encode_image(image: Image.Image, output_format: str) -> MediaBlob:
 def make_output(item: FluxItem, images: list[Image.Image], flags: list[bool], seconds: float, *, report_prompt: bool) -> Output:
     """fal's FLUX result: images, timings, seed, has_nsfw_concepts, prompt."""
     blobs = [encode_image(image, item.output_format) for image in images]
-    megapixels = sum(sizes.megapixels(b.width or 0, b.height or 0) for b in blobs)
     payload = {
         "images": blobs,
         "timings": {"inference": round(seconds, 4)},
@@ -229,4 +228,4 @@ def make_output(item: FluxItem, images: list[Image.Image], flags: list[bool], se
         "has_nsfw_concepts": flags,
         "prompt": item.prompt if report_prompt else "",
     }
-    return Output(payload, Usage(images=len(blobs), megapixels=megapixels))
+    return Output(payload)

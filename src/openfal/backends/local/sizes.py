@@ -64,8 +64,3 @@ def fit_area(width: int, height: int, area: int, *, grow: bool = True) -> tuple[
     if not grow:
         scale = min(scale, 1.0)
     return floor16(width * scale), floor16(height * scale)
-
-
-def megapixels(width: int, height: int, count: int = 1) -> float:
-    """fal's megapixel (1024x1024 pixels), for usage."""
-    return count * width * height / (1024 * 1024)

@@ -172,19 +172,15 @@ def _image_size(data: bytes | Path) -> tuple[int | None, int | None]:
 
 
 def _usage(refs: list[MediaRef], blobs: list[MediaBlob]) -> Usage:
-    images, pixels, seconds = 0, 0, 0.0
+    seconds = 0.0
     for ref, blob in zip(refs, blobs):
-        if blob.content_type.startswith("image/"):
-            images += 1
-            if blob.width and blob.height:
-                pixels += blob.width * blob.height
-        elif blob.content_type.startswith("video/"):
+        if blob.content_type.startswith("video/"):
             duration = ref.file.get("duration")
             if isinstance(duration, int | float) and not isinstance(duration, bool) and duration > 0:
                 seconds += float(duration)
             else:
                 seconds += mp4_duration(blob.data) or 0.0
-    return Usage(images=images, megapixels=round(pixels / 1_000_000, 6), video_seconds=round(seconds, 3))
+    return Usage(video_seconds=round(seconds, 3))
 
 
 def mp4_duration(data: bytes | Path) -> float | None:
