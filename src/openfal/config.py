@@ -59,8 +59,8 @@ class Settings(BaseSettings):
     in_process_workers: bool = True
     #: backends this process's workers serve (empty: all that are configured)
     worker_backends: tuple[str, ...] = ()
-    #: concurrent requests per backend in one worker process
-    #: slots per backend in this process; a relay backend defaults to its upstream's `concurrency`
+    #: concurrent requests (slots) per backend in one worker process; a relay backend
+    #: not named here takes its upstream's ``concurrency``
     concurrency: dict[str, int] = Field(default_factory=lambda: {"local": 1, "builtin": 8})
     lease_seconds: float = Field(30.0, gt=0)
     heartbeat_seconds: float = Field(5.0, gt=0)
