@@ -38,7 +38,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from openfal.config import Settings
 from openfal.errors import InputFetchFailed
-from openfal.media.local import LocalMediaStore
+from openfal.media import open_media
 from openfal.media.own import OwnMediaTransport
 from openfal.netguard import is_public_address
 
@@ -129,12 +129,11 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
 
 def make_client(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
     """The client fetches use: guarded unless private URLs are allowed, and reading our
-    own ``/files/`` URLs from the media folder. Environment proxies are ignored, since a
+    own media URLs from the media store. Environment proxies are ignored, since a
     proxy would dial on our behalf, unchecked."""
     if transport is None:
         transport = httpx.AsyncHTTPTransport(trust_env=False) if settings.allow_private_urls else GuardedTransport()
-        if settings.media_backend == "local":
-            transport = OwnMediaTransport(transport, LocalMediaStore(settings.effective_media_dir))
+        transport = OwnMediaTransport(transport, lambda: open_media(settings))
     return httpx.AsyncClient(
         transport=transport,
         trust_env=False,

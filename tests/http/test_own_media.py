@@ -9,7 +9,7 @@ from pathlib import Path
 from PIL import Image
 
 from openfal.media.local import LocalMediaStore
-from openfal.media.own import inline_own_media, own_file
+from openfal.media.own import inline_own_media
 from openfal.runtime import make_backends
 from tests.support import make_settings, running_app, wait_status
 
@@ -40,25 +40,28 @@ async def test_an_uploaded_file_is_a_valid_image_url_with_the_guard_on(tmp_path:
         assert (result["images"][0]["width"], result["images"][0]["height"]) == (64, 48)
 
 
-def test_own_urls_resolve_only_to_existing_keys(tmp_path: Path) -> None:
-    """Only /files/ paths naming an existing key resolve; traversal and other paths do not."""
+async def test_own_urls_resolve_only_to_valid_keys_that_exist(tmp_path: Path) -> None:
+    """Only /files/ paths naming a valid key are ours; traversal and other paths are not,
+    and a valid key that was never stored has no size."""
     store = LocalMediaStore(tmp_path)
     key = "A" * 24 + "/in.png"
     (tmp_path / key).parent.mkdir(parents=True)
     (tmp_path / key).write_bytes(png())
-    assert own_file(f"http://anything:8000/files/{key}", store) == tmp_path / key
-    assert own_file("http://x/files/../../etc/passwd", store) is None
-    assert own_file(f"http://x/other/{key}", store) is None
-    assert own_file(f"file:///files/{key}", store) is None
+    assert store.key_of(f"http://anything:8000/files/{key}") == key
+    assert store.key_of("http://x/files/../../etc/passwd") is None
+    assert store.key_of(f"http://x/other/{key}") is None
+    assert store.key_of(f"file:///files/{key}") is None
+    assert await store.size(key) == len(png())
+    assert await store.size("B" * 24 + "/gone.png") is None
 
 
-def test_relayed_inputs_carry_own_files_as_data_uris(tmp_path: Path) -> None:
+async def test_relayed_inputs_carry_own_files_as_data_uris(tmp_path: Path) -> None:
     """inline_own_media swaps our URLs (nested too) for data URIs and leaves others alone."""
     store = LocalMediaStore(tmp_path)
     key = "B" * 24 + "/ref.png"
     (tmp_path / key).parent.mkdir(parents=True)
     (tmp_path / key).write_bytes(b"png-bytes")
-    out = inline_own_media({"image_urls": [f"http://h/files/{key}", "https://example.com/a.png"], "n": 1}, store, 1024)
+    out = await inline_own_media({"image_urls": [f"http://h/files/{key}", "https://example.com/a.png"], "n": 1}, store, 1024)
     assert out["image_urls"][0] == "data:image/png;base64,cG5nLWJ5dGVz"
     assert out["image_urls"][1] == "https://example.com/a.png" and out["n"] == 1
-    assert inline_own_media(f"http://h/files/{key}", store, 4) == f"http://h/files/{key}"  # over the size limit
+    assert await inline_own_media(f"http://h/files/{key}", store, 4) == f"http://h/files/{key}"  # over the size limit

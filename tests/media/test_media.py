@@ -262,6 +262,44 @@ async def test_s3_multipart_file_urls_on_openfal_redirect_to_the_bucket(s3_setti
         assert (await client.get(redirect.headers["location"])).content == b"png-bytes"
 
 
+def test_s3_store_recognises_its_own_urls(s3_settings: Settings) -> None:
+    """Presigned and unsigned bucket URLs, CDN URLs and openfal's /files/ form name a key;
+    other buckets, prefixes and hosts do not."""
+    store = S3MediaStore(s3_settings)
+    key = new_key("image/png", "x.png")
+    assert store.key_of(store.url(key, "http://unused")) == key
+    assert store.key_of(f"{s3_settings.s3_endpoint_url}/media/t/{key}") == key
+    assert store.key_of(f"https://media.s3.amazonaws.com/t/{key}") == key
+    assert store.key_of(f"http://openfal.example/files/{key}") == key
+    assert store.key_of(f"{s3_settings.s3_endpoint_url}/other-bucket/t/{key}") is None
+    assert store.key_of(f"{s3_settings.s3_endpoint_url}/media/elsewhere/{key}") is None
+    assert store.key_of("https://example.com/a.png") is None
+    cdn = S3MediaStore(s3_settings.model_copy(update={"s3_public_url": "https://cdn.example.com/"}))
+    assert cdn.key_of(f"https://cdn.example.com/t/{key}") == key
+
+
+async def test_inputs_in_a_private_bucket_are_read_through_the_store(s3_settings: Settings) -> None:
+    """moto (a local S3-compatible server standing in for AWS) on 127.0.0.1 plays a MinIO
+    on a private network: with the private-address guard on, a worker still gets a file
+    of ours by its presigned URL (read with the store's credentials), an over-limit one is
+    refused from its size alone, and a foreign private URL stays refused."""
+    from openfal.errors import InputFetchFailed
+    from openfal.fetch import fetch_bytes, make_client
+
+    settings = s3_settings.model_copy(update={"allow_private_urls": False})
+    store = S3MediaStore(settings)
+    key = new_key("image/png", "in.png")
+    await store.put(MediaBlob(_png(8, 8), "image/png"), key)
+    url = store.url(key, "http://unused")
+    async with make_client(settings) as client:
+        assert await fetch_bytes(url, settings, field="image_url", client=client) == _png(8, 8)
+        with pytest.raises(InputFetchFailed, match="larger than"):
+            await fetch_bytes(url, settings, field="image_url", max_bytes=10, client=client)
+        with pytest.raises(InputFetchFailed, match="private"):
+            await fetch_bytes(f"{settings.s3_endpoint_url}/media/t/{new_key('image/png')}", settings, field="image_url", client=client)
+    await store.close()
+
+
 async def test_s3_stale_multipart_uploads_are_aborted(s3_settings: Settings) -> None:
     """moto (a local S3-compatible server standing in for AWS): uploads begun before the
     cutoff are aborted. moto reports every upload as initiated on a fixed date in 2010,

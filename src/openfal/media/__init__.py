@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Protocol
 
 from openfal.backends.base import MediaBlob
@@ -20,6 +21,22 @@ class MediaStore(Protocol):
         ...
 
     async def delete(self, key: str) -> None:
+        ...
+
+    # Reading our own files back (inputs that name them, see ``media.own``).
+
+    def key_of(self, url: str) -> str | None:
+        """The key behind one of this store's URLs (openfal's ``/files/{key}`` on any
+        host, or the store's direct URLs), else None. Keys are unguessable, so the host
+        does not matter."""
+        ...
+
+    async def size(self, key: str) -> int | None:
+        """The stored size of ``key``; None when it does not exist."""
+        ...
+
+    def chunks(self, key: str) -> AsyncIterator[bytes]:
+        """The stored bytes of ``key``, in pieces."""
         ...
 
     # Multipart uploads (fal's storage API for files over 90-100 MB): parts arrive

@@ -5,6 +5,7 @@ from __future__ import annotations
 import mimetypes
 import re
 import secrets
+from urllib.parse import urlsplit
 
 _EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/webp": ".webp", "video/mp4": ".mp4"}
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -30,6 +31,18 @@ def new_key(content_type: str, file_name: str | None = None) -> str:
 
 
 _KEY = re.compile(r"^[A-Za-z0-9_-]{16,64}/[A-Za-z0-9._-]{1,100}$")
+
+
+FILES_PREFIX = "/files/"
+
+
+def files_key(url: str) -> str | None:
+    """The key in an openfal ``/files/{key}`` URL (any host), if the URL is one."""
+    if not url.startswith(("http://", "https://")):
+        return None
+    path = urlsplit(url).path
+    key = path[len(FILES_PREFIX) :] if path.startswith(FILES_PREFIX) else ""
+    return key if is_valid_key(key) else None
 
 
 def is_valid_key(key: str) -> bool:

@@ -8,11 +8,12 @@ import os
 import re
 import secrets
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from openfal.backends.base import MediaBlob
 from openfal.errors import BadRequest, PayloadTooLarge
-from openfal.media.keys import is_valid_key
+from openfal.media.keys import files_key, is_valid_key
 
 #: multipart parts wait here (inside the root, so on a shared volume every API node
 #: sees them; the dot keeps the folder out of the key space that ``/files/`` serves)
@@ -54,6 +55,21 @@ class LocalMediaStore:
 
     def url(self, key: str, base_url: str) -> str:
         return f"{base_url}/files/{_checked(key)}"
+
+    def key_of(self, url: str) -> str | None:
+        return files_key(url)
+
+    async def size(self, key: str) -> int | None:
+        path = self.path(key)
+        return path.stat().st_size if path is not None else None
+
+    async def chunks(self, key: str) -> AsyncIterator[bytes]:
+        path = self.path(key)
+        if path is None:
+            return
+        with path.open("rb") as source:
+            while chunk := await asyncio.to_thread(source.read, _COPY_CHUNK):
+                yield chunk
 
     async def delete(self, key: str) -> None:
         """Remove the key's file and its folder; malformed keys name nothing to remove

@@ -1,63 +1,84 @@
 """openfal's own media URLs as inputs. A client that uploaded a file through the
-storage API passes its ``/files/{key}`` URL as ``image_url``; the server reads that file
-from its media folder rather than fetching itself over the network (which the private
-address guard would refuse on a LAN or loopback deployment), and a relay inlines it as
-a data URI, since an upstream cannot reach a private openfal.
-
-Only keys that exist in the local media folder resolve; with S3 media the URLs point
-at the bucket and are fetched like any other URL."""
+storage API (or reuses a result) passes its URL as ``image_url``; the server reads that
+file from its media store rather than fetching itself over the network, which the
+private-address guard would refuse on a LAN or loopback deployment, and which a bucket
+on a private network (MinIO next to the workers) would not serve to the outside anyway.
+A relay inlines ``/files/`` URLs as data URIs, since an upstream cannot reach a private
+openfal; direct bucket URLs, made for clients to fetch, pass through."""
 
 from __future__ import annotations
 
 import base64
 import mimetypes
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
-from openfal.media.local import LocalMediaStore
+from openfal.media import MediaStore
+from openfal.media.keys import FILES_PREFIX
 
-PREFIX = "/files/"
+
+def _content_type(key: str) -> str:
+    return mimetypes.guess_type(key)[0] or "application/octet-stream"
 
 
-def own_file(url: str, media: LocalMediaStore) -> Path | None:
-    """The local file behind one of our media URLs (any host: keys are unguessable)."""
-    if not url.startswith(("http://", "https://")):
-        return None
-    path = urlsplit(url).path
-    return media.path(path[len(PREFIX) :]) if path.startswith(PREFIX) else None
+class _StoreStream(httpx.AsyncByteStream):
+    """The body of an own file, read from the store only if the reader gets that far
+    (a fetch refuses an over-limit Content-Length without reading)."""
+
+    def __init__(self, chunks: AsyncIterator[bytes]) -> None:
+        self._chunks = chunks
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._chunks:
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._chunks.aclose()  # type: ignore[attr-defined]
 
 
 class OwnMediaTransport(httpx.AsyncBaseTransport):
-    """Answers GETs of our own media URLs from disk; everything else goes to ``inner``."""
+    """Answers GETs of our own media URLs from the store; everything else goes to ``inner``.
+    The store is opened on first use (an S3 client is not free to make)."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, media: LocalMediaStore) -> None:
+    def __init__(self, inner: httpx.AsyncBaseTransport, media: Callable[[], MediaStore]) -> None:
         self.inner = inner
-        self.media = media
+        self._open_media = media
+        self._media: MediaStore | None = None
+
+    @property
+    def media(self) -> MediaStore:
+        if self._media is None:
+            self._media = self._open_media()
+        return self._media
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        path = own_file(str(request.url), self.media) if request.method == "GET" else None
-        if path is None:
+        key = self.media.key_of(str(request.url)) if request.method == "GET" else None
+        size = await self.media.size(key) if key is not None else None
+        if key is None or size is None:
             return await self.inner.handle_async_request(request)
-        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return httpx.Response(200, content=path.read_bytes(), headers={"Content-Type": content_type}, request=request)
+        headers = {"Content-Type": _content_type(key), "Content-Length": str(size)}
+        return httpx.Response(200, headers=headers, stream=_StoreStream(self.media.chunks(key)), request=request)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
+        if self._media is not None:
+            await self._media.close()
 
 
-def inline_own_media(value: Any, media: LocalMediaStore, max_bytes: int) -> Any:
-    """A copy of an input with our media URLs replaced by data URIs (for upstreams)."""
+async def inline_own_media(value: Any, media: MediaStore, max_bytes: int) -> Any:
+    """A copy of an input with our ``/files/`` URLs replaced by data URIs (for upstreams)."""
     if isinstance(value, str):
-        path = own_file(value, media)
-        if path is None or path.stat().st_size > max_bytes:
+        key = media.key_of(value) if urlsplit(value).path.startswith(FILES_PREFIX) else None
+        size = await media.size(key) if key is not None else None
+        if key is None or size is None or size > max_bytes:
             return value
-        content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        return f"data:{content_type};base64,{base64.b64encode(path.read_bytes()).decode()}"
+        data = b"".join([chunk async for chunk in media.chunks(key)])
+        return f"data:{_content_type(key)};base64,{base64.b64encode(data).decode()}"
     if isinstance(value, dict):
-        return {k: inline_own_media(v, media, max_bytes) for k, v in value.items()}
+        return {k: await inline_own_media(v, media, max_bytes) for k, v in value.items()}
     if isinstance(value, list):
-        return [inline_own_media(v, media, max_bytes) for v in value]
+        return [await inline_own_media(v, media, max_bytes) for v in value]
     return value

@@ -7,7 +7,9 @@ presigned GET URLs valid for ``s3_presign_seconds`` (at most 7 days, S3's limit)
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import boto3
 from botocore.config import Config as BotoConfig
@@ -16,6 +18,9 @@ from botocore.exceptions import ClientError as BotoClientError
 from openfal.backends.base import MediaBlob
 from openfal.config import Settings
 from openfal.errors import BadRequest, ConfigError, PayloadTooLarge
+from openfal.media.keys import files_key, is_valid_key
+
+_CHUNK = 1024 * 1024
 
 
 class S3MediaStore:
@@ -50,6 +55,49 @@ class S3MediaStore:
         return self.client.generate_presigned_url(
             "get_object", Params={"Bucket": self.bucket, "Key": self.prefix + key}, ExpiresIn=self.presign_seconds
         )
+
+    def key_of(self, url: str) -> str | None:
+        """``/files/{key}`` on any host, ``{s3_public_url}/{prefix}{key}``, and bucket URLs
+        (path style ``{endpoint}/{bucket}/{prefix}{key}`` or virtual-host style), signed or not."""
+        own = files_key(url)
+        if own is not None:
+            return own
+        if not url.startswith(("http://", "https://")):
+            return None
+        if self.public_url and url.startswith(f"{self.public_url}/"):
+            path = urlsplit(url).path[len(urlsplit(self.public_url).path) :]
+        else:
+            parts = urlsplit(url)
+            path = parts.path
+            if parts.hostname and parts.hostname.startswith(f"{self.bucket}."):
+                pass  # virtual-host style: the path is the object key
+            elif path.startswith(f"/{self.bucket}/"):
+                path = path[len(self.bucket) + 1 :]
+            else:
+                return None
+        key = unquote(path.lstrip("/"))
+        if not key.startswith(self.prefix):
+            return None
+        key = key[len(self.prefix) :]
+        return key if is_valid_key(key) else None
+
+    async def size(self, key: str) -> int | None:
+        try:
+            head = await asyncio.to_thread(self.client.head_object, Bucket=self.bucket, Key=self.prefix + key)
+        except BotoClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise
+        return int(head["ContentLength"])
+
+    async def chunks(self, key: str) -> AsyncIterator[bytes]:
+        reply = await asyncio.to_thread(self.client.get_object, Bucket=self.bucket, Key=self.prefix + key)
+        body = reply["Body"]
+        try:
+            while chunk := await asyncio.to_thread(body.read, _CHUNK):
+                yield chunk
+        finally:
+            body.close()
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self.client.delete_object, Bucket=self.bucket, Key=self.prefix + key)

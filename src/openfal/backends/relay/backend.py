@@ -40,7 +40,7 @@ from openfal.backends.relay.media import RehostFailed, rehost
 from openfal.config import Settings
 from openfal.errors import RunCancelled, RunError, UpstreamFailed
 from openfal.fetch import make_client
-from openfal.media.local import LocalMediaStore
+from openfal.media import MediaStore, open_media
 from openfal.media.own import inline_own_media
 
 log = logging.getLogger("openfal.relay")
@@ -80,6 +80,8 @@ class RelayBackend:
         self._http, self._media_http = http, media_http
         self._trusted_http: httpx.AsyncClient | None = media_http
         self._owned: list[httpx.AsyncClient] = []
+        #: our media store, to inline files clients uploaded to us (opened on first use)
+        self._media: MediaStore | None = None
         self.tmp_dir: Path = settings.data_dir.resolve() / "tmp" / "relay"
         self._last_sweep = 0.0
         #: openfal request id -> event set by an upstream webhook for it
@@ -111,6 +113,9 @@ class RelayBackend:
         for client in self._owned:
             await client.aclose()
         self._owned.clear()
+        if self._media is not None:
+            await self._media.close()
+            self._media = None
 
     async def run(self, jobs: Sequence[Job]) -> Sequence[Output | RunError]:
         if self._http is None:
@@ -188,10 +193,9 @@ class RelayBackend:
 
     async def _inlined(self, input: dict[str, Any]) -> dict[str, Any]:
         """Files clients uploaded to us travel as data URIs: the upstream cannot fetch them."""
-        if self.settings.media_backend != "local":
-            return input
-        media = LocalMediaStore(self.settings.effective_media_dir)
-        return await asyncio.to_thread(inline_own_media, input, media, self.settings.fetch_max_bytes)
+        if self._media is None:
+            self._media = open_media(self.settings)
+        return await inline_own_media(input, self._media, self.settings.fetch_max_bytes)
 
     async def _submit(self, job: Job) -> Handle:
         """Hand the input to the upstream, trying other keys until one accepts it."""
