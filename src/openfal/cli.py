@@ -165,7 +165,7 @@ def keys_create(ctx: click.Context, name: str, admin: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def keys_list(ctx: click.Context, as_json: bool) -> None:
-    from openfal.http.admin_routes import key_json
+    from openfal.http.wire import key_json
 
     rows = _with_keys(ctx, lambda store: store.list())
     if as_json:

@@ -88,3 +88,24 @@ async def test_scopes_survive_a_restart(tmp_path: Path) -> None:
     async with running_app(make_settings(tmp_path)) as app:
         again = await app.runtime.keys.get(key.id)
         assert again.endpoints == ("a/*",) and again.expires_at == 2e9 and not again.may_use("b/c")
+
+
+async def test_me_shows_a_key_its_own_limits_and_fresh_balance(app: App) -> None:
+    """/api/me: the caller's key (no secret), its scope and expiry, and the balance as it
+    is now (not as cached at authentication)."""
+    from openfal import accounting
+
+    made = (await app.client.post("/api/admin/keys", json={"name": "c", "endpoints": ["a/*"], "credit": 2.5}, headers=await _admin(app))).json()
+    auth = {"Authorization": f"Key {made['key']}"}
+    me = (await app.client.get("/api/me", headers=auth)).json()["key"]
+    assert (me["id"], me["balance"], me["endpoints"]) == (made["id"], 2.5, ["a/*"]) and "key" not in me
+    async with app.runtime.db.write() as conn:
+        await accounting.credit(conn, made["id"], 500_000)
+    assert (await app.client.get("/api/me", headers=auth)).json()["key"]["balance"] == 3.0
+    assert (await app.client.get("/api/me")).status_code == 401
+
+
+async def test_me_without_auth_is_null(tmp_path: Path) -> None:
+    """With auth off there is no key to show."""
+    async with running_app(make_settings(tmp_path, auth_enabled=False)) as app:
+        assert (await app.client.get("/api/me")).json() == {"key": None}

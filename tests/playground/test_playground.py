@@ -325,6 +325,31 @@ def test_image_inputs_list_and_file_picker(page: Page, server: Server, artifacts
     assert (produced["width"], produced["height"]) == (96, 64)
 
 
+def test_a_scoped_key_sees_its_credit_and_only_its_endpoints(page: Page, server: Server, artifacts: Path) -> None:
+    """A customer key with $5 credit, limited to FLUX.1 [schnell] endpoints: the key
+    state shows the credit (from /api/me) and the endpoint picker offers only those."""
+    import subprocess
+    import sys
+
+    from tests.e2e.conftest import create_key
+    from tests.support import ROOT
+
+    key = create_key(server.data_dir, "customer")
+    openfal = [sys.executable, "-m", "openfal", "--data-dir", str(server.data_dir), "keys"]
+    key_id = key.split(":")[0]
+    subprocess.run([*openfal, "limits", key_id, "--endpoint", "fal-ai/flux-1/schnell*"], check=True, capture_output=True, cwd=ROOT)
+    subprocess.run([*openfal, "credit", key_id, "5"], check=True, capture_output=True, cwd=ROOT)
+    page.goto(f"{server.url}/")
+    expect(page.locator("#endpoint option").first).to_be_attached()
+    page.get_by_label("API key").fill(key)
+    page.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator("#key-state")).to_have_text("Saved in this browser · $5.00 credit")
+    expect(page.locator("#endpoint option")).to_have_count(2)
+    options = page.locator("#endpoint option").evaluate_all("els => els.map(e => e.value)")
+    assert options == ["fal-ai/flux-1/schnell", "fal-ai/flux-1/schnell/redux"]
+    shot(page, artifacts, "13-scoped-key")
+
+
 def test_narrow_screen_layout(page: Page, server: Server, artifacts: Path) -> None:
     page.set_viewport_size({"width": 390, "height": 844})
     open_playground(page, server, "fal-ai/flux-1/schnell")

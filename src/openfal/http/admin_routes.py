@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from openfal import accounting, metrics
 from openfal.errors import ClientError, RequestNotFound
 from openfal.http.deps import current_key, runtime
+from openfal.http.wire import key_json
 from openfal.models import ApiKey
 from openfal.store import ledger
 from openfal.store.keys import LIMITS
@@ -55,21 +56,6 @@ class KeyIn(LimitsIn):
 
 class CreditIn(BaseModel):
     amount: float = Field(description="dollars to add (negative to debit)")
-
-
-def key_json(key: ApiKey) -> dict[str, Any]:
-    return {
-        "id": key.id,
-        "name": key.name,
-        "admin": key.is_admin,
-        "active": key.active,
-        "created_at": key.created_at,
-        "max_concurrent": key.max_concurrent,
-        "rpm": key.rpm,
-        "balance": None if key.balance_micros is None else key.balance_micros / accounting.MICROS,
-        "endpoints": list(key.endpoints) if key.endpoints is not None else None,
-        "expires_at": key.expires_at,
-    }
 
 
 @router.get("/keys")

@@ -12,7 +12,7 @@ from openfal.endpoints.catalog import CATALOG
 from openfal.errors import UnknownEndpoint
 from openfal.http.deps import base_url, current_key, runtime
 from openfal.http.openapi import endpoint_openapi
-from openfal.http.wire import request_urls
+from openfal.http.wire import key_json, request_urls
 from openfal.media.keys import is_valid_key
 from openfal.media.local import LocalMediaStore
 from openfal.models import ApiKey
@@ -60,6 +60,14 @@ async def files(key: str, request: Request) -> Response:
     if path is None:
         return JSONResponse({"detail": "File not found"}, status_code=404)
     return FileResponse(path, headers={"Cache-Control": "public, max-age=604800, immutable"})
+
+
+@router.get("/api/me", tags=["server"], summary="The caller's key: limits, credit, scope, expiry")
+async def me(request: Request, key: ApiKey | None = Depends(current_key)) -> dict[str, Any]:
+    """What a customer may want to know of their own key (the playground shows the
+    balance and offers only the endpoints the key may use); ``{"key": null}`` with auth off."""
+    fresh = await runtime(request).keys.get(key.id) if key is not None else None  # the balance moves
+    return {"key": key_json(fresh) if fresh is not None else None}
 
 
 @router.get("/api/endpoints", tags=["server"], summary="Endpoints this server serves")

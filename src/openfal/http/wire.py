@@ -1,11 +1,13 @@
-"""fal's JSON shapes for submit, status and logs (fal-queue-api.md sections 1.3-1.5)."""
+"""JSON shapes: fal's for submit, status and logs (fal-queue-api.md sections 1.3-1.5),
+and openfal's own for keys."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
 
-from openfal.models import LogEntry, RequestRecord, Status
+from openfal import accounting
+from openfal.models import ApiKey, LogEntry, RequestRecord, Status
 from openfal.service import StatusView
 
 
@@ -61,3 +63,19 @@ def status_body(view: StatusView) -> tuple[int, dict[str, Any]]:
             body["error"] = record.error
             body["error_type"] = record.error_type
     return (200 if status is Status.COMPLETED else 202), body
+
+
+def key_json(key: ApiKey) -> dict[str, Any]:
+    """A key as the admin API, the CLI and ``/api/me`` show it (never its secret)."""
+    return {
+        "id": key.id,
+        "name": key.name,
+        "admin": key.is_admin,
+        "active": key.active,
+        "created_at": key.created_at,
+        "max_concurrent": key.max_concurrent,
+        "rpm": key.rpm,
+        "balance": None if key.balance_micros is None else key.balance_micros / accounting.MICROS,
+        "endpoints": list(key.endpoints) if key.endpoints is not None else None,
+        "expires_at": key.expires_at,
+    }

@@ -45,7 +45,7 @@ const ui = {
   historyEmpty: $("#history-empty"),
 };
 
-const state = { endpoints: [], endpoint: null, form: null, run: null, history: [] };
+const state = { endpoints: [], endpoint: null, form: null, run: null, history: [], me: null, listedScope: "null" };
 
 // ---- banner, key, theme ----------------------------------------------------------------
 
@@ -79,8 +79,30 @@ function needKey(body) {
 }
 
 function renderKeyState() {
-  ui.keyState.textContent = getKey() ? "Saved in this browser" : "No key";
+  let text = getKey() ? "Saved in this browser" : "No key";
+  const balance = state.me?.balance;
+  if (getKey() && typeof balance === "number") text += ` · $${balance.toFixed(2)} credit`;
+  ui.keyState.textContent = text;
   ui.keyState.dataset.saved = getKey() ? "yes" : "no";
+}
+
+/** The key's own view (credit, endpoint scope) from /api/me; null without a usable key. */
+async function loadMe() {
+  state.me = null;
+  if (getKey()) {
+    try {
+      state.me = (await json("GET", "/api/me")).key;
+    } catch {
+      state.me = null; // a refused key is reported by the calls that need it
+    }
+  }
+  renderKeyState();
+}
+
+/** fnmatch's `*` and `?`, as the server matches a key's endpoint patterns. */
+function globMatches(pattern, text) {
+  const source = pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*/g, ".*").replace(/\?/g, ".");
+  return new RegExp(`^${source}$`).test(text);
 }
 
 function initKey() {
@@ -92,11 +114,16 @@ function initKey() {
     ui.key.removeAttribute("aria-invalid");
     renderKeyState();
     hideBanner();
+    loadMe().then(() => {
+      // a key with another endpoint scope sees another list (the form is kept otherwise)
+      if (JSON.stringify(state.me?.endpoints ?? null) !== state.listedScope) loadEndpoints();
+    });
     loadHistory();
   });
   $("#key-forget").addEventListener("click", () => {
     saveKey("");
     ui.key.value = "";
+    state.me = null;
     renderKeyState();
     state.history = [];
     renderHistory();
@@ -140,6 +167,9 @@ async function loadEndpoints() {
     ui.endpoint.replaceChildren(h("option", { value: "" }, "(no endpoints)"));
     return;
   }
+  const scope = state.me?.endpoints ?? null;
+  state.listedScope = JSON.stringify(scope);
+  if (scope) list = list.filter((e) => scope.some((pattern) => globMatches(pattern, e.endpoint_id)));
   state.endpoints = list;
   const groups = new Map();
   for (const e of list) {
@@ -653,7 +683,7 @@ function init() {
     const id = decodeURIComponent(location.hash.replace(/^#\/?/, ""));
     if (id && id !== state.endpoint?.endpoint_id) selectEndpoint(id);
   });
-  loadEndpoints();
+  loadMe().then(loadEndpoints);
   loadHistory();
 }
 
