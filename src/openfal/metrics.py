@@ -28,6 +28,9 @@ QUEUE_WAIT = Histogram(
 QUEUE_DEPTH = Gauge("openfal_queue_depth", "Requests waiting, by backend", ["backend"])
 RUNNING = Gauge("openfal_requests_running", "Requests in progress, by backend", ["backend"])
 SLOTS = Gauge("openfal_worker_slots", "Worker slots in this process", ["backend"])
+WEBHOOKS = Counter(
+    "openfal_webhook_attempts_total", "Webhook delivery attempts by outcome (delivered, retry, failed)", ["outcome"]
+)
 CLUSTER_SLOTS = Gauge(
     "openfal_cluster_worker_slots", "Worker slots of every live worker process (from the worker registry)", ["backend"]
 )

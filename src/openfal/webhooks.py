@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from openfal import metrics
 from openfal.config import Settings
 from openfal.fetch import AddressRefused, make_client
 from openfal.store import secrets
@@ -139,10 +140,12 @@ class WebhookDeliverer:
             status = response.status_code
             if 200 <= status < 300:
                 await self.outbox.delivered(delivery.id, status)
+                metrics.WEBHOOKS.labels("delivered").inc()
                 return
             error = f"HTTP {status}"
         except AddressRefused as exc:
             await self.outbox.failed(delivery.id, error=f"{exc} (webhooks to non-public addresses are refused)", status=None, retry_at=None)
+            metrics.WEBHOOKS.labels("failed").inc()
             return
         except httpx.HTTPError as exc:
             error = f"{type(exc).__name__}: {exc}"
@@ -150,6 +153,7 @@ class WebhookDeliverer:
         retry_at = None if last else time.time() + retry_delay(delivery.attempts, self.settings)
         log.info("webhook for %s failed (%s), attempt %d%s", delivery.request_id, error, delivery.attempts, "; giving up" if last else "")
         await self.outbox.failed(delivery.id, error=error, status=status, retry_at=retry_at)
+        metrics.WEBHOOKS.labels("failed" if last else "retry").inc()
 
     async def close(self) -> None:
         await self.client.aclose()

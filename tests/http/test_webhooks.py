@@ -72,6 +72,10 @@ async def test_failed_deliveries_are_retried_until_they_succeed(app: App) -> Non
         body = (await app.client.post(f"/openfal/utils/echo?fal_webhook={quote(receiver.url)}", json={}, headers=auth)).json()
         row = await _outbox_row_in_state(app, body["request_id"], "delivered")
         assert row["attempts"] == 3 and len(receiver.received) == 1
+        admin = {"Authorization": f"Key {await app.key('ops', admin=True)}"}
+        text = (await app.client.get("/metrics", headers=admin)).text
+        assert 'openfal_webhook_attempts_total{outcome="retry"}' in text
+        assert 'openfal_webhook_attempts_total{outcome="delivered"}' in text
     finally:
         receiver.close()
 
