@@ -84,17 +84,23 @@ async def test_ready_reports_capacity_and_metrics_export_it(app: App) -> None:
 
 
 @pytest.mark.postgres
-async def test_ready_is_503_when_the_database_is_gone(tmp_path: Path) -> None:
-    """The real PostgreSQL database is dropped under a running app: readiness says so."""
+async def test_ready_and_submits_are_503_when_the_database_is_gone(tmp_path: Path) -> None:
+    """The real PostgreSQL database is dropped under a running app: readiness says so,
+    and a submit gets a retryable 503 in fal's shape, not a 500."""
     name = await create_pg_database()
     try:
         settings = make_settings(tmp_path, database_url=f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}", in_process_workers=False)
         async with running_app(settings) as app:
+            auth = {"Authorization": f"Key {await app.key()}"}
+            assert (await app.client.get("/api/me", headers=auth)).status_code == 200  # the key is now cached
             assert (await app.client.get("/health/ready")).status_code == 200
             await drop_pg_database(name)
             down = await app.client.get("/health/ready")
             assert down.status_code == 503 and down.json()["status"] == "unavailable"
             assert (await app.client.get("/health")).status_code == 200
+            submit = await app.client.post("/openfal/utils/echo", json={}, headers=auth)
+            assert submit.status_code == 503 and submit.json()["error_type"] == "store_unavailable"
+            assert submit.headers["retry-after"] == "2"
     finally:
         await drop_pg_database(name)
 

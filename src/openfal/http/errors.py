@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
 from openfal.errors import ClientError, InputInvalid
+
+log = logging.getLogger("openfal.http")
 
 
 def _client_error(request: Request, exc: Exception) -> JSONResponse:
@@ -39,8 +43,27 @@ def _http(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
 
 
+#: database errors that are openfal's own faults, not the database being unreachable
+_OUR_FAULTS = (sa_exc.ProgrammingError, sa_exc.IntegrityError, sa_exc.DataError, sa_exc.NotSupportedError)
+
+
+def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """The database cannot be reached (down, restarting, dropped, pool exhausted):
+    nothing was stored, so the client may retry; a 503 in fal's shape rather than a 500."""
+    if isinstance(exc, _OUR_FAULTS):
+        log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
+        body = {"detail": "Internal Server Error", "error_type": "internal_error"}
+        return JSONResponse(body, status_code=500, headers={"X-Fal-Error-Type": "internal_error"})
+    log.error("request store unavailable on %s %s: %s", request.method, request.url.path, exc)
+    body = {"detail": "Service temporarily unavailable: the request store cannot be reached; retry shortly", "error_type": "store_unavailable"}
+    return JSONResponse(body, status_code=503, headers={"Retry-After": "2", "X-Fal-Error-Type": "store_unavailable"})
+
+
 HANDLERS = {
     InputInvalid: _input_invalid,
+    sa_exc.DBAPIError: _store_unavailable,
+    sa_exc.TimeoutError: _store_unavailable,
+    ConnectionError: _store_unavailable,
     ClientError: _client_error,
     RequestValidationError: _validation,
     HTTPException: _http,
