@@ -123,3 +123,28 @@ async def test_bad_webhook_url_is_400(app: App) -> None:
     auth = {"Authorization": f"Key {await app.key()}"}
     response = await app.client.post(ECHO + "?fal_webhook=ftp://x", json={}, headers=auth)
     assert response.status_code == 400
+
+
+async def test_numbers_past_what_the_database_holds_are_422(app: App) -> None:
+    """Paging ids past BIGINT (found by schemathesis), Infinity/NaN amounts and dates
+    (json.loads accepts them) are refused with fal's 422, never a 500."""
+    admin = {"Authorization": f"Key {await app.key('ops', admin=True)}", "Content-Type": "application/json"}
+    assert (await app.client.get("/api/requests?before=20225412431344963584", headers=admin)).status_code == 422
+    assert (await app.client.get("/api/admin/webhooks?before=20225412431344963584", headers=admin)).status_code == 422
+    assert (await app.client.post("/api/admin/webhooks/20225412431344963584/redeliver", headers=admin)).status_code == 422
+    key_id = (await app.client.get("/api/me", headers=admin)).json()["key"]["id"]
+    for amount in ("Infinity", "NaN", "1e300"):
+        reply = await app.client.post(f"/api/admin/keys/{key_id}/credit", content=f'{{"amount": {amount}}}', headers=admin)
+        assert reply.status_code == 422, amount
+    reply = await app.client.post("/api/admin/keys", content='{"name": "c", "expires_at": Infinity}', headers=admin)
+    assert reply.status_code == 422
+
+
+async def test_nan_and_infinity_in_a_body_are_422_json_invalid(app: App) -> None:
+    """Python's JSON extensions would be stored and then fail to serialize in the result;
+    they are refused at submit like any other invalid JSON."""
+    auth = {"Authorization": f"Key {await app.key()}", "Content-Type": "application/json"}
+    for body in ('{"x": NaN}', '{"x": [Infinity]}', '{"x": -Infinity}'):
+        reply = await app.client.post("/openfal/utils/echo", content=body, headers=auth)
+        assert reply.status_code == 422 and reply.json()["detail"][0]["type"] == "json_invalid", body
+    assert await app.runtime.requests.history(None) == []

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
@@ -20,6 +20,13 @@ from openfal.store.keys import LIMITS
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 metrics_router = APIRouter(tags=["server"])
+
+
+#: bounds that keep numbers inside what the database stores (BIGINT ids, micro-dollars)
+#: and out of inf/nan (which JSON bodies may spell Infinity/NaN)
+MAX_ID = 2**63 - 1
+MAX_TIME = 1e11
+MAX_DOLLARS = 1e9
 
 
 class Forbidden(ClientError):
@@ -45,17 +52,17 @@ class LimitsIn(BaseModel):
     endpoints: list[Pattern] | None = Field(
         None, min_length=1, max_length=100, description="fnmatch patterns (fal-ai/flux-1/*) of the endpoints the key may use"
     )
-    expires_at: float | None = Field(None, gt=0, description="unix time after which the key stops working")
+    expires_at: float | None = Field(None, gt=0, le=MAX_TIME, description="unix time after which the key stops working")
 
 
 class KeyIn(LimitsIn):
     name: str = Field(min_length=1, max_length=255)
     admin: bool = False
-    credit: float | None = Field(None, ge=0, description="initial credit in dollars; absent: metered, not limited")
+    credit: float | None = Field(None, ge=0, le=MAX_DOLLARS, description="initial credit in dollars; absent: metered, not limited")
 
 
 class CreditIn(BaseModel):
-    amount: float = Field(description="dollars to add (negative to debit)")
+    amount: float = Field(ge=-MAX_DOLLARS, le=MAX_DOLLARS, description="dollars to add (negative to debit)")
 
 
 @router.get("/keys")
@@ -107,8 +114,8 @@ async def add_credit(key_id: str, body: CreditIn, request: Request, _: ApiKey | 
 async def usage(
     request: Request,
     key_id: str | None = None,
-    since: float | None = Query(None, description="unix seconds"),
-    until: float | None = Query(None, description="unix seconds"),
+    since: float | None = Query(None, ge=0, le=MAX_TIME, description="unix seconds"),
+    until: float | None = Query(None, ge=0, le=MAX_TIME, description="unix seconds"),
     period: str = Query("day", pattern="^(hour|day|total)$"),
     _: ApiKey | None = Depends(admin_key),
 ) -> list[dict[str, Any]]:
@@ -136,7 +143,7 @@ async def webhook_log(
     state: str | None = Query(None, pattern="^(pending|delivered|failed)$"),
     request_id: str | None = None,
     limit: int = Query(50, ge=1, le=500),
-    before: int | None = Query(None, ge=0, description="only deliveries with a smaller id (paging)"),
+    before: int | None = Query(None, ge=0, le=MAX_ID, description="only deliveries with a smaller id (paging)"),
     _: ApiKey | None = Depends(admin_key),
 ) -> list[dict[str, Any]]:
     """Webhook deliveries, newest first: state, attempts, the last answer or error."""
@@ -144,7 +151,9 @@ async def webhook_log(
 
 
 @router.post("/webhooks/{delivery_id}/redeliver")
-async def redeliver(delivery_id: int, request: Request, _: ApiKey | None = Depends(admin_key)) -> dict[str, Any]:
+async def redeliver(
+    request: Request, delivery_id: int = Path(ge=1, le=MAX_ID), _: ApiKey | None = Depends(admin_key)
+) -> dict[str, Any]:
     """Queue a delivery again now, with a fresh round of attempts."""
     if not await runtime(request).outbox.redeliver(delivery_id):
         raise RequestNotFound(f"Webhook delivery {delivery_id} not found")

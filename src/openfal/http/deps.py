@@ -40,14 +40,19 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not valid JSON")
+
+
 async def json_body(request: Request) -> Any:
-    """The JSON body, bounded by ``max_body_bytes``; an empty body is ``{}``."""
+    """The JSON body, bounded by ``max_body_bytes``; an empty body is ``{}``. Python's
+    NaN/Infinity extensions are refused: they could not be answered back as JSON."""
     raw = await read_body(request, runtime(request).settings.max_body_bytes)
     if not raw.strip():
         return {}
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return json.loads(raw, parse_constant=_not_json)
+    except (ValueError, UnicodeDecodeError) as exc:
         raise InputInvalid(
             [{"loc": ["body", getattr(exc, "pos", 0)], "msg": "JSON decode error", "type": "json_invalid", "ctx": {"error": str(exc)}}]
         ) from None

@@ -97,7 +97,7 @@ async def openapi_for(request: Request, endpoint_id: str = Query(...)) -> dict[s
 async def history(
     request: Request,
     limit: int = Query(50, ge=1, le=500),
-    before: int | None = Query(None, ge=0),
+    before: int | None = Query(None, ge=0, le=2**63 - 1),
     key: ApiKey | None = Depends(current_key),
 ) -> dict[str, Any]:
     records = await runtime(request).service.history(key, limit=limit, before=before)
