@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     #: concurrent requests (slots) per backend in one worker process; a relay backend
     #: not named here takes its upstream's ``concurrency``
     concurrency: dict[str, int] = Field(default_factory=lambda: {"local": 1, "builtin": 8})
+    #: running requests allowed to an API key that has no ``max_concurrent`` of its own,
+    #: so one customer's burst queues behind itself rather than ahead of everyone
+    #: (None: unlimited)
+    default_key_max_concurrent: int | None = Field(None, ge=1)
     lease_seconds: float = Field(30.0, gt=0)
     heartbeat_seconds: float = Field(5.0, gt=0)
     #: attempts before a request whose worker died is failed

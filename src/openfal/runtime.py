@@ -51,7 +51,7 @@ class Runtime:
     def __init__(self, settings: Settings, *, backends: dict[str, Backend] | None = None) -> None:
         self.settings = settings
         self.db = Database(settings.effective_database_url)
-        self.requests = RequestStore(self.db)
+        self.requests = RequestStore(self.db, default_key_concurrency=settings.default_key_max_concurrent)
         self.keys = KeyStore(self.db)
         self.outbox = OutboxStore(self.db)
         self.registry = WorkerRegistry(self.db, alive_seconds=3 * settings.heartbeat_seconds)

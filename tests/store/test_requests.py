@@ -178,6 +178,26 @@ async def test_a_second_insert_with_the_same_idempotency_key_stores_nothing(db: 
     assert await store.queue_length("builtin") == 1
 
 
+async def test_default_key_concurrency_lets_other_keys_pass_a_burst(db: Database, new_request: Callable[..., dict]) -> None:
+    """With a default of one running request per key, a key's burst of three queued
+    first does not hold back another key's request; a key's own max_concurrent still
+    wins over the default, and keyless requests are not limited."""
+    from openfal.store.keys import KeyStore
+
+    keys = KeyStore(db)
+    burst, _ = await keys.create("burst")
+    other, _ = await keys.create("other")
+    wide, _ = await keys.create("wide")
+    await keys.set_limits(wide.id, max_concurrent=2)
+    store = RequestStore(db, default_key_concurrency=1)
+    first = [await store.insert(**new_request(key_id=burst.id)) for _ in range(3)]
+    late = await store.insert(**new_request(key_id=other.id))
+    wides = [await store.insert(**new_request(key_id=wide.id)) for _ in range(3)]
+    keyless = [await store.insert(**new_request()) for _ in range(2)]
+    claimed = [r.id for _ in range(8) for r in await store.claim(worker_id="w", **CLAIM)]
+    assert claimed == [first[0].id, late.id, wides[0].id, wides[1].id, keyless[0].id, keyless[1].id]
+
+
 async def test_heartbeat_renews_only_the_lease_holders_requests(db: Database, new_request: Callable[..., dict]) -> None:
     """A heartbeat from the worker holding the lease takes it out of expired_leases; one from another worker does not."""
     store = RequestStore(db)

@@ -66,8 +66,10 @@ def position_query(record: RequestRecord) -> sa.Select[Any]:
 
 
 class RequestStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, default_key_concurrency: int | None = None) -> None:
         self.db = db
+        #: running requests allowed to a key without a max_concurrent of its own (None: no limit)
+        self.default_key_concurrency = default_key_concurrency
         #: backend -> (taken at, sorted order keys of its queued requests)
         self._positions: dict[str, tuple[float, list[int]]] = {}
         self._refreshing: dict[str, asyncio.Task[None]] = {}
@@ -223,9 +225,12 @@ class RequestStore:
             .where(others.c.key_id == api_keys.c.id, others.c.status == Status.IN_PROGRESS.value)
             .scalar_subquery()
         )
-        saturated = sa.exists().where(
-            api_keys.c.id == _T.key_id, api_keys.c.max_concurrent.is_not(None), api_keys.c.max_concurrent <= running
+        limit_of_key = (
+            api_keys.c.max_concurrent
+            if self.default_key_concurrency is None
+            else sa.func.coalesce(api_keys.c.max_concurrent, self.default_key_concurrency)
         )
+        saturated = sa.exists().where(api_keys.c.id == _T.key_id, limit_of_key.is_not(None), limit_of_key <= running)
         candidates = (
             sa.select(_T.seq, _T.key_id)
             .where(
@@ -271,6 +276,8 @@ class RequestStore:
             return True
         query = sa.select(api_keys.c.max_concurrent).where(api_keys.c.id == key_id)
         limit = (await conn.execute(query if self.db.is_sqlite else query.with_for_update())).scalar()
+        if limit is None:
+            limit = self.default_key_concurrency
         if limit is None:
             return True
         running = await conn.execute(
