@@ -20,7 +20,7 @@ def test_no_generated_request_gets_a_server_error(server: Server) -> None:
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def check(case: schemathesis.Case) -> None:
             response = case.call(base_url=server.url, headers=headers, timeout=30)
             case.validate_response(response, checks=(not_a_server_error,))
