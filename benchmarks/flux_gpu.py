@@ -46,6 +46,13 @@ import torch  # noqa: E402
 from sizes import parse_sizes  # noqa: E402
 
 H100_BF16_PEAK_TFLOPS = 989.0
+#: dense BF16 peaks (TFLOP/s) by device name fragment; others fall back to the H100's
+#: (pass --peak-tflops to set it)
+BF16_PEAKS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0, "4090": 165.0}
+
+
+def peak_for(device_name: str) -> float:
+    return next((peak for fragment, peak in BF16_PEAKS.items() if fragment in device_name), H100_BF16_PEAK_TFLOPS)
 #: flux-inference.md section 3.3 (512 text tokens)
 KNOWN_TFLOP_PER_STEP = {(1024, 1024): 74.4, (1024, 768): 55.3}
 TEXT_TOKENS = 512
@@ -268,6 +275,7 @@ def main() -> int:
     parser.add_argument("--sizes", default="1024x768,1024x1024")
     parser.add_argument("--modes", default="bf16,compile,fp8")
     parser.add_argument("--smoke", action="store_true", help="tiny configs on CPU: checks the script, not the GPU")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="dense BF16 peak for MFU (default: by device name)")
     args = parser.parse_args()
     print("command:", " ".join([".venv/bin/python", *sys.argv]))
     if not torch.cuda.is_available() and not args.smoke:
@@ -298,11 +306,13 @@ def main() -> int:
         if device.type == "cuda":
             torch.cuda.empty_cache()
         torch._dynamo.reset()
-    report(results, sizes, smoke=args.smoke)
+    report(results, sizes, smoke=args.smoke, peak=args.peak_tflops or peak_for(name), device_name=name)
     return 0
 
 
-def report(results: dict[str, dict[tuple[int, int], Result]], sizes: list[tuple[int, int]], *, smoke: bool) -> None:
+def report(
+    results: dict[str, dict[tuple[int, int], Result]], sizes: list[tuple[int, int]], *, smoke: bool, peak: float, device_name: str
+) -> None:
     if not results:
         print("no mode ran")
         return
@@ -313,12 +323,13 @@ def report(results: dict[str, dict[tuple[int, int], Result]], sizes: list[tuple[
         flops = tflop_per_step(*size)
         for mode, by_size in results.items():
             r = by_size[size]
-            mfu = "n/a" if smoke else f"{flops / r.step_seconds / H100_BF16_PEAK_TFLOPS:.0%}"
+            mfu = "n/a" if smoke else f"{flops / r.step_seconds / peak:.0%}"
             print(
                 f"{size[0]}x{size[1]:<5} {mode:<8} {r.step_seconds:>8.4f} {r.step_seconds / base.step_seconds:>6.2f}"
                 f" {r.image_seconds:>8.3f} {r.image_seconds / base.image_seconds:>6.2f} {flops:>10.1f} {mfu:>6}"
             )
-    print(f"ratios are to {base_mode}; MFU = TFLOP/step / (s/step) / {H100_BF16_PEAK_TFLOPS:.0f} TFLOP/s (H100 dense BF16)")
+    counted = "of FLUX.1-dev at that size, not of the tiny smoke model" if smoke else "of FLUX.1-dev"
+    print(f"ratios are to {base_mode}; TFLOP/step {counted}; MFU = TFLOP/step / (s/step) / {peak:.0f} TFLOP/s ({device_name} dense BF16)")
 
 
 if __name__ == "__main__":
