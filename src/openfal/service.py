@@ -23,7 +23,7 @@ from openfal.endpoints.catalog import validate_input
 from openfal.endpoints.ids import app_of
 from openfal.errors import BadRequest, EndpointNotAllowed, IdempotencyConflict, QueueFull, RequestNotFound, RunCancelled, StillInProgress
 from openfal.lifecycle import Lifecycle
-from openfal.media.lifecycle import MediaLifecycle, parse_lifecycle
+from openfal.media.lifecycle import parse_lifecycle
 from openfal.models import ApiKey, LogEntry, Priority, RequestRecord, Status
 from openfal.notify import Notifier
 from openfal.routing import Router
@@ -108,19 +108,32 @@ class QueueService:
             data = body
         else:
             raise BadRequest("The request body must be a JSON object")
-        priority = _priority(options.priority)
-        deadline = _start_deadline(options.start_timeout)
-        webhook_url = _webhook_url(options.webhook_url)
         lifecycle = parse_lifecycle(options.object_lifecycle)
         idempotency = _idempotency(options.idempotency_key, key, endpoint_id, data)
+        values = {  # every header is checked before anything is stored
+            "id": str(uuid.uuid4()),
+            "app": app_of(endpoint_id),
+            "endpoint_id": endpoint_id,
+            "backend": route.backend,
+            "key_id": key.id if key else None,
+            "priority": int(_priority(options.priority)),
+            "batch_key": self.backends[route.backend].batch_key(endpoint_id, data),
+            "input": data,
+            "base_url": base_url,
+            "webhook_url": _webhook_url(options.webhook_url),
+            "store_io": options.store_io not in {"0", "false"},
+            "no_retry": (options.no_retry or "").lower() in {"1", "true", "yes"},
+            "media_ttl": lifecycle.ttl,
+            "media_keep_forever": lifecycle.keep_forever,
+            "start_deadline": _start_deadline(options.start_timeout),
+            "idempotency_key": idempotency[0] if idempotency else None,
+            "idempotency_hash": idempotency[1] if idempotency else None,
+        }
         if idempotency is not None and (earlier := await self.store.find_idempotent(idempotency[0])):
             return await self._replay(earlier, idempotency[1])
         await self._check_queue_length(route.backend, options.max_queue_length)
-        backend = self.backends[route.backend]
         try:
-            record = await self._insert(
-                endpoint_id, route.backend, backend, data, key, base_url, options, priority, deadline, webhook_url, lifecycle, idempotency
-            )
+            record = await self.store.insert(**values, also=self._admit_and_reserve(key))
         except DuplicateIdempotencyKey:
             assert idempotency is not None
             earlier = await self.store.find_idempotent(idempotency[0])
@@ -129,42 +142,6 @@ class QueueService:
         self.notifier.work_available()
         metrics.SUBMITTED.labels(endpoint_id).inc()
         return Submitted(record, await self.store.queue_position(record))
-
-    async def _insert(
-        self,
-        endpoint_id: str,
-        backend_name: str,
-        backend: Backend,
-        data: dict[str, Any],
-        key: ApiKey | None,
-        base_url: str,
-        options: SubmitOptions,
-        priority: Priority,
-        deadline: float | None,
-        webhook_url: str | None,
-        lifecycle: MediaLifecycle,
-        idempotency: tuple[str, str] | None,
-    ) -> RequestRecord:
-        return await self.store.insert(
-            id=str(uuid.uuid4()),
-            app=app_of(endpoint_id),
-            endpoint_id=endpoint_id,
-            backend=backend_name,
-            key_id=key.id if key else None,
-            priority=int(priority),
-            batch_key=backend.batch_key(endpoint_id, data),
-            input=data,
-            base_url=base_url,
-            webhook_url=webhook_url,
-            store_io=options.store_io not in {"0", "false"},
-            no_retry=(options.no_retry or "").lower() in {"1", "true", "yes"},
-            media_ttl=lifecycle.ttl,
-            media_keep_forever=lifecycle.keep_forever,
-            start_deadline=deadline,
-            idempotency_key=idempotency[0] if idempotency else None,
-            idempotency_hash=idempotency[1] if idempotency else None,
-            also=self._admit_and_reserve(key),
-        )
 
     async def _replay(self, earlier: RequestRecord, digest: str) -> Submitted:
         if earlier.idempotency_hash != digest:
