@@ -72,23 +72,33 @@ class Worker:
         #: backend -> (slots, the tasks of its busy slots), for the registry
         self._slots: dict[str, tuple[int, set[asyncio.Task[None]]]] = {}
         self._stopping = asyncio.Event()
+        #: set once the dispatchers have drained: the side loops may end then
+        self._drained = asyncio.Event()
 
     # -- supervision --------------------------------------------------------------
 
     async def run(self) -> None:
-        """Run one dispatcher per backend and the side tasks until ``stop()``."""
-        tasks = [
+        """Run one dispatcher per backend and the side tasks until ``stop()``.
+
+        Stopping is cooperative: a task cut off inside a database transaction can leave
+        the connection (and SQLite's write lock) held while the rest shuts down, so the
+        loops finish their current step and return. Dispatchers stop claiming and drain
+        their running requests; heartbeats and cancel polls go on until they have."""
+        dispatchers = [
             asyncio.create_task(self._dispatch(backend), name=f"dispatch-{name}") for name, backend in self.backends.items()
         ]
-        tasks.append(asyncio.create_task(self._heartbeats(), name="heartbeats"))
-        tasks.append(asyncio.create_task(self._cancel_poll(), name="cancel-poll"))
-        tasks.append(asyncio.create_task(self._reports(), name="registry"))
+        sides = [
+            asyncio.create_task(self._heartbeats(), name="heartbeats"),
+            asyncio.create_task(self._cancel_poll(), name="cancel-poll"),
+            asyncio.create_task(self._reports(), name="registry"),
+        ]
         try:
             await self._stopping.wait()
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            self._stopping.set()
+            await asyncio.gather(*dispatchers, return_exceptions=True)
+            self._drained.set()
+            await asyncio.gather(*sides, return_exceptions=True)
             if self.registry is not None:
                 try:
                     await self.registry.remove(self.worker_id)
@@ -107,8 +117,7 @@ class Worker:
         running: set[asyncio.Task[None]] = set()
         self._slots[backend.name] = (slots, running)
         try:
-            while not self._stopping.is_set():
-                await free.acquire()
+            while await self._slot_or_stop(free):
                 try:
                     records = await self.store.claim(
                         backends=[backend.name],
@@ -135,6 +144,31 @@ class Worker:
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
 
+    async def _slot_or_stop(self, free: asyncio.Semaphore) -> bool:
+        """Wait for a free slot (True, the slot taken) or for ``stop()`` (False)."""
+        if self._stopping.is_set():
+            return False
+        acquire = asyncio.ensure_future(free.acquire())
+        stop = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({acquire, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not acquire.done():
+            acquire.cancel()
+            await asyncio.gather(acquire, return_exceptions=True)
+        got = acquire.done() and not acquire.cancelled()
+        if got and self._stopping.is_set():
+            free.release()
+            return False
+        return got
+
+    @staticmethod
+    async def _sleep_unless(event: asyncio.Event, seconds: float) -> None:
+        """Sleep ``seconds``, or less if ``event`` is set meanwhile."""
+        try:
+            await asyncio.wait_for(event.wait(), seconds)
+        except TimeoutError:
+            pass
+
     async def _run_slot(self, backend: Backend, records: Sequence[RequestRecord]) -> None:
         for record in records:
             metrics.record_start(record)
@@ -148,24 +182,24 @@ class Worker:
             busy.dec()
 
     async def _heartbeats(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_seconds)
+        while not self._drained.is_set():
+            await self._sleep_unless(self._drained, self.settings.heartbeat_seconds)
             try:
                 await self.store.heartbeat(self.worker_id, list(self._running), self.settings.lease_seconds)
             except Exception:
                 log.exception("heartbeat failed")
 
     async def _reports(self) -> None:
-        """Report this process to the worker registry until stopped."""
+        """Report this process to the worker registry until it has drained."""
         if self.registry is None:
             return
         started, hostname = time.time(), socket.gethostname()
-        while True:
+        while not self._drained.is_set():
             try:
                 await self.registry.report(self.worker_id, hostname=hostname, pid=os.getpid(), started_at=started, backends=self._report())
             except Exception:
                 log.exception("reporting to the worker registry failed")
-            await asyncio.sleep(self.settings.heartbeat_seconds)
+            await self._sleep_unless(self._drained, self.settings.heartbeat_seconds)
 
     def _report(self) -> dict[str, Any]:
         report: dict[str, Any] = {}
@@ -180,8 +214,8 @@ class Worker:
 
     async def _cancel_poll(self) -> None:
         """Cancels asked for through another process reach our running jobs here."""
-        while True:
-            await asyncio.sleep(CANCEL_POLL_SECONDS)
+        while not self._drained.is_set():
+            await self._sleep_unless(self._drained, CANCEL_POLL_SECONDS)
             if not self._running:
                 continue
             try:

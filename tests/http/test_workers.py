@@ -12,6 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from openfal.cli import main
+from openfal.models import RequestRecord
+from openfal.store.db import Database
+from openfal.store.requests import RequestStore
 from openfal.store.schema import workers
 from tests.support import App, create_pg_database, drop_pg_database, make_settings, running_app
 
@@ -124,3 +127,48 @@ def test_cli_lists_workers(tmp_path: Path) -> None:
     table = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "workers"])
     assert "local 0/1" in table.output
 
+
+
+async def test_stop_lets_a_claim_in_flight_finish(tmp_path: Path) -> None:
+    """A worker told to stop while its dispatcher is claiming lets the claim finish (a
+    claim cut off mid-transaction left SQLite's write lock held, and the next write
+    waited out the busy timeout), then leaves the registry."""
+    async with running_app(make_settings(tmp_path)) as app:
+        store, registry = app.runtime.requests, app.runtime.registry
+        await _registered(app)
+        claim = store.claim
+        started, finished = asyncio.Event(), asyncio.Event()
+
+        async def slow_claim(**kwargs: object) -> list:
+            started.set()
+            await asyncio.sleep(0.3)
+            records = await claim(**kwargs)
+            finished.set()
+            return records
+
+        store.claim = slow_claim  # type: ignore[method-assign]
+        await asyncio.wait_for(started.wait(), 10)
+        app.runtime.worker.stop()
+        await asyncio.wait_for(finished.wait(), 10)
+    assert await registry.listing() == []
+
+
+async def test_stop_drains_a_running_request_within_the_grace_period(tmp_path: Path) -> None:
+    """A request running when the worker stops completes normally (heartbeats go on
+    while it drains) rather than being handed back."""
+    async with running_app(make_settings(tmp_path, auth_enabled=False, shutdown_grace_seconds=20)) as app:
+        body = (await app.client.post("/openfal/utils/sleep", json={"seconds": 1.5, "steps": 3})).json()
+        while (await app.runtime.requests.get(body["request_id"])).status.value != "IN_PROGRESS":
+            await asyncio.sleep(0.05)
+        requests = app.runtime.requests
+    record = await _final(requests, body["request_id"])
+    assert (record.status.value, record.error, record.attempts) == ("COMPLETED", None, 1)
+
+
+async def _final(store: RequestStore, request_id: str) -> RequestRecord:
+    """The record after the app stopped (its database closed: reopen it)."""
+    db = Database(store.db.url)
+    try:
+        return await RequestStore(db).get(request_id)
+    finally:
+        await db.close()
