@@ -8,6 +8,7 @@ import asyncio
 import logging
 import time
 
+from openfal.aio import wait_event
 from openfal.config import Settings
 from openfal.errors import RunCancelled, RunnerLost, StartTimeout
 from openfal.lifecycle import Lifecycle
@@ -50,10 +51,15 @@ class Reaper:
         self.media = media
         self.media_index = media_index
         self.registry = registry
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
 
     async def run(self) -> None:
+        """Sweep until ``stop()``, which lets the current sweep finish."""
         last_retention = 0.0
-        while True:
+        while not self._stop.is_set():
             try:
                 await self.sweep()
                 if time.monotonic() - last_retention > self.settings.maintenance_interval_seconds:
@@ -63,7 +69,7 @@ class Reaper:
                 raise
             except Exception:
                 log.exception("maintenance sweep failed")
-            await asyncio.sleep(SWEEP_SECONDS)
+            await wait_event(self._stop, SWEEP_SECONDS)
 
     async def sweep(self) -> None:
         now = time.time()

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
+from openfal.aio import wait_event
+
 
 class Notifier:
     def __init__(self) -> None:
@@ -22,20 +24,13 @@ class Notifier:
             event.set()
 
     async def wait_changed(self, request_id: str, timeout: float) -> None:
-        event = self._changed.setdefault(request_id, asyncio.Event())
-        try:
-            await asyncio.wait_for(event.wait(), timeout)
-        except TimeoutError:
-            pass
+        await wait_event(self._changed.setdefault(request_id, asyncio.Event()), timeout)
 
     def work_available(self) -> None:
         self._work.set()
 
     async def wait_work(self, timeout: float) -> None:
-        try:
-            await asyncio.wait_for(self._work.wait(), timeout)
-        except TimeoutError:
-            pass
+        await wait_event(self._work, timeout)
         self._work.clear()
 
     def on_cancel(self, request_id: str, hook: Callable[[], None]) -> None:

@@ -47,6 +47,10 @@ def make_backends(settings: Settings) -> dict[str, Backend]:
     return backends
 
 
+#: how long the reaper and the webhook deliverer get to finish their step at stop
+STOP_SECONDS = 5.0
+
+
 class Runtime:
     def __init__(self, settings: Settings, *, backends: dict[str, Backend] | None = None) -> None:
         self.settings = settings
@@ -78,6 +82,7 @@ class Runtime:
         self._tasks: list[asyncio.Task[Any]] = []
         self._listener: PgListener | None = None
         self._closers: list[Callable[[], Awaitable[None]]] = []
+        self._stoppers: list[Callable[[], None]] = []
 
     async def start(self, *, workers: bool) -> None:
         await self.db.migrate()
@@ -116,18 +121,25 @@ class Runtime:
         )
         deliverer = WebhookDeliverer(settings=self.settings, outbox=self.outbox, requests=self.requests, signer=self.signer)
         self._closers.append(deliverer.close)
+        self._stoppers = [self.worker.stop, reaper.stop, deliverer.stop]
         for name, coro in [("worker", self.worker.run()), ("reaper", reaper.run()), ("webhooks", deliverer.run())]:
             self._tasks.append(asyncio.create_task(coro, name=name))
         for task in self._tasks:
             task.add_done_callback(_report_crash)
 
     async def stop(self) -> None:
-        if self.worker is not None:
-            self.worker.stop()  # the worker drains its running requests, then returns
-        for task in self._tasks:
-            if task.get_name() != "worker":
+        """Ask every loop to stop and let it finish its step (the worker drains its
+        running requests within the grace period); cancel only what overstays."""
+        for stop in self._stoppers:
+            stop()
+        worker = [t for t in self._tasks if t.get_name() == "worker"]
+        others = [t for t in self._tasks if t.get_name() != "worker"]
+        await asyncio.gather(*worker, return_exceptions=True)
+        if others:
+            _, late = await asyncio.wait(others, timeout=STOP_SECONDS)
+            for task in late:
                 task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+            await asyncio.gather(*others, return_exceptions=True)
         for close in self._closers:
             await close()
         if self._listener is not None:

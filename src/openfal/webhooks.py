@@ -23,6 +23,7 @@ import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from openfal import metrics
+from openfal.aio import wait_event
 from openfal.config import Settings
 from openfal.fetch import AddressRefused, make_client
 from openfal.store import secrets
@@ -109,9 +110,15 @@ class WebhookDeliverer:
         #: guarded at connect time: private addresses only with allow_private_urls
         self.client = client or make_client(settings)
         self.wake = asyncio.Event()
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.wake.set()
 
     async def run(self) -> None:
-        while True:
+        """Deliver until ``stop()``, which lets the deliveries in flight finish."""
+        while not self._stop.is_set():
             try:
                 due = await self.outbox.claim_due(limit=CLAIM_BATCH, lock_seconds=self.settings.webhook_timeout_seconds * 4)
                 if due:
@@ -121,10 +128,7 @@ class WebhookDeliverer:
                 raise
             except Exception:
                 log.exception("webhook delivery loop failed")
-            try:
-                await asyncio.wait_for(self.wake.wait(), POLL_SECONDS)
-            except TimeoutError:
-                pass
+            await wait_event(self.wake, POLL_SECONDS)
             self.wake.clear()
 
     async def deliver(self, delivery: Delivery) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from openfal import events, metrics
+from openfal.aio import wait_event
 from openfal.backends.base import Backend, Job, MediaBlob, Output
 from openfal.config import Settings
 from openfal.errors import RunCancelled, RunError
@@ -161,14 +162,6 @@ class Worker:
             return False
         return got
 
-    @staticmethod
-    async def _sleep_unless(event: asyncio.Event, seconds: float) -> None:
-        """Sleep ``seconds``, or less if ``event`` is set meanwhile."""
-        try:
-            await asyncio.wait_for(event.wait(), seconds)
-        except TimeoutError:
-            pass
-
     async def _run_slot(self, backend: Backend, records: Sequence[RequestRecord]) -> None:
         for record in records:
             metrics.record_start(record)
@@ -183,7 +176,7 @@ class Worker:
 
     async def _heartbeats(self) -> None:
         while not self._drained.is_set():
-            await self._sleep_unless(self._drained, self.settings.heartbeat_seconds)
+            await wait_event(self._drained, self.settings.heartbeat_seconds)
             try:
                 await self.store.heartbeat(self.worker_id, list(self._running), self.settings.lease_seconds)
             except Exception:
@@ -199,7 +192,7 @@ class Worker:
                 await self.registry.report(self.worker_id, hostname=hostname, pid=os.getpid(), started_at=started, backends=self._report())
             except Exception:
                 log.exception("reporting to the worker registry failed")
-            await self._sleep_unless(self._drained, self.settings.heartbeat_seconds)
+            await wait_event(self._drained, self.settings.heartbeat_seconds)
 
     def _report(self) -> dict[str, Any]:
         report: dict[str, Any] = {}
@@ -215,7 +208,7 @@ class Worker:
     async def _cancel_poll(self) -> None:
         """Cancels asked for through another process reach our running jobs here."""
         while not self._drained.is_set():
-            await self._sleep_unless(self._drained, CANCEL_POLL_SECONDS)
+            await wait_event(self._drained, CANCEL_POLL_SECONDS)
             if not self._running:
                 continue
             try:

@@ -29,6 +29,7 @@ from typing import Any
 
 import httpx
 
+from openfal.aio import wait_event
 from openfal.backends.base import Job, Output
 from openfal.backends.relay import errors
 from openfal.backends.relay.client import Handle, Reply, UpstreamClient, UpstreamUnreachable
@@ -404,10 +405,7 @@ class RelayBackend:
                 return False
             step = min(remaining, CANCEL_CHECK_SECONDS)
             if wake is not None:
-                try:
-                    await asyncio.wait_for(wake.wait(), step)
-                except TimeoutError:
-                    pass
+                await wait_event(wake, step)
             else:
                 await asyncio.sleep(step)
         return True
