@@ -3,6 +3,7 @@ every body openfal parses fails the way fal's own endpoints do."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -10,6 +11,16 @@ from pydantic import BaseModel, ValidationError
 from openfal.errors import InputInvalid
 
 M = TypeVar("M", bound=BaseModel)
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not valid JSON")
+
+
+def loads_strict(raw: str | bytes) -> Any:
+    """JSON as RFC 8259 has it: Python's NaN/Infinity extensions raise ValueError, since
+    a value holding them could not be answered back as JSON later."""
+    return json.loads(raw, parse_constant=_not_json)
 
 
 def parse_body(model: type[M], body: Any) -> M:

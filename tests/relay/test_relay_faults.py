@@ -195,6 +195,16 @@ async def test_malformed_status_and_result_are_clear_errors(tmp_path: Path, fake
     assert len(fake.submits) == 2
 
 
+async def test_a_result_with_nan_is_a_clear_error_not_a_broken_result(tmp_path: Path, fake: FakeUpstream) -> None:
+    """An upstream result holding NaN (valid to Python, not to JSON) ends the request
+    with a clear error instead of storing a result that could not be served."""
+    fake.result_replies = [(200, b'{"images": [], "seed": NaN}')] * 10
+    async with relay_app(tmp_path, up(fake), max_attempts=1) as app:
+        done = await run_relayed(app, ACME, {})
+        assert done.status["error_type"] == "runner_incomplete_response"
+        assert done.result.status_code == 502 and "JSON" in done.result.json()["detail"]
+
+
 async def test_upstream_422_at_submit_passes_detail_through(tmp_path: Path, fake: FakeUpstream) -> None:
     """The upstream's validation error becomes the request's result: 422 and the same body."""
     detail = {"detail": [{"loc": ["body", "prompt"], "msg": "Field required", "type": "missing"}]}

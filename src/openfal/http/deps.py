@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import Request
@@ -10,6 +9,7 @@ from fastapi import Request
 from openfal.errors import InputInvalid, PayloadTooLarge
 from openfal.models import ApiKey
 from openfal.runtime import Runtime
+from openfal.validation import loads_strict
 
 
 def runtime(request: Request) -> Runtime:
@@ -40,10 +40,6 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _not_json(constant: str) -> Any:
-    raise ValueError(f"{constant} is not valid JSON")
-
-
 async def json_body(request: Request) -> Any:
     """The JSON body, bounded by ``max_body_bytes``; an empty body is ``{}``. Python's
     NaN/Infinity extensions are refused: they could not be answered back as JSON."""
@@ -51,7 +47,7 @@ async def json_body(request: Request) -> Any:
     if not raw.strip():
         return {}
     try:
-        return json.loads(raw, parse_constant=_not_json)
+        return loads_strict(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InputInvalid(
             [{"loc": ["body", getattr(exc, "pos", 0)], "msg": "JSON decode error", "type": "json_invalid", "ctx": {"error": str(exc)}}]

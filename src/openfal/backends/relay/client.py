@@ -14,6 +14,7 @@ import httpx
 from openfal import __version__
 from openfal.backends.relay.config import UpstreamConfig, origin_of
 from openfal.endpoints.ids import app_of
+from openfal.validation import loads_strict
 
 USER_AGENT = f"openfal-relay/{__version__}"
 
@@ -98,7 +99,7 @@ class UpstreamClient:
             raise UpstreamUnreachable(f"{type(exc).__name__}: {exc}", connect=False) from None
         text = response.text
         try:
-            body = json.loads(text) if text.strip() else None
+            body = loads_strict(text) if text.strip() else None
         except ValueError:
             body = None
         return Reply(response.status_code, response.headers, text, body)
