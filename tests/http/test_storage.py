@@ -36,6 +36,15 @@ async def test_initiate_then_unauthenticated_put_stores_the_file(app: App) -> No
     assert fetched.content == b"jpeg-bytes"
 
 
+async def test_a_put_sent_again_to_the_same_upload_url_replaces_the_file(app: App) -> None:
+    """A client retrying its PUT (the first answer lost) gets 200 again, not an error."""
+    auth = {"Authorization": f"Key {await app.key()}"}
+    body = (await app.client.post("/storage/upload/initiate", json={"content_type": "image/png"}, headers=auth)).json()
+    for data in (b"first", b"second"):
+        assert (await app.client.put(body["upload_url"], content=data, headers={"Content-Type": "image/png"})).status_code == 200
+    assert (await app.client.get(body["file_url"])).content == b"second"
+
+
 async def test_initiate_needs_a_key(app: App) -> None:
     """Without an API key, initiate and token are 401."""
     assert (await app.client.post("/storage/upload/initiate", json={})).status_code == 401
@@ -79,6 +88,16 @@ async def test_multipart_parts_sent_out_of_order_join_in_part_order(app: App) ->
     done = await app.client.post(f"{begun['upload_url']}/complete", json={"parts": answers})
     assert done.status_code == 200 and done.json()["file_url"] == begun["file_url"]
     assert (await app.client.get(begun["file_url"])).content == b"a" * 10 + b"bbcccd"
+
+
+async def test_multipart_complete_sent_twice_answers_the_same(app: App) -> None:
+    """A retried "complete" (the clients retry it) finds the file finished and says so."""
+    begun = await _begin_js_multipart(app)
+    parts = await _put_parts(app, begun["upload_url"], {1: b"abc"})
+    for _ in range(2):
+        done = await app.client.post(f"{begun['upload_url']}/complete", json={"parts": parts})
+        assert done.status_code == 200 and done.json()["file_url"] == begun["file_url"]
+    assert (await app.client.get(begun["file_url"])).content == b"abc"
 
 
 async def test_multipart_part_sent_twice_keeps_the_last_copy(app: App) -> None:

@@ -218,6 +218,8 @@ async def test_s3_multipart_uploads_join_in_the_bucket(s3_settings: Settings) ->
     async with httpx.AsyncClient() as client:
         got = await client.get(store.url(key, "http://unused"))
     assert got.content == first + last and got.headers["content-type"] == "video/mp4"
+    # a client retrying "complete" learns the size of the finished file
+    assert await store.finish_upload(key, upload_id, [(1, first_etag), (2, tail_etag)], max_bytes=10 * 1024 * 1024) == len(first) + 4
     await store.close()
 
 

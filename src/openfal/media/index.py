@@ -6,6 +6,8 @@ from __future__ import annotations
 import time
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from openfal.media import MediaStore
 from openfal.store.db import Database
@@ -20,14 +22,16 @@ class MediaIndex:
     async def add(
         self, key: str, size: int, *, request_id: str | None = None, ttl: float | None = None, keep_forever: bool = False
     ) -> None:
+        """Index a stored file; indexing a key again (a client re-sending an upload to
+        the same URL) updates its size and expiry."""
         now = time.time()
         expires_at = None if keep_forever else now + (ttl or self.default_ttl)
+        insert = (sqlite_insert if self.db.is_sqlite else pg_insert)(media).values(
+            key=key, request_id=request_id, size=size, created_at=now, expires_at=expires_at
+        )
+        upsert = insert.on_conflict_do_update(index_elements=[media.c.key], set_={"size": size, "expires_at": expires_at})
         async with self.db.write() as conn:
-            await conn.execute(
-                media.insert().values(
-                    key=key, request_id=request_id, size=size, created_at=now, expires_at=expires_at
-                )
-            )
+            await conn.execute(upsert)
 
     async def expire(self, store: MediaStore, now: float, limit: int = 500) -> int:
         """Delete files past their time from the store, then forget them."""

@@ -123,6 +123,12 @@ class S3MediaStore:
         ids = {"Bucket": self.bucket, "Key": self.prefix + key, "UploadId": upload_id}
         try:
             stored = await asyncio.to_thread(self._part_sizes, ids)
+        except BotoClientError as exc:
+            done = await self.size(key) if exc.response.get("Error", {}).get("Code") == "NoSuchUpload" else None
+            if done is not None:  # completed already: a client retrying its "complete"
+                return done
+            raise _client_error(exc) from None
+        try:
             wanted = sorted(parts)
             missing = [number for number, _ in wanted if number not in stored]
             if missing:
