@@ -135,9 +135,9 @@ class CompleteUpload(BaseModel):
 
 async def _begin_multipart(request: Request, key_id: str | None, content_type: str, file_name: str | None) -> tuple[str, str]:
     """(media key, signed ticket) of a new multipart upload."""
+    lifecycle = _lifecycle(request)  # a bad header is refused before anything is begun
     media_key = new_key(content_type, file_name)
     upload_id = await runtime(request).media.begin_upload(media_key, content_type)
-    lifecycle = _lifecycle(request)
     ticket = Ticket(
         media_key=media_key,
         content_type=content_type,
