@@ -158,7 +158,9 @@ async def test_stop_drains_a_running_request_within_the_grace_period(tmp_path: P
     while it drains) rather than being handed back."""
     async with running_app(make_settings(tmp_path, auth_enabled=False, shutdown_grace_seconds=20)) as app:
         body = (await app.client.post("/openfal/utils/sleep", json={"seconds": 1.5, "steps": 3})).json()
+        deadline = time.monotonic() + 15
         while (await app.runtime.requests.get(body["request_id"])).status.value != "IN_PROGRESS":
+            assert time.monotonic() < deadline, "the request never started"
             await asyncio.sleep(0.05)
         requests = app.runtime.requests
     record = await _final(requests, body["request_id"])
