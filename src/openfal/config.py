@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     #: so one customer's burst queues behind itself rather than ahead of everyone
     #: (None: unlimited)
     default_key_max_concurrent: int | None = Field(None, ge=1)
+    #: longest one run may take on the local and builtin backends; past it the run is
+    #: stopped (at the next step) and the request ends 504 request_timeout. Relays keep
+    #: their upstream's own ``timeout``.
+    max_run_seconds: float = Field(3600.0, gt=0)
     lease_seconds: float = Field(30.0, gt=0)
     heartbeat_seconds: float = Field(5.0, gt=0)
     #: attempts before a request whose worker died is failed

@@ -151,6 +151,13 @@ class StartTimeout(RunError):
         return {**super().headers(), "X-Fal-Request-Timeout-Type": "user"}
 
 
+class RunTimedOut(RunError):
+    """The request ran longer than the server allows one run (``max_run_seconds``)."""
+
+    status_code = 504
+    error_type = "request_timeout"
+
+
 class ModelUnavailable(RunError):
     """The model weights for this endpoint are not installed on this server."""
 

@@ -21,7 +21,7 @@ from openfal import events, metrics
 from openfal.aio import wait_event
 from openfal.backends.base import Backend, Job, MediaBlob, Output
 from openfal.config import Settings
-from openfal.errors import RunCancelled, RunError
+from openfal.errors import RunCancelled, RunError, RunTimedOut
 from openfal.lifecycle import Lifecycle
 from openfal.media import MediaStore
 from openfal.media.index import MediaIndex
@@ -70,6 +70,8 @@ class Worker:
         self.worker_id = worker_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.registry = registry
         self._running: dict[str, Job] = {}
+        #: request id -> seconds its run may take
+        self._limits: dict[str, float] = {}
         #: backend -> (slots, the tasks of its busy slots), for the registry
         self._slots: dict[str, tuple[int, set[asyncio.Task[None]]]] = {}
         self._stopping = asyncio.Event()
@@ -205,12 +207,28 @@ class Worker:
             report[name] = {"slots": slots, "busy": len(busy), "status": status}
         return report
 
+    def _run_limit(self, backend: str) -> float:
+        """A backend with its own overall deadline (a relay) says so; others get the setting."""
+        own = getattr(self.backends.get(backend), "max_run_seconds", None)
+        return float(own) if own else self.settings.max_run_seconds
+
+    def _stop_overruns(self) -> None:
+        now = time.monotonic()
+        for job in list(self._running.values()):
+            limit = self._limits.get(job.request_id, self.settings.max_run_seconds)
+            if not job.timed_out and now - job.started > limit:
+                log.warning("%s ran past the %g s limit; stopping it", job.request_id, limit)
+                job.timed_out = True
+                job.cancel()
+
     async def _cancel_poll(self) -> None:
-        """Cancels asked for through another process reach our running jobs here."""
+        """Cancels asked for through another process reach our running jobs here, and
+        runs past their time limit are stopped."""
         while not self._drained.is_set():
             await wait_event(self._drained, CANCEL_POLL_SECONDS)
             if not self._running:
                 continue
+            self._stop_overruns()
             try:
                 for request_id in await self.store.cancel_requested(self.worker_id):
                     job = self._running.get(request_id)
@@ -235,6 +253,7 @@ class Worker:
         finally:
             for record in records:
                 self._running.pop(record.id, None)
+                self._limits.pop(record.id, None)
                 self.notifier.forget_cancel(record.id)
         elapsed = time.monotonic() - started
         for folder in folders:
@@ -256,6 +275,7 @@ class Worker:
         )
         job.save_state = lambda state, rid=record.id: self.store.save_backend_state(rid, self.worker_id, state)
         self._running[record.id] = job
+        self._limits[record.id] = self._run_limit(record.backend)
         self.notifier.on_cancel(record.id, job.cancel)
         if record.cancel_requested:
             job.cancel()
@@ -276,6 +296,9 @@ class Worker:
     async def _finish(self, record: RequestRecord, job: Job, result: Output | RunError, elapsed: float) -> None:
         if isinstance(result, Output) and job.cancelled:
             result = RunCancelled()
+        if isinstance(result, RunCancelled) and job.timed_out:
+            limit = self._run_limit(record.backend)
+            result = RunTimedOut(f"The request ran longer than this server's limit of {limit:g} s and was stopped")
         if isinstance(result, RunError):
             if result.retryable and record.may_retry(self.settings.max_attempts) and not isinstance(result, RunCancelled):
                 if await self.store.requeue(record):

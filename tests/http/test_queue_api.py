@@ -253,3 +253,18 @@ async def test_per_endpoint_openapi_has_fals_input_schema(app: App) -> None:
     assert "/fal-ai/flux-1/schnell" in doc["paths"]
     assert "/fal-ai/flux-1/requests/{request_id}/status" in doc["paths"]
     assert (await app.client.get("/openapi/queue/openapi.json", params={"endpoint_id": "nope/nope"})).status_code == 404
+
+
+async def test_a_run_past_the_time_limit_is_stopped_with_504(tmp_path) -> None:
+    """max_run_seconds stops a run at its next step and ends it 504 request_timeout
+    (without the user-timeout header: the limit is the server's), not retried."""
+    from tests.support import make_settings, running_app
+
+    async with running_app(make_settings(tmp_path, auth_enabled=False, max_run_seconds=0.5)) as app:
+        body = (await app.client.post(SLEEP, json={"seconds": 30, "steps": 300})).json()
+        done = await wait_status(app.client, body["status_url"], timeout=15)
+        assert done.json()["error_type"] == "request_timeout"
+        result = await app.client.get(body["response_url"])
+        assert result.status_code == 504 and "limit of 0.5 s" in result.json()["detail"]
+        assert "x-fal-request-timeout-type" not in result.headers
+        assert (await app.runtime.requests.get(body["request_id"])).attempts == 1

@@ -11,6 +11,7 @@ object in their place, so no backend knows where files live.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +95,9 @@ class Job:
         self.state: dict[str, Any] = dict(state or {})
         self._emit = emit or (lambda event: None)
         self._cancelled = threading.Event()
+        #: set with the cancel when the run outlived the server's time limit
+        self.timed_out = False
+        self.started = time.monotonic()
         self.save_state: Callable[[dict[str, Any]], Any] = lambda state: None
 
     def emit(self, event: Event) -> None:

@@ -107,6 +107,12 @@ class RelayBackend:
             self._owned.append(self._trusted_http)
         await asyncio.to_thread(self._sweep_tmp)
 
+    @property
+    def max_run_seconds(self) -> float:
+        """The worker's limit for a relayed run: the upstream's own overall ``timeout``
+        (which cancels upstream and fails cleanly first), plus a margin."""
+        return self.config.timeout + 60.0
+
     def status(self) -> dict[str, Any]:
         return {"upstream": self.config.base_url, "keys": self.keys.snapshot()}
 
