@@ -264,9 +264,11 @@ class QueueService:
         if current is not None and current.status is not Status.COMPLETED:
             await self.cancel(current.app, current.id, None)
 
-    async def history(self, key: ApiKey | None, *, limit: int, before: int | None) -> list[RequestRecord]:
+    async def history(
+        self, key: ApiKey | None, *, limit: int, before: int | None, status: Status | None = None, endpoint_id: str | None = None
+    ) -> list[RequestRecord]:
         owner = None if key is None or key.is_admin else key.id
-        return await self.store.history(owner, limit=limit, before_seq=before)
+        return await self.store.history(owner, limit=limit, before_seq=before, status=status, endpoint_id=endpoint_id)
 
 
 def _may_see(key: ApiKey | None, record: RequestRecord) -> bool:

@@ -268,3 +268,21 @@ async def test_a_run_past_the_time_limit_is_stopped_with_504(tmp_path) -> None:
         assert result.status_code == 504 and "limit of 0.5 s" in result.json()["detail"]
         assert "x-fal-request-timeout-type" not in result.headers
         assert (await app.runtime.requests.get(body["request_id"])).attempts == 1
+
+
+async def test_history_pages_newest_first_and_filters_by_status_and_endpoint(app: App, auth: dict[str, str]) -> None:
+    """/api/requests lists the caller's requests newest first with their URLs, pages with
+    next_before, and narrows to one status or endpoint; other keys' requests never show."""
+    echoes = [await submit(app, auth, ECHO, {"i": i}) for i in range(3)]
+    for body in echoes:
+        await wait_status(app.client, body["status_url"], auth)
+    running = await submit(app, auth, SLEEP, {"seconds": 5, "steps": 50})
+    await submit(app, {"Authorization": f"Key {await app.key('other')}"}, ECHO, {"not": "mine"})
+    page = (await app.client.get("/api/requests?limit=2", headers=auth)).json()
+    assert [i["request_id"] for i in page["items"]] == [running["request_id"], echoes[2]["request_id"]]
+    rest = (await app.client.get(f"/api/requests?before={page['next_before']}", headers=auth)).json()
+    assert [i["request_id"] for i in rest["items"]] == [echoes[1]["request_id"], echoes[0]["request_id"]]
+    done = (await app.client.get("/api/requests?status=COMPLETED&endpoint_id=openfal/utils/echo", headers=auth)).json()
+    assert len(done["items"]) == 3 and {i["status"] for i in done["items"]} == {"COMPLETED"}
+    assert (await app.client.get("/api/requests?status=DONE", headers=auth)).status_code == 422
+    await app.client.put(running["cancel_url"], headers=auth)

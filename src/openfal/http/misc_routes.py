@@ -15,7 +15,7 @@ from openfal.http.openapi import endpoint_openapi
 from openfal.http.wire import key_json, request_urls
 from openfal.media.keys import is_valid_key
 from openfal.media.local import LocalMediaStore
-from openfal.models import ApiKey
+from openfal.models import ApiKey, Status
 
 router = APIRouter()
 
@@ -98,9 +98,11 @@ async def history(
     request: Request,
     limit: int = Query(50, ge=1, le=500),
     before: int | None = Query(None, ge=0, le=2**63 - 1),
+    status: Status | None = Query(None, description="only requests in this status"),
+    endpoint_id: str | None = Query(None, max_length=255, description="only requests to this endpoint"),
     key: ApiKey | None = Depends(current_key),
 ) -> dict[str, Any]:
-    records = await runtime(request).service.history(key, limit=limit, before=before)
+    records = await runtime(request).service.history(key, limit=limit, before=before, status=status, endpoint_id=endpoint_id)
     items = [
         {
             "request_id": r.id,

@@ -180,13 +180,26 @@ class RequestStore:
             rows = (await conn.execute(query)).all()
         return [(r.id, LogEntry(timestamp=r.ts, message=r.message, level=r.level)) for r in rows]
 
-    async def history(self, key_id: str | None, *, limit: int = 50, before_seq: int | None = None) -> list[RequestRecord]:
-        """The newest requests of a key (all keys when ``key_id`` is None)."""
+    async def history(
+        self,
+        key_id: str | None,
+        *,
+        limit: int = 50,
+        before_seq: int | None = None,
+        status: Status | None = None,
+        endpoint_id: str | None = None,
+    ) -> list[RequestRecord]:
+        """The newest requests of a key (all keys when ``key_id`` is None), optionally
+        only those in one status or of one endpoint."""
         query = sa.select(requests).order_by(_T.seq.desc()).limit(limit)
         if key_id is not None:
             query = query.where(_T.key_id == key_id)
         if before_seq is not None:
             query = query.where(_T.seq < before_seq)
+        if status is not None:
+            query = query.where(_T.status == status.value)
+        if endpoint_id is not None:
+            query = query.where(_T.endpoint_id == endpoint_id)
         async with self.db.read() as conn:
             return [_record(r) for r in (await conn.execute(query)).all()]
 
