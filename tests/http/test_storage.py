@@ -208,3 +208,20 @@ async def test_unfinished_multipart_uploads_are_purged(app: App) -> None:
     assert await app.runtime.media.purge_stale_uploads(time.time() + 1) == 1
     reply = await app.client.put(f"{begun['upload_url']}/2", content=b"x")
     assert reply.status_code == 400
+
+
+async def test_uploaded_pages_and_scripts_never_run_on_openfals_origin(app: App) -> None:
+    """Files share the playground's origin: every file is served sandboxed and unsniffed;
+    HTML and SVG are downloads, images stay inline."""
+    auth = {"Authorization": f"Key {await app.key()}"}
+    token = (await app.client.post("/storage/auth/token", json={}, headers=auth)).json()
+    cdn = {"Authorization": f"{token['token_type']} {token['token']}"}
+    urls = {}
+    for name, content_type in (("evil.html", "text/html"), ("evil.svg", "image/svg+xml"), ("ok.png", "image/png")):
+        reply = await app.client.post("/files/upload", content=b"<script>alert(1)</script>", headers={**cdn, "Content-Type": content_type, "X-Fal-File-Name": name})
+        urls[name] = reply.json()["access_url"]
+    for name, url in urls.items():
+        served = await app.client.get(url)
+        assert served.headers["content-security-policy"] == "sandbox" and served.headers["x-content-type-options"] == "nosniff"
+        disposition = served.headers.get("content-disposition", "")
+        assert disposition.startswith("attachment") == (name != "ok.png"), name

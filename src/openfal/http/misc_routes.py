@@ -3,6 +3,7 @@ per-endpoint OpenAPI and a key's request history (the playground reads the last 
 
 from __future__ import annotations
 
+import mimetypes
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -18,6 +19,11 @@ from openfal.media.local import LocalMediaStore
 from openfal.models import ApiKey, Status
 
 router = APIRouter()
+
+#: media types shown in the browser; anything else is served as a download
+INLINE_TYPES = ("image/", "video/", "audio/")
+#: inline types that can carry script
+ACTIVE_TYPES = {"image/svg+xml"}
 
 
 @router.get("/health", tags=["server"])
@@ -59,7 +65,13 @@ async def files(key: str, request: Request) -> Response:
     path = store.path(key)
     if path is None:
         return JSONResponse({"detail": "File not found"}, status_code=404)
-    return FileResponse(path, headers={"Cache-Control": "public, max-age=604800, immutable"})
+    # Anyone with a key may upload any file, and these URLs share the playground's origin
+    # (where the API key lives): uploaded HTML or SVG must never run as a page here.
+    headers = {"Cache-Control": "public, max-age=604800, immutable", "X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
+    media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    if media_type.startswith(INLINE_TYPES) and media_type not in ACTIVE_TYPES:
+        return FileResponse(path, media_type=media_type, headers=headers)
+    return FileResponse(path, media_type=media_type, headers=headers, filename=path.name, content_disposition_type="attachment")
 
 
 @router.get("/api/me", tags=["server"], summary="The caller's key: limits, credit, scope, expiry")
