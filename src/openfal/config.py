@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     public_base_url: str | None = None
     #: host names whose POSTs are synchronous runs (fal.run) rather than queue submits
     run_hosts: tuple[str, ...] = ()
+    #: origins whose browser apps may call the API directly (fal's JS client in a web
+    #: page); ``[]`` turns CORS off. Keys are sent as headers, never as cookies.
+    cors_origins: tuple[str, ...] = ("*",)
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     #: largest single upload request or multipart part accepted by the storage endpoints
     #: (fal's clients send files up to 90-100 MB in one request, then 10 MB parts)

@@ -148,3 +148,23 @@ async def test_nan_and_infinity_in_a_body_are_422_json_invalid(app: App) -> None
         reply = await app.client.post("/openfal/utils/echo", content=body, headers=auth)
         assert reply.status_code == 422 and reply.json()["detail"][0]["type"] == "json_invalid", body
     assert await app.runtime.requests.history(None) == []
+
+
+async def test_browser_apps_on_other_origins_may_call_the_api(app: App) -> None:
+    """fal's JS client in a web page: the preflight for an authorized JSON POST passes,
+    and answers (errors too) carry the CORS headers and expose x-fal-request-id."""
+    origin = {"Origin": "https://app.example.com"}
+    preflight = await app.client.options(
+        ECHO, headers={**origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization, content-type, x-fal-queue-priority"}
+    )
+    assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] in {"*", "https://app.example.com"}
+    refused = await app.client.post(ECHO, json={}, headers=origin)
+    assert refused.status_code == 401 and "access-control-allow-origin" in refused.headers
+    assert "x-fal-request-id" in refused.headers["access-control-expose-headers"]
+
+
+async def test_cors_can_be_turned_off(tmp_path) -> None:
+    """With cors_origins empty no CORS headers are sent."""
+    async with running_app(make_settings(tmp_path, cors_origins=())) as app:
+        reply = await app.client.post(ECHO, json={}, headers={"Origin": "https://app.example.com"})
+        assert "access-control-allow-origin" not in reply.headers

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from openfal import __version__
 from openfal.config import Settings
@@ -13,6 +14,9 @@ from openfal.http import admin_routes, misc_routes, playground, queue_routes, re
 from openfal.http.errors import HANDLERS
 from openfal.http.middleware import RequestIdMiddleware
 from openfal.runtime import Runtime
+
+#: response headers fal's JS client (or a browser app) reads
+EXPOSED_HEADERS = ("x-fal-request-id", "x-fal-error-type", "x-fal-request-timeout-type", "idempotent-replayed", "retry-after", "etag")
 
 
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
@@ -32,6 +36,18 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     for exc_type, handler in HANDLERS.items():
         app.add_exception_handler(exc_type, handler)
     app.add_middleware(RequestIdMiddleware)
+    if settings.cors_origins:
+        # outermost, so errors (401, 422) reach browser apps with their bodies too. Keys
+        # travel in the Authorization header, never in cookies: no origin gets ambient
+        # credentials, so allowing every origin is safe.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=list(EXPOSED_HEADERS),
+            max_age=600,
+        )
     app.include_router(playground.router)
     app.include_router(misc_routes.router)
     app.include_router(admin_routes.router)
