@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from openfal.media.lifecycle import DEFAULT as DEFAULT_LIFECYCLE
+from openfal.media.lifecycle import MediaLifecycle
 from openfal.store import secrets
 from openfal.store.db import Database
 
@@ -35,8 +37,7 @@ class Ticket:
     content_type: str
     key_id: str | None
     upload_id: str | None = None
-    ttl: float | None = None
-    keep_forever: bool = False
+    lifecycle: MediaLifecycle = DEFAULT_LIFECYCLE
 
 
 class UploadSigner:
@@ -78,7 +79,7 @@ class UploadSigner:
     def ticket(self, ticket: Ticket) -> str:
         claims: dict[str, Any] = {"mk": ticket.media_key, "ct": ticket.content_type, "kid": ticket.key_id, "exp": time.time() + TICKET_SECONDS}
         if ticket.upload_id is not None:
-            claims.update(up=ticket.upload_id, ttl=ticket.ttl, fv=ticket.keep_forever)
+            claims.update(up=ticket.upload_id, ttl=ticket.lifecycle.ttl, fv=ticket.lifecycle.keep_forever)
         return self._sign(TICKET_PREFIX, claims)
 
     def open_ticket(self, value: str, *, multipart: bool) -> Ticket | None:
@@ -91,6 +92,5 @@ class UploadSigner:
             content_type=claims["ct"],
             key_id=claims.get("kid"),
             upload_id=claims.get("up"),
-            ttl=claims.get("ttl"),
-            keep_forever=bool(claims.get("fv")),
+            lifecycle=MediaLifecycle(ttl=claims.get("ttl"), keep_forever=bool(claims.get("fv"))),
         )

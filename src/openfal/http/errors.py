@@ -16,6 +16,13 @@ from openfal.errors import ClientError, InputInvalid
 log = logging.getLogger("openfal.http")
 
 
+def internal_error() -> JSONResponse:
+    """fal's shape for an unexpected error (openfal's own fault)."""
+    return JSONResponse(
+        {"detail": "Internal Server Error", "error_type": "internal_error"}, status_code=500, headers={"X-Fal-Error-Type": "internal_error"}
+    )
+
+
 def _client_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ClientError)
     body: dict[str, Any] = {"detail": exc.message}
@@ -52,8 +59,7 @@ def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
     nothing was stored, so the client may retry; a 503 in fal's shape rather than a 500."""
     if isinstance(exc, _OUR_FAULTS):
         log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
-        body = {"detail": "Internal Server Error", "error_type": "internal_error"}
-        return JSONResponse(body, status_code=500, headers={"X-Fal-Error-Type": "internal_error"})
+        return internal_error()
     log.error("request store unavailable on %s %s: %s", request.method, request.url.path, exc)
     body = {"detail": "Service temporarily unavailable: the request store cannot be reached; retry shortly", "error_type": "store_unavailable"}
     return JSONResponse(body, status_code=503, headers={"Retry-After": "2", "X-Fal-Error-Type": "store_unavailable"})

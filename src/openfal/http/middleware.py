@@ -8,8 +8,9 @@ import logging
 import uuid
 from typing import Any
 
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from openfal.http.errors import internal_error
 
 HEADER = b"x-fal-request-id"
 log = logging.getLogger("openfal.http")
@@ -43,9 +44,4 @@ class RequestIdMiddleware:
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             if started:
                 raise
-            response = JSONResponse(
-                {"detail": "Internal Server Error", "error_type": "internal_error"},
-                status_code=500,
-                headers={"X-Fal-Error-Type": "internal_error"},
-            )
-            await response(scope, receive, send_with_id)
+            await internal_error()(scope, receive, send_with_id)

@@ -138,14 +138,7 @@ async def _begin_multipart(request: Request, key_id: str | None, content_type: s
     lifecycle = _lifecycle(request)  # a bad header is refused before anything is begun
     media_key = new_key(content_type, file_name)
     upload_id = await runtime(request).media.begin_upload(media_key, content_type)
-    ticket = Ticket(
-        media_key=media_key,
-        content_type=content_type,
-        key_id=key_id,
-        upload_id=upload_id,
-        ttl=lifecycle.ttl,
-        keep_forever=lifecycle.keep_forever,
-    )
+    ticket = Ticket(media_key=media_key, content_type=content_type, key_id=key_id, upload_id=upload_id, lifecycle=lifecycle)
     return media_key, _signer(request).ticket(ticket)
 
 
@@ -176,7 +169,7 @@ async def _complete(request: Request, ticket: Ticket) -> str:
     size = await rt.media.finish_upload(
         ticket.media_key, ticket.upload_id, [(p.partNumber, p.etag) for p in body.parts], rt.settings.max_multipart_upload_bytes
     )
-    await rt.media_index.add(ticket.media_key, size, ttl=ticket.ttl, keep_forever=ticket.keep_forever)
+    await rt.media_index.add(ticket.media_key, size, ttl=ticket.lifecycle.ttl, keep_forever=ticket.lifecycle.keep_forever)
     return _files_url(request, ticket.media_key)
 
 

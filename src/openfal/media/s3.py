@@ -85,7 +85,7 @@ class S3MediaStore:
         try:
             head = await asyncio.to_thread(self.client.head_object, Bucket=self.bucket, Key=self.prefix + key)
         except BotoClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
+            if _error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
                 return None
             raise
         return int(head["ContentLength"])
@@ -124,7 +124,7 @@ class S3MediaStore:
         try:
             stored = await asyncio.to_thread(self._part_sizes, ids)
         except BotoClientError as exc:
-            done = await self.size(key) if exc.response.get("Error", {}).get("Code") == "NoSuchUpload" else None
+            done = await self.size(key) if _error_code(exc) == "NoSuchUpload" else None
             if done is not None:  # completed already: a client retrying its "complete"
                 return done
             raise _client_error(exc) from None
@@ -168,7 +168,11 @@ class S3MediaStore:
 def _client_error(exc: BotoClientError) -> BadRequest:
     """S3's refusals of a client's parts (unknown upload, bad ETag, part too small) in
     fal's 400 shape; anything else is ours and propagates."""
-    code = exc.response.get("Error", {}).get("Code", "")
+    code = _error_code(exc)
     if code in {"NoSuchUpload", "InvalidPart", "InvalidPartOrder", "EntityTooSmall", "InvalidArgument"}:
         return BadRequest(f"Upload refused by storage: {code}")
     raise exc
+
+
+def _error_code(exc: BotoClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))

@@ -20,11 +20,11 @@ from openfal.store.listener import notify
 from openfal.store.schema import api_keys, request_logs, requests
 
 _FIELDS = {f.name for f in fields(RequestRecord)}
+_T = requests.c
 
 
 class DuplicateIdempotencyKey(Exception):
     """Another submit with the same idempotency key committed first; nothing was stored."""
-_T = requests.c
 
 
 def _record(row: sa.Row[Any]) -> RequestRecord:
@@ -111,13 +111,14 @@ class RequestStore:
             return replace(record, reserved_micros=reserved)
 
     async def get(self, request_id: str) -> RequestRecord | None:
-        async with self.db.read() as conn:
-            row = (await conn.execute(sa.select(requests).where(_T.id == request_id))).first()
-        return _record(row) if row else None
+        return await self._one(_T.id == request_id)
 
     async def find_idempotent(self, idempotency_key: str) -> RequestRecord | None:
+        return await self._one(_T.idempotency_key == idempotency_key)
+
+    async def _one(self, condition: Any) -> RequestRecord | None:
         async with self.db.read() as conn:
-            row = (await conn.execute(sa.select(requests).where(_T.idempotency_key == idempotency_key))).first()
+            row = (await conn.execute(sa.select(requests).where(condition))).first()
         return _record(row) if row else None
 
     async def version(self, request_id: str) -> int | None:

@@ -224,7 +224,10 @@ class RelayBackend:
             tries += 1
             try:
                 reply = await client.submit(
-                    job.endpoint_id, upstream_input, key.secret, webhook_url=self._webhook_url(job),
+                    job.endpoint_id,
+                    upstream_input,
+                    key.secret,
+                    webhook_url=self._webhook_url(job),
                     priority=job.priority,
                     no_retry=job.no_retry,
                     # an upstream openfal answers a repeat (after a crash between its
