@@ -74,7 +74,7 @@ def test_cli_scopes_and_expires_a_key(tmp_path: Path) -> None:
     key_id = created.output.strip().splitlines()[0].split(":")[0]
     out = runner.invoke(main, [*args, "keys", "limits", key_id, "--endpoint", "fal-ai/flux-1/*", "--endpoint", "openfal/*", "--expires", "2031-01-31"])
     assert out.exit_code == 0, out.output
-    [key] = json.loads(runner.invoke(main, [*args, "keys", "list", "--json"]).output)
+    [key] = json.loads(runner.invoke(main, [*args, "keys", "list", "--json"]).stdout)
     assert key["endpoints"] == ["fal-ai/flux-1/*", "openfal/*"]
     assert key["expires_at"] == 1927584000.0  # 2031-01-31T00:00:00Z
     assert "fal-ai/flux-1/*,openfal/*" in runner.invoke(main, [*args, "keys", "list"]).output

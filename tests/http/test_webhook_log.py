@@ -70,10 +70,10 @@ def test_cli_lists_and_redelivers_deliveries(tmp_path: Path) -> None:
     runner = CliRunner()
     listed = runner.invoke(main, ["--data-dir", str(tmp_path), "webhooks", "list", "--state", "failed", "--json"])
     assert listed.exit_code == 0, listed.output
-    [delivery] = json.loads(listed.output)
+    [delivery] = json.loads(listed.stdout)
     assert delivery["request_id"] == request_id
     assert runner.invoke(main, ["--data-dir", str(tmp_path), "webhooks", "redeliver", str(delivery["id"])]).exit_code == 0
-    pending = json.loads(runner.invoke(main, ["--data-dir", str(tmp_path), "webhooks", "list", "--json"]).output)
+    pending = json.loads(runner.invoke(main, ["--data-dir", str(tmp_path), "webhooks", "list", "--json"]).stdout)
     assert (pending[0]["state"], pending[0]["attempts"]) == ("pending", 0)
     assert runner.invoke(main, ["--data-dir", str(tmp_path), "webhooks", "redeliver", "999"]).exit_code == 1
 
@@ -95,5 +95,5 @@ def test_cli_usage_reports_the_ledger(tmp_path: Path) -> None:
     asyncio.run(make_usage())
     out = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "usage", "--period", "total", "--json"])
     assert out.exit_code == 0, out.output
-    rows = json.loads(out.output)
+    rows = json.loads(out.stdout)
     assert [(r["endpoint_id"], r["requests"], r["succeeded"]) for r in rows] == [("openfal/utils/echo", 1, 1)]

@@ -123,7 +123,7 @@ def test_cli_lists_workers(tmp_path: Path) -> None:
     asyncio.run(register())
     out = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "workers", "--json"])
     assert out.exit_code == 0, out.output
-    assert [w["id"] for w in json.loads(out.output)] == ["gpu-1"]
+    assert [w["id"] for w in json.loads(out.stdout)] == ["gpu-1"]
     table = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "workers"])
     assert "local 0/1" in table.output
 

@@ -214,7 +214,7 @@ def test_models_cli_lists_and_fails_downloads_cleanly(tmp_path: Path) -> None:
     runner = CliRunner()
     listed = runner.invoke(models_cli, ["list", "--json"], obj={"data_dir": tmp_path})
     assert listed.exit_code == 0, listed.output
-    assert {row["name"] for row in json.loads(listed.output)} == set(registry.MODELS)
+    assert {row["name"] for row in json.loads(listed.stdout)} == set(registry.MODELS)
     failed = runner.invoke(models_cli, ["download", "flux-schnell"], obj={"data_dir": tmp_path})
     assert failed.exit_code == 1 and "not reachable" in failed.output
 
