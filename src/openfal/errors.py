@@ -10,6 +10,7 @@ status codes.
     - RequestNotFound           404 (also: another key's request)
     - UnknownEndpoint           404
     - InputInvalid              422 with a pydantic-style ``detail`` list
+      . IdempotencyConflict     422, an Idempotency-Key reused for other input
     - BadRequest                400, ``error_type: bad_request``
     - PayloadTooLarge           413
     - StillInProgress           400, result asked for before COMPLETED
@@ -96,13 +97,6 @@ class EndpointNotAllowed(ClientError):
     error_type = "endpoint_not_allowed"
 
 
-class IdempotencyConflict(ClientError):
-    """An Idempotency-Key was reused for a different endpoint or input."""
-
-    status_code = 409
-    error_type = "idempotency_conflict"
-
-
 class InputInvalid(ClientError):
     """Input validation failed."""
 
@@ -116,6 +110,17 @@ class InputInvalid(ClientError):
     def field(cls, field: str, msg: str, type_: str = "value_error", **extra: Any) -> InputInvalid:
         """One error on one body field, in fal's FieldException shape."""
         return cls([{"loc": ["body", field], "msg": msg, "type": type_, **extra}], msg)
+
+
+class IdempotencyConflict(InputInvalid):
+    """An Idempotency-Key was reused for a different endpoint or input."""
+
+    #: 422, not 409: fal's Python client silently retries 408/409/429 for about 50 s
+    error_type = "idempotency_conflict"
+
+    def __init__(self, message: str | None = None) -> None:
+        msg = message or (self.__doc__ or "").strip()
+        super().__init__([{"loc": ["header", "Idempotency-Key"], "msg": msg, "type": "idempotency_conflict"}], msg)
 
 
 class RunError(OpenfalError):

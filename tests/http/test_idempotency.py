@@ -41,14 +41,22 @@ async def test_concurrent_submits_with_one_key_make_one_request(app: App, auth: 
     assert len(await app.runtime.requests.history(None)) == 1
 
 
-async def test_reusing_a_key_for_different_input_is_409(app: App, auth: dict[str, str]) -> None:
-    """The key names one submit: other input (or another endpoint) under it is a conflict."""
+async def test_reusing_a_key_for_different_input_is_a_422_conflict(app: App, auth: dict[str, str]) -> None:
+    """The key names one submit: other input (or another endpoint) under it is a conflict,
+    answered 422 in fal's detail shape (fal's Python client retries a 409 for ~50 s)."""
     headers = {**auth, "Idempotency-Key": "k"}
     await app.client.post(ECHO, json={"n": 1}, headers=headers)
     conflict = await app.client.post(ECHO, json={"n": 2}, headers=headers)
-    assert conflict.status_code == 409 and conflict.json()["error_type"] == "idempotency_conflict"
+    assert conflict.status_code == 422
+    assert conflict.json()["detail"][0] == {
+        "loc": ["header", "Idempotency-Key"],
+        "msg": "This Idempotency-Key was already used for a different endpoint or input",
+        "type": "idempotency_conflict",
+    }
+    assert conflict.headers["x-fal-error-type"] == "idempotency_conflict"
+    assert float(conflict.headers["x-fal-billable-units"]) == 0
     other_endpoint = await app.client.post("/openfal/utils/sleep", json={"seconds": 0}, headers=headers)
-    assert other_endpoint.status_code == 409
+    assert other_endpoint.status_code == 422
 
 
 async def test_keys_are_scoped_to_the_api_key(app: App) -> None:

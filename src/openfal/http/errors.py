@@ -35,7 +35,10 @@ def _client_error(request: Request, exc: Exception) -> JSONResponse:
 
 def _input_invalid(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, InputInvalid)
-    return JSONResponse({"detail": exc.detail}, status_code=422, headers={"x-fal-billable-units": "0"})
+    headers = {"x-fal-billable-units": "0"}
+    if exc.error_type:
+        headers["X-Fal-Error-Type"] = exc.error_type
+    return JSONResponse({"detail": exc.detail}, status_code=422, headers=headers)
 
 
 def _validation(request: Request, exc: Exception) -> JSONResponse:
