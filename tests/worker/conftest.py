@@ -1,0 +1,161 @@
+"""The worker at its own boundary: a real store (a SQLite file and the real PostgreSQL),
+the real Lifecycle, Reaper, media index and local media folder, and backends written for
+each test.
+
+The backends here are scripted on purpose: the branches under test are the worker's
+(what it does when a backend crashes, returns too few results, finishes after a cancel,
+...), and the ``Backend`` protocol is the seam the worker is built against. Real
+backends are tested through the queue elsewhere (tests/local, tests/relay)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from openfal.accounting import Accounts, PriceList
+from openfal.backends.base import Backend, Job, Output
+from openfal.errors import RunError
+from openfal.lifecycle import Lifecycle
+from openfal.maintenance import Reaper
+from openfal.media import MediaStore
+from openfal.media.index import MediaIndex
+from openfal.media.local import LocalMediaStore
+from openfal.models import RequestRecord, Status
+from openfal.notify import Notifier
+from openfal.store.db import Database
+from openfal.store.requests import RequestStore
+from openfal.worker import Worker
+from tests.support import create_pg_database, drop_pg_database, make_settings
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'openfal.db'}"
+        return
+    name = await create_pg_database()
+    try:
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        await drop_pg_database(name)
+
+
+class ScriptedBackend:
+    """A backend whose ``run`` is the test's coroutine; it counts its calls."""
+
+    max_batch_size = 1
+
+    def __init__(self, run: Callable[[Sequence[Job]], Awaitable[Sequence[Output | RunError]]], name: str = "builtin") -> None:
+        self.name = name
+        self._run = run
+        self.calls: list[list[str]] = []
+
+    def batch_key(self, endpoint_id: str, input: dict[str, Any]) -> str | None:
+        return None
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+    async def run(self, jobs: Sequence[Job]) -> Sequence[Output | RunError]:
+        self.calls.append([job.request_id for job in jobs])
+        return await self._run(jobs)
+
+
+class Parts:
+    """Everything a worker process holds, on one database."""
+
+    def __init__(self, db: Database, tmp_path: Path, **settings: Any) -> None:
+        self.db = db
+        self.settings = make_settings(tmp_path, **{"lease_seconds": 5.0, "heartbeat_seconds": 0.1, **settings})
+        self.store = RequestStore(db)
+        self.notifier = Notifier()
+        self.lifecycle = Lifecycle(self.store, self.notifier, Accounts(PriceList()))
+        self.media: MediaStore = LocalMediaStore(tmp_path / "media")
+        self.media_index = MediaIndex(db, 3600.0)
+
+    def tune(self, **overrides: Any) -> None:
+        """Change settings before the worker is made (leases, attempts, ...)."""
+        self.settings = self.settings.model_copy(update=overrides)
+
+    def worker(self, backend: Backend, *, media: MediaStore | None = None, worker_id: str | None = None) -> Worker:
+        return Worker(
+            settings=self.settings,
+            store=self.store,
+            lifecycle=self.lifecycle,
+            media=media or self.media,
+            media_index=self.media_index,
+            backends={backend.name: backend},
+            notifier=self.notifier,
+            worker_id=worker_id,
+        )
+
+    def reaper(self) -> Reaper:
+        return Reaper(
+            settings=self.settings,
+            store=self.store,
+            lifecycle=self.lifecycle,
+            notifier=self.notifier,
+            media=self.media,
+            media_index=self.media_index,
+        )
+
+    async def submit(self, **values: Any) -> RequestRecord:
+        return await self.store.insert(
+            **{
+                "id": str(uuid.uuid4()),
+                "app": "openfal/utils",
+                "endpoint_id": "openfal/utils/echo",
+                "backend": "builtin",
+                "key_id": None,
+                "priority": 0,
+                "input": {},
+                "base_url": "http://test",
+                **values,
+            }
+        )
+
+    async def ended(self, request_id: str, timeout: float = 30.0) -> RequestRecord:
+        """The request once it is COMPLETED (the test fails if it never is)."""
+        return await self.until(request_id, lambda r: r.status == Status.COMPLETED, timeout)
+
+    async def until(self, request_id: str, condition: Callable[[RequestRecord], bool], timeout: float = 30.0) -> RequestRecord:
+        deadline = time.monotonic() + timeout
+        while True:
+            record = await self.store.get(request_id)
+            assert record is not None
+            if condition(record):
+                return record
+            assert time.monotonic() < deadline, f"condition not reached; request is {record}"
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def parts(db_url: str, tmp_path: Path) -> AsyncIterator[Parts]:
+    db = Database(db_url)
+    await db.migrate()
+    yield Parts(db, tmp_path)
+    await db.close()
+
+
+@asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[Worker]:
+    """The worker's loops run in the background while the block runs."""
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        await asyncio.wait_for(task, 30)
