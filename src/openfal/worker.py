@@ -240,13 +240,23 @@ class Worker:
     # -- one claimed batch ----------------------------------------------------------
 
     async def run_claimed(self, backend: Backend, records: Sequence[RequestRecord]) -> None:
+        """Run a claimed batch and end each request. The requests stay in ``_running``
+        (so the heartbeat keeps renewing their leases) until they have ended: storing a
+        result's media is part of the run, and a lease that lapsed while a slow media
+        store wrote would let the reaper requeue the request and run it twice."""
         folders = [_EventFolder(self, record) for record in records]
         jobs = [self._job(record, folder) for record, folder in zip(records, folders)]
         started = time.monotonic()
         try:
             results = await self._call(backend, jobs)
+            elapsed = time.monotonic() - started
+            for folder in folders:
+                await folder.close()
+            for record, job, result in zip(records, jobs, results):
+                await self._finish(record, job, result, elapsed)
         except asyncio.CancelledError:
             # shutting down mid-run: give the requests back now instead of at lease expiry
+            # (one that has already ended is not IN_PROGRESS, so its requeue does nothing)
             for record in records:
                 await asyncio.shield(self.store.requeue(record))
             raise
@@ -255,11 +265,6 @@ class Worker:
                 self._running.pop(record.id, None)
                 self._limits.pop(record.id, None)
                 self.notifier.forget_cancel(record.id)
-        elapsed = time.monotonic() - started
-        for folder in folders:
-            await folder.close()
-        for record, job, result in zip(records, jobs, results):
-            await self._finish(record, job, result, elapsed)
 
     def _job(self, record: RequestRecord, folder: _EventFolder) -> Job:
         job = Job(
