@@ -27,6 +27,7 @@ from openfal.backends.base import Usage
 from openfal.endpoints.schemas import IMAGE_SIZE_PRESETS, ImageSize, resolve_image_size
 from openfal.errors import ClientError
 from openfal.models import ApiKey, RequestRecord
+from openfal.store import ledger as store_ledger
 from openfal.store.schema import api_keys, ledger, requests
 
 MICROS = 1_000_000
@@ -198,15 +199,5 @@ async def _entry(conn: AsyncConnection, record: RequestRecord, kind: str, amount
     )
 
 
-async def credit(conn: AsyncConnection, key_id: str, amount_micros: int) -> None:
-    """Top up (or, negative, debit) a key; a metered-only key becomes credit-limited."""
-    await conn.execute(
-        api_keys.update()
-        .where(api_keys.c.id == key_id)
-        .values(balance_micros=sa.func.coalesce(api_keys.c.balance_micros, 0) + amount_micros)
-    )
-    await conn.execute(
-        ledger.insert().values(
-            key_id=key_id, kind="credit", amount_micros=amount_micros, images=0, megapixels=0.0, video_seconds=0.0, created_at=time.time()
-        )
-    )
+#: kept here too: callers that price things also top keys up
+credit = store_ledger.credit

@@ -190,8 +190,8 @@ def keys_revoke(ctx: click.Context, key_id: str) -> None:
 
 @keys.command("limits")
 @click.argument("key_id")
-@click.option("--max-concurrent", type=int, default=None, help="Requests of this key running at once (others wait).")
-@click.option("--rpm", type=int, default=None, help="Submits per minute.")
+@click.option("--max-concurrent", type=click.IntRange(1, 2**31 - 1), default=None, help="Requests of this key running at once (others wait).")
+@click.option("--rpm", type=click.IntRange(1, 2**31 - 1), default=None, help="Submits per minute.")
 @click.option("--endpoint", "endpoints", multiple=True, help="An endpoint pattern the key may use, e.g. 'fal-ai/flux-1/*' (repeatable).")
 @click.option("--expires", type=click.DateTime(), default=None, help="When the key stops working (UTC), e.g. 2027-01-31.")
 @click.pass_context

@@ -21,7 +21,16 @@ from openfal.backends.base import Backend
 from openfal.config import Settings
 from openfal.endpoints.catalog import validate_input
 from openfal.endpoints.ids import app_of
-from openfal.errors import BadRequest, EndpointNotAllowed, IdempotencyConflict, QueueFull, RequestNotFound, RunCancelled, StillInProgress
+from openfal.errors import (
+    BadRequest,
+    EndpointNotAllowed,
+    IdempotencyConflict,
+    InputInvalid,
+    QueueFull,
+    RequestNotFound,
+    RunCancelled,
+    StillInProgress,
+)
 from openfal.lifecycle import Lifecycle
 from openfal.media.lifecycle import parse_lifecycle
 from openfal.models import ApiKey, LogEntry, Priority, RequestRecord, Status
@@ -162,7 +171,11 @@ class QueueService:
         try:
             maximum = int(limit)
         except ValueError:
-            raise BadRequest("fal_max_queue_length must be an integer") from None
+            maximum = -1
+        if not 0 <= maximum <= MAX_QUEUE_LENGTH:
+            raise InputInvalid(
+                [{"loc": ["query", "fal_max_queue_length"], "msg": f"Input should be an integer from 0 to {MAX_QUEUE_LENGTH}", "type": "int_range"}]
+            )
         if await self.store.queue_length(backend) >= maximum:
             raise QueueFull(f"The queue has {maximum} or more requests waiting")
 
@@ -283,6 +296,9 @@ def _result(record: RequestRecord) -> Result:
         return Result(410, body, headers)
     return Result(record.result_status or 200, body, headers)
 
+
+#: largest fal_max_queue_length accepted (any longer limit is no limit)
+MAX_QUEUE_LENGTH = 10**9
 
 #: longest Idempotency-Key accepted (the IETF draft and Stripe allow 255)
 MAX_IDEMPOTENCY_KEY = 255

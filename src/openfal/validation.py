@@ -4,13 +4,18 @@ every body openfal parses fails the way fal's own endpoints do."""
 from __future__ import annotations
 
 import json
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import AfterValidator, BaseModel, ValidationError
 
 from openfal.errors import InputInvalid
 
 M = TypeVar("M", bound=BaseModel)
+
+
+#: deeper than any endpoint's input; Python's own parser and every later walk of the
+#: value (pydantic, json.dumps, the database driver) would otherwise hit the recursion limit
+MAX_JSON_DEPTH = 64
 
 
 def _not_json(constant: str) -> Any:
@@ -18,9 +23,50 @@ def _not_json(constant: str) -> Any:
 
 
 def loads_strict(raw: str | bytes) -> Any:
-    """JSON as RFC 8259 has it: Python's NaN/Infinity extensions raise ValueError, since
-    a value holding them could not be answered back as JSON later."""
-    return json.loads(raw, parse_constant=_not_json)
+    """JSON as RFC 8259 has it, and only what can be stored and answered back: NaN and
+    Infinity (Python's extensions), lone surrogates (no UTF-8 for them: the result could
+    never be sent), NUL characters (PostgreSQL's text and JSONB refuse them) and nesting
+    past ``MAX_JSON_DEPTH`` raise ValueError, so they are a 422 at the door rather than a
+    500 (or a database error) later."""
+    try:
+        value = json.loads(raw, parse_constant=_not_json)
+    except RecursionError:
+        raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep") from None
+    check_json_value(value)
+    return value
+
+
+def check_text(text: str) -> str:
+    """``text`` if a database and a JSON answer can both hold it, else ValueError."""
+    if "\x00" in text:
+        raise ValueError("text must not contain NUL (\\u0000) characters")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must not contain lone UTF-16 surrogates") from None
+    return text
+
+
+def check_json_value(value: Any) -> None:
+    """Walk ``value`` (without recursion) checking its depth, strings and keys."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, str):
+            check_text(item)
+        elif isinstance(item, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")
+            if isinstance(item, dict):
+                for key, child in item.items():
+                    check_text(key)
+                    stack.append((child, depth + 1))
+            else:
+                stack.extend((child, depth + 1) for child in item)
+
+
+#: a string openfal stores (names, patterns): no NUL, no lone surrogate
+Text = Annotated[str, AfterValidator(check_text)]
 
 
 def parse_body(model: type[M], body: Any) -> M:

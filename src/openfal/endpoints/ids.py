@@ -15,6 +15,9 @@ from typing import Literal
 NAMESPACES = ("workflows", "comfy")
 _SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]*$")
 _LEGACY = re.compile(r"^\d+-[A-Za-z0-9-]+$")
+#: request ids are openfal's UUIDs; anything else (a control character, a 10 kB string)
+#: names no request and is never echoed into a header
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,127}$")
 
 RequestAction = Literal["result", "status", "stream", "cancel"]
 
@@ -60,4 +63,6 @@ def parse_request_path(path: str) -> RequestPath | None:
         ("cancel",): "cancel",
     }
     action = actions.get(tuple(rest))
-    return RequestPath(app, request_id, action) if action else None
+    if action is None or not _REQUEST_ID.match(request_id):
+        return None
+    return RequestPath(app, request_id, action)

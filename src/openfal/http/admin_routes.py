@@ -17,13 +17,15 @@ from openfal.http.wire import key_json
 from openfal.models import ApiKey
 from openfal.store import ledger
 from openfal.store.keys import LIMITS
+from openfal.validation import Text
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])
 metrics_router = APIRouter(tags=["server"])
 
 
-#: bounds that keep numbers inside what the database stores (BIGINT ids, micro-dollars)
-#: and out of inf/nan (which JSON bodies may spell Infinity/NaN)
+#: bounds that keep numbers inside what the database stores (INTEGER limits, BIGINT ids,
+#: micro-dollars) and out of inf/nan (which JSON bodies may spell Infinity/NaN)
+MAX_INT32 = 2**31 - 1
 MAX_ID = 2**63 - 1
 MAX_TIME = 1e11
 MAX_DOLLARS = 1e9
@@ -41,14 +43,14 @@ async def admin_key(key: ApiKey | None = Depends(current_key)) -> ApiKey | None:
     return key
 
 
-Pattern = Annotated[str, Field(min_length=1, max_length=255)]
+Pattern = Annotated[Text, Field(min_length=1, max_length=255)]
 
 
 class LimitsIn(BaseModel):
     """A key's limits; an absent field lifts that limit."""
 
-    max_concurrent: int | None = Field(None, ge=1)
-    rpm: int | None = Field(None, ge=1)
+    max_concurrent: int | None = Field(None, ge=1, le=MAX_INT32)
+    rpm: int | None = Field(None, ge=1, le=MAX_INT32)
     endpoints: list[Pattern] | None = Field(
         None, min_length=1, max_length=100, description="fnmatch patterns (fal-ai/flux-1/*) of the endpoints the key may use"
     )
@@ -56,7 +58,7 @@ class LimitsIn(BaseModel):
 
 
 class KeyIn(LimitsIn):
-    name: str = Field(min_length=1, max_length=255)
+    name: Text = Field(min_length=1, max_length=255)
     admin: bool = False
     credit: float | None = Field(None, ge=0, le=MAX_DOLLARS, description="initial credit in dollars; absent: metered, not limited")
 
@@ -73,14 +75,9 @@ async def list_keys(request: Request, _: ApiKey | None = Depends(admin_key)) -> 
 @router.post("/keys")
 async def create_key(body: KeyIn, request: Request, _: ApiKey | None = Depends(admin_key)) -> dict[str, Any]:
     rt = runtime(request)
-    key, secret = await rt.keys.create(body.name, is_admin=body.admin)
-    await rt.keys.set_limits(key.id, **body.model_dump(include=set(LIMITS)))
-    if body.credit is not None:
-        async with rt.db.write() as conn:
-            await accounting.credit(conn, key.id, round(body.credit * accounting.MICROS))
-    fresh = await rt.keys.get(key.id)
-    assert fresh is not None
-    return {**key_json(fresh), "key": secret}
+    credit = None if body.credit is None else round(body.credit * accounting.MICROS)
+    key, secret = await rt.keys.create(body.name, is_admin=body.admin, limits=body.model_dump(include=set(LIMITS)), credit_micros=credit)
+    return {**key_json(key), "key": secret}
 
 
 @router.patch("/keys/{key_id}")

@@ -57,9 +57,20 @@ def _http(request: Request, exc: Exception) -> JSONResponse:
 _OUR_FAULTS = (sa_exc.ProgrammingError, sa_exc.IntegrityError, sa_exc.DataError, sa_exc.NotSupportedError)
 
 
+def _sqlstate(exc: Exception) -> str:
+    return str(getattr(getattr(exc, "orig", None), "sqlstate", None) or "")
+
+
 def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
     """The database cannot be reached (down, restarting, dropped, pool exhausted):
-    nothing was stored, so the client may retry; a 503 in fal's shape rather than a 500."""
+    nothing was stored, so the client may retry; a 503 in fal's shape rather than a 500.
+    A value the database refuses (SQLSTATE class 22: a NUL byte, a number out of range)
+    is no outage: that is the request's fault, a 422, and retrying would not help. The
+    wire checks refuse such values first; this is the net under them."""
+    if _sqlstate(exc).startswith("22"):
+        log.warning("the database refused a value on %s %s: %s", request.method, request.url.path, getattr(exc, "orig", exc))
+        detail = [{"loc": ["body"], "msg": "A value in this request cannot be stored (out of range or not valid text)", "type": "value_error"}]
+        return JSONResponse({"detail": detail}, status_code=422)
     if isinstance(exc, _OUR_FAULTS):
         log.error("database error on %s %s", request.method, request.url.path, exc_info=exc)
         return internal_error()

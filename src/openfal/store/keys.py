@@ -7,11 +7,13 @@ import hashlib
 import hmac
 import secrets
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
 
 from openfal.models import ApiKey
+from openfal.store import ledger
 from openfal.store.db import Database
 from openfal.store.schema import api_keys
 
@@ -21,6 +23,13 @@ LIMITS = frozenset({"max_concurrent", "rpm", "endpoints", "expires_at"})
 
 def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _limit_values(limits: Mapping[str, Any]) -> dict[str, Any]:
+    allowed = {k: v for k, v in limits.items() if k in LIMITS}
+    if allowed.get("endpoints") is not None:
+        allowed["endpoints"] = list(allowed["endpoints"])
+    return allowed
 
 
 def _key(row: sa.Row[Any]) -> ApiKey:
@@ -42,8 +51,11 @@ class KeyStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def create(self, name: str, *, is_admin: bool = False) -> tuple[ApiKey, str]:
-        """A new key and its full secret string, shown once."""
+    async def create(
+        self, name: str, *, is_admin: bool = False, limits: Mapping[str, Any] | None = None, credit_micros: int | None = None
+    ) -> tuple[ApiKey, str]:
+        """A new key and its full secret string, shown once. Its limits and opening
+        credit are written in the same transaction: a key never exists without them."""
         key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
         row = {
             "id": key_id,
@@ -52,10 +64,14 @@ class KeyStore:
             "created_at": time.time(),
             "revoked_at": None,
             "is_admin": is_admin,
+            **_limit_values(limits or {}),
         }
         async with self.db.write() as conn:
             await conn.execute(api_keys.insert().values(**row))
-        return ApiKey(id=key_id, name=name, created_at=row["created_at"], is_admin=is_admin), f"{key_id}:{secret}"
+            if credit_micros is not None:
+                await ledger.credit(conn, key_id, credit_micros)
+            created = (await conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id))).one()
+        return _key(created), f"{key_id}:{secret}"
 
     async def verify(self, token: str) -> ApiKey | None:
         """The active key a ``key_id:secret`` string names, or None."""
@@ -92,9 +108,7 @@ class KeyStore:
     async def set_limits(self, key_id: str, **limits: Any) -> bool:
         """Set any of ``max_concurrent``, ``rpm``, ``endpoints`` (patterns) and
         ``expires_at`` (None lifts that limit)."""
-        allowed = {k: v for k, v in limits.items() if k in LIMITS}
-        if allowed.get("endpoints") is not None:
-            allowed["endpoints"] = list(allowed["endpoints"])
+        allowed = _limit_values(limits)
         async with self.db.write() as conn:
             result = await conn.execute(api_keys.update().where(api_keys.c.id == key_id).values(**allowed))
         return result.rowcount == 1

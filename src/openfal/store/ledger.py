@@ -2,15 +2,31 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openfal.store.db import Database
 from openfal.store.schema import api_keys, ledger
 
 _L = ledger.c
 PERIODS = {"hour": 3600, "day": 86400, "total": 0}
+
+
+async def credit(conn: AsyncConnection, key_id: str, amount_micros: int) -> None:
+    """Top up (or, negative, debit) a key; a metered-only key becomes credit-limited."""
+    await conn.execute(
+        api_keys.update()
+        .where(api_keys.c.id == key_id)
+        .values(balance_micros=sa.func.coalesce(api_keys.c.balance_micros, 0) + amount_micros)
+    )
+    await conn.execute(
+        ledger.insert().values(
+            key_id=key_id, kind="credit", amount_micros=amount_micros, images=0, megapixels=0.0, video_seconds=0.0, created_at=time.time()
+        )
+    )
 
 
 @dataclass(frozen=True, slots=True)
