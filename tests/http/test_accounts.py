@@ -125,6 +125,7 @@ async def test_metrics_expose_queue_depth_and_completions(app: App) -> None:
     auth = {"Authorization": f"Key {await app.key()}"}
     body = (await app.client.post("/openfal/utils/echo", json={}, headers=auth)).json()
     await wait_status(app.client, body["status_url"], auth)
-    text = (await app.client.get("/metrics")).text
+    admin = {"Authorization": f"Key {await app.key('ops', admin=True)}"}
+    text = (await app.client.get("/metrics", headers=admin)).text
     assert 'openfal_queue_depth{backend="builtin"}' in text
     assert 'openfal_requests_completed_total{endpoint="openfal/utils/echo",outcome="ok"}' in text

@@ -123,3 +123,15 @@ async def test_a_max_queue_length_that_is_not_a_count_is_a_422(app: App, admin: 
 
 async def test_a_max_queue_length_the_queue_is_under_accepts_the_submit(app: App, admin: dict[str, str]) -> None:
     assert (await app.client.post("/openfal/utils/echo?fal_max_queue_length=5", headers=admin, json={})).status_code == 200
+
+
+async def test_metrics_need_an_admin_key(app: App, admin: dict[str, str]) -> None:
+    user = {"Authorization": f"Key {await app.key('user')}"}
+    assert (await app.client.get("/metrics")).status_code == 401
+    assert (await app.client.get("/metrics", headers=user)).status_code == 403
+    assert (await app.client.get("/metrics", headers=admin)).status_code == 200
+
+
+async def test_the_endpoint_catalog_and_its_openapi_are_public_as_on_fal(app: App) -> None:
+    assert (await app.client.get("/api/endpoints")).status_code == 200
+    assert (await app.client.get("/openapi/queue/openapi.json?endpoint_id=openfal/utils/echo")).status_code == 200

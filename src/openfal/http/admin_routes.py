@@ -165,7 +165,9 @@ async def worker_list(request: Request, _: ApiKey | None = Depends(admin_key)) -
 
 
 @metrics_router.get("/metrics")
-async def prometheus(request: Request) -> Response:
+async def prometheus(request: Request, _: ApiKey | None = Depends(admin_key)) -> Response:
+    """Admin keys only: per-endpoint counts and queue depths are a reseller's business
+    figures (Prometheus sends the key as ``authorization: {credentials: KEY}``)."""
     counts = await runtime(request).requests.counts_by_backend()
     capacity = await runtime(request).registry.capacity()
     for backend in runtime(request).backends:
