@@ -279,7 +279,7 @@ async def _deadline(url: str, settings: Settings, field: str) -> AsyncIterator[N
         ) from None
     except httpx.TimeoutException:
         raise InputFetchFailed(field, f"Fetching {_short(url)} timed out") from None
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         raise InputFetchFailed(field, f"Fetching {_short(url)} failed: {exc or type(exc).__name__}") from None
 
 
@@ -301,7 +301,8 @@ async def _opened(
                 raise InputFetchFailed(field, f"{exc} (private addresses are not fetched)") from None
             except httpx.TimeoutException:
                 raise InputFetchFailed(field, f"Fetching {_short(current)} timed out") from None
-            except httpx.HTTPError as exc:
+            except (httpx.HTTPError, httpx.InvalidURL) as exc:
+                # InvalidURL is no HTTPError: httpx raises it for a Location such as data: or mailto:
                 raise InputFetchFailed(field, f"Fetching {_short(current)} failed: {exc or type(exc).__name__}") from None
             if response.status_code in _REDIRECTS and "location" in response.headers:
                 await response.aclose()

@@ -192,6 +192,14 @@ async def test_refuses_unsupported_schemes(tmp_path: Path) -> None:
             await fetch_bytes(url, settings(tmp_path), field="image_url")
 
 
+@pytest.mark.parametrize("location", ["data:image/png;base64,AAAA", "mailto:a@example.com", "javascript:alert(1)"])
+async def test_a_redirect_to_a_non_http_url_is_a_fetch_failure(server: str, tmp_path: Path, location: str) -> None:
+    """httpx raises InvalidURL (no HTTPError) for such a Location: it must still end as a
+    clear input error (a 422 for the request), not escape as a crash."""
+    with pytest.raises(InputFetchFailed, match="failed"):
+        await fetch_bytes(f"{server}/redirect?to={location}", settings(tmp_path), field="image_url")
+
+
 async def test_stops_after_five_redirects(server: str, tmp_path: Path) -> None:
     """A redirect loop ends with a clear error after MAX_REDIRECTS hops."""
     with pytest.raises(InputFetchFailed, match="redirected more than 5 times"):

@@ -92,6 +92,9 @@ async def _download(http: ClientFor, url: str, *, max_bytes: int, tmp_dir: Path)
                 return await _read(response, max_bytes, tmp_dir, content_type)
         except AddressRefused:
             raise DownloadFailed("points at a non-public address (set allow_private_urls to allow it)", retryable=False) from None
+        except httpx.InvalidURL:
+            # no HTTPError: httpx raises it for a Location such as data: or mailto:
+            raise DownloadFailed("was redirected to a URL that is not http(s)", retryable=False) from None
         except httpx.HTTPError as exc:
             raise DownloadFailed(f"could not be downloaded ({type(exc).__name__})", retryable=True) from None
     raise DownloadFailed(f"redirected more than {MAX_REDIRECTS} times", retryable=False)
