@@ -7,6 +7,7 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -37,11 +38,12 @@ def _options(request: Request) -> SubmitOptions:
     )
 
 
-async def _submit(request: Request, path: str, key: ApiKey | None) -> Submitted:
+async def _submit(request: Request, path: str, key: ApiKey | None, *, body: Any = None) -> Submitted:
     endpoint_id = normalize_endpoint(path)
     if endpoint_id is None:
         raise UnknownEndpoint(f"Path /{path} not found")
-    body = await json_body(request)
+    if body is None:
+        body = await json_body(request)
     submitted = await runtime(request).service.submit(
         endpoint_id, body, key=key, base_url=base_url(request), options=_options(request)
     )
@@ -49,9 +51,18 @@ async def _submit(request: Request, path: str, key: ApiKey | None) -> Submitted:
     return submitted
 
 
+def query_input(request: Request) -> dict[str, Any]:
+    """A GET run's input: its query parameters (fal-client >= 1.0.2 sends no body with
+    ``run(method="GET")``; the JS client puts a GET's input in the query). Values are
+    strings, which the endpoint's schema coerces; a repeated name is a list."""
+    params = request.query_params
+    return {name: (values if len(values := params.getlist(name)) > 1 else values[0]) for name in params}
+
+
 @router.post("/run/{path:path}", tags=["queue"], summary="Run synchronously (fal.run)")
 async def run_sync(path: str, request: Request, key: ApiKey | None = Depends(current_key)) -> Response:
-    record = (await _submit(request, path, key)).record
+    body = query_input(request) if request.method == "GET" else None
+    record = (await _submit(request, path, key, body=body)).record
     service = runtime(request).service
     waiter = asyncio.ensure_future(service.wait(record))
     gone = asyncio.ensure_future(_disconnected(request))
@@ -64,6 +75,20 @@ async def run_sync(path: str, request: Request, key: ApiKey | None = Depends(cur
         await service.abandon(record)
         return Response(status_code=499)
     return _result_response(waiter.result())
+
+
+@router.get("/run/{path:path}", tags=["queue"], summary="Run synchronously with GET (input from the query)")
+async def run_sync_get(path: str, request: Request, key: ApiKey | None = Depends(current_key)) -> Response:
+    return await run_sync(path, request, key)
+
+
+@router.api_route("/run/{path:path}", methods=["PUT", "DELETE", "PATCH"], include_in_schema=False)
+async def run_other_methods(path: str) -> Response:
+    return _not_allowed("GET, POST")
+
+
+def _not_allowed(allow: str) -> JSONResponse:
+    return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": allow})
 
 
 async def _disconnected(request: Request) -> None:
@@ -83,7 +108,11 @@ async def submit(path: str, request: Request, key: ApiKey | None = Depends(curre
 @router.get("/{path:path}", tags=["queue"], summary="Status, status stream or result of a request")
 async def read(path: str, request: Request, logs: str | None = None, key: ApiKey | None = Depends(current_key)) -> Response:
     target = parse_request_path(path)
+    if target is None and request.url.hostname in runtime(request).settings.run_hosts:
+        return await run_sync(path, request, key)
     if target is None:
+        if normalize_endpoint(path) is not None:  # an endpoint: it takes POST
+            return _not_allowed("POST")
         return JSONResponse({"detail": f"Path /{path} not found"}, status_code=404)
     request.state.fal_request_id = target.request_id
     service = runtime(request).service
@@ -100,13 +129,17 @@ async def read(path: str, request: Request, logs: str | None = None, key: ApiKey
         )
     if target.action == "result":
         return _result_response(await service.result(target.app, target.request_id, key))
-    return JSONResponse({"detail": "Use PUT to cancel"}, status_code=405)
+    return JSONResponse({"detail": "Use PUT to cancel"}, status_code=405, headers={"Allow": "PUT"})
 
 
 @router.put("/{path:path}", tags=["queue"], summary="Cancel a request")
 async def cancel(path: str, request: Request, key: ApiKey | None = Depends(current_key)) -> Response:
     target = parse_request_path(path)
-    if target is None or target.action != "cancel":
+    if target is None and normalize_endpoint(path) is not None:
+        return _not_allowed("POST")
+    if target is not None and target.action != "cancel":
+        return _not_allowed("GET")
+    if target is None:
         return JSONResponse({"detail": f"Path /{path} not found"}, status_code=404)
     request.state.fal_request_id = target.request_id
     try:
