@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +15,7 @@ import pytest
 from PIL import Image
 
 from tests.e2e.conftest import Server, start_server
+from tests.support import ROOT
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +76,46 @@ def test_sync_mode_returns_a_data_uri(demo: Server) -> None:
     assert result["has_nsfw_concepts"] == [False, False]
 
 
-def test_demo_key_is_kept_across_restarts(demo: Server, tmp_path: Path) -> None:
-    """The demo key printed at start is valid and stays in the data folder."""
-    assert len(demo.key.split(":")) == 2
-    assert (demo.data_dir / "demo-key.txt").read_text().strip() == demo.key
+def key_works(url: str, key: str) -> bool:
+    """Whether the server accepts ``key`` (a 401 says it does not)."""
+    response = httpx.post(f"{url}/openfal/utils/echo", json={}, headers={"Authorization": f"Key {key}"}, timeout=30)
+    assert response.status_code in (200, 401), response.text
+    return response.status_code == 200
+
+
+def cli(data_dir: Path, *args: str) -> str:
+    return subprocess.run(
+        [sys.executable, "-m", "openfal", "--data-dir", str(data_dir), *args], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+
+
+def test_demo_key_is_kept_across_restarts_and_remade_once_revoked(tmp_path: Path) -> None:
+    """The key ``serve --demo`` prints stays valid across a restart; revoked (with the
+    CLI, while the server is down), the next start makes and prints a new one."""
+    server = start_server(tmp_path, "--demo")
+    first = (tmp_path / "demo-key.txt").read_text().strip()
+    try:
+        assert key_works(server.url, first)
+        assert f"demo API key: {first}" in server.process.tail()
+    finally:
+        server.process.stop()
+
+    server = start_server(tmp_path, "--demo")
+    try:
+        assert (tmp_path / "demo-key.txt").read_text().strip() == first
+        assert key_works(server.url, first)
+    finally:
+        server.process.stop()
+
+    [demo_key] = [k for k in json.loads(cli(tmp_path, "keys", "list", "--json")) if k["name"] == "demo"]
+    cli(tmp_path, "keys", "revoke", demo_key["id"])
+
+    server = start_server(tmp_path, "--demo")
+    try:
+        second = (tmp_path / "demo-key.txt").read_text().strip()
+        assert second != first
+        assert not key_works(server.url, first)
+        assert key_works(server.url, second)
+        assert f"demo API key: {second}" in server.process.tail()
+    finally:
+        server.process.stop()
