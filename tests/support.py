@@ -185,3 +185,22 @@ class Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+async def scrape(client: httpx.AsyncClient, headers: dict[str, str]) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """/metrics as {(sample name, labels): value}. Counters are process-wide and other
+    tests move them too: assert on the difference between two scrapes around an action."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = await client.get("/metrics", headers=headers)
+    assert response.status_code == 200, response.text
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+
+
+def sample(scraped: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    """One sample's value in a ``scrape``; 0 when it is not there yet."""
+    return scraped.get((name, frozenset(labels.items())), 0.0)

@@ -9,7 +9,7 @@ import pytest
 
 from openfal import accounting
 from openfal.store import ledger
-from tests.support import App, make_settings, running_app, wait_status
+from tests.support import App, make_settings, running_app, sample, scrape, wait_status
 
 PRICED = {"openfal/utils/*": {"per_request": 0.01}}
 CENT = 10_000  # micro-dollars
@@ -120,12 +120,33 @@ async def test_admin_api_needs_an_admin_key(app: App) -> None:
     assert usage[0]["requests"] == 1 and usage[0]["succeeded"] == 1
 
 
-async def test_metrics_expose_queue_depth_and_completions(app: App) -> None:
-    """/metrics has queue depth by backend and completed counts by endpoint and outcome."""
+async def test_metrics_count_submits_and_completions_by_endpoint_and_outcome(app: App) -> None:
+    """Each submit and each ending moves its own counter by one (counters are
+    process-wide, so the test reads the change around its own requests)."""
     auth = {"Authorization": f"Key {await app.key()}"}
-    body = (await app.client.post("/openfal/utils/echo", json={}, headers=auth)).json()
-    await wait_status(app.client, body["status_url"], auth)
     admin = {"Authorization": f"Key {await app.key('ops', admin=True)}"}
-    text = (await app.client.get("/metrics", headers=admin)).text
-    assert 'openfal_queue_depth{backend="builtin"}' in text
-    assert 'openfal_requests_completed_total{endpoint="openfal/utils/echo",outcome="ok"}' in text
+    before = await scrape(app.client, admin)
+    for path, body in [("echo", {}), ("echo", {}), ("sleep", {"seconds": 0.01, "steps": 1, "fail_with": "nope"})]:
+        submitted = (await app.client.post(f"/openfal/utils/{path}", json=body, headers=auth)).json()
+        await wait_status(app.client, submitted["status_url"], auth)
+    after = await scrape(app.client, admin)
+
+    def moved(name: str, **labels: str) -> float:
+        return sample(after, name, **labels) - sample(before, name, **labels)
+
+    assert moved("openfal_requests_submitted_total", endpoint="openfal/utils/echo") == 2
+    assert moved("openfal_requests_completed_total", endpoint="openfal/utils/echo", outcome="ok") == 2
+    assert moved("openfal_requests_completed_total", endpoint="openfal/utils/sleep", outcome="runner_server_error") == 1
+    assert moved("openfal_requests_completed_total", endpoint="openfal/utils/sleep", outcome="ok") == 0
+    assert moved("openfal_request_duration_seconds_count", endpoint="openfal/utils/echo") == 2
+
+
+async def test_metrics_queue_depth_is_the_number_of_requests_waiting(tmp_path: Path) -> None:
+    """Read from the store at scrape time: three submits with no worker running wait."""
+    async with running_app(make_settings(tmp_path, in_process_workers=False)) as app:
+        auth = {"Authorization": f"Key {await app.key()}"}
+        admin = {"Authorization": f"Key {await app.key('ops', admin=True)}"}
+        assert sample(await scrape(app.client, admin), "openfal_queue_depth", backend="builtin") == 0
+        for _ in range(3):
+            await app.client.post("/openfal/utils/echo", json={}, headers=auth)
+        assert sample(await scrape(app.client, admin), "openfal_queue_depth", backend="builtin") == 3

@@ -16,7 +16,7 @@ from openfal.models import RequestRecord
 from openfal.store.db import Database
 from openfal.store.requests import RequestStore
 from openfal.store.schema import workers
-from tests.support import App, create_pg_database, drop_pg_database, make_settings, running_app
+from tests.support import App, create_pg_database, drop_pg_database, make_settings, running_app, sample, scrape
 
 
 async def _registered(app: App, timeout: float = 10.0) -> list[dict]:
@@ -82,8 +82,10 @@ async def test_ready_reports_capacity_and_metrics_export_it(app: App) -> None:
     assert ready.status_code == 200
     assert ready.json()["database"] == "ok" and ready.json()["workers"]["builtin"]["workers"] == 1
     admin = {"Authorization": f"Key {await app.key('ops', admin=True)}"}
-    text = (await app.client.get("/metrics", headers=admin)).text
-    assert 'openfal_cluster_worker_slots{backend="builtin"}' in text
+    scraped = await scrape(app.client, admin)
+    slots = ready.json()["workers"]["builtin"]["slots"]
+    assert slots == app.runtime.settings.concurrency.get("builtin", 1) and slots > 0
+    assert sample(scraped, "openfal_cluster_worker_slots", backend="builtin") == slots
 
 
 @pytest.mark.postgres
