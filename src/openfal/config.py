@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     #: stopped (at the next step) and the request ends 504 request_timeout. Relays keep
     #: their upstream's own ``timeout``.
     max_run_seconds: float = Field(3600.0, gt=0)
+    #: a run still inside one step this long after its cancel or time limit is given up:
+    #: its requests end with their error and the slot is freed (the step's result is discarded)
+    stuck_run_grace_seconds: float = Field(10.0, gt=0)
     lease_seconds: float = Field(30.0, gt=0)
     heartbeat_seconds: float = Field(5.0, gt=0)
     #: attempts before a request whose worker died is failed
@@ -113,6 +116,11 @@ class Settings(BaseSettings):
     #: bytes of weights kept loaded; least recently used models are evicted beyond it
     model_memory_budget_bytes: int = Field(80 * 1024**3, ge=0)
     max_batch_size: int = Field(4, ge=1)
+    #: pixels one output image may have (None: 2048x2048 on a GPU, 1024x1024 on a CPU);
+    #: larger sizes are a 422 at submit, since one step of a huge image cannot be stopped
+    max_output_pixels: int | None = Field(None, ge=16 * 16)
+    #: pixels one request may ask for over all its images (None: 4x max_output_pixels)
+    max_call_pixels: int | None = Field(None, ge=16 * 16)
     #: folder of a safety checker (diffusers StableDiffusionSafetyChecker or a
     #: transformers image classifier with an ``nsfw`` label); none: nothing is flagged
     safety_checker_path: str | None = None

@@ -48,3 +48,6 @@ def record_completion(record: RequestRecord) -> None:
 def record_start(record: RequestRecord) -> None:
     if record.attempts == 1 and record.started_at is not None:
         QUEUE_WAIT.labels(record.endpoint_id).observe(max(0.0, record.started_at - record.created_at))
+ABANDONED_RUNS = Counter(
+    "openfal_abandoned_runs_total", "Runs given up while stuck inside a step after a cancel or the run time limit", ["backend"]
+)

@@ -117,6 +117,7 @@ class QueueService:
             data = body
         else:
             raise BadRequest("The request body must be a JSON object")
+        self.backends[route.backend].admit(endpoint_id, data)
         lifecycle = parse_lifecycle(options.object_lifecycle)
         idempotency = _idempotency(options.idempotency_key, key, endpoint_id, data)
         values = {  # every header is checked before anything is stored

@@ -35,6 +35,8 @@ from openfal.store.workers import WorkerRegistry
 log = logging.getLogger("openfal.worker")
 
 CANCEL_POLL_SECONDS = 1.0
+#: how often a running call is checked for being stuck after its jobs were stopped
+STUCK_POLL_SECONDS = 0.25
 _UNCHANGED = object()
 PREVIEW_TTL_SECONDS = 3600.0
 
@@ -74,6 +76,8 @@ class Worker:
         self._limits: dict[str, float] = {}
         #: backend -> (slots, the tasks of its busy slots), for the registry
         self._slots: dict[str, tuple[int, set[asyncio.Task[None]]]] = {}
+        #: runs given up as stuck, still finishing in their threads
+        self._abandoned: set[asyncio.Future[Sequence[Output | RunError]]] = set()
         self._stopping = asyncio.Event()
         #: set once the dispatchers have drained: the side loops may end then
         self._drained = asyncio.Event()
@@ -287,8 +291,17 @@ class Worker:
         return job
 
     async def _call(self, backend: Backend, jobs: list[Job]) -> Sequence[Output | RunError]:
+        run = asyncio.ensure_future(backend.run(jobs))
         try:
-            results = await backend.run(jobs)
+            finished = await self._finished_or_stuck(run, jobs)
+        except asyncio.CancelledError:
+            run.cancel()
+            raise
+        if not finished:
+            self._abandon(backend, run, jobs)
+            return [RunCancelled()] * len(jobs)  # _finish names a time limit for what timed out
+        try:
+            results = run.result()
         except RunError as exc:
             return [exc] * len(jobs)
         except Exception as exc:
@@ -297,6 +310,45 @@ class Worker:
         if len(results) != len(jobs):
             return [InternalRunError(f"The {backend.name} backend returned {len(results)} results for {len(jobs)} requests")] * len(jobs)
         return results
+
+    async def _finished_or_stuck(self, run: asyncio.Future[Sequence[Output | RunError]], jobs: list[Job]) -> bool:
+        """True once the run returns; False when every job of it was cancelled (by the
+        client or the time limit) and the run still has not returned ``stuck_run_grace_seconds``
+        later: it is stuck inside one step (a huge image, a hung device call), where
+        cooperative cancel cannot reach it."""
+        grace = self.settings.stuck_run_grace_seconds
+        cancelled_since: float | None = None
+        while True:
+            done, _ = await asyncio.wait({run}, timeout=min(STUCK_POLL_SECONDS, grace))
+            if done:
+                return True
+            if not all(job.cancelled for job in jobs):
+                cancelled_since = None
+            elif cancelled_since is None:
+                cancelled_since = time.monotonic()
+            elif time.monotonic() - cancelled_since >= grace:
+                return False
+
+    def _abandon(self, backend: Backend, run: asyncio.Future[Sequence[Output | RunError]], jobs: list[Job]) -> None:
+        """Give up on a stuck run: its requests end now and the slot is free; the run
+        finishes in the background (its thread cannot be killed) and what it returns is
+        discarded. The backend's own lock keeps the next run off the device until then."""
+        ids = [job.request_id for job in jobs]
+        log.warning("%s: still inside a step %g s after being stopped; ending the request(s) and discarding the run", ids, self.settings.stuck_run_grace_seconds)
+        metrics.ABANDONED_RUNS.labels(backend.name).inc()
+        self._abandoned.add(run)
+
+        def finished(done: asyncio.Future[Sequence[Output | RunError]]) -> None:
+            self._abandoned.discard(done)
+            if done.cancelled() or done.exception() is not None:
+                log.info("abandoned run of %s ended without a result", ids)
+                return
+            for result in done.result():
+                if isinstance(result, Output):
+                    discard_files(result.payload)
+            log.info("abandoned run of %s returned; its result was discarded", ids)
+
+        run.add_done_callback(finished)
 
     async def _finish(self, record: RequestRecord, job: Job, result: Output | RunError, elapsed: float) -> None:
         if isinstance(result, Output) and job.cancelled:

@@ -129,6 +129,12 @@ class Backend(Protocol):
         """Requests with equal non-None keys may run together in one ``run`` call."""
         ...
 
+    def admit(self, endpoint_id: str, input: dict[str, Any]) -> None:
+        """Called at submit with the validated input: raise ``InputInvalid`` for what
+        this backend will not run (an output past the operator's pixel cap), so it is
+        a 422 before anything is queued or charged."""
+        ...
+
     async def start(self) -> None:
         """Acquire long-lived resources (HTTP clients, warm models)."""
         ...

@@ -23,6 +23,9 @@ class BuiltinBackend:
     name = "builtin"
     max_batch_size = 1
 
+    def admit(self, endpoint_id: str, input: dict[str, Any]) -> None:
+        return None
+
     def batch_key(self, endpoint_id: str, input: dict[str, Any]) -> str | None:
         return None
 

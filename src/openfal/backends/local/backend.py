@@ -17,10 +17,11 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from openfal.backends.base import Job, Output
+from openfal.backends.local.limits import PixelCap
 from openfal.backends.local.options import LocalOptions
 from openfal.backends.local.plans import FLUX_ENDPOINTS, REDUX, FluxPlan, make_plan
 from openfal.config import Settings
-from openfal.errors import ModelUnavailable, RunCancelled, RunError
+from openfal.errors import InputInvalid, InputRejected, ModelUnavailable, RunCancelled, RunError
 from openfal.events import Log
 
 if TYPE_CHECKING:
@@ -54,12 +55,24 @@ class LocalBackend:
         self.settings = settings
         self.options = options or LocalOptions()
         self.max_batch_size = settings.max_batch_size
+        self.pixel_cap = PixelCap.from_settings(settings)
         self._safety_checker = safety_checker
         self._client = http_client
         self._own_client: httpx.AsyncClient | None = None
         self._engine: Engine | None = None
 
     # -- Backend protocol ------------------------------------------------------------------
+
+    def admit(self, endpoint_id: str, input: dict[str, Any]) -> None:
+        """Outputs past the pixel cap are refused at submit (see ``limits``)."""
+        if endpoint_id not in FLUX_ENDPOINTS:
+            return
+        try:
+            plan = make_plan(endpoint_id, input, self.options)
+        except (KeyError, TypeError, ValueError):
+            return  # the run reports what is wrong with the input
+        if plan.size is not None:
+            self.pixel_cap.check(*plan.size, int(input.get("num_images") or 1))
 
     def batch_key(self, endpoint_id: str, input: dict[str, Any]) -> str | None:
         """Text-to-image requests of one endpoint, size, step count and guidance share a
@@ -149,6 +162,10 @@ class LocalBackend:
         for model in plan.models:  # fail before fetching anything when a model is missing
             await asyncio.to_thread(engine.folder, model)
         call = await flux.prepare_call(plan, jobs[0].input, self.settings, self.options, self._http())
+        try:  # a size decided by the input image is known only now
+            self.pixel_cap.check(call.width, call.height, sum(int(job.input.get("num_images") or 1) for job in jobs))
+        except InputInvalid as exc:
+            raise InputRejected(exc.detail) from None
         items = [flux.FluxItem.of(job) for job in jobs]
         for item in items:
             item.job.emit(Log(_describe(plan, call.width, call.height, item.seed, item.num_images)))

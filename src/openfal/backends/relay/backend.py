@@ -91,6 +91,10 @@ class RelayBackend:
 
     # -- Backend protocol -------------------------------------------------------------
 
+    def admit(self, endpoint_id: str, input: dict[str, Any]) -> None:
+        """The upstream decides what it runs."""
+        return None
+
     def batch_key(self, endpoint_id: str, input: dict[str, Any]) -> str | None:
         return None
 
