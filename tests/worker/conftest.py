@@ -57,6 +57,9 @@ class ScriptedBackend:
         self._run = run
         self.calls: list[list[str]] = []
 
+    def admit(self, endpoint_id: str, input: dict[str, Any]) -> None:
+        return None
+
     def batch_key(self, endpoint_id: str, input: dict[str, Any]) -> str | None:
         return None
 
