@@ -13,6 +13,7 @@ from openfal.config import Settings
 from openfal.http import admin_routes, misc_routes, playground, queue_routes, relay_routes, storage_routes, stream_routes
 from openfal.http.errors import HANDLERS
 from openfal.http.middleware import RequestIdMiddleware
+from openfal.http.proxy import FalProxyMiddleware
 from openfal.runtime import Runtime
 
 #: response headers fal's JS client (or a browser app) reads
@@ -35,6 +36,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.state.runtime = rt
     for exc_type, handler in HANDLERS.items():
         app.add_exception_handler(exc_type, handler)
+    app.add_middleware(FalProxyMiddleware)  # innermost: a proxied call is routed as the call it names
     app.add_middleware(RequestIdMiddleware)
     if settings.cors_origins:
         # outermost, so errors (401, 422) reach browser apps with their bodies too. Keys

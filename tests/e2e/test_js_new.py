@@ -1,0 +1,70 @@
+"""The official JS client `@fal-ai/client` 1.10.1, unchanged, for the calls
+tests/e2e/test_js_client.py does not make: ``fal.stream``, GET runs and proxy mode
+(``proxyUrl`` pointed at openfal's ``/fal/proxy``, no request middleware)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from tests.e2e.conftest import Server
+from tests.support import ROOT
+
+JS = ROOT / "tests" / "js"
+
+
+@pytest.fixture(scope="module")
+def js(server: Server) -> dict:
+    assert shutil.which("node"), "node is required (CI installs it from Debian if missing)"
+    if not (JS / "node_modules" / "@fal-ai" / "client").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=JS, check=True, capture_output=True)
+    env = {**os.environ, "OPENFAL_URL": server.url, "FAL_KEY": server.key}
+    out = subprocess.run(["node", "new_calls_e2e.mjs"], cwd=JS, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_stream_of_a_local_image_endpoint(js: dict, server: Server) -> None:
+    """fal.stream yields progress events with preview images; done() is FLUX's full output."""
+    stream = js["stream"]
+    assert stream["requestId"] is True
+    assert stream["done"] == stream["events"][-1]
+    assert stream["done"]["seed"] == 5 and stream["done"]["images"][0]["width"] == 64
+    partials = stream["events"][:-1]
+    assert partials and all(p["progress"]["total"] == 3 for p in partials)
+    assert any(p["images"] and p["images"][0]["url"].startswith(server.url + "/files/") for p in partials)
+
+
+def test_stream_of_refused_input_is_a_validation_error(js: dict) -> None:
+    assert js["streamError"]["error"]["name"] == "ValidationError"
+    assert js["streamError"]["error"]["fields"] == ["body.steps"]
+
+
+def test_stream_of_a_run_failing_midway_rejects(js: dict) -> None:
+    """An aborted stream, not a clean end: done() rejects instead of resolving with a partial."""
+    assert js["streamFailure"]["error"]["name"] == "ApiError"
+
+
+def test_run_with_get_sends_the_input_in_the_query(js: dict) -> None:
+    assert js["runGet"] == {"echo": {"a": "1"}}
+
+
+def test_proxy_mode_serves_every_call(js: dict, server: Server) -> None:
+    """subscribe (polling and streaming), queue.*, storage.upload, run and stream through
+    /fal/proxy, with x-fal-target-url naming fal's hosts."""
+    proxy = js["proxy"]
+    assert proxy["polling"] == {"slept": 0.2, "steps": 2}
+    assert proxy["streaming"] == {"data": {"slept": 0.2, "steps": 2}, "logs": ["step 1/2", "step 2/2"]}
+    assert proxy["queue"] == {"echo": {"n": 3}}
+    assert proxy["upload"].startswith(server.url + "/files/") and proxy["uploadBytes"] == [1, 2, 3]
+    assert proxy["run"] == {"echo": {"proxied": True}}
+    assert proxy["stream"]["done"] == {"slept": 0.2, "steps": 2}
+
+
+def test_proxy_mode_keeps_validation_errors(js: dict) -> None:
+    assert js["proxy"]["validation"]["error"]["name"] == "ValidationError"
+    assert "body.prompt" in js["proxy"]["validation"]["error"]["fields"]
