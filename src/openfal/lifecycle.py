@@ -42,6 +42,9 @@ class Lifecycle:
         self.store = store
         self.notifier = notifier
         self.accounts = accounts
+        #: called once a request that has a webhook has ended (its outbox row committed):
+        #: the runtime points it at its deliverer, which then sends it without waiting to poll
+        self.webhook_enqueued: Callable[[], None] = lambda: None
 
     async def succeed(
         self,
@@ -95,6 +98,8 @@ class Lifecycle:
         self.notifier.changed(record.id)
         if done is not None:
             metrics.record_completion(done)
+            if done.webhook_url:
+                self.webhook_enqueued()
         return done
 
     def _after(self, video_seconds: float = 0.0) -> Callable[[AsyncConnection, RequestRecord], Awaitable[None]]:

@@ -123,6 +123,7 @@ class Runtime:
         self._closers.append(deliverer.close)
         self._stoppers = [self.worker.stop, reaper.stop, deliverer.stop]
         for name, coro in [("worker", self.worker.run()), ("reaper", reaper.run()), ("webhooks", deliverer.run())]:
+        self.lifecycle.webhook_enqueued = deliverer.wake.set
             self._tasks.append(asyncio.create_task(coro, name=name))
         for task in self._tasks:
             task.add_done_callback(_report_crash)

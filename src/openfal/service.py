@@ -11,7 +11,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -37,6 +36,7 @@ from openfal.models import ApiKey, LogEntry, Priority, RequestRecord, Status
 from openfal.notify import Notifier
 from openfal.routing import Router
 from openfal.store.requests import DuplicateIdempotencyKey, RequestStore
+from openfal.webhooks import check_url
 
 CancelOutcome = Literal["CANCELLATION_REQUESTED", "ALREADY_COMPLETED"]
 
@@ -340,7 +340,9 @@ def _start_deadline(value: str | None) -> float | None:
 def _webhook_url(value: str | None) -> str | None:
     if value is None or value == "":
         return None
-    parts = urlsplit(value)
-    if parts.scheme not in {"http", "https"} or not parts.hostname:
-        raise BadRequest(f"Invalid fal_webhook URL {value!r}: an absolute http(s) URL is expected")
+    try:
+        check_url(value)  # as the deliverer's client will parse it
+    except ValueError as exc:
+        msg = f"Invalid fal_webhook URL {value[:200]!r}: {exc}"
+        raise InputInvalid([{"loc": ["query", "fal_webhook"], "msg": msg, "type": "value_error"}], msg) from None
     return value

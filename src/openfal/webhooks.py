@@ -16,6 +16,7 @@ import base64
 import hashlib
 import logging
 import random
+import re
 import time
 from typing import Any
 
@@ -34,8 +35,16 @@ from openfal.store.requests import RequestStore
 log = logging.getLogger("openfal.webhooks")
 
 SIGNING_KEY_NAME = "webhook_ed25519"
-CLAIM_BATCH = 20
+#: deliveries attempted at once by one process; more are claimed as these end
+MAX_IN_FLIGHT = 20
 POLL_SECONDS = 1.0
+#: the most of a receiver's answer read (only of a non-2xx one, for the delivery log)
+ANSWER_PREFIX_BYTES = 4096
+#: how much of that answer the delivery's last_error keeps
+ERROR_ANSWER_CHARS = 500
+MAX_URL_CHARS = 2048
+#: a DNS name (letters, digits, hyphens, underscores, dots) or an IP address (IPv6 without brackets)
+_HOST = re.compile(r"[A-Za-z0-9_.-]+|[0-9A-Fa-f:.]+")
 
 
 class Signer:
@@ -93,7 +102,63 @@ def retry_delay(attempt: int, settings: Settings) -> float:
     return min(base, settings.webhook_max_delay_seconds) * random.uniform(0.8, 1.2)
 
 
+def check_url(value: str) -> httpx.URL:
+    """``value`` as the deliverer's client will send to it, or ``ValueError`` saying why
+    it never could: httpx's own parse (which IDNA-encodes the host), http or https, a
+    host that is a DNS name or an IP address, a real port, at most MAX_URL_CHARS.
+    Submit checks ``fal_webhook`` with this, so an unusable URL is refused at once
+    instead of failing at every delivery attempt."""
+    if len(value) > MAX_URL_CHARS:
+        raise ValueError(f"longer than {MAX_URL_CHARS} characters")
+    try:
+        url = httpx.URL(value)
+        url.raw_host.decode("ascii")
+        _ = url.host  # decodes an A-label (xn--...), as httpx does when sending
+        port = url.port
+    except Exception as exc:  # InvalidURL, idna's errors, UnicodeError: all "unusable"
+        raise ValueError(str(exc) or type(exc).__name__) from None
+    if url.scheme not in {"http", "https"}:
+        raise ValueError("an absolute http(s) URL is expected")
+    host = url.raw_host.decode("ascii")
+    if not host or not _HOST.fullmatch(host):
+        raise ValueError("the URL has no usable host")
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"no such port: {port}")
+    return url
+
+
+class Redirected(Exception):
+    """The receiver answered a redirect, which webhooks do not follow (following it
+    would aim a signed POST at whatever URL the receiver names, ``data:`` included)."""
+
+    def __init__(self, status: int, location: str) -> None:
+        super().__init__(f"HTTP {status}: redirects are not followed (Location: {location[:200]})")
+        self.status = status
+
+
+async def _refuse_redirects(response: httpx.Response) -> None:
+    """A response hook: runs before httpx looks at ``Location`` at all, so a receiver's
+    redirect is one failed attempt with its status, whatever the header holds."""
+    if 300 <= response.status_code < 400:
+        raise Redirected(response.status_code, response.headers.get("location", ""))
+
+
+async def _prefix(response: httpx.Response, limit: int) -> bytes:
+    """At most ``limit`` bytes of an answer, raw (not decompressed, so a small gzip
+    bomb stays small); the rest is never read: closing the response drops it."""
+    buffer = bytearray()
+    async for chunk in response.aiter_raw():
+        buffer += chunk
+        if len(buffer) >= limit:
+            break
+    return bytes(buffer[:limit])
+
+
 class WebhookDeliverer:
+    """Claims due deliveries and runs each in its own task, at most MAX_IN_FLIGHT at a
+    time, claiming more as tasks end: one receiver that is slow (or hostile) holds one
+    slot for at most its attempt's deadline and never delays another's webhook."""
+
     def __init__(
         self,
         *,
@@ -109,6 +174,8 @@ class WebhookDeliverer:
         self.signer = signer
         #: guarded at connect time: private addresses only with allow_private_urls
         self.client = client or make_client(settings)
+        self.client.event_hooks = {**self.client.event_hooks, "response": [*self.client.event_hooks["response"], _refuse_redirects]}
+        #: set on enqueue (Lifecycle), when a delivery ends, and by stop()
         self.wake = asyncio.Event()
         self._stop = asyncio.Event()
 
@@ -117,47 +184,104 @@ class WebhookDeliverer:
         self.wake.set()
 
     async def run(self) -> None:
-        """Deliver until ``stop()``, which lets the deliveries in flight finish."""
-        while not self._stop.is_set():
-            try:
-                due = await self.outbox.claim_due(limit=CLAIM_BATCH, lock_seconds=self.settings.webhook_timeout_seconds * 4)
-                if due:
-                    await asyncio.gather(*(self.deliver(d) for d in due))
-                    continue
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("webhook delivery loop failed")
-            await wait_event(self.wake, POLL_SECONDS)
-            self.wake.clear()
+        """Deliver until ``stop()``, which lets the deliveries in flight finish (the
+        runtime cancels what outlasts its grace; those rows are claimed again once
+        their lock lapses)."""
+        in_flight: set[asyncio.Task[None]] = set()
+
+        def ended(task: asyncio.Task[None]) -> None:
+            in_flight.discard(task)
+            self.wake.set()
+
+        try:
+            while not self._stop.is_set():
+                self.wake.clear()  # before claiming: a wake-up from here on is not lost
+                free = MAX_IN_FLIGHT - len(in_flight)
+                if free > 0:
+                    for delivery in await self._claim(free):
+                        task = asyncio.create_task(self._attempt(delivery), name=f"webhook-{delivery.id}")
+                        in_flight.add(task)
+                        task.add_done_callback(ended)
+                await wait_event(self.wake, POLL_SECONDS)
+            if in_flight:
+                await asyncio.wait(set(in_flight))
+        finally:
+            for task in list(in_flight):
+                task.cancel()
+            await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def _claim(self, limit: int) -> list[Delivery]:
+        try:
+            # the lock outlasts an attempt's deadline, so no other process claims it meanwhile
+            return await self.outbox.claim_due(limit=limit, lock_seconds=self.settings.webhook_timeout_seconds * 4)
+        except Exception:
+            log.exception("claiming webhook deliveries failed")
+            return []
+
+    async def _attempt(self, delivery: Delivery) -> None:
+        try:
+            await self.deliver(delivery)
+        except Exception:
+            # recording the outcome failed (the database); the row's lock lapses and
+            # it is claimed again, its attempt already counted by the claim
+            log.exception("webhook delivery %s could not be recorded", delivery.id)
 
     async def deliver(self, delivery: Delivery) -> None:
-        body = delivery.body.encode()
-        record = await self.requests.get(delivery.request_id)
-        user_id = (record.key_id if record else None) or "anonymous"
-        headers = {"Content-Type": "application/json", "User-Agent": "openfal-webhooks/1", **self.signer.headers(delivery.request_id, user_id, body)}
+        """One attempt, with its outcome recorded: every way it can fail (an exception of
+        any kind included) is a failed attempt that counts toward webhook_max_attempts."""
         status: int | None = None
         try:
-            response = await self.client.post(
-                delivery.url, content=body, headers=headers, timeout=self.settings.webhook_timeout_seconds
-            )
-            status = response.status_code
+            url = check_url(delivery.url)
+        except ValueError as exc:
+            await self._give_up(delivery, f"the URL cannot be used: {exc}")
+            return
+        try:
+            status, answer = await self._post(delivery, url)
+        except AddressRefused as exc:
+            await self._give_up(delivery, f"{exc} (webhooks to non-public addresses are refused)")
+            return
+        except Redirected as exc:
+            status, error = exc.status, str(exc)
+        except TimeoutError:
+            error = f"no answer within the attempt's {self.settings.webhook_timeout_seconds:g} s deadline"
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        else:
             if 200 <= status < 300:
                 await self.outbox.delivered(delivery.id, status)
                 metrics.WEBHOOKS.labels("delivered").inc()
                 return
-            error = f"HTTP {status}"
-        except AddressRefused as exc:
-            await self.outbox.failed(delivery.id, error=f"{exc} (webhooks to non-public addresses are refused)", status=None, retry_at=None)
-            metrics.WEBHOOKS.labels("failed").inc()
-            return
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            error = f"HTTP {status}: {answer}" if answer else f"HTTP {status}"
         last = delivery.attempts >= self.settings.webhook_max_attempts
         retry_at = None if last else time.time() + retry_delay(delivery.attempts, self.settings)
         log.info("webhook for %s failed (%s), attempt %d%s", delivery.request_id, error, delivery.attempts, "; giving up" if last else "")
         await self.outbox.failed(delivery.id, error=error, status=status, retry_at=retry_at)
         metrics.WEBHOOKS.labels("failed" if last else "retry").inc()
+
+    async def _post(self, delivery: Delivery, url: httpx.URL) -> tuple[int, str]:
+        """POST the signed body; (status, the first bytes of a non-2xx answer). One
+        deadline covers connect, send and answer: a receiver trickling bytes fails at it."""
+        body = delivery.body.encode()
+        record = await self.requests.get(delivery.request_id)
+        user_id = (record.key_id if record else None) or "anonymous"
+        headers = {"Content-Type": "application/json", "User-Agent": "openfal-webhooks/1", **self.signer.headers(delivery.request_id, user_id, body)}
+        deadline = self.settings.webhook_timeout_seconds
+        async with asyncio.timeout(deadline):
+            request = self.client.build_request("POST", url, content=body, headers=headers, timeout=deadline)
+            response = await self.client.send(request, stream=True, follow_redirects=False)
+            try:
+                if 200 <= response.status_code < 300:
+                    return response.status_code, ""  # the answer's body says nothing more
+                answer = await _prefix(response, ANSWER_PREFIX_BYTES)
+                return response.status_code, answer.decode("utf-8", "replace")[:ERROR_ANSWER_CHARS]
+            finally:
+                await response.aclose()
+
+    async def _give_up(self, delivery: Delivery, error: str) -> None:
+        """A failure no retry can mend: the delivery fails now."""
+        log.info("webhook for %s failed for good: %s", delivery.request_id, error)
+        await self.outbox.failed(delivery.id, error=error, status=None, retry_at=None)
+        metrics.WEBHOOKS.labels("failed").inc()
 
     async def close(self) -> None:
         await self.client.aclose()

@@ -118,11 +118,12 @@ async def test_oversized_body_is_413_and_nothing_is_queued(tmp_path) -> None:
         assert await app.runtime.requests.history(None) == []
 
 
-async def test_bad_webhook_url_is_400(app: App) -> None:
-    """fal_webhook must be an absolute http(s) URL."""
+async def test_bad_webhook_url_is_422(app: App) -> None:
+    """fal_webhook must be an absolute http(s) URL (tests/http/test_webhooks.py has the rest)."""
     auth = {"Authorization": f"Key {await app.key()}"}
     response = await app.client.post(ECHO + "?fal_webhook=ftp://x", json={}, headers=auth)
-    assert response.status_code == 400
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "fal_webhook"]
 
 
 async def test_numbers_past_what_the_database_holds_are_422(app: App) -> None:
