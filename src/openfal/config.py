@@ -7,10 +7,10 @@ This is the only module that reads the environment. Everything else receives a
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -113,14 +113,36 @@ class Settings(BaseSettings):
     device: str = "auto"
     #: ``auto`` (bf16 on cuda, fp32 on cpu), ``float32``, ``bfloat16``, ``float16``
     dtype: str = "auto"
-    #: bytes of weights kept loaded; least recently used models are evicted beyond it
-    model_memory_budget_bytes: int = Field(80 * 1024**3, ge=0)
+    #: bytes of weights kept loaded; least recently used models are evicted beyond it.
+    #: None: derived from the device (a GPU's memory less what the largest batch's
+    #: activations need; on CPU half the host's memory), not a fixed figure
+    model_memory_budget_bytes: int | None = Field(None, ge=0)
     max_batch_size: int = Field(4, ge=1)
     #: pixels one output image may have (None: 2048x2048 on a GPU, 1024x1024 on a CPU);
     #: larger sizes are a 422 at submit, since one step of a huge image cannot be stopped
     max_output_pixels: int | None = Field(None, ge=16 * 16)
     #: pixels one request may ask for over all its images (None: 4x max_output_pixels)
     max_call_pixels: int | None = Field(None, ge=16 * 16)
+    #: most images in one pipeline call (requests x num_images), VAE decode included:
+    #: bounds activation memory and the latency a batch adds
+    max_batch_images: int = Field(4, ge=1)
+    #: ``off``, ``compile``, ``fp8`` or ``auto`` (the fastest the device supports; off
+    #: on CPU); see backends/local/acceleration.py
+    acceleration: Literal["off", "compile", "fp8", "auto"] = "auto"
+    #: diffusers attention backend; ``auto``: FlashAttention 3/2 when installed, else SDPA
+    attention_backend: str = "auto"
+    #: models loaded (and warmed, when compiled) at start, before /health/ready says ok
+    preload_models: Annotated[tuple[str, ...], NoDecode] = ()
+    #: shapes compiled at warm-up: fal image_size presets or WIDTHxHEIGHT (default:
+    #: fal's six presets); other sizes run uncompiled
+    warmup_sizes: Annotated[tuple[str, ...], NoDecode] = (
+        "square_hd", "square", "portrait_4_3", "portrait_16_9", "landscape_4_3", "landscape_16_9",
+    )  # fmt: skip
+    #: inductor/triton cache, so a restart's warm-up reads kernels instead of compiling;
+    #: default ``{data_dir}/compile-cache``
+    compile_cache_dir: Path | None = None
+    #: ``""``: one engine on ``device``; ``all`` or ``0,1``: one engine per listed GPU
+    gpus: str = ""
     #: folder of a safety checker (diffusers StableDiffusionSafetyChecker or a
     #: transformers image classifier with an ``nsfw`` label); none: nothing is flagged
     safety_checker_path: str | None = None
@@ -137,6 +159,19 @@ class Settings(BaseSettings):
     #: upstream name -> {"base_url": ..., "keys": [...]}
     upstreams: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
+    @field_validator("preload_models", "warmup_sizes", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        """``OPENFAL_PRELOAD_MODELS=flux-dev,flux-schnell`` (a JSON list works too)."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import json
+
+                return tuple(json.loads(text))
+            return tuple(part.strip() for part in text.split(",") if part.strip())
+        return value
+
     @field_validator("public_base_url")
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
@@ -149,6 +184,10 @@ class Settings(BaseSettings):
     @property
     def effective_media_dir(self) -> Path:
         return (self.media_dir or self.data_dir / "media").resolve()
+
+    @property
+    def effective_compile_cache_dir(self) -> Path:
+        return (self.compile_cache_dir or self.data_dir / "compile-cache").resolve()
 
     @property
     def effective_models_dir(self) -> Path:

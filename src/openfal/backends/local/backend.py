@@ -25,6 +25,7 @@ from openfal.errors import InputInvalid, InputRejected, ModelUnavailable, RunCan
 from openfal.events import Log
 
 if TYPE_CHECKING:
+    from openfal.backends.local.acceleration import Acceleration
     from openfal.backends.local.engine import Engine
     from openfal.backends.local.safety import SafetyChecker
 
@@ -51,8 +52,17 @@ class LocalBackend:
         options: LocalOptions | None = None,
         safety_checker: SafetyChecker | None = None,
         http_client: httpx.AsyncClient | None = None,
+        device: str | None = None,
+        label: str | None = None,
+        acceleration: Acceleration | None = None,
     ) -> None:
         self.settings = settings
+        #: the engine's device (one backend per GPU under ``--gpus``); None: settings.device
+        self.device = device
+        self.label = label
+        #: overrides the profile from settings (tests: int8 weight-only standing in for fp8)
+        self.acceleration = acceleration
+        self._warmup: asyncio.Task[None] | None = None
         self.options = options or LocalOptions()
         self.max_batch_size = settings.max_batch_size
         self.pixel_cap = PixelCap.from_settings(settings)
@@ -85,10 +95,39 @@ class LocalBackend:
             return None
 
     async def start(self) -> None:
-        """Import torch and diffusers and settle the device (a bad OPENFAL_DEVICE fails here)."""
-        await asyncio.to_thread(self.engine)
+        """Import torch and diffusers and settle the device (a bad OPENFAL_DEVICE fails
+        here), then load and warm ``OPENFAL_PRELOAD_MODELS`` in the background: the
+        server answers meanwhile, ``ready`` is false until it ends, and runs wait for it."""
+        engine = await asyncio.to_thread(self.engine)
+        if self.settings.preload_models and self._warmup is None:
+            engine.warming = True
+            self._warmup = asyncio.create_task(self._preload(engine), name=f"warm-up-{engine.label}")
+
+    @property
+    def ready(self) -> bool:
+        """False while the preloaded models load and compile (``/health/ready`` is 503)."""
+        return self._warmup is None or self._warmup.done()
+
+    async def wait_ready(self) -> None:
+        if self._warmup is not None:
+            await asyncio.shield(self._warmup)
+
+    async def _preload(self, engine: Engine) -> None:
+        from openfal.backends.local.registry import SAFETY_CHECKER
+
+        models = [m for m in self.settings.preload_models if m != SAFETY_CHECKER]
+        try:
+            if SAFETY_CHECKER in self.settings.preload_models:
+                await asyncio.to_thread(engine.safety_checker)
+            await asyncio.to_thread(engine.warm_up, models)
+        except Exception:  # a missing model is reported per request; the server still serves
+            log.exception("%s: preloading %s failed", engine.label, ", ".join(self.settings.preload_models))
+        finally:
+            engine.warming = False
 
     async def close(self) -> None:
+        if self._warmup is not None:
+            await asyncio.gather(self._warmup, return_exceptions=True)
         if self._engine is not None:
             await asyncio.to_thread(self._engine.close)
         if self._own_client is not None:
@@ -102,6 +141,7 @@ class LocalBackend:
         return self._engine.status()
 
     async def run(self, jobs: Sequence[Job]) -> Sequence[Output | RunError]:
+        await self.wait_ready()
         results: dict[int, Output | RunError] = {}
         for group in self._groups(jobs):
             outcome = await self._run_group([jobs[i] for i in group])
@@ -114,7 +154,9 @@ class LocalBackend:
         if self._engine is None:
             from openfal.backends.local.engine import Engine
 
-            self._engine = Engine(self.settings, self.options, self._safety_checker)
+            self._engine = Engine(
+                self.settings, self.options, self._safety_checker, device=self.device, label=self.label, acceleration=self.acceleration
+            )
         return self._engine
 
     def _http(self) -> httpx.AsyncClient:

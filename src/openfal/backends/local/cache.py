@@ -22,13 +22,12 @@ ever evicted.
 
 from __future__ import annotations
 
-import gc
 import inspect
 import json
 import logging
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +36,9 @@ import diffusers
 import torch
 from diffusers import DiffusionPipeline
 
+from openfal.backends.local.acceleration import tensor_bytes
 from openfal.backends.local.fingerprint import ComponentId, component_id
+from openfal.backends.local.oom import out_of_memory, release_memory
 from openfal.errors import ModelUnavailable
 
 log = logging.getLogger("openfal.local")
@@ -55,10 +56,23 @@ class PipelineSpec:
 
 
 class ModelCache:
-    def __init__(self, *, device: torch.device, dtype: torch.dtype, budget_bytes: int) -> None:
+    def __init__(
+        self,
+        *,
+        device: torch.device,
+        dtype: torch.dtype,
+        budget_bytes: int,
+        place: Callable[[PipelineSpec, DiffusionPipeline], None] | None = None,
+        prepare: Callable[[PipelineSpec, DiffusionPipeline], None] | None = None,
+    ) -> None:
         self.device = device
         self.dtype = dtype
         self.budget_bytes = budget_bytes
+        #: puts a freshly loaded pipeline on the device (default: all of it, ``pipe.to``);
+        #: the engine passes its memory plan's placement
+        self._place = place or (lambda spec, pipe: pipe.to(self.device))
+        #: runs once per freshly loaded pipeline after placing it (acceleration)
+        self._prepare = prepare
         self._pipelines: OrderedDict[PipelineSpec, DiffusionPipeline] = OrderedDict()
         self._ids: weakref.WeakKeyDictionary[torch.nn.Module, ComponentId] = weakref.WeakKeyDictionary()
 
@@ -111,16 +125,24 @@ class ModelCache:
         self._evict(keep=pinned, incoming=incoming)
         kwargs: dict[str, Any] = {**reused, **{name: None for name in spec.without}}
         log.info("loading %s (%s) from %s; reusing %s", spec.model, spec.class_name, spec.folder, sorted(reused) or "nothing")
+        cls = _pipeline_class(spec.class_name)
         try:
-            pipe = _pipeline_class(spec.class_name).from_pretrained(
-                spec.folder, local_files_only=True, dtype=self.dtype, **kwargs
-            )
-        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as exc:
+            pipe = cls.from_pretrained(spec.folder, local_files_only=True, dtype=self.dtype, **kwargs)
+        except Exception as exc:  # any reader error (safetensors, json, config) is a broken install
             raise ModelUnavailable(
                 f"Model {spec.model} at {spec.folder} could not be loaded ({type(exc).__name__}: {exc}). "
                 f"Re-install it with `openfal models download {spec.model}`."
             ) from exc
-        pipe.to(self.device)
+        oom: torch.OutOfMemoryError | None = None
+        try:
+            self._place(spec, pipe)
+            if self._prepare is not None:
+                self._prepare(spec, pipe)
+        except torch.OutOfMemoryError as exc:
+            oom = exc
+        if oom is not None:  # outside the except: its traceback no longer pins the weights
+            del pipe, kwargs, reused
+            raise out_of_memory(self.device, f"loading {spec.model}", oom)
         for name, module in pipe.components.items():
             if isinstance(module, torch.nn.Module) and name not in reused:
                 ident = self._component_ids(spec.folder).get(name)
@@ -199,11 +221,10 @@ def _derive(cls: type[DiffusionPipeline], base: DiffusionPipeline, without: froz
 
 
 def _module_bytes(module: torch.nn.Module) -> int:
+    """Real bytes of the module's weights (quantised ones at their packed size)."""
     tensors = [*module.parameters(), *module.buffers()]
-    return sum(t.numel() * t.element_size() for t in tensors)
+    return sum(tensor_bytes(t) for t in tensors)
 
 
 def _release_memory(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+    release_memory(device)

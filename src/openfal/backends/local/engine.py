@@ -1,5 +1,11 @@
 """The thread side of the local backend: one device, one lock, the model cache.
 
+One ``Engine`` drives one device (``--gpus`` runs one per GPU). After loading, a FLUX
+pipeline gets the engine's acceleration profile (acceleration.py) and is warmed for
+the configured shapes (warmup.py); a request runs compiled only on a warmed shape.
+Calls hold at most ``max_batch_images`` images, so the VAE decode of one call never
+decodes more. Out of device memory ends the request 503 and frees the device (oom.py).
+
 Everything here blocks and runs in a worker thread (``asyncio.to_thread``). One lock
 serialises model loading, pipeline calls and safety checks on the device. That is
 stricter than one lock per pipeline, on purpose: pipelines share modules and
@@ -18,13 +24,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image
 
 from openfal.backends.base import Job
-from openfal.backends.local import registry
+from openfal.backends.local import acceleration as accel
+from openfal.backends.local import registry, warmup
 from openfal.backends.local.cache import ModelCache, PipelineSpec
 from openfal.backends.local.device import resolve_device, resolve_dtype
 from openfal.backends.local.flux import FluxCall, FluxItem, call_pipeline, pipeline_specs
+from openfal.backends.local.oom import out_of_memory
 from openfal.backends.local.options import LocalOptions
 from openfal.backends.local.previews import flux_preview
 from openfal.backends.local.progress import StepReporter
@@ -52,16 +61,42 @@ class ImageBatch:
 
 
 class Engine:
-    def __init__(self, settings: Settings, options: LocalOptions, safety_checker: SafetyChecker | None = None) -> None:
+    """``device`` overrides ``settings.device`` (one engine per GPU); ``acceleration``
+    overrides the profile resolved from ``settings.acceleration`` (tests)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        options: LocalOptions,
+        safety_checker: SafetyChecker | None = None,
+        *,
+        device: torch.device | str | None = None,
+        acceleration: accel.Acceleration | None = None,
+        label: str | None = None,
+    ) -> None:
         _quiet_libraries()
         self.settings = settings
         self.options = options
-        device = resolve_device(settings.device)
+        device = torch.device(device) if device is not None else resolve_device(settings.device)
+        self.label = label or str(device)
+        self.acceleration = acceleration or accel.resolve(settings.acceleration, device, attention=settings.attention_backend)
+        log.info("%s: acceleration %s (%s)", self.label, self.acceleration.profile, self.acceleration.reason)
+        if self.acceleration.compiles:
+            warmup.use_compile_cache(settings.effective_compile_cache_dir)
         self.cache = ModelCache(
-            device=device, dtype=resolve_dtype(settings.dtype, device), budget_bytes=settings.model_memory_budget_bytes
+            device=device,
+            dtype=resolve_dtype(settings.dtype, device),
+            budget_bytes=settings.model_memory_budget_bytes or default_budget(device),
+            prepare=self._prepare,
         )
         self.lock = threading.Lock()
         self._safety = safety_checker
+        #: shapes compiled at warm-up (requests of other shapes run eagerly)
+        self.warmed: set[warmup.Shape] = set()
+        self._warmed_models: set[str] = set()
+        self._eager_logged: set[warmup.Shape] = set()
+        #: set while warm-up runs (``/health/ready`` answers 503 until it is clear)
+        self.warming = False
 
     def folder(self, name: str) -> Path:
         """The model's folder, or ``ModelUnavailable`` (demo mode: builds the tiny one)."""
@@ -70,6 +105,18 @@ class Engine:
     # -- images ----------------------------------------------------------------------------
 
     def generate_images(self, call: FluxCall, items: Sequence[FluxItem]) -> ImageBatch:
+        """All images of ``items``, in calls of at most ``max_batch_images`` images."""
+        images: list[list[Image.Image]] = []
+        flags: list[list[bool]] = []
+        seconds = 0.0
+        for chunk in image_chunks(items, self.settings.max_batch_images):
+            batch = self._generate_chunk(call, chunk)
+            images += batch.images
+            flags += batch.flags
+            seconds = max(seconds, batch.seconds)
+        return ImageBatch(images, flags, seconds)
+
+    def _generate_chunk(self, call: FluxCall, items: Sequence[FluxItem]) -> ImageBatch:
         main, prior = pipeline_specs(call.plan, self.folder)
         jobs = [item.job for item in items]
         rows = _first_rows([item.num_images for item in items])
@@ -83,12 +130,101 @@ class Engine:
             self._announce_loads(jobs, specs)
             pipes = self.cache.get(*specs)
             pipe, prior_pipe = pipes[-1], (pipes[0] if prior is not None else None)
+            self._warm_model(main.model, pipe, jobs)
+            shape = warmup.Shape(main.model, call.width, call.height, sum(item.num_images for item in items))
             started = time.perf_counter()
-            images = call_pipeline(pipe, prior_pipe, call, items, reporter)
+            oom: torch.OutOfMemoryError | None = None
+            try:
+                with self._stance(shape, call, jobs):
+                    images = call_pipeline(pipe, prior_pipe, call, items, reporter)
+            except torch.OutOfMemoryError as exc:
+                oom = exc
+            if oom is not None:  # outside the except block: the failed call's tensors are gone
+                raise out_of_memory(self.cache.device, f"{main.model} at {call.width}x{call.height}", oom)
             seconds = time.perf_counter() - started
             per_item = [images[row : row + item.num_images] for row, item in zip(rows, items, strict=True)]
             flags = [self._check(item, imgs) for item, imgs in zip(items, per_item, strict=True)]
         return ImageBatch([blacken(imgs, f) for imgs, f in zip(per_item, flags, strict=True)], flags, seconds)
+
+    # -- acceleration and warm-up ------------------------------------------------------------
+
+    def _prepare(self, spec: PipelineSpec, pipe: Any) -> None:
+        """Accelerate a freshly loaded FLUX pipeline (other pipelines run as loaded)."""
+        transformer = getattr(pipe, "transformer", None)
+        if transformer is None or not type(transformer).__name__.startswith("Flux"):
+            return
+        for step in accel.apply(pipe, self.acceleration):
+            log.info("%s: %s: %s", self.label, spec.model, step)
+
+    def warm_up(self, models: Sequence[str]) -> None:
+        """Load ``models`` and compile their warm-up shapes (``OPENFAL_PRELOAD_MODELS``)."""
+        self.warming = True
+        try:
+            for model in models:
+                with self.lock:
+                    spec = self._warmup_spec(model)
+                    (pipe,) = self.cache.get(spec)
+                    self._warm_model(model, pipe, [])
+        finally:
+            self.warming = False
+
+    def _warmup_spec(self, model: str) -> PipelineSpec:
+        if model == registry.SAFETY_CHECKER:
+            raise ValueError("use safety_checker() to preload the checker")
+        if model == LTX_MODEL:
+            return PipelineSpec(LTX_MODEL, self.folder(LTX_MODEL), LTX_PIPELINE)
+        cls = "FluxPriorReduxPipeline" if model == "flux-redux-dev" else "FluxKontextPipeline" if "kontext" in model else "FluxPipeline"
+        return PipelineSpec(model, self.folder(model), cls)
+
+    def _warm_model(self, model: str, pipe: Any, jobs: Sequence[Job]) -> None:
+        """Compile every warm-up shape of ``model`` once (a no-op when not compiled)."""
+        if not self.acceleration.compiles or model in self._warmed_models or getattr(pipe, "transformer", None) is None:
+            return
+        if getattr(pipe.transformer, accel.MARK, None) is None:
+            return  # not a FLUX pipeline: nothing was compiled
+        shapes = warmup.warmup_shapes(model, self.settings.warmup_sizes, self.settings.max_batch_images)
+        for job in jobs:
+            job.emit(Log(f"compiling {model} for {len(shapes)} warm-up shapes (once per server start)"))
+        started = time.perf_counter()
+        with warmup.STANCE_LOCK:
+            for shape in shapes:
+                self._run_warmup(pipe, shape)
+                self.warmed.add(shape)
+        self._warmed_models.add(model)
+        log.info("%s: %s warmed for %d shapes in %.1f s", self.label, model, len(shapes), time.perf_counter() - started)
+
+    def _run_warmup(self, pipe: Any, shape: warmup.Shape) -> None:
+        from openfal.backends.local.plans import MAX_SEQUENCE_LENGTH
+
+        with torch.inference_mode():
+            pipe(
+                prompt=["warm-up"] * shape.images,
+                width=shape.width,
+                height=shape.height,
+                num_inference_steps=1,
+                max_sequence_length=MAX_SEQUENCE_LENGTH.get(shape.model, 512),
+                generator=[torch.Generator("cpu").manual_seed(k) for k in range(shape.images)],
+                output_type="pil",
+            )
+
+    def _stance(self, shape: warmup.Shape, call: FluxCall, jobs: Sequence[Job]) -> Any:
+        """Compiled graphs for a warmed shape; eager for any other (never a compile in a
+        request), logged once per shape."""
+        import contextlib
+
+        from openfal.backends.local.plans import TEXT
+
+        if not self.acceleration.compiles:
+            return contextlib.nullcontext()
+        if shape in self.warmed and call.plan.kind == TEXT:
+            return contextlib.nullcontext()
+        if shape not in self._eager_logged:
+            self._eager_logged.add(shape)
+            message = f"{shape.width}x{shape.height} with {shape.images} images on {shape.model} was not warmed: it runs uncompiled"
+            log.info("%s: %s", self.label, message)
+            for job in jobs:
+                job.emit(Log(message))
+        return warmup.eager()
 
     def _check(self, item: FluxItem, images: list[Image.Image]) -> list[bool]:
         if not item.check_safety or item.job.cancelled:
@@ -149,6 +285,11 @@ class Engine:
         return {
             "started": True,
             "device": str(cache.device),
+            "label": self.label,
+            **_device_memory(cache.device),
+            "acceleration": self.acceleration.profile,
+            "warming": self.warming,
+            "warmed_shapes": len(self.warmed),
             "dtype": str(cache.dtype).removeprefix("torch."),
             "loaded": loaded,
             "loaded_bytes": loaded_bytes,
@@ -167,6 +308,44 @@ def _quiet_libraries() -> None:
 
     diffusers.utils.logging.disable_progress_bar()
     transformers.utils.logging.disable_progress_bar()
+
+
+def image_chunks(items: Sequence[FluxItem], cap: int) -> list[list[FluxItem]]:
+    """``items`` in order, grouped so no group holds more than ``cap`` images (a request
+    asking for more than ``cap`` runs alone)."""
+    chunks: list[list[FluxItem]] = []
+    count = 0
+    for item in items:
+        if chunks and count + item.num_images <= cap:
+            chunks[-1].append(item)
+            count += item.num_images
+        else:
+            chunks.append([item])
+            count = item.num_images
+    return chunks
+
+
+def default_budget(device: torch.device) -> int:
+    """Bytes of weights to keep loaded when no budget is configured: the GPU's memory
+    less a reserve for activations and the CUDA context; on CPU half the host's memory."""
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        return max(0, total - RESERVE_BYTES)
+    import os
+
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2)
+
+
+#: memory a GPU keeps free of weights: activations of the largest batch, the CUDA
+#: context and the allocator's slack (memory_plan.py counts activations exactly)
+RESERVE_BYTES = 6 * 1024**3
+
+
+def _device_memory(device: torch.device) -> dict[str, int]:
+    if device.type != "cuda":
+        return {}
+    free, total = torch.cuda.mem_get_info(device)
+    return {"memory_free_bytes": free, "memory_total_bytes": total, "memory_peak_bytes": torch.cuda.max_memory_allocated(device)}
 
 
 def _first_rows(counts: Sequence[int]) -> list[int]:

@@ -1,0 +1,131 @@
+"""The serving engine with compiled profiles, on the tiny FLUX.1 [dev] on CPU.
+
+Compiling costs tens of seconds on a CI core, so each profile is compiled once for the
+module (one warm-up shape, 64x64 with one image) and the tests share it.
+
+Tolerances, against the ``off`` profile's PNG pixels (0..255):
+* ``compile`` (fused QKV, channels_last VAE, regional compile) is lossless up to float
+  rounding: every pixel within 2;
+* ``fp8`` on CPU runs with torchao int8 weight-only standing in for float8 (float8
+  GEMMs need a GPU of compute capability 8.9+); it is lossy by design: mean difference
+  within 4, every pixel within 48.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from openfal.backends.local import acceleration as accel
+from openfal.backends.local import flux, warmup
+from openfal.backends.local.engine import Engine
+from openfal.backends.local.plans import make_plan
+from openfal.config import Settings
+from openfal.events import Log
+from tests.local.helpers import TEST_OPTIONS, make_job
+
+ENDPOINT = "fal-ai/flux-1/dev"
+CPU = torch.device("cpu")
+
+
+def _settings(tmp: Path, models_dir: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "data_dir": tmp, "models_dir": models_dir, "demo": True, "device": "cpu", "previews": False,
+        "warmup_sizes": ("64x64",), "max_batch_images": 1,
+    }  # fmt: skip
+    return Settings(**{**values, **overrides})
+
+
+def _generate(engine: Engine, width: int = 64, height: int = 64, seed: int = 3) -> tuple[np.ndarray, list[str]]:
+    body = {
+        "prompt": "a lighthouse", "image_size": {"width": width, "height": height}, "num_inference_steps": 2,
+        "seed": seed, "output_format": "png", "enable_safety_checker": False,
+    }  # fmt: skip
+    job, recorder = make_job(ENDPOINT, body)
+    plan = make_plan(ENDPOINT, job.input, TEST_OPTIONS)
+    call = asyncio.run(flux.prepare_call(plan, job.input, engine.settings, TEST_OPTIONS, None))
+    batch = engine.generate_images(call, [flux.FluxItem.of(job)])
+    logs = [e.message for e in recorder.of(Log)]
+    return np.asarray(batch.images[0][0].convert("RGB"), dtype=np.int16), logs
+
+
+@pytest.fixture(scope="module")
+def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("compiled")
+
+
+@pytest.fixture(scope="module")
+def reference(tmp: Path, models_dir: Path) -> Iterator[np.ndarray]:
+    engine = Engine(_settings(tmp, models_dir, acceleration="off"), TEST_OPTIONS)
+    image, _ = _generate(engine)
+    engine.close()
+    yield image
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp: Path, models_dir: Path) -> Iterator[Engine]:
+    engine = Engine(_settings(tmp, models_dir, acceleration="compile"), TEST_OPTIONS)
+    assert engine.acceleration.profile == "compile"
+    engine.warm_up(["flux-dev"])
+    yield engine
+    engine.close()
+
+
+def test_warm_up_compiles_each_configured_shape(compiled: Engine) -> None:
+    assert compiled.warmed == {warmup.Shape("flux-dev", 64, 64, 1)}
+    assert warmup.graphs_compiled() > 0
+
+
+def test_compile_profile_matches_off_within_float_rounding(compiled: Engine, reference: np.ndarray) -> None:
+    image, _ = _generate(compiled)
+    assert np.abs(image - reference).max() <= 2
+
+
+def test_a_warmed_shape_runs_with_no_recompilation(compiled: Engine) -> None:
+    graphs = warmup.graphs_compiled()
+    with torch.compiler.set_stance("fail_on_recompile"):  # any recompile raises
+        _, logs = _generate(compiled, seed=11)
+    assert warmup.graphs_compiled() == graphs
+    assert not [m for m in logs if "not warmed" in m]
+
+
+def test_an_unwarmed_shape_runs_uncompiled_and_is_logged_once(compiled: Engine) -> None:
+    graphs = warmup.graphs_compiled()
+    _, first = _generate(compiled, width=80, height=64)
+    _, second = _generate(compiled, width=80, height=64, seed=4)
+    assert warmup.graphs_compiled() == graphs  # nothing compiled inside a request
+    assert [m for m in first if "80x64" in m and "not warmed" in m]
+    assert not [m for m in second if "not warmed" in m]
+
+
+def test_fused_originals_are_gone_from_the_served_transformer(compiled: Engine) -> None:
+    (spec,) = [s for s in compiled.cache.loaded() if s.model == "flux-dev"]
+    (pipe,) = compiled.cache.get(spec)
+    names = {name.rsplit(".", 1)[-1] for name, _ in pipe.transformer.named_modules()}
+    assert names.isdisjoint(accel.UNFUSED)
+    assert pipe.vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_fp8_plumbing_with_int8_standing_in_matches_off_within_tolerance(tmp: Path, models_dir: Path, reference: np.ndarray) -> None:
+    torchao = pytest.importorskip("torchao.quantization")
+    profile = accel.resolve("fp8", CPU, quantization=torchao.Int8WeightOnlyConfig)
+    engine = Engine(_settings(tmp, models_dir, acceleration="fp8"), TEST_OPTIONS, acceleration=profile)
+    plain = Engine(_settings(tmp, models_dir, acceleration="off"), TEST_OPTIONS)
+    try:
+        engine.warm_up(["flux-dev"])
+        image, _ = _generate(engine)
+        assert np.abs(image - reference).mean() <= 4 and np.abs(image - reference).max() <= 48
+        (spec,) = [s for s in engine.cache.loaded() if s.model == "flux-dev"]
+        (pipe,) = engine.cache.get(spec)
+        assert type(pipe.transformer.transformer_blocks[0].ff.net[2].weight).__name__ == "Int8Tensor"
+        _generate(plain)
+        assert engine.status()["loaded_bytes"] < plain.status()["loaded_bytes"]  # real (packed) bytes
+    finally:
+        engine.close()
+        plain.close()
