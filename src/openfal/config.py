@@ -44,6 +44,17 @@ class Settings(BaseSettings):
     #: origins whose browser apps may call the API directly (fal's JS client in a web
     #: page); ``[]`` turns CORS off. Keys are sent as headers, never as cookies.
     cors_origins: tuple[str, ...] = ("*",)
+    #: OpenAI Images API (``/v1/images/generations``): model names accepted besides
+    #: endpoint ids, name -> endpoint id (OpenAI's own names by default, so clients that
+    #: send them work unchanged)
+    openai_model_aliases: dict[str, str] = Field(
+        default_factory=lambda: {"dall-e-2": "fal-ai/flux-1/schnell", "dall-e-3": "fal-ai/flux-1/dev", "gpt-image-1": "fal-ai/flux-1/dev"}
+    )
+    #: the same for ``/v1/images/edits``: endpoints that take an image (Kontext,
+    #: image-to-image)
+    openai_edit_model_aliases: dict[str, str] = Field(
+        default_factory=lambda: {"dall-e-2": "fal-ai/flux-pro/kontext", "dall-e-3": "fal-ai/flux-pro/kontext", "gpt-image-1": "fal-ai/flux-pro/kontext"}
+    )
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     #: largest single upload request or multipart part accepted by the storage endpoints
     #: (fal's clients send files up to 90-100 MB in one request, then 10 MB parts)
