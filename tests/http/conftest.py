@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import App, make_settings, running_app
+from tests.support import App, create_pg_database, drop_pg_database, make_settings, running_app
 
 
 @pytest.fixture
@@ -17,3 +17,17 @@ async def app(tmp_path: Path) -> AsyncIterator[App]:
 @pytest.fixture
 async def auth(app: App) -> dict[str, str]:
     return {"Authorization": f"Key {await app.key()}"}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def database_url(request: pytest.FixtureRequest) -> AsyncIterator[str | None]:
+    """For tests of behaviours that race: None (the SQLite file in the data folder), then
+    a fresh database on the real PostgreSQL server, where claims and writes truly overlap."""
+    if request.param == "sqlite":
+        yield None
+        return
+    name = await create_pg_database()
+    try:
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        await drop_pg_database(name)

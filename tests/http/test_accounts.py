@@ -25,8 +25,9 @@ async def credit_key(app: App, dollars: float, **limits: int) -> tuple[str, dict
 
 
 @pytest.fixture
-async def priced(tmp_path: Path):
-    async with running_app(make_settings(tmp_path, prices=PRICED)) as app:
+async def priced(tmp_path: Path, database_url: str | None):
+    """Priced endpoints, on SQLite and on PostgreSQL (reserves, settlement and limits race)."""
+    async with running_app(make_settings(tmp_path, prices=PRICED, database_url=database_url)) as app:
         yield app
 
 
