@@ -135,9 +135,7 @@ async def test_max_concurrent_holds_with_two_worker_processes_claiming(app: App,
     the app's worker; the key's running requests never exceed its limit of two, and do
     reach it."""
     key_id, auth = await credited(app, 10.00, max_concurrent=2)
-    other = Runtime(
-        app.runtime.settings.model_copy(update={"data_dir": app.runtime.settings.data_dir}), backends={"builtin": BuiltinBackend()}
-    )
+    other = Runtime(app.runtime.settings, backends={"builtin": BuiltinBackend()})
     await other.start(workers=True)
     try:
         bodies = [(await app.client.post(SLEEP, json={"seconds": 0.3, "steps": 3}, headers=auth)).json() for _ in range(10)]
