@@ -11,23 +11,45 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+import pytest
 
+from openfal.config import Settings
 from openfal.runtime import Runtime
 from openfal.store import outbox
 from openfal.store.schema import webhooks
 from openfal.webhooks import ANSWER_PREFIX_BYTES, WebhookDeliverer
-from tests.support import App, Receiver, make_settings, running_app
+from tests.support import App, Receiver, create_pg_database, drop_pg_database, make_settings, running_app
 
 #: what the loopback socket buffers of both ends may hold once the reader stops
 #: reading (tcp_wmem + tcp_rmem maxima are a few MB each); far below the 400 MB sent
 SOCKET_BUFFERS = 32 * 1024 * 1024
 CHUNK = b"x" * 65536
+
+Configure = Callable[..., Settings]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+async def configure(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Configure]:
+    """Settings for an app on SQLite or on a fresh PostgreSQL database (where deliveries
+    are claimed with SKIP LOCKED), auth off, with the given overrides."""
+    name = await create_pg_database() if request.param == "postgresql" else None
+
+    def make(**overrides: Any) -> Settings:
+        if name is not None:
+            overrides["database_url"] = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+        return make_settings(tmp_path, auth_enabled=False, **overrides)
+
+    try:
+        yield make
+    finally:
+        if name is not None:
+            await drop_pg_database(name)
 
 
 class HostileReceiver:
@@ -138,11 +160,11 @@ async def _wait(event: asyncio.Event, timeout: float = 30.0) -> None:
     await asyncio.wait_for(event.wait(), timeout)
 
 
-async def test_a_400_mb_answer_is_not_read(tmp_path: Path) -> None:
+async def test_a_400_mb_answer_is_not_read(configure: Configure) -> None:
     """A 2xx answer is a delivery as soon as its status arrives; its 400 MB body is not
     read: the connection is closed and the receiver's writes stop being accepted once
     the socket buffers are full. (Before, the whole answer was read into memory.)"""
-    settings = make_settings(tmp_path, auth_enabled=False, webhook_timeout_seconds=120)
+    settings = configure(webhook_timeout_seconds=120)
     async with HostileReceiver(answer_400_mb) as receiver, running_app(settings) as app:
         request_id = await _submit(app, receiver.url)
         row = await _row_in_state(app, request_id, "delivered")
@@ -151,10 +173,10 @@ async def test_a_400_mb_answer_is_not_read(tmp_path: Path) -> None:
         assert receiver.sent < SOCKET_BUFFERS
 
 
-async def test_an_endless_error_answer_is_read_only_a_few_kb(tmp_path: Path) -> None:
+async def test_an_endless_error_answer_is_read_only_a_few_kb(configure: Configure) -> None:
     """A non-2xx answer that never ends fails the attempt after its first few KB (kept,
     cut short, as the delivery's last error), long before the attempt's deadline."""
-    settings = make_settings(tmp_path, auth_enabled=False, webhook_timeout_seconds=120, webhook_max_attempts=1)
+    settings = configure(webhook_timeout_seconds=120, webhook_max_attempts=1)
     async with HostileReceiver(endless_error) as receiver, running_app(settings) as app:
         request_id = await _submit(app, receiver.url)
         row = await _row_in_state(app, request_id, "failed")
@@ -165,10 +187,10 @@ async def test_an_endless_error_answer_is_read_only_a_few_kb(tmp_path: Path) -> 
         assert receiver.sent < SOCKET_BUFFERS
 
 
-async def test_a_receiver_trickling_bytes_fails_at_the_attempt_deadline(tmp_path: Path) -> None:
+async def test_a_receiver_trickling_bytes_fails_at_the_attempt_deadline(configure: Configure) -> None:
     """A byte every 0.2 s never trips a per-read timeout; the attempt's total deadline
     (connect + send + answer, webhook_timeout_seconds) ends it, as a failed attempt."""
-    settings = make_settings(tmp_path, auth_enabled=False, webhook_timeout_seconds=1.0, webhook_max_attempts=1)
+    settings = configure(webhook_timeout_seconds=1.0, webhook_max_attempts=1)
     async with HostileReceiver(trickle_head) as receiver, running_app(settings) as app:
         request_id = await _submit(app, receiver.url)
         row = await _row_in_state(app, request_id, "failed")
@@ -177,10 +199,10 @@ async def test_a_receiver_trickling_bytes_fails_at_the_attempt_deadline(tmp_path
         await _wait(receiver.hung_up)
 
 
-async def test_a_receiver_that_never_answers_fails_at_the_attempt_deadline(tmp_path: Path) -> None:
+async def test_a_receiver_that_never_answers_fails_at_the_attempt_deadline(configure: Configure) -> None:
     """Accepting the connection and the request, then saying nothing, is a failed
     attempt at the deadline, retried up to the cap."""
-    settings = make_settings(tmp_path, auth_enabled=False, webhook_timeout_seconds=0.5, webhook_max_attempts=2)
+    settings = configure(webhook_timeout_seconds=0.5, webhook_max_attempts=2)
     async with HostileReceiver(never_answer) as receiver, running_app(settings) as app:
         request_id = await _submit(app, receiver.url)
         row = await _row_in_state(app, request_id, "failed")
@@ -188,10 +210,10 @@ async def test_a_receiver_that_never_answers_fails_at_the_attempt_deadline(tmp_p
         assert "deadline" in row["last_error"]
 
 
-async def test_a_slow_receiver_does_not_delay_another_receivers_webhook(tmp_path: Path) -> None:
+async def test_a_slow_receiver_does_not_delay_another_receivers_webhook(configure: Configure) -> None:
     """While one receiver holds its delivery open, a webhook enqueued after it, to
     another receiver, is delivered (deliveries are independent, not one batch)."""
-    settings = make_settings(tmp_path, auth_enabled=False, webhook_timeout_seconds=120)
+    settings = configure(webhook_timeout_seconds=120)
     fast = Receiver()
     try:
         async with HostileReceiver(never_answer) as slow, running_app(settings) as app:
@@ -207,10 +229,10 @@ async def test_a_slow_receiver_does_not_delay_another_receivers_webhook(tmp_path
         fast.close()
 
 
-async def test_a_redirect_to_data_is_a_failed_attempt_counted_toward_the_cap(tmp_path: Path) -> None:
+async def test_a_redirect_to_data_is_a_failed_attempt_counted_toward_the_cap(configure: Configure) -> None:
     """`302 Location: data:...` is not followed: each one is a failed attempt with the
     3xx recorded, and the delivery fails for good at webhook_max_attempts."""
-    settings = make_settings(tmp_path, auth_enabled=False, webhook_max_attempts=2)
+    settings = configure(webhook_max_attempts=2)
     async with HostileReceiver(redirect_to_data) as receiver, running_app(settings) as app:
         request_id = await _submit(app, receiver.url)
         row = await _row_in_state(app, request_id, "failed")
@@ -218,7 +240,7 @@ async def test_a_redirect_to_data_is_a_failed_attempt_counted_toward_the_cap(tmp
         assert "redirect" in row["last_error"] and "data:text/plain,hi" in row["last_error"]
 
 
-async def test_webhooks_do_not_follow_redirects(tmp_path: Path) -> None:
+async def test_webhooks_do_not_follow_redirects(configure: Configure) -> None:
     """A receiver redirecting to another http URL fails the attempt; the target never
     gets the webhook (a redirect could otherwise aim the signed POST anywhere)."""
     target = Receiver()
@@ -227,7 +249,7 @@ async def test_webhooks_do_not_follow_redirects(tmp_path: Path) -> None:
         await receiver.write(writer, f"HTTP/1.1 307 Temporary Redirect\r\nLocation: {target.url}\r\nContent-Length: 0\r\n\r\n".encode())
 
     try:
-        settings = make_settings(tmp_path, auth_enabled=False, webhook_max_attempts=1)
+        settings = configure(webhook_max_attempts=1)
         async with HostileReceiver(redirect) as receiver, running_app(settings) as app:
             request_id = await _submit(app, receiver.url)
             row = await _row_in_state(app, request_id, "failed")
@@ -237,10 +259,10 @@ async def test_webhooks_do_not_follow_redirects(tmp_path: Path) -> None:
         target.close()
 
 
-async def test_an_unusable_url_already_in_the_outbox_fails_instead_of_looping(tmp_path: Path) -> None:
+async def test_an_unusable_url_already_in_the_outbox_fails_instead_of_looping(configure: Configure) -> None:
     """A row whose URL httpx cannot use (written before submit checked URLs this way)
     is a failed delivery, not an exception retried forever."""
-    async with running_app(make_settings(tmp_path, auth_enabled=False)) as app:
+    async with running_app(configure()) as app:
         for n, url in enumerate(["http://☃.com/", "http://xn--n3h.com/"]):
             async with app.runtime.db.write() as conn:
                 await outbox.enqueue(conn, request_id=f"old-{n}", url=url, body="{}")
@@ -248,7 +270,7 @@ async def test_an_unusable_url_already_in_the_outbox_fails_instead_of_looping(tm
             assert row["attempts"] == 1 and "cannot be used" in row["last_error"]
 
 
-async def test_any_exception_in_an_attempt_counts_toward_the_retry_cap(tmp_path: Path) -> None:
+async def test_any_exception_in_an_attempt_counts_toward_the_retry_cap(configure: Configure) -> None:
     """Whatever an attempt raises is a failed attempt: here the client's transport
     raises a plain RuntimeError (a fault injected on purpose: no real receiver can make
     httpx raise an arbitrary exception). The delivery fails for good at the cap."""
@@ -256,7 +278,7 @@ async def test_any_exception_in_an_attempt_counts_toward_the_retry_cap(tmp_path:
     def broken(request: httpx.Request) -> httpx.Response:
         raise RuntimeError("a bug in delivery")
 
-    settings = make_settings(tmp_path, auth_enabled=False, webhook_max_attempts=3)
+    settings = configure(webhook_max_attempts=3)
     runtime = Runtime(settings)
     await runtime.start(workers=False)  # no deliverer of its own: this test drives one
     deliverer = WebhookDeliverer(
