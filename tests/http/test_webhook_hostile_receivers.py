@@ -125,6 +125,12 @@ async def endless_error(receiver: HostileReceiver, writer: asyncio.StreamWriter)
     await endless_body(receiver, writer)
 
 
+async def endless_head(receiver: HostileReceiver, writer: asyncio.StreamWriter) -> None:
+    """A status line, then one header that never ends (the head is never complete)."""
+    await receiver.write(writer, b"HTTP/1.1 200 OK\r\nX-Endless: ")
+    await endless_body(receiver, writer)
+
+
 async def trickle_head(receiver: HostileReceiver, writer: asyncio.StreamWriter) -> None:
     """A status line, then a header one byte at a time, each well within any read timeout."""
     await receiver.write(writer, b"HTTP/1.1 200 OK\r\nX-Slow: ")
@@ -183,6 +189,18 @@ async def test_an_endless_error_answer_is_read_only_a_few_kb(configure: Configur
         assert row["last_status"] == 500
         assert row["last_error"].startswith("HTTP 500: xxx")
         assert len(row["last_error"]) < ANSWER_PREFIX_BYTES
+        await _wait(receiver.hung_up)
+        assert receiver.sent < SOCKET_BUFFERS
+
+
+async def test_an_answer_head_that_never_ends_is_a_failed_attempt(configure: Configure) -> None:
+    """Headers without end are cut off by the HTTP parser's bound on an incomplete head
+    (about 100 KB): a failed attempt, long before the deadline, the rest never read."""
+    settings = configure(webhook_timeout_seconds=120, webhook_max_attempts=1)
+    async with HostileReceiver(endless_head) as receiver, running_app(settings) as app:
+        request_id = await _submit(app, receiver.url)
+        row = await _row_in_state(app, request_id, "failed")
+        assert row["last_status"] is None and "RemoteProtocolError" in row["last_error"]
         await _wait(receiver.hung_up)
         assert receiver.sent < SOCKET_BUFFERS
 
