@@ -1,6 +1,8 @@
 """Webhook delivery: fal's payload, signed with ED25519 the way fal signs, delivered
 from the persisted outbox with exponential backoff (10 attempts over about 2 hours by
-default). Delivery runs in its own task and never blocks a worker.
+default). Delivery runs in tasks of its own and never blocks a worker; each delivery is
+independent of the others, each attempt has one deadline and reads at most a few KB of
+the receiver's answer, and every failure of an attempt counts toward the cap.
 
 Signature: headers ``X-Fal-Webhook-Request-Id``, ``X-Fal-Webhook-User-Id``,
 ``X-Fal-Webhook-Timestamp`` (unix seconds) and ``X-Fal-Webhook-Signature`` (hex), over
