@@ -1,0 +1,200 @@
+"""The OpenAI Images API under ``/v1`` (``openfal.openai_images`` does the mapping).
+
+Every call is one request on the queue, submitted with the caller's key (``Bearer``,
+as OpenAI's SDKs send it, or ``Key``) and the same headers and ``?fal_webhook=`` as a
+fal submit, then waited for like ``fal.run`` (a caller that hangs up cancels it). Every
+error, from auth to a failed run, is answered in OpenAI's shape."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+
+from openfal import openai_images
+from openfal.backends.base import MediaBlob
+from openfal.errors import OpenfalError
+from openfal.http import queue_routes
+from openfal.http.deps import base_url, current_key, json_body, runtime
+from openfal.media.keys import new_key
+from openfal.models import ApiKey
+from openfal.openai_images import OpenAIError, bad
+from openfal.service import Result
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+#: what ``/v1/images/edits`` accepts as images
+IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/avif")
+
+
+def _error(exc: OpenAIError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status_code)
+
+
+@router.post("/images/generations", summary="Create images (OpenAI Images API)")
+async def generations(request: Request) -> Response:
+    try:
+        key = await current_key(request)
+        body = await json_body(request)
+        if not isinstance(body, dict):
+            raise bad("The request body must be a JSON object")
+        params = openai_images.parse_request(body)
+        endpoint_id = openai_images.resolve_model(params.model, runtime(request).settings.openai_model_aliases)
+        data = openai_images.generation_input(endpoint_id, params)
+        result = await _run(request, endpoint_id, data, key)
+        return JSONResponse(await _answer(request, result, params.response_format))
+    except OpenfalError as exc:
+        return _error(openai_images.from_openfal(exc))
+    except OpenAIError as exc:
+        return _error(exc)
+
+
+@router.post("/images/edits", summary="Edit images (OpenAI Images API, multipart)")
+async def edits(request: Request) -> Response:
+    try:
+        key = await current_key(request)
+        rt = runtime(request)
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise bad("/v1/images/edits takes multipart/form-data with 'image' and 'prompt'")
+        async with request.form(max_files=16, max_fields=64, max_part_size=rt.settings.max_upload_bytes) as form:
+            if form.get("mask") is not None:
+                raise bad("Masks are not supported: FLUX Kontext and image-to-image edit the whole image from the prompt", "mask", "unsupported_parameter")
+            files = [f for name in ("image", "image[]") for f in form.getlist(name) if isinstance(f, UploadFile)]
+            if not files:
+                raise bad("'image' is a required property", "image", "missing_required_parameter")
+            values = {name: value for name, value in form.items() if isinstance(value, str)}
+            params = openai_images.parse_request(values)
+            model_endpoint = openai_images.resolve_model(params.model, rt.settings.openai_edit_model_aliases)
+            endpoint_id = openai_images.edit_endpoint(model_endpoint, params.model, len(files))
+            urls = [await _store_image(request, f) for f in files]
+        data = openai_images.edit_input(endpoint_id, params, urls)
+        result = await _run(request, endpoint_id, data, key)
+        return JSONResponse(await _answer(request, result, params.response_format))
+    except HTTPException as exc:  # a malformed multipart body
+        return _error(bad(str(exc.detail)))
+    except OpenfalError as exc:
+        return _error(openai_images.from_openfal(exc))
+    except OpenAIError as exc:
+        return _error(exc)
+
+
+@router.get("/models", summary="Models usable with the Images API")
+async def models(request: Request) -> Response:
+    """The aliases, then every image endpoint this server serves."""
+    try:
+        await current_key(request)
+    except OpenfalError as exc:
+        return _error(openai_images.from_openfal(exc))
+    return JSONResponse({"object": "list", "data": [_model(name) for name in _model_names(request)]})
+
+
+@router.get("/models/{model:path}", summary="One model")
+async def model(model: str, request: Request) -> Response:
+    try:
+        await current_key(request)
+    except OpenfalError as exc:
+        return _error(openai_images.from_openfal(exc))
+    if model not in _model_names(request):
+        return _error(OpenAIError(404, f"The model '{model}' does not exist", param="model", code="model_not_found"))
+    return JSONResponse(_model(model))
+
+
+def _model_names(request: Request) -> list[str]:
+    rt = runtime(request)
+    names = dict.fromkeys([*rt.settings.openai_model_aliases, *rt.settings.openai_edit_model_aliases])
+    for route in rt.router.endpoints():
+        if route.spec is not None and route.spec.kind == "image":
+            names[route.endpoint_id] = None
+    return list(names)
+
+
+def _model(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "openfal"}
+
+
+async def _store_image(request: Request, upload: UploadFile) -> str:
+    """An uploaded image, kept in openfal's media (as a storage upload is) so the worker
+    reads it like any other input URL."""
+    content_type = (upload.content_type or "").split(";")[0].strip().lower()
+    if content_type == "application/octet-stream" or not content_type:
+        content_type = _sniff(await upload.read(16))
+        await upload.seek(0)
+    if content_type not in IMAGE_TYPES:
+        raise bad(f"Invalid image file type {content_type!r}: use PNG, JPEG, WEBP, GIF or AVIF", "image", "invalid_image_format")
+    data = await upload.read()
+    rt = runtime(request)
+    key = new_key(content_type, upload.filename)
+    await rt.media.put(MediaBlob(data, content_type), key)
+    await rt.media_index.add(key, len(data))
+    return rt.media.url(key, base_url(request))
+
+
+def _sniff(head: bytes) -> str:
+    if head.startswith(b"\x89PNG"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8"):
+        return "image/jpeg"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head.startswith(b"GIF8"):
+        return "image/gif"
+    return "application/octet-stream"
+
+
+async def _run(request: Request, endpoint_id: str, data: dict[str, Any], key: ApiKey | None) -> Result:
+    """Submit on the queue and wait for the result; a caller that leaves cancels it."""
+    rt = runtime(request)
+    submitted = await rt.service.submit(endpoint_id, data, key=key, base_url=base_url(request), options=queue_routes._options(request))
+    record = submitted.record
+    request.state.fal_request_id = record.id
+    waiter = asyncio.ensure_future(rt.service.wait(record))
+    gone = asyncio.ensure_future(queue_routes._disconnected(request))
+    try:
+        await asyncio.wait({waiter, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not waiter.done():
+        waiter.cancel()
+        await rt.service.abandon(record)
+        raise OpenAIError(499, "The client closed the connection; the request was cancelled", code="client_cancelled")
+    result = waiter.result()
+    if result.status_code >= 400:
+        raise openai_images.from_result(result.status_code, result.body)
+    return result
+
+
+async def _answer(request: Request, result: Result, response_format: str) -> dict[str, Any]:
+    images = openai_images.images_of(result.body)
+    if not images:
+        raise OpenAIError(502, "The endpoint returned no images", type_="server_error")
+    data = []
+    for image in images:
+        if response_format == "url":
+            data.append({"url": image["url"]})
+        else:
+            data.append({"b64_json": base64.b64encode(await _image_bytes(request, image["url"])).decode()})
+    body: dict[str, Any] = {"created": int(time.time()), "data": data}
+    if isinstance(result.body, dict) and isinstance(result.body.get("prompt"), str):
+        for item in data:
+            item["revised_prompt"] = result.body["prompt"]
+    return body
+
+
+async def _image_bytes(request: Request, url: str) -> bytes:
+    """An output image's bytes: from openfal's media (every output is stored there,
+    relayed ones included), or a ``data:`` URI."""
+    inline = openai_images.data_uri_bytes(url)
+    if inline is not None:
+        return inline
+    media = runtime(request).media
+    key = media.key_of(url)
+    if key is None or await media.size(key) is None:
+        raise OpenAIError(502, "An output image is not in this server's media", type_="server_error")
+    return b"".join([chunk async for chunk in media.chunks(key)])
+

@@ -1,0 +1,197 @@
+"""The OpenAI Images API (``/v1``), driven by the official ``openai`` Python package,
+against the real queue and the local backend with the tiny model set: every call is a
+request like any other (keys, scopes, credit, history, webhooks), errors in OpenAI's shape."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # any accidental hub call fails fast
+
+import httpx
+import openai
+import pytest
+from PIL import Image
+
+from openfal import accounting
+from openfal.backends.builtin import BuiltinBackend
+from openfal.backends.local import LocalBackend
+from openfal.store import ledger
+from tests.local.helpers import TEST_OPTIONS
+from tests.support import App, Receiver, make_settings, running_app
+
+BASE = "http://openfal.test/v1"
+
+
+@pytest.fixture(scope="module")
+def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from openfal.backends.local.tiny import build_tiny_models
+
+    root = tmp_path_factory.mktemp("models")
+    build_tiny_models(root)
+    return root
+
+
+@pytest.fixture
+async def app(tmp_path: Path, models_dir: Path) -> AsyncIterator[App]:
+    settings = make_settings(tmp_path, models_dir=models_dir, demo=True)
+    backends: dict[str, Any] = {"builtin": BuiltinBackend(), "local": LocalBackend(settings, options=TEST_OPTIONS)}
+    async with running_app(settings, backends) as app:
+        yield app
+
+
+def sdk(app: App, secret: str) -> openai.AsyncOpenAI:
+    """The official SDK, sending ``Authorization: Bearer <openfal key>``; no retries, so
+    a test sees the first answer."""
+    return openai.AsyncOpenAI(api_key=secret, base_url=BASE, http_client=app.client, max_retries=0)
+
+
+async def image_at(app: App, url: str) -> Image.Image:
+    served = await app.client.get(httpx.URL(url).path)
+    assert served.status_code == 200
+    return Image.open(io.BytesIO(served.content))
+
+
+def png(width: int = 64, height: int = 64) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 40, 40)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def test_generate_returns_urls_of_images_of_the_asked_size(app: App) -> None:
+    """model = an endpoint id, size -> image_size, n -> num_images; URLs on openfal's media."""
+    client = sdk(app, await app.key())
+    response = await client.images.generate(model="fal-ai/flux-1/schnell", prompt="a red fox", size="64x48", n=2)
+    assert len(response.data) == 2 and response.created > 0
+    for item in response.data:
+        assert item.url is not None and item.b64_json is None
+        assert (await image_at(app, item.url)).size == (64, 48)
+    assert response.data[0].revised_prompt == "a red fox"
+
+
+async def test_an_alias_and_b64_json(app: App) -> None:
+    """OpenAI's model names are aliases (dall-e-3 -> FLUX.1 [dev]); b64_json inlines the image."""
+    client = sdk(app, await app.key())
+    response = await client.images.generate(model="dall-e-3", prompt="a lighthouse", size="64x64", response_format="b64_json", quality="hd", style="vivid")
+    (item,) = response.data
+    assert item.url is None
+    image = Image.open(io.BytesIO(base64.b64decode(item.b64_json)))
+    assert image.size == (64, 64)
+    history = (await app.client.get("/api/requests", headers={"Authorization": f"Key {client.api_key}"})).json()["items"]
+    assert history[0]["endpoint_id"] == "fal-ai/flux-1/dev" and history[0]["status"] == "COMPLETED"
+
+
+async def test_gpt_image_models_answer_b64_json_by_default(app: App) -> None:
+    client = sdk(app, await app.key())
+    response = await client.images.generate(model="gpt-image-1", prompt="a cat", size="64x64", output_format="png")
+    assert Image.open(io.BytesIO(base64.b64decode(response.data[0].b64_json))).format == "PNG"
+
+
+async def test_a_generation_is_billed_and_in_the_history_like_any_request(app: App) -> None:
+    """The key's credit is charged at the endpoint's price; the request is in /api/requests."""
+    key, secret = await app.runtime.keys.create("customer")
+    async with app.runtime.db.write() as conn:
+        await accounting.credit(conn, key.id, accounting.MICROS)
+    await sdk(app, secret).images.generate(model="fal-ai/flux-1/schnell", prompt="a boat", size="64x64")
+    items = (await app.client.get("/api/requests", headers={"Authorization": f"Bearer {secret}"})).json()["items"]
+    assert [i["endpoint_id"] for i in items] == ["fal-ai/flux-1/schnell"]
+    assert await ledger.balance(app.runtime.db, key.id) < accounting.MICROS
+    assert await ledger.ledger_sum(app.runtime.db, key.id) == await ledger.balance(app.runtime.db, key.id)
+
+
+async def test_fal_webhook_works_on_the_openai_routes(app: App) -> None:
+    """?fal_webhook= (extra_query in the SDK) gets fal's webhook payload when it completes."""
+    receiver = Receiver()
+    try:
+        client = sdk(app, await app.key())
+        await client.images.generate(model="fal-ai/flux-1/schnell", prompt="a tree", size="64x64", extra_query={"fal_webhook": receiver.url})
+        for _ in range(200):
+            if receiver.received:
+                break
+            await asyncio.sleep(0.05)
+        payload = json.loads(receiver.received[0][1])
+        assert payload["status"] == "OK" and payload["payload"]["images"][0]["width"] == 64
+    finally:
+        receiver.close()
+
+
+async def test_edit_one_image_with_kontext(app: App) -> None:
+    """A multipart image + prompt onto Kontext (the default for OpenAI's model names)."""
+    client = sdk(app, await app.key())
+    response = await client.images.edit(model="dall-e-2", image=("in.png", png(), "image/png"), prompt="make it blue")
+    (item,) = response.data
+    assert (await image_at(app, item.url)).format == "JPEG"
+    history = (await app.client.get("/api/requests", headers={"Authorization": f"Key {client.api_key}"})).json()["items"]
+    assert history[0]["endpoint_id"] == "fal-ai/flux-pro/kontext"
+
+
+async def test_edit_several_images_goes_to_the_multi_endpoint(app: App) -> None:
+    client = sdk(app, await app.key())
+    response = await client.images.edit(
+        model="fal-ai/flux-pro/kontext", image=[("a.png", png(), "image/png"), ("b.png", png(48, 48), "image/png")], prompt="combine them"
+    )
+    assert len(response.data) == 1
+    history = (await app.client.get("/api/requests", headers={"Authorization": f"Key {client.api_key}"})).json()["items"]
+    assert history[0]["endpoint_id"] == "fal-ai/flux-pro/kontext/multi"
+
+
+async def test_edit_onto_image_to_image(app: App) -> None:
+    client = sdk(app, await app.key())
+    response = await client.images.edit(model="fal-ai/flux-1/dev/image-to-image", image=("in.png", png(), "image/png"), prompt="a painting", response_format="b64_json")
+    assert Image.open(io.BytesIO(base64.b64decode(response.data[0].b64_json))).size[0] > 0
+
+
+async def test_masks_are_refused_clearly(app: App) -> None:
+    client = sdk(app, await app.key())
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.images.edit(image=("in.png", png(), "image/png"), mask=("m.png", png(), "image/png"), prompt="x")
+    assert caught.value.body["param"] == "mask"
+
+
+async def test_errors_are_in_openais_shape(app: App) -> None:
+    """Bad input is 400 with the OpenAI parameter named; unknown models 404."""
+    client = sdk(app, await app.key())
+    with pytest.raises(openai.BadRequestError) as too_many:
+        await client.images.generate(model="fal-ai/flux-1/schnell", prompt="x", n=9, size="64x64")
+    assert too_many.value.body["param"] == "n" and too_many.value.body["type"] == "invalid_request_error"
+    with pytest.raises(openai.BadRequestError) as bad_size:
+        await client.images.generate(model="fal-ai/flux-1/schnell", prompt="x", size="big")  # type: ignore[arg-type]
+    assert bad_size.value.body["param"] == "size"
+    with pytest.raises(openai.NotFoundError) as unknown:
+        await client.images.generate(model="nobody/nothing", prompt="x")
+    assert unknown.value.body["code"] == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as editor:
+        await client.images.generate(model="fal-ai/flux-pro/kontext", prompt="x")
+    assert editor.value.body["param"] == "model"
+    raw = await app.client.post("/v1/images/generations", json={"model": "dall-e-2"}, headers={"Authorization": f"Bearer {client.api_key}"})
+    assert raw.status_code == 400 and raw.json()["error"]["param"] == "prompt"
+
+
+async def test_auth_scope_and_credit_errors_are_in_openais_shape(app: App) -> None:
+    with pytest.raises(openai.AuthenticationError) as bad_key:
+        await sdk(app, "nobody:nothing").images.generate(model="dall-e-2", prompt="x")
+    assert bad_key.value.body["code"] == "invalid_api_key"
+    key, secret = await app.runtime.keys.create("scoped")
+    await app.runtime.keys.set_limits(key.id, endpoints=["openfal/utils/*"])
+    with pytest.raises(openai.PermissionDeniedError):
+        await sdk(app, secret).images.generate(model="dall-e-2", prompt="x", size="64x64")
+    broke, broke_secret = await app.runtime.keys.create("broke", credit_micros=0)
+    with pytest.raises(openai.PermissionDeniedError) as no_credit:
+        await sdk(app, broke_secret).images.generate(model="dall-e-2", prompt="x", size="64x64")
+    assert "balance" in no_credit.value.message.lower()
+    assert await app.runtime.requests.history(broke.id) == []
+
+
+async def test_models_lists_aliases_and_image_endpoints(app: App) -> None:
+    client = sdk(app, await app.key())
+    ids = [m.id async for m in client.models.list()]
+    assert {"dall-e-2", "dall-e-3", "gpt-image-1", "fal-ai/flux-1/schnell", "fal-ai/flux-pro/kontext"} <= set(ids)
+    assert "openfal/utils/echo" not in ids
+    assert (await client.models.retrieve("dall-e-3")).owned_by == "openfal"
