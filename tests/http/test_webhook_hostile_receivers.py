@@ -103,6 +103,8 @@ class HostileReceiver:
             await self.answer(self, writer)
         except (ConnectionError, asyncio.IncompleteReadError):
             self.hung_up.set()
+        except asyncio.CancelledError:
+            pass  # closed by __aexit__: end quietly (asyncio logs a cancelled handler's traceback)
         finally:
             writer.close()
             with contextlib.suppress(Exception):
