@@ -21,7 +21,7 @@ import pytest
 
 from openfal.backends.builtin import BuiltinBackend
 from openfal.backends.relay import make_relay_backends
-from openfal.http import create_app, relay_routes
+from openfal.http import create_app
 from openfal.runtime import Runtime
 from tests.e2e.conftest import Server, create_key, start_server
 from tests.support import App, make_settings, wait_status
@@ -60,7 +60,8 @@ def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 @asynccontextmanager
 async def relay_app(data_dir: Path, upstream: dict[str, Any], routes: dict[str, str] | None = None, **overrides: Any) -> AsyncIterator[App]:
     """openfal with the builtin backend and one relay backend ``up``, served in process
-    (the webhook route included ahead of the queue's catch-all)."""
+    through ``create_app``'s own wiring (its relay webhook route included). The local
+    backend is left out: no relay test routes to it, and it would import torch."""
     settings = make_settings(
         data_dir,
         upstreams={"up": {**FAST, **upstream}},
@@ -70,8 +71,6 @@ async def relay_app(data_dir: Path, upstream: dict[str, Any], routes: dict[str, 
     backends = {"builtin": BuiltinBackend(), **make_relay_backends(settings, existing={"builtin"})}
     runtime = Runtime(settings, backends=backends)
     app = create_app(settings, runtime=runtime)
-    app.include_router(relay_routes.router)
-    app.router.routes.insert(0, app.router.routes.pop())  # before the queue's POST /{path}
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://openfal.test") as client:
