@@ -129,3 +129,8 @@ def test_fp8_plumbing_with_int8_standing_in_matches_off_within_tolerance(tmp: Pa
     finally:
         engine.close()
         plain.close()
+
+
+def test_compiled_kernels_are_kept_in_the_compile_cache_folder(compiled: Engine) -> None:
+    folder = compiled.settings.effective_compile_cache_dir / "inductor"
+    assert folder.is_dir() and any(folder.rglob("*"))

@@ -135,16 +135,53 @@ def fp8_config() -> Any:
     return Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
 
 
-def apply(pipe: Any, acceleration: Acceleration) -> list[str]:
-    """Apply ``acceleration`` to ``pipe``'s transformer and VAE in place (once per module:
-    pipelines share modules); the steps taken, for the log."""
+def apply(pipe: Any, acceleration: Acceleration, *, quantize_on: torch.device | None = None) -> list[str]:
+    """Apply ``acceleration`` to ``pipe``'s transformer and VAE in place, on whatever
+    device they are (once per module: pipelines share modules); the steps taken.
+    The engine runs the same steps around its memory placement (placement.py)."""
+    steps: list[str] = []
     if not acceleration.compiles:
+        return steps
+    transformer = getattr(pipe, "transformer", None)
+    if transformer is not None and getattr(transformer, MARK, None) is None:
+        steps += fuse(transformer)
+        if acceleration.profile == "fp8":
+            steps += quantize(transformer, acceleration.quantization or fp8_config, quantize_on)
+    steps += compile_pipeline(pipe, acceleration)
+    return steps
+
+
+def fuse(transformer: torch.nn.Module) -> list[str]:
+    """Fuse Q/K/V into one Linear per attention and drop the unfused copies."""
+    if not hasattr(transformer, "fuse_qkv_projections") or getattr(transformer, "_openfal_fused", False):
         return []
+    transformer.fuse_qkv_projections()
+    transformer._openfal_fused = True  # type: ignore[assignment]
+    dropped = drop_unfused(transformer)
+    return [f"fused QKV projections ({dropped} unfused Linear layers dropped)"]
+
+
+def quantize(transformer: torch.nn.Module, config: Callable[[], Any], device: torch.device | None = None) -> list[str]:
+    """Quantise the transformer's Linear layers with ``config()`` (torchao), layer by
+    layer onto ``device`` when given (so a bf16 copy never has to fit the GPU whole)."""
+    if getattr(transformer, "_openfal_quantized", False):
+        return []
+    from torchao.quantization import quantize_
+
+    built = config()
+    quantize_(transformer, built, filter_fn=_quantizable, device=device)
+    transformer._openfal_quantized = True  # type: ignore[assignment]
+    return [f"transformer Linear layers quantised with {type(built).__name__}"]
+
+
+def compile_pipeline(pipe: Any, acceleration: Acceleration) -> list[str]:
+    """Attention backend, channels_last VAE and regional compile (call once the
+    weights are where they will run)."""
     steps: list[str] = []
     transformer = getattr(pipe, "transformer", None)
     vae = getattr(pipe, "vae", None)
     if transformer is not None and getattr(transformer, MARK, None) is None:
-        steps += accelerate_transformer(transformer, acceleration)
+        steps += compile_transformer(transformer, acceleration)
         setattr(transformer, MARK, acceleration.profile)
     if vae is not None and getattr(vae, MARK, None) is None:
         steps += accelerate_vae(vae)
@@ -152,24 +189,14 @@ def apply(pipe: Any, acceleration: Acceleration) -> list[str]:
     return steps
 
 
-def accelerate_transformer(transformer: torch.nn.Module, acceleration: Acceleration) -> list[str]:
-    steps = []
-    if hasattr(transformer, "fuse_qkv_projections"):
-        transformer.fuse_qkv_projections()
-        dropped = drop_unfused(transformer)
-        steps.append(f"fused QKV projections ({dropped} unfused Linear layers dropped)")
+def compile_transformer(transformer: torch.nn.Module, acceleration: Acceleration) -> list[str]:
+    steps = fuse(transformer)
     if acceleration.attention_backend is not None:
         try:
             transformer.set_attention_backend(acceleration.attention_backend)  # type: ignore[operator]
             steps.append(f"attention backend {acceleration.attention_backend}")
         except Exception as exc:  # a backend whose kernels do not load here: SDPA stays
             log.warning("attention backend %s unavailable (%s); using torch SDPA", acceleration.attention_backend, exc)
-    if acceleration.profile == "fp8" and acceleration.quantization is not None:
-        from torchao.quantization import quantize_
-
-        config = acceleration.quantization()
-        quantize_(transformer, config, filter_fn=_quantizable)
-        steps.append(f"transformer Linear layers quantised with {type(config).__name__}")
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, acceleration.recompile_limit)
     torch._dynamo.config.accumulated_recompile_limit = max(
         torch._dynamo.config.accumulated_recompile_limit, 4 * acceleration.recompile_limit

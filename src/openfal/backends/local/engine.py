@@ -29,10 +29,11 @@ from PIL import Image
 
 from openfal.backends.base import Job
 from openfal.backends.local import acceleration as accel
-from openfal.backends.local import registry, warmup
+from openfal.backends.local import memory_plan, placement, registry, warmup
 from openfal.backends.local.cache import ModelCache, PipelineSpec
 from openfal.backends.local.device import resolve_device, resolve_dtype
 from openfal.backends.local.flux import FluxCall, FluxItem, call_pipeline, pipeline_specs
+from openfal.backends.local.lora_adapters import Adapters
 from openfal.backends.local.oom import out_of_memory
 from openfal.backends.local.options import LocalOptions
 from openfal.backends.local.previews import flux_preview
@@ -73,6 +74,7 @@ class Engine:
         device: torch.device | str | None = None,
         acceleration: accel.Acceleration | None = None,
         label: str | None = None,
+        memory_bytes: int | None = None,
     ) -> None:
         _quiet_libraries()
         self.settings = settings
@@ -87,9 +89,14 @@ class Engine:
             device=device,
             dtype=resolve_dtype(settings.dtype, device),
             budget_bytes=settings.model_memory_budget_bytes or default_budget(device),
-            prepare=self._prepare,
+            place=self._place,
         )
+        #: GPU memory to plan placements for; None: the device's free memory at load
+        #: (on CPU: no plan, everything resident). Tests pass a figure to force a plan.
+        self.memory_bytes = memory_bytes
+        self.plans: dict[str, memory_plan.ModelPlan] = {}
         self.lock = threading.Lock()
+        self.adapters = Adapters(max_rank=settings.lora_max_rank, idle_seconds=settings.lora_idle_seconds)
         self._safety = safety_checker
         #: shapes compiled at warm-up (requests of other shapes run eagerly)
         self.warmed: set[warmup.Shape] = set()
@@ -130,6 +137,7 @@ class Engine:
             self._announce_loads(jobs, specs)
             pipes = self.cache.get(*specs)
             pipe, prior_pipe = pipes[-1], (pipes[0] if prior is not None else None)
+            self.adapters.apply(pipe, call.loras, say=lambda message: [job.emit(Log(message)) for job in jobs])
             self._warm_model(main.model, pipe, jobs)
             shape = warmup.Shape(main.model, call.width, call.height, sum(item.num_images for item in items))
             started = time.perf_counter()
@@ -148,13 +156,36 @@ class Engine:
 
     # -- acceleration and warm-up ------------------------------------------------------------
 
-    def _prepare(self, spec: PipelineSpec, pipe: Any) -> None:
-        """Accelerate a freshly loaded FLUX pipeline (other pipelines run as loaded)."""
-        transformer = getattr(pipe, "transformer", None)
-        if transformer is None or not type(transformer).__name__.startswith("Flux"):
-            return
-        for step in accel.apply(pipe, self.acceleration):
+    def _place(self, spec: PipelineSpec, pipe: Any) -> None:
+        """Put a freshly loaded pipeline where its memory plan says, accelerated."""
+        plan = self._plan(spec)
+        if plan is not None:
+            self.plans[spec.model] = plan
+            if not plan.fits:
+                log.warning("%s: %s needs %.1f GiB even with %s offload; trying anyway", self.label, spec.model, plan.resident_gib, plan.offload)
+        for step in placement.place(pipe, self.cache.device, plan, self.acceleration):
             log.info("%s: %s: %s", self.label, spec.model, step)
+
+    def _plan(self, spec: PipelineSpec) -> memory_plan.ModelPlan | None:
+        if spec.model not in memory_plan.PLANNED:
+            return None
+        device = self.cache.device
+        budget = self.memory_bytes
+        if budget is None and device.type == "cuda":
+            budget = torch.cuda.mem_get_info(device)[0]
+        if budget is None:
+            return None
+        fp8 = self.acceleration.profile == "fp8" or accel.fp8_unsupported(device) is None
+        return memory_plan.plan_model(
+            spec.model,
+            budget,
+            max_images=self.settings.max_batch_images,
+            sizes=self.settings.warmup_sizes,
+            fp8_supported=fp8,
+            prefer_fp8=self.acceleration.profile == "fp8",
+            safety_checker=self._safety is None or self._safety.active,
+            without=spec.without,
+        )
 
     def warm_up(self, models: Sequence[str]) -> None:
         """Load ``models`` and compile their warm-up shapes (``OPENFAL_PRELOAD_MODELS``)."""
@@ -290,6 +321,7 @@ class Engine:
             "acceleration": self.acceleration.profile,
             "warming": self.warming,
             "warmed_shapes": len(self.warmed),
+            "plans": {model: {"offload": p.offload, "transformer_dtype": p.transformer_dtype, "resident_gib": p.resident_gib} for model, p in self.plans.items()},
             "dtype": str(cache.dtype).removeprefix("torch."),
             "loaded": loaded,
             "loaded_bytes": loaded_bytes,

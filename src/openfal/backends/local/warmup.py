@@ -68,10 +68,15 @@ def warmup_shapes(model: str, size_names: tuple[str, ...], max_images: int) -> l
 
 def use_compile_cache(folder: Path) -> None:
     """Point inductor's and triton's caches at ``folder`` (kept across restarts).
-    An operator's own ``TORCHINDUCTOR_CACHE_DIR`` wins."""
+    An operator's own ``TORCHINDUCTOR_CACHE_DIR`` wins; torch's default (which torch
+    writes into the environment the first time it asks) does not."""
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
     folder.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(folder / "inductor"))
-    os.environ.setdefault("TRITON_CACHE_DIR", str(folder / "triton"))
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    if current is None or os.path.abspath(current) == os.path.abspath(default_cache_dir()):
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder / "inductor")
+        os.environ["TRITON_CACHE_DIR"] = str(folder / "triton")
     import torch._inductor.config as inductor
 
     inductor.fx_graph_cache = True

@@ -1,0 +1,109 @@
+"""Putting a freshly loaded pipeline where its memory plan says, accelerated.
+
+The order matters: Q/K/V fusion concatenates bf16 weights, so it runs before float8
+quantisation; quantisation moves the transformer onto the GPU layer by layer, so a
+24 GiB card never holds its 22 GiB bf16 copy; compilation comes last, once every
+weight is where it will run. Under model or group offload nothing is compiled (the
+hooks move weights between calls, which compiled graphs do not expect).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+
+from openfal.backends.local import acceleration as accel
+from openfal.backends.local.memory_plan import TEXT_ENCODERS, ModelPlan
+
+log = logging.getLogger("openfal.local")
+
+
+def is_flux(pipe: Any) -> bool:
+    transformer = getattr(pipe, "transformer", None)
+    return transformer is not None and type(transformer).__name__.startswith("Flux")
+
+
+def place(pipe: Any, device: torch.device, plan: ModelPlan | None, acceleration: accel.Acceleration) -> list[str]:
+    """Move ``pipe`` onto ``device`` per ``plan`` (None: all resident) and apply the
+    acceleration profile to FLUX pipelines; the steps taken, for the log."""
+    flux = is_flux(pipe)
+    steps: list[str] = []
+    offload = plan.offload if plan is not None else "none"
+    # the plan's dtype; without a plan (CPU), the profile's
+    fp8 = plan.transformer_dtype == "float8_e4m3fn" if plan is not None else acceleration.profile == "fp8"
+    if flux and (acceleration.compiles or fp8):
+        steps += accel.fuse(pipe.transformer)
+    if flux and fp8:
+        steps += accel.quantize(pipe.transformer, acceleration.quantization or accel.fp8_config, device)
+    if offload == "none":
+        pipe.to(device)
+    elif offload == "text_encoders":
+        steps += offload_text_encoders(pipe, device)
+    elif offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+        steps.append("model offload (components visit the GPU in turn)")
+    else:
+        steps += group_offload(pipe, device)
+    if flux and acceleration.compiles:
+        if offload in ("none", "text_encoders"):
+            steps += accel.compile_pipeline(pipe, acceleration)
+        else:
+            steps.append(f"not compiled: {offload} offload moves weights between calls")
+    vae = getattr(pipe, "vae", None)
+    if plan is not None and vae is not None and plan.vae_decode_batch == 1 and hasattr(vae, "enable_slicing"):
+        vae.enable_slicing()
+        steps.append("VAE decodes one image at a time")
+    if plan is not None:
+        steps.insert(0, f"memory plan: {plan.offload} offload, transformer {plan.transformer_dtype}, peak {plan.resident_gib} GiB")
+    return steps
+
+
+def offload_text_encoders(pipe: Any, device: torch.device) -> list[str]:
+    """Everything on ``device`` but T5 and CLIP, which wait in host memory: each moves
+    to the device when called and all go back before the transformer runs."""
+    texts = [m for name in TEXT_ENCODERS if isinstance(m := getattr(pipe, name, None), torch.nn.Module)]
+    for name, module in pipe.components.items():
+        if isinstance(module, torch.nn.Module) and name not in TEXT_ENCODERS:
+            module.to(device)
+    for module in texts:
+        module.to("cpu")
+        if not getattr(module, "_openfal_visits", False):  # shared encoders are hooked once
+            module.register_forward_pre_hook(lambda mod, args, d=device: _visit(mod, d))
+            module._openfal_visits = True  # type: ignore[assignment]
+    transformer = getattr(pipe, "transformer", None)
+    if transformer is not None and texts:
+        transformer.register_forward_pre_hook(lambda mod, args, t=texts: _send_home(t))
+    return [f"{len(texts)} text encoders offloaded after encoding"]
+
+
+def _visit(module: torch.nn.Module, device: torch.device) -> None:
+    if next(module.parameters()).device != device:
+        module.to(device)
+
+
+def _send_home(modules: list[torch.nn.Module]) -> None:
+    moved = False
+    for module in modules:
+        if next(module.parameters()).device.type != "cpu":
+            module.to("cpu")
+            moved = True
+    if moved and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def group_offload(pipe: Any, device: torch.device) -> list[str]:
+    """diffusers' block-level group offload for every model component (streams on CUDA)."""
+    from diffusers.hooks import apply_group_offloading
+
+    stream = device.type == "cuda"
+    for name, module in pipe.components.items():
+        if not isinstance(module, torch.nn.Module):
+            continue
+        if hasattr(module, "enable_group_offload"):
+            module.enable_group_offload(onload_device=device, offload_type="block_level", num_blocks_per_group=1, use_stream=stream)
+        else:
+            apply_group_offloading(module, onload_device=device, offload_type="block_level", num_blocks_per_group=1, use_stream=stream)
+        log.debug("group offload on %s", name)
+    return ["group offload (block level)"]
