@@ -3,7 +3,6 @@ logs, progress, queue position, cancel, errors, media and crash recovery end to 
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 from pathlib import Path
@@ -94,7 +93,12 @@ async def test_cancel_is_forwarded_and_the_upstream_request_ends_cancelled(tmp_p
             return record.backend_state.get("upstream_request_id") and record
 
         record = await wait_for(upstream_running)
-        await asyncio.sleep(0.3)
+
+        async def upstream_in_progress() -> bool:
+            async with upstream_client(upstream) as client:
+                return (await client.get(record.backend_state["status_url"])).json()["status"] == "IN_PROGRESS"
+
+        await wait_for(upstream_in_progress)
         assert (await app.client.put(submitted["cancel_url"], headers=auth)).status_code == 202
         done = await finish(app, auth, submitted, timeout=10)
         assert done.status["error_type"] == "client_cancelled" and done.result.status_code == 499
@@ -138,11 +142,16 @@ async def test_upstream_media_is_copied_into_openfal(tmp_path: Path, upstream: S
         assert upstream.url not in done.result.text
 
 
+#: no grace at stop: the running request is handed back to the queue at once (a lease
+#: never has to run out, so a loaded machine's slow heartbeat cannot add an attempt)
+STOPPED_MID_RUN = {"shutdown_grace_seconds": 0}
+
+
 async def test_worker_crash_resumes_the_upstream_request_without_resubmitting(tmp_path: Path, upstream: Server) -> None:
     """The worker stops while following (no grace): the retry follows the same upstream
     request (saved before waiting) and the upstream sees one submit."""
     before = await upstream_count(upstream)
-    overrides = {"lease_seconds": 1.0, "heartbeat_seconds": 0.3, "shutdown_grace_seconds": 0}
+    overrides = STOPPED_MID_RUN
     async with relay_app(tmp_path, config(upstream), **overrides) as app:
         auth, submitted = await submit(app, SLEEP, {"seconds": 2.0, "steps": 4})
 
@@ -151,7 +160,8 @@ async def test_worker_crash_resumes_the_upstream_request_without_resubmitting(tm
             return bool(record.backend_state.get("upstream_request_id"))
 
         await wait_for(followed)
-    # the app stopped mid-request; a new one takes over
+    # the app stopped mid-request and gave it back; a new one takes over
+    assert (await app.runtime.requests.get(submitted["request_id"])).status.value == "IN_QUEUE"
     async with relay_app(tmp_path, config(upstream), **overrides) as app:
         done = await finish(app, auth, submitted, timeout=20)
         assert done.result.json() == {"slept": 2.0, "steps": 4}
@@ -165,7 +175,7 @@ async def test_crash_before_the_upstream_id_is_saved_does_not_run_it_twice(tmp_p
     upstream openfal answers with the first request (same Idempotency-Key), so the
     upstream holds one request and the result is its."""
     before = await upstream_count(upstream)
-    overrides = {"lease_seconds": 1.0, "heartbeat_seconds": 0.3, "shutdown_grace_seconds": 0}
+    overrides = STOPPED_MID_RUN
     async with relay_app(tmp_path, config(upstream), **overrides) as app:
         async def lose_the_save(*args: Any, **kwargs: Any) -> None:
             raise RuntimeError("database went away")
