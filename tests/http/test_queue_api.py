@@ -18,6 +18,17 @@ async def submit(app: App, auth: dict[str, str], path: str = ECHO, body: object 
     return response.json()
 
 
+async def running(app: App, auth: dict[str, str], bodies: list[dict], timeout: float = 20.0) -> None:
+    """Wait until every one of the submitted requests has been claimed."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        statuses = [(await app.client.get(b["status_url"], headers=auth)).json()["status"] for b in bodies]
+        if "IN_QUEUE" not in statuses:
+            return
+        assert asyncio.get_running_loop().time() < deadline, "the blockers were never all claimed"
+        await asyncio.sleep(0.02)
+
+
 async def test_submit_answers_in_queue_with_absolute_urls(app: App, auth: dict[str, str]) -> None:
     """Submit returns IN_QUEUE, a request id and absolute status/response/cancel URLs on the app."""
     body = await submit(app, auth)
@@ -157,6 +168,7 @@ async def test_low_priority_waits_behind_normal(app: App, auth: dict[str, str]) 
     """With workers busy, a later normal request is claimed before an earlier low one."""
     slots = app.runtime.settings.concurrency["builtin"]
     blockers = [await submit(app, auth, SLEEP, {"seconds": 1.5, "steps": 3}) for _ in range(slots)]
+    await running(app, auth, blockers)  # else an unclaimed blocker is ahead of low too
     low = await submit(app, auth, SLEEP, {"seconds": 0, "steps": 1}, headers={**auth, "X-Fal-Queue-Priority": "low"})
     normal = await submit(app, auth, SLEEP, {"seconds": 0, "steps": 1})
     low_status = (await app.client.get(low["status_url"], headers=auth)).json()
