@@ -68,3 +68,28 @@ def test_proxy_mode_serves_every_call(js: dict, server: Server) -> None:
 def test_proxy_mode_keeps_validation_errors(js: dict) -> None:
     assert js["proxy"]["validation"]["error"]["name"] == "ValidationError"
     assert "body.prompt" in js["proxy"]["validation"]["error"]["fields"]
+
+
+@pytest.fixture(scope="module")
+def js_realtime(server: Server) -> dict:
+    """realtime_e2e.mjs; Node before 22 needs --experimental-websocket for the WebSocket global."""
+    major = int(subprocess.run(["node", "--version"], capture_output=True, text=True, check=True).stdout.strip().lstrip("v").split(".")[0])
+    flags = ["--experimental-websocket"] if major < 22 else []
+    env = {**os.environ, "OPENFAL_URL": server.url, "FAL_KEY": server.key}
+    out = subprocess.run(["node", *flags, "realtime_e2e.mjs"], cwd=JS, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_realtime_connect_answers_each_message(js_realtime: dict, server: Server) -> None:
+    """fal.realtime.connect: a token from /tokens/, msgpack frames, one onResult per send."""
+    flux = js_realtime["flux"]
+    assert flux["errors"] == []
+    assert [r["seed"] for r in flux["results"]] == [1, 2]
+    assert flux["results"][0]["images"][0]["url"].startswith(server.url + "/files/")
+
+
+def test_realtime_errors_reach_on_error_and_the_connection_lives_on(js_realtime: dict) -> None:
+    invalid = js_realtime["invalid"]
+    assert invalid["errors"][0]["body"]["type"] == "x-fal-error" and invalid["errors"][0]["body"]["error"] == "VALIDATION_ERROR"
+    assert invalid["results"] == [{"slept": 0.0, "steps": 1}]

@@ -10,7 +10,17 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from openfal import __version__
 from openfal.config import Settings
-from openfal.http import admin_routes, misc_routes, openai_routes, playground, queue_routes, relay_routes, storage_routes, stream_routes
+from openfal.http import (
+    admin_routes,
+    misc_routes,
+    openai_routes,
+    playground,
+    queue_routes,
+    realtime_routes,
+    relay_routes,
+    storage_routes,
+    stream_routes,
+)
 from openfal.http.errors import HANDLERS
 from openfal.http.middleware import RequestIdMiddleware
 from openfal.http.proxy import FalProxyMiddleware
@@ -57,6 +67,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.include_router(storage_routes.router)
     app.include_router(relay_routes.router)
     app.include_router(openai_routes.router)
+    app.include_router(realtime_routes.router)
     app.include_router(stream_routes.router)  # before the queue's catch-alls
     app.include_router(queue_routes.router)
     return app

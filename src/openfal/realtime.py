@@ -1,0 +1,125 @@
+"""fal's realtime protocol, free of HTTP: short-lived tokens scoped to apps
+(``POST /tokens/``) and the frames of ``/{endpoint}/realtime`` WebSockets.
+
+Tokens are what fal's clients fetch before connecting (``{"allowed_apps": [alias],
+"token_expiration": seconds}`` -> a JSON string) and pass as ``?fal_jwt_token=``. Here
+they are ``ofrt.<base64url claims>.<hmac-sha256>``, signed with the server's upload
+secret (so any API node can check them), naming the key that asked, its app aliases and
+an expiry. A token never outlives its key: the key is looked up again on connect.
+
+Frames: the client sends msgpack (binary) or JSON (text) objects, one input each; the
+server answers each with one binary msgpack frame holding the endpoint's output, or a
+text frame ``{"type": "x-fal-error", "error": ..., "reason": ...}``, which both clients
+raise as an error."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import msgpack
+from pydantic import BaseModel, ConfigDict, Field
+
+PREFIX = "ofrt."
+#: fal's clients ask for 120 s; a token is for opening a connection, not for keeping
+MAX_EXPIRATION_SECONDS = 3600
+#: ``max_buffering`` as the clients accept it
+BUFFERING_RANGE = (1, 60)
+DEFAULT_BUFFERING = 1
+
+
+class TokenRequest(BaseModel):
+    """``POST /tokens/``'s body, as fal's clients send it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    allowed_apps: Annotated[list[Annotated[str, Field(min_length=1, max_length=255)]], Field(min_length=1, max_length=32)]
+    token_expiration: Annotated[int, Field(ge=1, le=MAX_EXPIRATION_SECONDS)] = 120
+
+
+@dataclass(frozen=True, slots=True)
+class Claims:
+    key_id: str | None
+    apps: tuple[str, ...]
+    expires: float
+
+    def allows(self, app: str) -> bool:
+        """Whether the token covers ``app`` (``owner/alias``): fal's clients name the
+        alias only, so either spelling is accepted."""
+        alias = app.rsplit("/", 1)[-1]
+        return alias in self.apps or app in self.apps
+
+
+class RealtimeTokens:
+    def __init__(self, secret: bytes) -> None:
+        self.secret = secret
+
+    def issue(self, key_id: str | None, apps: list[str], seconds: int) -> str:
+        claims = {"kid": key_id, "apps": apps, "exp": time.time() + seconds}
+        payload = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode()).rstrip(b"=").decode()
+        return f"{PREFIX}{payload}.{self._mac(payload)}"
+
+    def open(self, token: str) -> Claims | None:
+        """The claims of a valid, unexpired token, else None."""
+        if not token.startswith(PREFIX):
+            return None
+        payload, _, mac = token[len(PREFIX) :].rpartition(".")
+        if not payload or not hmac.compare_digest(mac, self._mac(payload)):
+            return None
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        except ValueError:
+            return None
+        if not isinstance(claims, dict) or not isinstance(claims.get("exp"), int | float) or claims["exp"] <= time.time():
+            return None
+        apps = claims.get("apps")
+        if not isinstance(apps, list) or not all(isinstance(a, str) for a in apps):
+            return None
+        return Claims(claims.get("kid"), tuple(apps), float(claims["exp"]))
+
+    def _mac(self, payload: str) -> str:
+        return hmac.new(self.secret, (PREFIX + payload).encode(), hashlib.sha256).hexdigest()
+
+
+class FrameError(ValueError):
+    """A frame that is not one input object."""
+
+
+def decode_frame(message: dict[str, Any]) -> dict[str, Any]:
+    """The input carried by one WebSocket ``receive`` message (binary msgpack or text JSON)."""
+    try:
+        if message.get("bytes") is not None:
+            value = msgpack.unpackb(message["bytes"], raw=False)
+        elif message.get("text") is not None:
+            value = json.loads(message["text"])
+        else:
+            raise FrameError("empty frame")
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise FrameError(f"the message is neither msgpack nor JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise FrameError("each message must be one input object")
+    return value
+
+
+def encode_result(body: Any) -> bytes:
+    return msgpack.packb(body, use_bin_type=True)
+
+
+def error_frame(error: str, reason: str) -> str:
+    return json.dumps({"type": "x-fal-error", "error": error, "reason": reason})
+
+
+def parse_buffering(value: str | None) -> int:
+    """``max_buffering`` from the query; ValueError outside the clients' 1-60."""
+    if value is None or value == "":
+        return DEFAULT_BUFFERING
+    number = int(value)
+    low, high = BUFFERING_RANGE
+    if not low <= number <= high:
+        raise ValueError(f"max_buffering must be between {low} and {high}")
+    return number
