@@ -237,11 +237,10 @@ async def test_refuses_a_data_uri_over_the_limit(tmp_path: Path) -> None:
 
 
 async def test_gives_up_at_the_time_limit(server: str, tmp_path: Path) -> None:
-    """A server slower than fetch_timeout_seconds fails the fetch at the deadline."""
-    started = time.monotonic()
+    """A server slower than fetch_timeout_seconds fails the fetch at the deadline (had it
+    waited, /slow would have answered with an image after 3 s and the fetch succeeded)."""
     with pytest.raises(InputFetchFailed, match="took longer than 0.5 s|timed out"):
         await fetch_bytes(f"{server}/slow", settings(tmp_path, fetch_timeout_seconds=0.5), field="image_url")
-    assert time.monotonic() - started < 2.0
 
 
 async def test_reports_http_errors(server: str, tmp_path: Path) -> None:
@@ -274,11 +273,10 @@ def _png_header_only(width: int, height: int) -> bytes:
 
 def test_refuses_a_decompression_bomb_from_its_header(tmp_path: Path) -> None:
     """A 9000x9000 PNG header (81 megapixels in ~70 bytes) is refused by the configured
-    limit (64 MP by default) before any pixel is decoded."""
-    started = time.monotonic()
+    limit (64 MP by default) before any pixel is decoded (the file has no pixel data: a
+    decode would fail with a different error)."""
     with pytest.raises(InputFetchFailed, match="9000x9000 = 81000000 pixels, more than the limit"):
         load_image(_png_header_only(9000, 9000), settings(tmp_path), "image_url")
-    assert time.monotonic() - started < 0.5
 
 
 def test_refuses_a_gigapixel_bomb(tmp_path: Path) -> None:
