@@ -139,11 +139,11 @@ async def test_stop_lets_a_claim_in_flight_finish(tmp_path: Path) -> None:
         store, registry = app.runtime.requests, app.runtime.registry
         await _registered(app)
         claim = store.claim
-        started, finished = asyncio.Event(), asyncio.Event()
+        started, stopped, finished = asyncio.Event(), asyncio.Event(), asyncio.Event()
 
         async def slow_claim(**kwargs: object) -> list:
             started.set()
-            await asyncio.sleep(0.3)
+            await stopped.wait()  # the stop arrives while this claim is in flight
             records = await claim(**kwargs)
             finished.set()
             return records
@@ -151,6 +151,7 @@ async def test_stop_lets_a_claim_in_flight_finish(tmp_path: Path) -> None:
         store.claim = slow_claim  # type: ignore[method-assign]
         await asyncio.wait_for(started.wait(), 10)
         app.runtime.worker.stop()
+        stopped.set()
         await asyncio.wait_for(finished.wait(), 10)
     assert await registry.listing() == []
 

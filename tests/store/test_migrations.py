@@ -68,7 +68,10 @@ async def test_migration_waits_for_the_advisory_lock(pg_url: str) -> None:
         async with holder.transaction():
             await holder.execute("SELECT pg_advisory_xact_lock(7242001)")
             migrating = asyncio.create_task(db.migrate())
-            await asyncio.sleep(0.5)
+            waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            while not await holder.fetchval(waiting):  # the migration queues for the lock
+                assert not migrating.done(), migrating
+                await asyncio.sleep(0.02)
             assert not migrating.done()
             assert await holder.fetchval("SELECT to_regclass('requests')") is None
         await asyncio.wait_for(migrating, 30)
