@@ -164,6 +164,11 @@ class FakeRequest:
 class FakeUpstream:
     """A fal-shaped queue on loopback whose every answer can be scripted.
 
+    It stands in for an upstream because no real one can misbehave on demand: fal.ai is
+    not reachable offline, and a real openfal does not answer 429, 410, malformed JSON
+    or a slow status when asked. The relay's well-behaved paths run against a real
+    openfal process instead (``upstream``, test_relay_openfal.py).
+
     Unscripted, a submit is accepted; its status goes IN_QUEUE (position 1), then
     IN_PROGRESS with one more log line per poll, then COMPLETED after
     ``polls_until_done`` polls; the result is ``result`` (a dict or a function of the
