@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,7 +25,7 @@ from openfal.routing import Router
 from openfal.service import QueueService
 from openfal.store.db import Database
 from openfal.store.keys import KeyStore
-from openfal.store.listener import PgListener
+from openfal.store.listener import ChangeFeed, change_feed
 from openfal.store.outbox import OutboxStore
 from openfal.store.requests import RequestStore
 from openfal.store.workers import WorkerRegistry
@@ -55,13 +57,13 @@ class Runtime:
     def __init__(self, settings: Settings, *, backends: dict[str, Backend] | None = None) -> None:
         self.settings = settings
         self.db = Database(settings.effective_database_url)
-        self.requests = RequestStore(self.db, default_key_concurrency=settings.default_key_max_concurrent)
+        self.notifier = Notifier()
+        self.requests = RequestStore(self.db, default_key_concurrency=settings.default_key_max_concurrent, notifier=self.notifier)
         self.keys = KeyStore(self.db)
         self.outbox = OutboxStore(self.db)
         self.registry = WorkerRegistry(self.db, alive_seconds=3 * settings.heartbeat_seconds)
         self.media = open_media(settings)
         self.media_index = MediaIndex(self.db, settings.media_ttl_seconds)
-        self.notifier = Notifier()
         self.accounts = Accounts(PriceList(settings.prices))
         self.lifecycle = Lifecycle(self.requests, self.notifier, self.accounts)
         self.backends = backends if backends is not None else make_backends(settings)
@@ -80,15 +82,22 @@ class Runtime:
         self.signer: Signer | None = None
         self.uploads: UploadSigner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
-        self._listener: PgListener | None = None
+        self._listener: ChangeFeed | None = None
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._stoppers: list[Callable[[], None]] = []
+        #: per-GPU local backends (``--gpus``), each run by a worker of its own
+        self._engine_backends: dict[str, Backend] = {}
 
     async def start(self, *, workers: bool) -> None:
         await self.db.migrate()
-        if not self.db.is_sqlite:
-            self._listener = PgListener(self.settings.effective_database_url, self.notifier)
-            self._listener.start()
+        self._listener = change_feed(
+            self.db,
+            self.notifier,
+            self.requests.views,
+            database_url=self.settings.effective_database_url,
+            interval=self.settings.poll_interval_seconds,
+        )
+        self._listener.start()
         self.signer = await Signer.load(self.db)
         self.uploads = await UploadSigner.load(self.db)
         if not workers:
@@ -98,8 +107,26 @@ class Runtime:
             for name, backend in self.backends.items()
             if not self.settings.worker_backends or name in self.settings.worker_backends
         }
-        for backend in run_backends.values():
+        if self.settings.gpus and "local" in run_backends:  # --gpus: one engine and worker per GPU
+            from openfal.backends.local.gpus import gpu_backends
+
+            self._engine_backends = dict(gpu_backends(self.settings, run_backends.pop("local")))  # type: ignore[arg-type]
+        for backend in [*run_backends.values(), *self._engine_backends.values()]:
             await backend.start()
+        gpu_workers = [
+            Worker(
+                settings=self.settings,
+                store=self.requests,
+                lifecycle=self.lifecycle,
+                media=self.media,
+                media_index=self.media_index,
+                backends={"local": backend},
+                notifier=self.notifier,
+                registry=self.registry,
+                worker_id=f"{socket.gethostname()[:40]}-{label}-{uuid.uuid4().hex[:8]}",
+            )
+            for label, backend in self._engine_backends.items()
+        ]
         self.worker = Worker(
             settings=self.settings,
             store=self.requests,
@@ -121,12 +148,21 @@ class Runtime:
         )
         deliverer = WebhookDeliverer(settings=self.settings, outbox=self.outbox, requests=self.requests, signer=self.signer)
         self._closers.append(deliverer.close)
-        self._stoppers = [self.worker.stop, reaper.stop, deliverer.stop]
-        for name, coro in [("worker", self.worker.run()), ("reaper", reaper.run()), ("webhooks", deliverer.run())]:
         self.lifecycle.webhook_enqueued = deliverer.wake.set
+        self._stoppers = [self.worker.stop, *(w.stop for w in gpu_workers), reaper.stop, deliverer.stop]
+        loops = [("worker", self.worker.run()), *(("worker", w.run()) for w in gpu_workers)]
+        for name, coro in [*loops, ("reaper", reaper.run()), ("webhooks", deliverer.run())]:
             self._tasks.append(asyncio.create_task(coro, name=name))
         for task in self._tasks:
             task.add_done_callback(_report_crash)
+
+    def warming(self) -> list[str]:
+        """Backends (one per GPU under ``--gpus``) still warming up their preloaded models."""
+        return [
+            getattr(backend, "label", None) or name
+            for name, backend in [*self.backends.items(), *self._engine_backends.items()]
+            if not getattr(backend, "ready", True)
+        ]
 
     async def stop(self) -> None:
         """Ask every loop to stop and let it finish its step (the worker drains its
@@ -145,7 +181,7 @@ class Runtime:
             await close()
         if self._listener is not None:
             await self._listener.close()
-        for backend in self.backends.values():
+        for backend in [*self.backends.values(), *self._engine_backends.values()]:
             await backend.close()
         await self.media.close()
         await self.db.close()

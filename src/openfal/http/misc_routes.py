@@ -42,6 +42,9 @@ async def ready(request: Request) -> JSONResponse:
         capacity = await rt.registry.capacity()
     except Exception as exc:
         return JSONResponse({"status": "unavailable", "database": f"{type(exc).__name__}: {exc}"}, status_code=503)
+    warming = rt.warming()  # preloaded models still loading and compiling (OPENFAL_PRELOAD_MODELS)
+    if warming:
+        return JSONResponse({"status": "warming_up", "database": "ok", "warming": warming, "workers": capacity}, status_code=503)
     return JSONResponse({"status": "ok", "database": "ok", "workers": capacity})
 
 

@@ -38,6 +38,7 @@ from diffusers import DiffusionPipeline
 
 from openfal.backends.local.acceleration import tensor_bytes
 from openfal.backends.local.fingerprint import ComponentId, component_id
+from openfal.backends.local.memory_plan import CONSTRUCTION_LOCK
 from openfal.backends.local.oom import out_of_memory, release_memory
 from openfal.errors import ModelUnavailable
 
@@ -127,7 +128,8 @@ class ModelCache:
         log.info("loading %s (%s) from %s; reusing %s", spec.model, spec.class_name, spec.folder, sorted(reused) or "nothing")
         cls = _pipeline_class(spec.class_name)
         try:
-            pipe = cls.from_pretrained(spec.folder, local_files_only=True, dtype=self.dtype, **kwargs)
+            with CONSTRUCTION_LOCK:  # see its comment: loads in two threads would share meta tensors
+                pipe = cls.from_pretrained(spec.folder, local_files_only=True, dtype=self.dtype, **kwargs)
         except Exception as exc:  # any reader error (safetensors, json, config) is a broken install
             raise ModelUnavailable(
                 f"Model {spec.model} at {spec.folder} could not be loaded ({type(exc).__name__}: {exc}). "

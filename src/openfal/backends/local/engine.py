@@ -278,7 +278,8 @@ class Engine:
             folder = registry.find_model(registry.SAFETY_CHECKER, self.settings)
             if folder is None and explicit:
                 self.folder(registry.SAFETY_CHECKER)  # raises ModelUnavailable with the reason
-            self._safety = load_safety_checker(folder, self.cache.device) if folder else NoSafetyChecker()
+            with memory_plan.CONSTRUCTION_LOCK:  # another engine may be building a model now
+                self._safety = load_safety_checker(folder, self.cache.device) if folder else NoSafetyChecker()
         return self._safety
 
     # -- video -------------------------------------------------------------------------------

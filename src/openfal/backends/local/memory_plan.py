@@ -34,12 +34,17 @@ Activation estimates (bf16, inference mode; conservative):
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from openfal.backends.local import model_configs
 
 GIB = 1024**3
+#: held while modules are built: diffusers/accelerate build "empty" models by patching
+#: ``nn.Module`` process-wide (``init_empty_weights``), so a model built in another
+#: thread meanwhile would get meta tensors (two GPUs' engines loading at once)
+CONSTRUCTION_LOCK = threading.RLock()
 RESERVE_BYTES = 1 * GIB
 TEXT_ACTIVATION_BYTES = GIB // 4
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
@@ -89,7 +94,7 @@ def component_sizes(model: str) -> dict[str, ComponentSize]:
 def _measure(kind: str, config: dict[str, Any]) -> ComponentSize:
     import torch
 
-    with torch.device("meta"):
+    with CONSTRUCTION_LOCK, torch.device("meta"):
         module = _build(kind, config)
     bf16 = sum(p.numel() * 2 for p in module.parameters()) + sum(b.numel() * b.element_size() for b in module.buffers())
     fp8 = None
