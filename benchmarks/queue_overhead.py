@@ -1,28 +1,38 @@
-"""Queue overhead on this machine: submit -> COMPLETED for the no-op endpoint
-(``openfal/utils/echo``) and status polling throughput, against real ``openfal``
-processes on loopback, for several deployments:
+"""Queue overhead, measured against the web framework's own speed.
 
-  sqlite-1api   one ``openfal serve`` (SQLite, in-process workers)       <- baseline
-  pg-1api       one ``openfal serve`` on PostgreSQL
+Each deployment is measured beside a *bare* FastAPI/uvicorn handler that returns a
+constant status JSON (same uvicorn settings as ``openfal serve``), started by this
+script and driven by the same load generator in the same run, so every figure is
+printed with that baseline and the ratio to it:
+
+  sqlite-1api   one ``openfal serve`` (SQLite, in-process workers, key auth)
+                  vs one bare process
   pg-2api       two ``openfal serve --no-workers`` + one ``openfal worker`` on PostgreSQL
+                  vs two bare processes (one wrk per process, run at the same time)
 
-Each figure is printed absolute and as a ratio to the baseline deployment measured in
-the same run; ``GET /health`` throughput is printed too, as the bare HTTP stack.
+Throughput is measured with wrk (the Python load generator caps at ~700 req/s):
+``apt-get install -y wrk``. Figures: status polls of a COMPLETED, an IN_QUEUE and an
+IN_PROGRESS request, ``GET /health``, submits accepted per second (wrk POSTs to
+``openfal/utils/echo``), submit -> COMPLETED of echo (sequential, polling without
+pause), the CPU an idle server uses, and the CPU of 1,000 idle SSE status streams.
 
-    .venv/bin/python benchmarks/queue_overhead.py [--seconds 5] [--concurrency 16] [-n 100] [--only sqlite-1api]
+    .venv/bin/python benchmarks/queue_overhead.py [--seconds 6] [--connections 32] [--only sqlite-1api] [--streams 1000]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
+import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -30,110 +40,306 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.support import ServerProcess, create_pg_database, drop_pg_database, free_port  # noqa: E402
 
-
-async def polling_rate(urls: list[str], seconds: float, concurrency: int, headers: dict[str, str]) -> float:
-    """Requests per second that ``concurrency`` looping clients get, spread over ``urls``."""
-    count = 0
-    stop = time.monotonic() + seconds
-    cycle = itertools.cycle(urls)
-    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency * 2), timeout=30) as client:
-
-        async def loop() -> None:
-            nonlocal count
-            while time.monotonic() < stop:
-                response = await client.get(next(cycle), headers=headers)
-                assert response.status_code in (200, 202), response.text
-                count += 1
-
-        started = time.monotonic()
-        await asyncio.gather(*(loop() for _ in range(concurrency)))
-        return count / (time.monotonic() - started)
+#: what the bare handler answers: an IN_QUEUE status as openfal shapes it
+BARE_BODY = {
+    "status": "IN_QUEUE",
+    "request_id": "00000000-0000-0000-0000-000000000000",
+    "response_url": "http://127.0.0.1/bare/app/requests/00000000-0000-0000-0000-000000000000",
+    "status_url": "http://127.0.0.1/bare/app/requests/00000000-0000-0000-0000-000000000000/status",
+    "cancel_url": "http://127.0.0.1/bare/app/requests/00000000-0000-0000-0000-000000000000/cancel",
+    "queue_position": 0,
+}
+BARE_PATH = "/bare/app/requests/00000000-0000-0000-0000-000000000000/status"
+SUBMIT_LUA = """
+wrk.method = "POST"
+wrk.body = '{"i": 1}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
-async def submit_to_done(bases: list[str], headers: dict[str, str], n: int) -> list[float]:
-    """Seconds from submit to a 200 status, polling every 2 ms, one request at a time."""
-    times = []
-    cycle = itertools.cycle(bases)
-    async with httpx.AsyncClient(timeout=30) as client:
-        for _ in range(n):
-            base = next(cycle)
-            t = time.perf_counter()
-            body = (await client.post(f"{base}/openfal/utils/echo", json={"i": 1}, headers=headers)).json()
-            status_url = base + "/" + body["status_url"].split("/", 3)[3]
-            while (await client.get(status_url, headers=headers)).status_code != 200:
-                await asyncio.sleep(0.002)
-            times.append(time.perf_counter() - t)
-    return times
+def bare_server(port: int) -> None:
+    """The baseline: FastAPI + uvicorn, one route, a constant body."""
+    import uvicorn
+    from fastapi import FastAPI
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI()
+
+    @app.get("/bare/app/requests/{request_id}/status")
+    async def status(request_id: str) -> JSONResponse:
+        return JSONResponse(BARE_BODY, status_code=202)
+
+    uvicorn.run(app, host="127.0.0.1", port=port, proxy_headers=True, log_level="warning", access_log=False)
 
 
-async def measure(bases: list[str], key: str, seconds: float, concurrency: int, n: int) -> dict[str, float]:
-    headers = {"Authorization": f"Key {key}"}
-    latencies = await submit_to_done(bases, headers, n)
-    async with httpx.AsyncClient() as client:
-        body = (await client.post(f"{bases[0]}/openfal/utils/echo", json={}, headers=headers)).json()
-        while (await client.get(body["status_url"], headers=headers)).status_code != 200:
-            await asyncio.sleep(0.01)
-    path = body["status_url"].split("/", 3)[3]
-    return {
-        "submit_done_ms": statistics.median(latencies) * 1000,
-        "submit_done_p95_ms": sorted(latencies)[int(n * 0.95) - 1] * 1000,
-        "status_rps": await polling_rate([f"{b}/{path}" for b in bases], seconds, concurrency, headers),
-        "health_rps": await polling_rate([f"{b}/health" for b in bases], seconds, concurrency, {}),
-    }
+class Bare:
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen([sys.executable, __file__, "--bare-server", str(self.port)])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{BARE_PATH}"
+
+    def wait(self) -> None:
+        for _ in range(200):
+            try:
+                if httpx.get(self.url, timeout=1).status_code == 202:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.05)
+        raise RuntimeError("the bare server did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+# -- wrk ---------------------------------------------------------------------------
+
+
+def wrk_command(url: str, args: argparse.Namespace, *, key: str | None = None, script: Path | None = None) -> list[str]:
+    command = ["wrk", "-t1", f"-c{args.connections}", f"-d{args.seconds:g}s", "--latency"]
+    if key:
+        command += ["-H", f"Authorization: Key {key}"]
+    if script:
+        command += ["-s", str(script)]
+    return [*command, url]
+
+
+def wrk(commands: list[list[str]]) -> tuple[float, float]:
+    """Run the wrk commands at the same time: (total req/s, worst p50 ms). Non-2xx
+    answers (and socket errors) make the figure invalid, so they fail the run."""
+    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for c in commands]
+    rate, p50 = 0.0, 0.0
+    for proc in procs:
+        out = proc.communicate()[0]
+        if "Non-2xx" in out or "Socket errors" in out:
+            raise RuntimeError(f"wrk saw errors:\n{out}")
+        rate += float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+        match = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+        if match:
+            value, unit = float(match.group(1)), match.group(2)
+            p50 = max(p50, value * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit])
+    return rate, p50
+
+
+# -- CPU of a process ----------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def core_share(pid: int, seconds: float) -> float:
+    """The share of one core the process used over ``seconds`` (0.01 = 1%)."""
+    before, started = cpu_seconds(pid), time.monotonic()
+    time.sleep(seconds)
+    return (cpu_seconds(pid) - before) / (time.monotonic() - started)
+
+
+# -- driving openfal -----------------------------------------------------------------
 
 
 def cli(env: dict[str, str], *args: str) -> str:
-    return subprocess.run([sys.executable, "-m", "openfal", *args], env={**os.environ, **env}, capture_output=True, text=True, check=True).stdout
+    return subprocess.run(
+        [sys.executable, "-m", "openfal", *args], env={**os.environ, **env}, capture_output=True, text=True, check=True
+    ).stdout
 
 
-async def deployment(name: str, seconds: float, concurrency: int, n: int) -> dict[str, float]:
+async def submit_to_done(base: str, headers: dict[str, str], n: int) -> list[float]:
+    """Seconds from submit to a 200 status, polling without pause, one request at a time."""
+    times = []
+    async with httpx.AsyncClient(timeout=30) as client:
+        for _ in range(n):
+            started = time.perf_counter()
+            body = (await client.post(f"{base}/openfal/utils/echo", json={"i": 1}, headers=headers)).json()
+            status_url = body["status_url"]
+            while (await client.get(status_url, headers=headers)).status_code != 200:
+                pass
+            times.append(time.perf_counter() - started)
+    return times
+
+
+async def submit(client: httpx.AsyncClient, base: str, headers: dict[str, str], endpoint: str, body: dict[str, object]) -> str:
+    response = await client.post(f"{base}/{endpoint}", json=body, headers=headers)
+    response.raise_for_status()
+    return str(response.json()["status_url"])
+
+
+async def wait_for(client: httpx.AsyncClient, url: str, headers: dict[str, str], status: str) -> None:
+    for _ in range(3000):
+        if (await client.get(url, headers=headers)).json()["status"] == status:
+            return
+        await asyncio.sleep(0.01)
+    raise RuntimeError(f"{url} never reached {status}")
+
+
+async def prepare(base: str, headers: dict[str, str]) -> dict[str, str]:
+    """A COMPLETED echo, a long sleep IN_PROGRESS (one builtin slot) and one IN_QUEUE
+    behind it, plus queued requests for the SSE streams."""
+    async with httpx.AsyncClient(timeout=30) as client:
+        done = await submit(client, base, headers, "openfal/utils/echo", {"i": 0})
+        await wait_for(client, done, headers, "COMPLETED")
+        running = await submit(client, base, headers, "openfal/utils/sleep", {"seconds": 600, "steps": 1})
+        await wait_for(client, running, headers, "IN_PROGRESS")
+        queued = await submit(client, base, headers, "openfal/utils/sleep", {"seconds": 1, "steps": 1})
+        return {"completed": done, "queued": queued, "running": running}
+
+
+async def cancel(urls: dict[str, str], headers: dict[str, str]) -> None:
+    """End the sleeps, so the one builtin slot is free for the echo figures."""
+    async with httpx.AsyncClient(timeout=30) as client:
+        for name in urls.keys() & {"queued", "running"}:
+            await client.put(urls[name].removesuffix("/status") + "/cancel", headers=headers)
+            await wait_for(client, urls[name], headers, "COMPLETED")
+
+
+async def open_streams(url: str, key: str, count: int) -> list[asyncio.StreamWriter]:
+    """``count`` SSE status streams held open (their first event read)."""
+    parts = httpx.URL(url)
+    request = (
+        f"GET {parts.raw_path.decode()}/stream HTTP/1.1\r\nHost: {parts.host}\r\nAuthorization: Key {key}\r\n"
+        "Accept: text/event-stream\r\n\r\n"
+    ).encode()
+    writers = []
+    for _ in range(count):
+        reader, writer = await asyncio.open_connection(parts.host, parts.port)
+        writer.write(request)
+        await reader.readuntil(b"data:")
+        writers.append(writer)
+    return writers
+
+
+@contextmanager
+def deployment(name: str) -> Iterator[tuple[list[ServerProcess], str, dict[str, str]]]:
     data = Path(tempfile.mkdtemp(prefix=f"openfal-bench-{name}-"))
-    env = {"OPENFAL_DATA_DIR": str(data), "OPENFAL_POLL_INTERVAL_SECONDS": "0.05"}
+    env = {"OPENFAL_DATA_DIR": str(data), "OPENFAL_CONCURRENCY": json.dumps({"builtin": 1})}
     db_name = None
     if name.startswith("pg"):
-        db_name = await create_pg_database()
+        db_name = asyncio.run(create_pg_database())
         env["OPENFAL_DATABASE_URL"] = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db_name}"
     cli(env, "migrate")
     key = cli(env, "keys", "create", "--name", "bench").strip().splitlines()[-1]
     processes: list[ServerProcess] = []
     try:
         api_count = 2 if name.endswith("2api") else 1
-        separate_worker = api_count > 1
         for i in range(api_count):
             port = free_port()
-            args = ["serve", "--port", str(port)] + (["--no-workers"] if separate_worker else [])
+            args = ["serve", "--port", str(port)] + (["--no-workers"] if api_count > 1 else [])
             processes.append(ServerProcess(args, env, port=port, log_path=data / f"api{i}.log"))
-        if separate_worker:
+        if api_count > 1:
             processes.append(ServerProcess(["worker", "--backend", "builtin"], env, log_path=data / "worker.log"))
         for p in processes:
             if p.port:
                 p.wait_healthy()
-        return await measure([p.url for p in processes if p.port], key, seconds, concurrency, n)
+        yield [p for p in processes if p.port], key, env
     finally:
         for p in processes:
             p.stop()
         if db_name:
-            await drop_pg_database(db_name)
+            asyncio.run(drop_pg_database(db_name))
+
+
+Row = tuple[str, float, float, str, str]
+
+
+def measure(name: str, args: argparse.Namespace) -> list[Row]:
+    """(figure, openfal, bare baseline, unit, command) for one deployment."""
+    rows: list[Row] = []
+    with deployment(name) as (apis, key, _env):
+        bares = [Bare() for _ in apis]
+        try:
+            for bare in bares:
+                bare.wait()
+            headers = {"Authorization": f"Key {key}"}
+            urls = asyncio.run(prepare(apis[0].url, headers))
+            baseline = wrk([wrk_command(b.url, args) for b in bares])[0]
+
+            def against_bare(figure: str, path_of: dict[str, str] | None, path: str = "", **extra: object) -> None:
+                nonlocal baseline
+                commands = []
+                for api in apis:
+                    url = api.url + (httpx.URL(path_of["url"]).raw_path.decode() if path_of else path)
+                    commands.append(wrk_command(url, args, **extra))  # type: ignore[arg-type]
+                rate = wrk(commands)[0]
+                rows.append((figure, rate, baseline, "req/s", " & ".join(" ".join(c) for c in commands)))
+
+            against_bare("status COMPLETED", {"url": urls["completed"]}, key=key)
+            against_bare("status IN_QUEUE", {"url": urls["queued"]}, key=key)
+            against_bare("status IN_PROGRESS", {"url": urls["running"]}, key=key)
+            against_bare("GET /health", None, "/health")
+            asyncio.run(cancel(urls, headers))
+            rows.extend(latency_and_idle(apis, key, args))
+            baseline = (baseline + wrk([wrk_command(b.url, args) for b in bares])[0]) / 2
+            script = Path(tempfile.mkdtemp()) / "submit.lua"
+            script.write_text(SUBMIT_LUA)
+            against_bare("submits accepted", None, "/openfal/utils/echo", key=key, script=script)
+        finally:
+            for bare in bares:
+                bare.stop()
+    return rows
+
+
+def latency_and_idle(apis: list[ServerProcess], key: str, args: argparse.Namespace) -> list[Row]:
+    headers = {"Authorization": f"Key {key}"}
+    time.sleep(1)
+    idle = core_share(apis[0].proc.pid, args.idle_seconds)
+    latencies = asyncio.run(submit_to_done(apis[0].url, headers, args.n))
+    p50 = statistics.median(latencies) * 1000
+    command = f"{args.n} sequential submits of openfal/utils/echo, each polled without pause until 200"
+    rows: list[Row] = [
+        ("submit->COMPLETED p50", p50, float("nan"), "ms", command),
+        ("idle serve CPU", idle * 100, float("nan"), "% core", f"/proc/<pid>/stat over {args.idle_seconds:g} s, no clients"),
+    ]
+    if args.streams:
+
+        async def streams() -> float:
+            async with httpx.AsyncClient(timeout=30) as client:
+                running = await submit(client, apis[0].url, headers, "openfal/utils/sleep", {"seconds": 600, "steps": 1})
+                await wait_for(client, running, headers, "IN_PROGRESS")
+            writers = await open_streams(running, key, args.streams)
+            await asyncio.sleep(1.0)
+            share = await asyncio.to_thread(core_share, apis[0].proc.pid, args.idle_seconds)
+            for writer in writers:
+                writer.close()
+            await cancel({"running": running}, headers)
+            return share
+
+        share = asyncio.run(streams())
+        rows.append(
+            (f"{args.streams} idle SSE streams CPU", share * 100, float("nan"), "% core", f"/proc/<pid>/stat over {args.idle_seconds:g} s")
+        )
+    return rows
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("-n", type=int, default=100)
-    parser.add_argument("--only", action="append", choices=["sqlite-1api", "pg-1api", "pg-2api"])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=6.0, help="wrk duration per figure")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (one thread)")
+    parser.add_argument("-n", type=int, default=200, help="sequential submits for submit->COMPLETED")
+    parser.add_argument("--streams", type=int, default=1000, help="idle SSE streams to hold open (0: skip)")
+    parser.add_argument("--idle-seconds", type=float, default=10.0)
+    parser.add_argument("--only", action="append", choices=["sqlite-1api", "pg-2api"])
+    parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    names = args.only or ["sqlite-1api", "pg-1api", "pg-2api"]
+    if args.bare_server:
+        bare_server(args.bare_server)
+        return
+    names = args.only or ["sqlite-1api", "pg-2api"]
     print("command:", " ".join([".venv/bin/python", *sys.argv]))
-    print(f"machine: {os.cpu_count()} cpus; load generator in the same machine; {args.concurrency} concurrent pollers for {args.seconds:.0f} s; {args.n} sequential submits")
-    results = {name: asyncio.run(deployment(name, args.seconds, args.concurrency, args.n)) for name in names}
-    base = results[names[0]]
-    print(f"{'deployment':<12} {'submit->done ms (p50/p95)':>26} {'ratio':>6} {'status req/s':>13} {'ratio':>6} {'health req/s':>13}")
-    for name, r in results.items():
-        print(
-            f"{name:<12} {r['submit_done_ms']:>15.1f} / {r['submit_done_p95_ms']:>7.1f} {r['submit_done_ms'] / base['submit_done_ms']:>6.2f}"
-            f" {r['status_rps']:>13.0f} {r['status_rps'] / base['status_rps']:>6.2f} {r['health_rps']:>13.0f}"
-        )
+    print(f"machine: {os.cpu_count()} cpus, shared; wrk on the same machine")
+    for name in names:
+        rows = measure(name, args)
+        print(f"\n{name}")
+        print(f"{'figure':<30} {'openfal':>10} {'bare':>10} {'ratio':>6}  unit     command")
+        for figure, value, base, unit, command in rows:
+            ratio = f"{value / base:>6.2f}" if base == base else f"{'':>6}"
+            bare = f"{base:>10.0f}" if base == base else f"{'':>10}"
+            print(f"{figure:<30} {value:>10.1f} {bare} {ratio}  {unit:<8} {command}")
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":

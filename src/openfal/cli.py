@@ -194,18 +194,28 @@ def keys_revoke(ctx: click.Context, key_id: str) -> None:
 @click.option("--rpm", type=click.IntRange(1, 2**31 - 1), default=None, help="Submits per minute.")
 @click.option("--endpoint", "endpoints", multiple=True, help="An endpoint pattern the key may use, e.g. 'fal-ai/flux-1/*' (repeatable).")
 @click.option("--expires", type=click.DateTime(), default=None, help="When the key stops working (UTC), e.g. 2027-01-31.")
+@click.option("--max-queued", type=click.IntRange(1, 2**31 - 1), default=None, help="Requests of this key waiting at once (more are refused 429).")
 @click.pass_context
 def keys_limits(
-    ctx: click.Context, key_id: str, max_concurrent: int | None, rpm: int | None, endpoints: tuple[str, ...], expires: datetime | None
+    ctx: click.Context,
+    key_id: str,
+    max_concurrent: int | None,
+    rpm: int | None,
+    endpoints: tuple[str, ...],
+    expires: datetime | None,
+    max_queued: int | None,
 ) -> None:
     """Set a key's limits (an omitted option lifts that limit)."""
     expires_at = expires.replace(tzinfo=UTC).timestamp() if expires else None
-    limits = {"max_concurrent": max_concurrent, "rpm": rpm, "endpoints": endpoints or None, "expires_at": expires_at}
+    limits = {"max_concurrent": max_concurrent, "rpm": rpm, "endpoints": endpoints or None, "expires_at": expires_at, "max_queued": max_queued}
     if not _with_keys(ctx, lambda store: store.set_limits(key_id, **limits)):
         click.echo(f"no key {key_id}", err=True)
         sys.exit(1)
     shown = ",".join(endpoints) or "all"
-    click.echo(f"{key_id}: max_concurrent={max_concurrent} rpm={rpm} endpoints={shown} expires={expires.isoformat() + 'Z' if expires else None}")
+    click.echo(
+        f"{key_id}: max_concurrent={max_concurrent} rpm={rpm} endpoints={shown} expires={expires.isoformat() + 'Z' if expires else None}"
+        f" max_queued={max_queued}"
+    )
 
 
 @keys.command("credit")

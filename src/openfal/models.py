@@ -102,6 +102,8 @@ class ApiKey:
     #: fnmatch patterns (``fal-ai/flux-1/*``) of the endpoints it may use; None: all
     endpoints: tuple[str, ...] | None = None
     expires_at: float | None = None
+    #: requests it may have waiting in the queue at once; None: no limit
+    max_queued: int | None = None
 
     @property
     def active(self) -> bool:

@@ -35,7 +35,7 @@ from openfal.media.lifecycle import parse_lifecycle
 from openfal.models import ApiKey, LogEntry, Priority, RequestRecord, Status
 from openfal.notify import Notifier
 from openfal.routing import Router
-from openfal.store.requests import DuplicateIdempotencyKey, RequestStore
+from openfal.store.requests import DuplicateIdempotencyKey, KeyQueueFull, RequestStore
 from openfal.webhooks import check_url
 
 CancelOutcome = Literal["CANCELLATION_REQUESTED", "ALREADY_COMPLETED"]
@@ -71,6 +71,8 @@ class StatusView:
     logs: list[LogEntry] | None
     #: the id of the last log included, for incremental streams
     last_log_id: int = 0
+    #: while queued: seconds until it should start, from recent run times (None: no runs yet)
+    eta_seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +145,9 @@ class QueueService:
             return await self._replay(earlier, idempotency[1])
         await self._check_queue_length(route.backend, options.max_queue_length)
         try:
-            record = await self.store.insert(**values, also=self._admit_and_reserve(key))
+            record = await self.store.insert(**values, also=self._admit_and_reserve(key), max_queued=key.max_queued if key else None)
+        except KeyQueueFull as full:
+            raise QueueFull(f"This API key already has {full.limit} requests waiting in the queue (its max_queued)") from None
         except DuplicateIdempotencyKey:
             assert idempotency is not None
             earlier = await self.store.find_idempotent(idempotency[0])
@@ -183,8 +187,9 @@ class QueueService:
     # -- reading ------------------------------------------------------------------
 
     async def get(self, app: str, request_id: str, key: ApiKey | None) -> RequestRecord:
-        """The request, if it exists under this app and this key may see it."""
-        record = await self.store.get(request_id)
+        """The request, if it exists under this app and this key may see it; as current
+        as the store's views are (never older than this process's own commits)."""
+        record = await self.store.view(request_id)
         if record is None or record.app != app or not _may_see(key, record):
             raise RequestNotFound(f"Request {request_id} not found")
         return record
@@ -194,9 +199,10 @@ class QueueService:
         return await self._view(record, with_logs=with_logs)
 
     async def _view(self, record: RequestRecord, *, with_logs: bool, after_log: int = 0) -> StatusView:
-        position = None
+        position, eta = None, None
         if record.status is Status.IN_QUEUE:
             position = await self.store.queue_position(record)
+            eta = await self._eta(record, position)
         elif record.status is Status.IN_PROGRESS and record.upstream_position is not None:
             position = record.upstream_position
         logs, last = None, after_log
@@ -204,7 +210,17 @@ class QueueService:
             entries = await self.store.logs(record.id, after=after_log)
             logs = [entry for _, entry in entries]
             last = entries[-1][0] if entries else after_log
-        return StatusView(record, position, logs, last)
+        return StatusView(record, position, logs, last, eta)
+
+    async def _eta(self, record: RequestRecord, position: int) -> float | None:
+        """Seconds until a queued request should start: the runs ahead of it (and the
+        one it waits behind) at the backend's recent mean run time, over the slots of
+        the live workers serving it."""
+        run_seconds = await self.store.recent_run_seconds(record.backend)
+        if run_seconds is None:
+            return None
+        slots = max(1, await self.store.slots(record.backend))
+        return round(run_seconds * (position + 1) / slots, 3)
 
     async def result(self, app: str, request_id: str, key: ApiKey | None) -> Result:
         record = await self.get(app, request_id, key)
@@ -216,30 +232,36 @@ class QueueService:
         self, app: str, request_id: str, key: ApiKey | None, *, with_logs: bool
     ) -> AsyncIterator[StatusView | None]:
         """Status views as they change (logs incremental), ending with COMPLETED.
-        Yields None on quiet ticks so the caller can send keep-alives."""
+        Yields None on quiet ticks so the caller can send keep-alives. While the store's
+        change feed is live a follower sleeps until woken (an idle stream costs
+        nothing); otherwise it re-reads every ``poll_interval_seconds``."""
         record = await self.get(app, request_id, key)
         view = await self._view(record, with_logs=with_logs)
         yield view
         version, last_log = record.version, view.last_log_id
         while view.record.status is not Status.COMPLETED:
-            await self.notifier.wait_changed(request_id, self.settings.poll_interval_seconds)
-            current = await self.store.version(request_id)
+            queued = view.record.backend if view.record.status is Status.IN_QUEUE else None
+            await self.notifier.wait_changed(request_id, self._follow_seconds(), queue=queued)
+            current = await self.store.view(request_id)
             if current is None:
                 raise RequestNotFound(f"Request {request_id} not found")
-            if current == version:
-                if view.record.status is Status.IN_QUEUE:
-                    fresh = await self._view(view.record, with_logs=False)
+            if current.version == version:
+                if queued is not None:
+                    fresh = await self._view(current, with_logs=False)
                     if fresh.queue_position != view.queue_position:
-                        view = StatusView(view.record, fresh.queue_position, [] if with_logs else None, last_log)
+                        view = StatusView(current, fresh.queue_position, [] if with_logs else None, last_log, fresh.eta_seconds)
                         yield view
                         continue
                 yield None
                 continue
-            record = await self.store.get(request_id)
-            assert record is not None
-            view = await self._view(record, with_logs=with_logs, after_log=last_log)
-            version, last_log = record.version, view.last_log_id
+            view = await self._view(current, with_logs=with_logs, after_log=last_log)
+            version, last_log = current.version, view.last_log_id
             yield view
+
+    def _follow_seconds(self) -> float:
+        if self.store.changes_pushed:
+            return self.settings.sse_keepalive_seconds
+        return self.settings.poll_interval_seconds
 
     # -- cancel -------------------------------------------------------------------
 

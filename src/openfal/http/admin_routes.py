@@ -55,6 +55,7 @@ class LimitsIn(BaseModel):
         None, min_length=1, max_length=100, description="fnmatch patterns (fal-ai/flux-1/*) of the endpoints the key may use"
     )
     expires_at: float | None = Field(None, gt=0, le=MAX_TIME, description="unix time after which the key stops working")
+    max_queued: int | None = Field(None, ge=1, le=MAX_INT32, description="requests the key may have waiting at once (more: 429)")
 
 
 class KeyIn(LimitsIn):

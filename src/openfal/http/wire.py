@@ -51,6 +51,8 @@ def status_body(view: StatusView) -> tuple[int, dict[str, Any]]:
     body: dict[str, Any] = {"status": status.value, "request_id": record.id, **request_urls(record)}
     if status is Status.IN_QUEUE:
         body["queue_position"] = view.queue_position or 0
+        if view.eta_seconds is not None and record.status is Status.IN_QUEUE:
+            body["eta_seconds"] = view.eta_seconds  # openfal's extension; fal's clients ignore it
     else:
         body["logs"] = [log_json(e) for e in view.logs] if view.logs is not None else None
     if record.progress_total:
@@ -74,6 +76,7 @@ def key_json(key: ApiKey) -> dict[str, Any]:
         "active": key.active,
         "created_at": key.created_at,
         "max_concurrent": key.max_concurrent,
+        "max_queued": key.max_queued,
         "rpm": key.rpm,
         "balance": None if key.balance_micros is None else key.balance_micros / accounting.MICROS,
         "endpoints": list(key.endpoints) if key.endpoints is not None else None,

@@ -59,6 +59,18 @@ class Database:
         async with self._reader.connect() as conn:
             yield conn
 
+    async def data_version(self) -> int:
+        """SQLite's ``PRAGMA data_version`` on the connection this process writes with:
+        it changes exactly when another connection (another process) committed. Read
+        under the write lock and outside any transaction, so it never waits on a
+        writer and never takes SQLite's write lock."""
+        assert self._write_lock is not None, "data_version is SQLite's"
+        async with self._write_lock, self._writer.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+            async with driver.execute("PRAGMA data_version") as cursor:
+                row = await cursor.fetchone()
+        return int(row[0])
+
     async def ping(self) -> None:
         """A round trip to the database (raises when it cannot be reached)."""
         async with self.read() as conn:

@@ -18,7 +18,7 @@ from openfal.store.db import Database
 from openfal.store.schema import api_keys
 
 #: what set_limits may change
-LIMITS = frozenset({"max_concurrent", "rpm", "endpoints", "expires_at"})
+LIMITS = frozenset({"max_concurrent", "rpm", "endpoints", "expires_at", "max_queued"})
 
 
 def hash_secret(secret: str) -> str:
@@ -44,6 +44,7 @@ def _key(row: sa.Row[Any]) -> ApiKey:
         balance_micros=row.balance_micros,
         endpoints=tuple(row.endpoints) if row.endpoints is not None else None,
         expires_at=row.expires_at,
+        max_queued=row.max_queued,
     )
 
 
@@ -106,8 +107,8 @@ class KeyStore:
         return _key(row) if row else None
 
     async def set_limits(self, key_id: str, **limits: Any) -> bool:
-        """Set any of ``max_concurrent``, ``rpm``, ``endpoints`` (patterns) and
-        ``expires_at`` (None lifts that limit)."""
+        """Set any of ``max_concurrent``, ``rpm``, ``endpoints`` (patterns),
+        ``expires_at`` and ``max_queued`` (None lifts that limit)."""
         allowed = _limit_values(limits)
         async with self.db.write() as conn:
             result = await conn.execute(api_keys.update().where(api_keys.c.id == key_id).values(**allowed))

@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import fields, replace
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openfal.models import LogEntry, RequestRecord, Status
+from openfal.notify import Notifier
 from openfal.store.db import Database
 from openfal.store.listener import notify
-from openfal.store.schema import api_keys, request_logs, requests
+from openfal.store.schema import api_keys, queue_turns, request_logs, requests, workers
+from openfal.store.views import QueueSnapshot, StatusViews, build_snapshot
 
 _FIELDS = {f.name for f in fields(RequestRecord)}
 _T = requests.c
@@ -25,6 +27,14 @@ _T = requests.c
 
 class DuplicateIdempotencyKey(Exception):
     """Another submit with the same idempotency key committed first; nothing was stored."""
+
+
+class KeyQueueFull(Exception):
+    """The key already has its ``max_queued`` requests waiting; nothing was stored."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(limit)
+        self.limit = limit
 
 
 def _record(row: sa.Row[Any]) -> RequestRecord:
@@ -37,49 +47,52 @@ def _record(row: sa.Row[Any]) -> RequestRecord:
     return RequestRecord(**data)
 
 
-#: from this many requests ahead, positions come from a shared snapshot of the queue
-DEEP_QUEUE = 1000
-POSITION_SNAPSHOT_SECONDS = 1.0
-_PRIORITY_SHIFT = 2**48
+#: recent runs averaged for eta_seconds, and how long that average is kept
+ETA_RUNS = 20
+ETA_SECONDS = 10.0
+#: a worker that reported within this long counts for eta_seconds' slots
+WORKER_ALIVE_SECONDS = 30.0
+#: a request without an API key takes its turns as this key
+NO_KEY = ""
 
 
-def _order(priority: Any, seq: Any) -> Any:
-    """One sortable number for (priority, seq), in SQL or in Python."""
-    shift = sa.literal(_PRIORITY_SHIFT, sa.BigInteger) if isinstance(priority, sa.ColumnElement) else _PRIORITY_SHIFT
-    return priority * shift + seq
-
-
-def position_query(record: RequestRecord) -> sa.Select[Any]:
-    """The exact count of queued requests ahead of ``record``: two range counts on
-    ix_requests_queue (lower priorities; the same priority and an earlier seq), so the
-    cost grows with the number ahead, not with the depth of the queue behind it (an
-    ``OR`` of the two would scan every queued request of the backend)."""
-
-    def count(*ahead: Any) -> Any:
-        return (
-            sa.select(sa.func.count())
-            .where(_T.status == Status.IN_QUEUE.value, _T.backend == record.backend, *ahead)
-            .scalar_subquery()
-        )
-
-    return sa.select(count(_T.priority < record.priority) + count(_T.priority == record.priority, _T.seq < record.seq))
+def _turn_key(key_id: str | None) -> str:
+    return key_id if key_id is not None else NO_KEY
 
 
 class RequestStore:
-    def __init__(self, db: Database, *, default_key_concurrency: int | None = None) -> None:
+    def __init__(self, db: Database, *, default_key_concurrency: int | None = None, notifier: Notifier | None = None) -> None:
         self.db = db
         #: running requests allowed to a key without a max_concurrent of its own (None: no limit)
         self.default_key_concurrency = default_key_concurrency
-        #: backend -> (taken at, sorted order keys of its queued requests)
-        self._positions: dict[str, tuple[float, list[int]]] = {}
-        self._refreshing: dict[str, asyncio.Task[None]] = {}
+        #: told of every change this store commits (wakes streams, waits and workers)
+        self.notifier = notifier or Notifier()
+        #: what status polls read (see store/views.py); kept current by ``_changed``
+        self.views = StatusViews()
+        #: backend -> (epoch, generation, the read in flight) of a queue snapshot
+        self._refreshing: dict[str, tuple[int, int, asyncio.Task[QueueSnapshot]]] = {}
+        #: backend -> (taken at, mean seconds of its recent runs)
+        self._run_seconds: dict[str, tuple[float, float | None]] = {}
+        #: (taken at, backend -> slots of the live workers)
+        self._slots: tuple[float, dict[str, int]] | None = None
+
+    def _changed(self, *request_ids: str, queue: str | None = None) -> None:
+        """After a commit: what this process serves from memory is dropped, and whoever
+        waits on these requests (or on this backend's queue) is woken."""
+        for request_id in request_ids:
+            self.views.changed(request_id)
+            self.notifier.changed(request_id)
+        if queue is not None:
+            self.views.queue_changed(queue)
+            self.notifier.queue_changed(queue)
 
     # -- submit and read ---------------------------------------------------------
 
-    async def insert(self, *, also: Any = None, **values: Any) -> RequestRecord:
+    async def insert(self, *, also: Any = None, max_queued: int | None = None, **values: Any) -> RequestRecord:
         """Persist a new IN_QUEUE request; returns it with its sequence number.
         ``also(conn, record)`` runs in the same transaction (admission, credit reserve)
-        and may return the amount reserved."""
+        and may return the amount reserved. With ``max_queued``, a key that already has
+        that many requests waiting is refused (KeyQueueFull)."""
         values.setdefault("created_at", time.time())
         row = {
             "status": Status.IN_QUEUE.value,
@@ -93,16 +106,20 @@ class RequestStore:
             **values,
         }
         try:
-            return await self._insert(row, also)
+            record = await self._insert(row, also, max_queued)
         except sa.exc.IntegrityError:
             if row.get("idempotency_key") is None:
                 raise
             raise DuplicateIdempotencyKey(row["idempotency_key"]) from None
+        self._changed(queue=record.backend)
+        return record
 
-    async def _insert(self, row: dict[str, Any], also: Any) -> RequestRecord:
+    async def _insert(self, row: dict[str, Any], also: Any, max_queued: int | None) -> RequestRecord:
         async with self.db.write() as conn:
             result = await conn.execute(requests.insert().values(**row).returning(*requests.c))
             record = _record(result.one())
+            if max_queued is not None and record.key_id is not None:
+                await self._check_queued(conn, record.key_id, max_queued)
             await notify(conn, f"work:{record.backend}")
             if also is None:
                 return record
@@ -110,8 +127,36 @@ class RequestStore:
             await conn.execute(requests.update().where(_T.seq == record.seq).values(reserved_micros=reserved))
             return replace(record, reserved_micros=reserved)
 
+    async def _check_queued(self, conn: AsyncConnection, key_id: str, limit: int) -> None:
+        """Counted after the insert (so it includes this request), under the key's row
+        lock on PostgreSQL, so concurrent submits of one key cannot both slip in."""
+        if not self.db.is_sqlite:
+            await conn.execute(sa.select(api_keys.c.id).where(api_keys.c.id == key_id).with_for_update())
+        queued = await conn.execute(
+            sa.select(sa.func.count()).where(_T.key_id == key_id, _T.status == Status.IN_QUEUE.value)
+        )
+        if int(queued.scalar() or 0) > limit:
+            raise KeyQueueFull(limit)
+
     async def get(self, request_id: str) -> RequestRecord | None:
         return await self._one(_T.id == request_id)
+
+    async def view(self, request_id: str) -> RequestRecord | None:
+        """The request as status polls see it: from memory when this process knows it
+        is current (store/views.py), else read (and kept when it may be)."""
+        record = self.views.record(request_id)
+        if record is not None:
+            return record
+        token = self.views.begin_fill(request_id)
+        record = await self.get(request_id)
+        self.views.fill(request_id, token, record)
+        return record
+
+    @property
+    def changes_pushed(self) -> bool:
+        """Whether every committed change reaches this process as it happens (waiters
+        may then sleep until woken instead of polling)."""
+        return self.views.live
 
     async def find_idempotent(self, idempotency_key: str) -> RequestRecord | None:
         return await self._one(_T.idempotency_key == idempotency_key)
@@ -127,32 +172,68 @@ class RequestStore:
             return (await conn.execute(sa.select(_T.version).where(_T.id == request_id))).scalar()
 
     async def queue_position(self, record: RequestRecord) -> int:
-        """How many queued requests of the same backend will be claimed before this one.
+        """How many queued requests of the same backend will be claimed before this one,
+        in claim order (priority, then round-robin across keys, then FIFO), from the
+        backend's queue snapshot: read again once the queue changed, shared by every
+        poll until it changes again (a deep queue's for up to a second)."""
+        snap = self.views.snapshot(record.backend)
+        if snap is None:
+            snap = await self._fresh_snapshot(record.backend)
+        return snap.position(record.priority, _turn_key(record.key_id), record.seq)
 
-        An index range count on (status, backend, priority, seq) is exact and cheap
-        near the head, but grows with the number ahead (see ``position_query``). So once
-        a count comes out deep, the queue's order keys are read in one index scan, in
-        the background, and kept for ``POSITION_SNAPSHOT_SECONDS``: deep positions are
-        then a binary search however many clients poll, at most that much out of date."""
-        snapshot = self._positions.get(record.backend)
-        if snapshot is not None and time.monotonic() - snapshot[0] < POSITION_SNAPSHOT_SECONDS:
-            return bisect_left(snapshot[1], _order(record.priority, record.seq))
+    async def _fresh_snapshot(self, backend: str) -> QueueSnapshot:
+        """One read per backend at a time: a poll joins the read in flight if it began
+        after the last change this process knows of, else starts its own."""
+        epoch, generation = self.views.epoch(backend), self.views.generation
+        flight = self._refreshing.get(backend)
+        if flight is None or flight[:2] != (epoch, generation) or flight[2].done():
+            task = asyncio.create_task(self._read_snapshot(backend, epoch, generation), name=f"queue-{backend}")
+            flight = (epoch, generation, task)
+            self._refreshing[backend] = flight
+        return await asyncio.shield(flight[2])
+
+    async def _read_snapshot(self, backend: str, epoch: int, generation: int) -> QueueSnapshot:
+        queued = sa.select(_T.seq, _T.priority, _T.key_id, _T.created_at).where(
+            _T.status == Status.IN_QUEUE.value, _T.backend == backend
+        )
+        turns = sa.select(queue_turns.c.key_id, queue_turns.c.last_turn).where(queue_turns.c.backend == backend)
         async with self.db.read() as conn:
-            exact = int((await conn.execute(position_query(record))).scalar() or 0)
-        if exact >= DEEP_QUEUE and record.backend not in self._refreshing:
-            task = asyncio.create_task(self._snapshot(record.backend), name=f"positions-{record.backend}")
-            self._refreshing[record.backend] = task
-            task.add_done_callback(lambda _: self._refreshing.pop(record.backend, None))
-        return exact
+            rows = [(seq, priority, _turn_key(key), created) for seq, priority, key, created in (await conn.execute(queued)).all()]
+            last_turns = {key: at for key, at in (await conn.execute(turns)).all()}
+        snap = build_snapshot(rows, last_turns, epoch=epoch, generation=generation)
+        self.views.keep_snapshot(backend, snap)
+        return snap
 
-    async def _snapshot(self, backend: str) -> None:
-        keys = (
-            sa.select(_order(sa.cast(_T.priority, sa.BigInteger), _T.seq))
-            .where(_T.status == Status.IN_QUEUE.value, _T.backend == backend)
-            .order_by(_T.priority, _T.seq)
+    async def recent_run_seconds(self, backend: str) -> float | None:
+        """Mean run time of the backend's last ``ETA_RUNS`` successful requests (None
+        before there are any), read at most every ``ETA_SECONDS``."""
+        cached = self._run_seconds.get(backend)
+        if cached is not None and time.monotonic() - cached[0] < ETA_SECONDS:
+            return cached[1]
+        recent = (
+            sa.select((_T.completed_at - _T.started_at).label("run"))
+            .where(_T.backend == backend, _T.status == Status.COMPLETED.value, _T.error.is_(None), _T.started_at.is_not(None))
+            .order_by(_T.completed_at.desc())
+            .limit(ETA_RUNS)
+            .subquery()
         )
         async with self.db.read() as conn:
-            self._positions[backend] = (time.monotonic(), list((await conn.execute(keys)).scalars()))
+            mean = (await conn.execute(sa.select(sa.func.avg(recent.c.run)))).scalar()
+        self._run_seconds[backend] = (time.monotonic(), float(mean) if mean is not None else None)
+        return self._run_seconds[backend][1]
+
+    async def slots(self, backend: str) -> int:
+        """Slots the live workers have for ``backend`` (their registry reports), read at
+        most every ``ETA_SECONDS``."""
+        if self._slots is None or time.monotonic() - self._slots[0] >= ETA_SECONDS:
+            query = sa.select(workers.c.backends).where(workers.c.last_seen >= time.time() - WORKER_ALIVE_SECONDS)
+            totals: dict[str, int] = {}
+            async with self.db.read() as conn:
+                for reported in (await conn.execute(query)).scalars():
+                    for name, info in (reported or {}).items():
+                        totals[name] = totals.get(name, 0) + int(info.get("slots", 0))
+            self._slots = (time.monotonic(), totals)
+        return self._slots[1].get(backend, 0)
 
     async def counts_by_backend(self) -> dict[tuple[str, str], int]:
         """(status, backend) -> count of pending requests, for the metrics gauges."""
@@ -209,24 +290,42 @@ class RequestStore:
     async def claim(
         self, *, backends: Sequence[str], worker_id: str, lease_seconds: float, batch_limit: int = 1
     ) -> list[RequestRecord]:
-        """Take the next queued request (priority, then FIFO) and, when it has a batch
-        key, up to ``batch_limit - 1`` more queued requests with the same key."""
+        """Take the next queued request and, when it has a batch key, up to
+        ``batch_limit - 1`` more queued requests with the same key. The next one is by
+        priority first, then the API key that has waited longest for its turn (since
+        its last claim, or since its oldest queued request came if that is later), then
+        FIFO: round-robin across keys, so one key's burst does not hold back another
+        key's single request."""
         now = time.time()
         async with self.db.write() as conn:
-            head = await self._claim_where(
+            claimed = await self._claim_where(
                 conn, sa.and_(_T.backend.in_(backends)), worker_id, now + lease_seconds, now, 1
             )
-            if not head or batch_limit <= 1 or head[0].batch_key is None:
-                return head
-            more = await self._claim_where(
-                conn,
-                sa.and_(_T.backend == head[0].backend, _T.batch_key == head[0].batch_key),
-                worker_id,
-                now + lease_seconds,
-                now,
-                batch_limit - 1,
-            )
-        return head + more
+            if claimed and batch_limit > 1 and claimed[0].batch_key is not None:
+                claimed += await self._claim_where(
+                    conn,
+                    sa.and_(_T.backend == claimed[0].backend, _T.batch_key == claimed[0].batch_key),
+                    worker_id,
+                    now + lease_seconds,
+                    now,
+                    batch_limit - 1,
+                )
+            if claimed:
+                await self._take_turns(conn, claimed, now)
+                await notify(conn, f"queue:{claimed[0].backend}")
+                await notify(conn, "changed:" + ",".join(r.id for r in claimed))
+        if claimed:
+            self._changed(*(r.id for r in claimed), queue=claimed[0].backend)
+        return claimed
+
+    async def _take_turns(self, conn: AsyncConnection, claimed: list[RequestRecord], now: float) -> None:
+        """Record that these requests' keys just had their turn on this backend."""
+        turns = {(r.backend, _turn_key(r.key_id)) for r in claimed}
+        rows = [{"backend": backend, "key_id": key, "last_turn": now} for backend, key in sorted(turns)]
+        insert = (sqlite.insert if self.db.is_sqlite else postgresql.insert)(queue_turns).values(rows)
+        await conn.execute(
+            insert.on_conflict_do_update(index_elements=["backend", "key_id"], set_={"last_turn": insert.excluded.last_turn})
+        )
 
     async def _claim_where(
         self, conn: AsyncConnection, condition: Any, worker_id: str, lease: float, now: float, limit: int
@@ -245,15 +344,23 @@ class RequestStore:
             else sa.func.coalesce(api_keys.c.max_concurrent, self.default_key_concurrency)
         )
         saturated = sa.exists().where(api_keys.c.id == _T.key_id, limit_of_key.is_not(None), limit_of_key <= running)
+        turns = queue_turns.c
+        greatest = sa.func.max if self.db.is_sqlite else sa.func.greatest  # SQLite's two-argument max
+        waited_since = greatest(sa.func.coalesce(turns.last_turn, 0.0), _T.created_at)
         candidates = (
             sa.select(_T.seq, _T.key_id)
+            .select_from(
+                requests.outerjoin(
+                    queue_turns, sa.and_(turns.backend == _T.backend, turns.key_id == sa.func.coalesce(_T.key_id, NO_KEY))
+                )
+            )
             .where(
                 _T.status == Status.IN_QUEUE.value,
                 condition,
                 sa.or_(_T.start_deadline.is_(None), _T.start_deadline > now),
                 ~saturated,
             )
-            .order_by(_T.priority, _T.seq)
+            .order_by(_T.priority, waited_since, _T.seq)
             .limit(limit)
         )
         if not self.db.is_sqlite:
@@ -345,6 +452,7 @@ class RequestStore:
                 )
             await conn.execute(requests.update().where(_T.id == request_id).values(**values))
             await notify(conn, f"changed:{request_id}")
+        self._changed(request_id)
 
     async def save_backend_state(self, request_id: str, worker_id: str, state: dict[str, Any]) -> None:
         async with self.db.write() as conn:
@@ -399,15 +507,20 @@ class RequestStore:
         }
         if not record.store_io:
             values["input"] = {}  # X-Fal-Store-IO: 0: the input is not kept past completion
+        left_queue = expect is Status.IN_QUEUE
         async with self.db.write() as conn:
             row = (await conn.execute(requests.update().where(*guard).values(**values).returning(*requests.c))).first()
             if row is None:
                 return None
             done = _record(row)
             await notify(conn, f"changed:{done.id}")
+            if left_queue:
+                await notify(conn, f"queue:{done.backend}")
             if also is not None:
                 await also(conn, done)
-            return done
+        self._changed(done.id, queue=done.backend if left_queue else None)
+        self.views.put(done)
+        return done
 
     async def request_cancel(self, request_id: str) -> RequestRecord | None:
         """Flag a running request for cancellation; its worker stops at the next step."""
@@ -422,7 +535,10 @@ class RequestStore:
             ).first()
             if row is not None:
                 await notify(conn, f"cancel:{request_id}")
-        return _record(row) if row else None
+        if row is None:
+            return None
+        self._changed(request_id)
+        return _record(row)
 
     async def requeue(self, record: RequestRecord, *, lease_expired_before: float | None = None) -> bool:
         """Give a request back to the queue for another attempt (its worker gave up on
@@ -446,7 +562,9 @@ class RequestStore:
             if result.rowcount == 1:
                 await notify(conn, f"work:{record.backend}")
                 await notify(conn, f"changed:{record.id}")
-            return result.rowcount == 1
+        if result.rowcount == 1:
+            self._changed(record.id, queue=record.backend)
+        return result.rowcount == 1
 
     # -- maintenance -------------------------------------------------------------
 
@@ -474,4 +592,5 @@ class RequestStore:
             if ids:
                 await conn.execute(request_logs.delete().where(request_logs.c.request_id.in_(ids)))
                 await conn.execute(requests.delete().where(_T.id.in_(ids)))
+        self.views.forget(ids)
         return len(ids)

@@ -99,6 +99,18 @@ api_keys = sa.Table(
     sa.Column("endpoints", sa.JSON(), nullable=True),
     #: unix time after which the key no longer authenticates
     sa.Column("expires_at", sa.Float(), nullable=True),
+    #: at most this many of the key's requests wait in the queue; more are refused 429
+    sa.Column("max_queued", sa.Integer(), nullable=True),
+)
+
+#: when each API key last had a request claimed, per backend: claims go round-robin
+#: across keys ("" stands for requests without a key)
+queue_turns = sa.Table(
+    "queue_turns",
+    metadata,
+    sa.Column("backend", sa.String(64), primary_key=True),
+    sa.Column("key_id", sa.String(64), primary_key=True),
+    sa.Column("last_turn", sa.Float(), nullable=False),
 )
 
 webhooks = sa.Table(

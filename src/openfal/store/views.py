@@ -1,0 +1,205 @@
+"""What status polls read, kept in memory and current through the store's own change
+feed, so a poll costs no database round trip while nothing changed.
+
+fal's clients poll every pending request about ten times a second, so reads outnumber
+changes by orders of magnitude. Two things are kept:
+
+* **records** by request id. A COMPLETED record never changes again (retention only
+  deletes it), so it is kept for ``TERMINAL_SECONDS``. A pending record is kept only
+  while the change feed is *live* (this process learns every committed change: its own
+  writes invalidate at commit, other processes' through PostgreSQL LISTEN/NOTIFY or,
+  on SQLite, ``PRAGMA data_version``), for at most ``LIVE_SECONDS``. Without a live
+  feed pending records are always read from the database: polling is the fallback.
+* **queue snapshots** by backend: who is queued, per priority and per key, and each
+  key's last turn, from which positions follow the claim order (priority, then the
+  key that has waited longest for its turn, then FIFO). A snapshot serves until the
+  backend's queue changes; a deep one (``DEEP_QUEUE`` or more queued) up to
+  ``DEEP_SNAPSHOT_SECONDS``, since reading it costs as much as the queue is long.
+
+A read that began before a change it raced with must not be kept: every fill holds a
+token that an invalidation (of that id, or of everything) takes away.
+"""
+
+from __future__ import annotations
+
+import time
+from bisect import bisect_left
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from openfal.models import RequestRecord, Status
+
+TERMINAL_SECONDS = 300.0
+LIVE_SECONDS = 30.0
+MAX_RECORDS = 50_000
+#: from this many queued requests, a backend's snapshot may be this old
+DEEP_QUEUE = 1000
+DEEP_SNAPSHOT_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    record: RequestRecord
+    at: float
+    generation: int
+
+
+@dataclass(slots=True)
+class _Level:
+    """One priority level of a queue: each key's queued seqs and its rotation order."""
+
+    seqs: dict[str, list[int]] = field(default_factory=dict)
+    #: key -> its rank in the rotation (0 claims first)
+    rank: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return sum(len(s) for s in self.seqs.values())
+
+
+@dataclass(frozen=True, slots=True)
+class QueueSnapshot:
+    """A backend's queue as it was at ``at`` (monotonic), for positions."""
+
+    levels: dict[int, _Level]
+    at: float
+    epoch: int
+    generation: int
+
+    @property
+    def size(self) -> int:
+        return sum(level.size for level in self.levels.values())
+
+    def position(self, priority: int, key: str, seq: int) -> int:
+        """How many queued requests will be claimed before (priority, key, seq): every one
+        of a higher priority; at its own, round-robin: its key's requests ahead of it,
+        and as many of each other key's, one more from keys ahead of its key's turn."""
+        ahead = sum(level.size for p, level in self.levels.items() if p < priority)
+        level = self.levels.get(priority)
+        if level is None:
+            return ahead
+        index = bisect_left(level.seqs.get(key, []), seq)
+        mine = level.rank.get(key, len(level.rank))
+        for other, seqs in level.seqs.items():
+            if other != key:
+                ahead += min(len(seqs), index) + (len(seqs) > index and level.rank[other] < mine)
+        return ahead + index
+
+
+def build_snapshot(
+    rows: list[tuple[int, int, str, float]], turns: dict[str, float], *, epoch: int, generation: int
+) -> QueueSnapshot:
+    """From queued (seq, priority, key, created_at) rows and key -> last turn. A key's
+    turn comes when it has waited longest: since its last turn, or since its oldest
+    queued request arrived if that is later."""
+    levels: dict[int, _Level] = {}
+    heads: dict[tuple[int, str], tuple[float, int]] = {}
+    for seq, priority, key, created in sorted(rows):
+        level = levels.setdefault(priority, _Level())
+        level.seqs.setdefault(key, []).append(seq)
+        heads.setdefault((priority, key), (max(turns.get(key, 0.0), created), seq))
+    for priority, level in levels.items():
+        order = sorted(level.seqs, key=lambda k: heads[(priority, k)])
+        level.rank = {k: i for i, k in enumerate(order)}
+    return QueueSnapshot(levels, time.monotonic(), epoch, generation)
+
+
+class StatusViews:
+    def __init__(self) -> None:
+        self._records: OrderedDict[str, _Entry] = OrderedDict()
+        self._fills: dict[str, object] = {}
+        self._queues: dict[str, QueueSnapshot] = {}
+        self._epochs: dict[str, int] = {}
+        #: bumped whenever changes may have been missed: nothing older is trusted
+        self.generation = 0
+        #: whether every committed change reaches this process (see the module docstring)
+        self.live = False
+
+    # -- records ------------------------------------------------------------------
+
+    def record(self, request_id: str) -> RequestRecord | None:
+        entry = self._records.get(request_id)
+        if entry is None:
+            return None
+        age = time.monotonic() - entry.at
+        if entry.record.status is Status.COMPLETED:
+            fresh = age < TERMINAL_SECONDS
+        else:
+            fresh = self.live and entry.generation == self.generation and age < LIVE_SECONDS
+        if not fresh:
+            self._records.pop(request_id, None)
+            return None
+        return entry.record
+
+    def begin_fill(self, request_id: str) -> object:
+        """Call before reading ``request_id`` from the database; pass to ``fill``."""
+        token = (object(), self.generation)
+        self._fills[request_id] = token
+        return token
+
+    def fill(self, request_id: str, token: object, record: RequestRecord | None) -> None:
+        """Keep what was read, unless a change raced with the read."""
+        if self._fills.get(request_id) is not token:
+            return
+        del self._fills[request_id]
+        if record is None or (record.status is not Status.COMPLETED and not self.live):
+            return
+        self._put(record)
+
+    def put(self, record: RequestRecord) -> None:
+        """A record this process just committed: it is the newest state there is."""
+        self.changed(record.id)
+        if record.status is Status.COMPLETED or self.live:
+            self._put(record)
+
+    def _put(self, record: RequestRecord) -> None:
+        self._records[record.id] = _Entry(record, time.monotonic(), self.generation)
+        self._records.move_to_end(record.id)
+        while len(self._records) > MAX_RECORDS:
+            self._records.popitem(last=False)
+
+    def changed(self, request_id: str) -> None:
+        self._records.pop(request_id, None)
+        self._fills.pop(request_id, None)
+
+    def forget(self, request_ids: list[str]) -> None:
+        for request_id in request_ids:
+            self.changed(request_id)
+
+    # -- queues -------------------------------------------------------------------
+
+    def queue_changed(self, backend: str) -> None:
+        self._epochs[backend] = self._epochs.get(backend, 0) + 1
+
+    def epoch(self, backend: str) -> int:
+        return self._epochs.get(backend, 0)
+
+    def snapshot(self, backend: str) -> QueueSnapshot | None:
+        """The backend's snapshot if it may still answer positions."""
+        snap = self._queues.get(backend)
+        if snap is None or snap.generation != self.generation:
+            return None
+        if snap.size >= DEEP_QUEUE:
+            return snap if time.monotonic() - snap.at < DEEP_SNAPSHOT_SECONDS else None
+        return snap if self.live and snap.epoch == self.epoch(backend) else None
+
+    def keep_snapshot(self, backend: str, snap: QueueSnapshot) -> None:
+        current = self._queues.get(backend)
+        if current is None or (snap.generation, snap.epoch, snap.at) >= (current.generation, current.epoch, current.at):
+            self._queues[backend] = snap
+
+    # -- the feed -----------------------------------------------------------------
+
+    def everything_changed(self) -> None:
+        """Changes may have been missed: drop every pending record and queue snapshot."""
+        self.generation += 1
+        self._fills.clear()
+        for request_id in [k for k, e in self._records.items() if e.record.status is not Status.COMPLETED]:
+            del self._records[request_id]
+        for backend in list(self._queues):
+            self.queue_changed(backend)
+
+    def set_live(self, live: bool) -> None:
+        """The feed connected (changes before it may have been missed) or was lost."""
+        self.live = live
+        self.everything_changed()
