@@ -158,6 +158,20 @@ class Settings(BaseSettings):
     #: transformers image classifier with an ``nsfw`` label); none: nothing is flagged
     safety_checker_path: str | None = None
     previews: bool = True
+    #: LoRAs the operator installed, requested by name (``loras: [{"path": "my-style"}]``)
+    loras_dir: Path | None = None
+    #: downloaded LoRAs, content-addressed and shared by the workers of this machine
+    #: (default ``{data_dir}/loras``)
+    lora_cache_dir: Path | None = None
+    #: largest LoRA file fetched (fal's trained FLUX LoRAs are 43-172 MB)
+    max_lora_bytes: int = Field(512 * 1024**2, ge=1024)
+    #: disk kept for downloaded LoRAs; least recently used ones are deleted past it
+    lora_cache_bytes: int = Field(20 * 1024**3, ge=0)
+    #: highest LoRA rank served; compiled engines pad adapters to it for hot-swapping,
+    #: so a higher rank is refused rather than recompiled
+    lora_max_rank: int = Field(128, ge=1)
+    #: adapters unused this long are unloaded from the pipelines
+    lora_idle_seconds: float = Field(900.0, gt=0)
 
     # -- accounting ------------------------------------------------------------------
     #: endpoint pattern -> {per_request, per_image, per_megapixel, per_video_second} in

@@ -30,6 +30,15 @@ CASES: list[tuple[str, dict[str, Any], tuple[int, int]]] = [
     ("fal-ai/flux-pro/kontext/max/multi", {"prompt": "both", "image_urls": [IMAGE, IMAGE], "aspect_ratio": "1:1"}, (128, 128)),
     ("fal-ai/flux-pro/kontext/text-to-image", {"prompt": "a fox"}, (128, 128)),
     ("fal-ai/flux-pro/kontext/max/text-to-image", {"prompt": "a fox", "aspect_ratio": "9:16"}, (96, 176)),
+    ("fal-ai/flux-lora", {"prompt": "a fox", "image_size": {"width": 64, "height": 48}, "num_inference_steps": 2}, (64, 48)),
+    ("fal-ai/flux-lora/image-to-image", {"prompt": "a fox", "image_url": IMAGE, "num_inference_steps": 2, "strength": 0.5}, (80, 64)),
+    # Kontext [dev]'s own endpoints: match_input keeps the input's size, auto the nearest trained one
+    ("fal-ai/flux-kontext/dev", {"prompt": "make it blue", "image_url": IMAGE, "num_inference_steps": 10}, (80, 64)),
+    ("fal-ai/flux-kontext/dev", {"prompt": "make it blue", "image_url": IMAGE, "num_inference_steps": 10, "resolution_mode": "auto"}, (128, 112)),
+    ("fal-ai/flux-kontext-lora", {"prompt": "make it blue", "image_url": IMAGE, "num_inference_steps": 10, "resolution_mode": "16:9"}, (176, 96)),
+    ("fal-ai/flux/dev", {"prompt": "a fox", "image_size": {"width": 64, "height": 48}, "num_inference_steps": 2}, (64, 48)),
+    ("fal-ai/flux/schnell", {"prompt": "a fox", "image_size": {"width": 96, "height": 64}, "num_inference_steps": 2}, (96, 64)),
+    ("fal-ai/flux/dev/image-to-image", {"prompt": "a fox", "image_url": IMAGE, "num_inference_steps": 10, "strength": 0.3}, (80, 64)),
 ]
 
 
@@ -45,7 +54,7 @@ def published(payload: Any) -> Any:
     return payload
 
 
-@pytest.mark.parametrize(("endpoint", "body", "size"), CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(("endpoint", "body", "size"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
 async def test_endpoint_returns_images_of_the_reported_size(
     backend: LocalBackend, endpoint: str, body: dict[str, Any], size: tuple[int, int]
 ) -> None:

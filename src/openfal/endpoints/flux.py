@@ -73,6 +73,105 @@ class FluxSchnellReduxInput(_Common):
     num_inference_steps: Annotated[int, Field(ge=1, le=12)] = 4
 
 
+class LoraWeight(InputModel):
+    """One LoRA of a request (fal's ``LoraWeight``)."""
+
+    path: Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=4096,
+            description="URL of a LoRA .safetensors file, an uploaded file's URL, or the name of a LoRA installed on this server",
+        ),
+    ]
+    #: fal publishes no range [?]: wide enough for what people use (negative scales too)
+    scale: Annotated[float, Field(ge=-10, le=10, description="how strongly the LoRA applies; 0 is the base model")] = 1.0
+
+
+#: fal sets no limit ("any number ... merged together"); each adds a pass over every
+#: targeted layer, so openfal caps it (a 422 past it)
+MAX_LORAS = 8
+Loras = Annotated[list[LoraWeight], Field(max_length=MAX_LORAS, description="LoRAs merged together for this image")]
+LoraAcceleration = Literal["none", "regular"]
+
+
+class FluxLoraInput(_Common):
+    prompt: Prompt
+    image_size: ImageSize | ImageSizePreset = "landscape_4_3"
+    num_inference_steps: Steps = 28
+    guidance_scale: Annotated[float, Field(ge=0, le=35)] = 3.5
+    loras: Loras = []
+    acceleration: LoraAcceleration = "none"
+
+
+class FluxLoraImageToImageInput(_Common):
+    prompt: Prompt
+    image_url: ImageUrl
+    #: no default on fal: the output follows the input image
+    image_size: ImageSize | ImageSizePreset | None = None
+    strength: Annotated[float, Field(ge=0.01, le=1)] = 0.85
+    num_inference_steps: Steps = 28
+    guidance_scale: Annotated[float, Field(ge=0, le=35)] = 3.5
+    loras: Loras = []
+    acceleration: LoraAcceleration = "none"
+
+
+class _Classic(InputModel):
+    """fal's classic ``fal-ai/flux/*`` ids: their ``flux-1`` twins' fields, with
+    ``acceleration`` defaulting to ``none``."""
+
+    acceleration: Acceleration = "none"
+
+
+class ClassicFluxDevInput(_Classic, FluxDevInput):
+    pass
+
+
+class ClassicFluxDevImageToImageInput(_Classic, FluxDevImageToImageInput):
+    pass
+
+
+class ClassicFluxSchnellInput(_Classic, FluxSchnellInput):
+    pass
+
+
+#: Kontext [dev]'s output size: ``match_input`` keeps the input's (sides to multiples of
+#: 16, within the server's limits), ``auto`` the trained resolution nearest its aspect
+#: ratio, a ratio that ratio at ~1 MP
+ResolutionMode = Literal["auto", "match_input", "1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"]
+
+
+class KontextDevInput(InputModel):
+    prompt: Prompt
+    image_url: ImageUrl
+    num_inference_steps: Annotated[int, Field(ge=10, le=50)] = 28
+    seed: Seed | None = None
+    guidance_scale: Annotated[float, Field(ge=1, le=20)] = 2.5
+    sync_mode: bool = False
+    num_images: NumImages = 1
+    enable_safety_checker: bool = True
+    output_format: OutputFormat = "jpeg"
+    acceleration: Acceleration = "none"
+    resolution_mode: ResolutionMode = "match_input"
+    #: accepted and ignored (fal dropped it in 2026 [?])
+    enhance_prompt: bool = False
+
+
+class KontextLoraInput(InputModel):
+    prompt: Prompt
+    image_url: ImageUrl
+    num_inference_steps: Annotated[int, Field(ge=10, le=50)] = 30
+    seed: Seed | None = None
+    guidance_scale: Annotated[float, Field(ge=0, le=20)] = 2.5
+    sync_mode: bool = False
+    num_images: NumImages = 1
+    enable_safety_checker: bool = True
+    output_format: OutputFormat = "png"
+    loras: Loras = []
+    acceleration: Acceleration = "none"
+    resolution_mode: ResolutionMode = "match_input"
+
+
 AspectRatio = Literal["21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21"]
 SafetyTolerance = Literal["1", "2", "3", "4", "5", "6"]
 

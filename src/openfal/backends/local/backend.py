@@ -10,6 +10,7 @@ keys never loads them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -18,6 +19,7 @@ import httpx
 
 from openfal.backends.base import Job, Output
 from openfal.backends.local.limits import PixelCap
+from openfal.backends.local.lora_files import LoraFiles
 from openfal.backends.local.options import LocalOptions
 from openfal.backends.local.plans import FLUX_ENDPOINTS, REDUX, FluxPlan, make_plan
 from openfal.config import Settings
@@ -66,6 +68,7 @@ class LocalBackend:
         self.options = options or LocalOptions()
         self.max_batch_size = settings.max_batch_size
         self.pixel_cap = PixelCap.from_settings(settings)
+        self.lora_files = LoraFiles(settings)
         self._safety_checker = safety_checker
         self._client = http_client
         self._own_client: httpx.AsyncClient | None = None
@@ -204,6 +207,8 @@ class LocalBackend:
         for model in plan.models:  # fail before fetching anything when a model is missing
             await asyncio.to_thread(engine.folder, model)
         call = await flux.prepare_call(plan, jobs[0].input, self.settings, self.options, self._http())
+        loras = await self.lora_files.resolve(list(plan.loras), self._http())
+        call = dataclasses.replace(call, loras=tuple(loras))
         try:  # a size decided by the input image is known only now
             self.pixel_cap.check(call.width, call.height, sum(int(job.input.get("num_images") or 1) for job in jobs))
         except InputInvalid as exc:

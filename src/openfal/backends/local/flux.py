@@ -46,6 +46,7 @@ from PIL import Image
 from openfal.backends.base import Job, MediaBlob, Output
 from openfal.backends.local import sizes
 from openfal.backends.local.cache import PipelineSpec
+from openfal.backends.local.lora_files import LoraFile
 from openfal.backends.local.options import LocalOptions
 from openfal.backends.local.plans import (
     IMAGE_TO_IMAGE,
@@ -101,6 +102,8 @@ class FluxCall:
     width: int
     height: int
     image: Image.Image | None = None
+    #: the LoRAs of this call (every request of a batch asks for the same set)
+    loras: tuple[LoraFile, ...] = ()
 
 
 async def prepare_call(
@@ -123,9 +126,11 @@ async def prepare_call(
     if plan.kind == KONTEXT:
         ref_w, ref_h = sizes.kontext_size(image.width, image.height, options.kontext_area)
         width, height = plan.size or (ref_w, ref_h)
+        if plan.match_input:
+            width, height = sizes.fit_area(image.width, image.height, options.image_to_image_max_area, grow=False)
         return FluxCall(plan, width, height, image.resize((ref_w, ref_h), Image.Resampling.LANCZOS))
     if plan.kind == IMAGE_TO_IMAGE:
-        width, height = sizes.fit_area(image.width, image.height, options.image_to_image_max_area, grow=False)
+        width, height = plan.size or sizes.fit_area(image.width, image.height, options.image_to_image_max_area, grow=False)
         return FluxCall(plan, width, height, image.resize((width, height), Image.Resampling.LANCZOS))
     assert plan.size is not None  # redux: image_size is in its schema
     return FluxCall(plan, *plan.size, image=image)

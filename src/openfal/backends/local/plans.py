@@ -25,6 +25,13 @@ FLUX_ENDPOINTS: dict[str, tuple[str, str]] = {
     "fal-ai/flux-1/dev/image-to-image": (IMAGE_TO_IMAGE, "flux-dev"),
     "fal-ai/flux-1/dev/redux": (REDUX, "flux-dev"),
     "fal-ai/flux-1/schnell/redux": (REDUX, "flux-schnell"),
+    "fal-ai/flux-lora": (TEXT, "flux-dev"),
+    "fal-ai/flux-lora/image-to-image": (IMAGE_TO_IMAGE, "flux-dev"),
+    "fal-ai/flux-kontext/dev": (KONTEXT, "flux-kontext-dev"),
+    "fal-ai/flux-kontext-lora": (KONTEXT, "flux-kontext-dev"),
+    "fal-ai/flux/dev": (TEXT, "flux-dev"),
+    "fal-ai/flux/dev/image-to-image": (IMAGE_TO_IMAGE, "flux-dev"),
+    "fal-ai/flux/schnell": (TEXT, "flux-schnell"),
     "fal-ai/flux-pro/kontext": (KONTEXT, "flux-kontext-dev"),
     "fal-ai/flux-pro/kontext/max": (KONTEXT, "flux-kontext-dev"),
     "fal-ai/flux-pro/kontext/multi": (KONTEXT_MULTI, "flux-kontext-dev"),
@@ -63,6 +70,10 @@ class FluxPlan:
     strength: float | None
     #: known up front (image_size / aspect_ratio); None: decided from the input image
     size: tuple[int, int] | None
+    #: (path, scale) of each LoRA asked for: requests batch only with the same set
+    loras: tuple[tuple[str, float], ...] = ()
+    #: Kontext [dev]'s ``match_input``: the output keeps the input image's size
+    match_input: bool = False
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -71,17 +82,21 @@ class FluxPlan:
     def batch_key(self) -> str | None:
         if self.kind not in BATCHABLE or self.size is None:
             return None
-        return json.dumps([self.endpoint_id, *self.size, self.steps, self.guidance])
+        return json.dumps([self.endpoint_id, *self.size, self.steps, self.guidance, *([list(self.loras)] if self.loras else [])])
 
 
 def make_plan(endpoint_id: str, input: dict[str, Any], options: LocalOptions) -> FluxPlan:
     kind, model = FLUX_ENDPOINTS[endpoint_id]
     size: tuple[int, int] | None = None
-    if "image_size" in input:
+    resolution = input.get("resolution_mode")
+    if input.get("image_size") is not None:
         size = sizes.image_size(input["image_size"])
     elif input.get("aspect_ratio"):
         size = sizes.aspect_size(input["aspect_ratio"], options.kontext_area)
-    steps = options.kontext_steps if kind.startswith(KONTEXT) else int(input["num_inference_steps"])
+    elif resolution and ":" in resolution:
+        size = sizes.aspect_size(resolution, options.kontext_area)
+    # fal's Kontext [pro]/[max] have no step count (the server's); Kontext [dev]'s own endpoints do
+    steps = int(input["num_inference_steps"]) if "num_inference_steps" in input else options.kontext_steps
     return FluxPlan(
         endpoint_id=endpoint_id,
         kind=kind,
@@ -90,6 +105,8 @@ def make_plan(endpoint_id: str, input: dict[str, Any], options: LocalOptions) ->
         guidance=float(input.get("guidance_scale", 3.5)),
         strength=float(input["strength"]) if kind == IMAGE_TO_IMAGE else None,
         size=size,
+        loras=tuple((str(item["path"]), float(item.get("scale", 1.0))) for item in input.get("loras") or []),
+        match_input=resolution == "match_input",
     )
 
 

@@ -1,0 +1,200 @@
+"""LoRA files on this machine: where a request's ``loras[].path`` points, brought to a
+local ``.safetensors`` file that every request and worker process here shares.
+
+A path is one of
+* an http(s) URL (or a ``data:`` URI): fetched through the guarded fetcher (private
+  addresses refused, ``OPENFAL_MAX_LORA_BYTES``, the fetch time limit);
+* one of openfal's own files (``/files/...`` or the bucket's URLs, as the fal clients'
+  ``upload_file`` returns them): read from the media store by the same fetcher;
+* the name of a LoRA the operator installed under ``OPENFAL_LORAS_DIR``.
+
+Downloads are content-addressed: ``blobs/<sha256>.safetensors``, with ``by-url/<sha256
+of the URL>`` naming the blob a URL gave, so a URL is fetched once per machine and two
+URLs of the same file share one blob. Files are renamed into place, so processes that
+race on the same URL each end with a whole file. Past ``OPENFAL_LORA_CACHE_BYTES`` the
+least recently used blobs are deleted.
+
+Only safetensors is ever opened: pickle formats (``.bin``, ``.pt``, ``.ckpt`` ...) run
+code when loaded, so they are refused by name and, whatever the name, a file must parse
+as safetensors before the engine sees it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import struct
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import httpx
+
+from openfal.config import Settings
+from openfal.errors import InputRejected
+from openfal.fetch import fetch_to_file
+
+log = logging.getLogger("openfal.local")
+
+PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"})
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
+#: a safetensors header is JSON; anything claiming more than this is not one
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class LoraFile:
+    """One LoRA of a request, on local disk."""
+
+    #: sha256 of the file: the adapter's identity on the engine
+    digest: str
+    file: Path
+    scale: float
+    #: what the request named (a URL is shortened for logs)
+    source: str
+
+
+def refused(field: str, message: str) -> InputRejected:
+    return InputRejected([{"loc": ["body", *field.split(".")], "msg": message, "type": "lora_invalid"}], message)
+
+
+class LoraFiles:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.root = (settings.lora_cache_dir or settings.data_dir / "loras").resolve()
+        self.installed = settings.loras_dir.resolve() if settings.loras_dir else None
+        self.blobs = self.root / "blobs"
+        self.by_url = self.root / "by-url"
+        self.partial = self.root / "partial"
+
+    async def resolve(self, refs: list[tuple[str, float]], client: httpx.AsyncClient) -> list[LoraFile]:
+        """Each reference as a local, checked safetensors file (fetched if need be)."""
+        files = []
+        for index, (path, scale) in enumerate(refs):
+            field = f"loras.{index}.path"
+            local = await self._local(path, field, client)
+            check_safetensors(local, field)
+            files.append(LoraFile(digest=_digest_of(local), file=local, scale=scale, source=_short(path)))
+        self.evict(keep={f.file for f in files})
+        return files
+
+    async def _local(self, path: str, field: str, client: httpx.AsyncClient) -> Path:
+        suffix = Path(unquote(urlsplit(path).path)).suffix.lower()
+        if suffix in PICKLE_SUFFIXES:
+            raise refused(field, f"{suffix} LoRA files are pickles, which can run code when loaded: only .safetensors is accepted")
+        if path[:5].lower() == "data:" or "://" in path or path.startswith("/files/"):
+            return await self._downloaded(path, field, client)
+        return self._installed(path, field)
+
+    def _installed(self, name: str, field: str) -> Path:
+        if self.installed is None or not _NAME.match(name) or ".." in name.split("/"):
+            raise refused(field, f"{_short(name)!r} is not an http(s) URL, an uploaded file or a LoRA installed on this server")
+        for candidate in (self.installed / name, self.installed / f"{name}.safetensors"):
+            resolved = candidate.resolve()
+            if resolved.is_file() and resolved.is_relative_to(self.installed) and resolved.suffix == ".safetensors":
+                return resolved
+        raise refused(field, f"No LoRA named {name!r} is installed on this server")
+
+    async def _downloaded(self, url: str, field: str, client: httpx.AsyncClient) -> Path:
+        if url.startswith("/files/"):
+            url = f"http://openfal.local{url}"  # a relative own-file path: the media store answers it
+        index = self.by_url / hashlib.sha256(url.encode()).hexdigest()
+        known = _read_index(index)
+        if known is not None and (blob := self.blobs / f"{known}.safetensors").is_file():
+            os.utime(blob)  # recently used
+            log.info("LoRA %s found in the cache (%s)", _short(url), known[:12])
+            return blob
+        for folder in (self.blobs, self.by_url, self.partial):
+            folder.mkdir(parents=True, exist_ok=True)
+        partial = self.partial / f"{uuid.uuid4().hex}.part"
+        started = time.monotonic()
+        _, size = await fetch_to_file(url, partial, self.settings, field=field, max_bytes=self.settings.max_lora_bytes, client=client)
+        try:
+            check_safetensors(partial, field)
+            digest = _sha256(partial)
+            blob = self.blobs / f"{digest}.safetensors"
+            os.replace(partial, blob)
+        finally:
+            partial.unlink(missing_ok=True)
+        tmp_index = self.by_url / f".{uuid.uuid4().hex}"
+        tmp_index.write_text(digest)
+        os.replace(tmp_index, index)
+        log.info("LoRA %s downloaded: %d bytes in %.2f s (%s)", _short(url), size, time.monotonic() - started, digest[:12])
+        return blob
+
+    def evict(self, keep: frozenset[Path] | set[Path] = frozenset()) -> None:
+        """Delete least recently used blobs until the cache is within its budget."""
+        if not self.blobs.is_dir():
+            return
+        blobs = sorted((p.stat().st_mtime, p.stat().st_size, p) for p in self.blobs.glob("*.safetensors"))
+        total = sum(size for _, size, _ in blobs)
+        for _, size, blob in blobs:
+            if total <= self.settings.lora_cache_bytes:
+                break
+            if blob in keep:
+                continue
+            blob.unlink(missing_ok=True)
+            total -= size
+            log.info("LoRA cache: evicted %s (%d bytes)", blob.name[:12], size)
+
+
+def check_safetensors(path: Path, field: str) -> None:
+    """Refuse anything that is not a safetensors file: an 8-byte little-endian header
+    length, then that much JSON naming tensors whose offsets lie inside the file."""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        head = handle.read(8)
+        if len(head) < 8:
+            raise refused(field, "The LoRA file is not a safetensors file (too short)")
+        (length,) = struct.unpack("<Q", head)
+        if not 2 <= length <= min(MAX_HEADER_BYTES, size - 8):
+            raise refused(field, "The LoRA file is not a safetensors file (no valid header)")
+        try:
+            header = json.loads(handle.read(length))
+        except (ValueError, UnicodeDecodeError):
+            raise refused(field, "The LoRA file is not a safetensors file (its header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise refused(field, "The LoRA file is not a safetensors file (its header is not a table of tensors)")
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    data = size - 8 - length
+    for name, info in tensors.items():
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and 0 <= offsets[0] <= offsets[1] <= data):
+            raise refused(field, f"The LoRA file is not a valid safetensors file (tensor {name[:80]!r} lies outside it)")
+    if not tensors:
+        raise refused(field, "The LoRA file holds no tensors")
+
+
+def _digest_of(path: Path) -> str:
+    """A downloaded blob is named by its digest; an installed file is hashed (once per
+    modification, remembered beside nothing: installed LoRAs are few and read rarely)."""
+    if path.parent.name == "blobs" and len(path.stem) == 64:
+        return path.stem
+    return _sha256(path)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_index(path: Path) -> str | None:
+    try:
+        value = path.read_text().strip()
+    except OSError:
+        return None
+    return value if re.fullmatch(r"[0-9a-f]{64}", value) else None
+
+
+def _short(text: str) -> str:
+    if text.startswith("data:"):
+        return text[:30] + "..."
+    return text if len(text) <= 100 else text[:97] + "..."
