@@ -195,3 +195,13 @@ async def test_models_lists_aliases_and_image_endpoints(app: App) -> None:
     assert {"dall-e-2", "dall-e-3", "gpt-image-1", "fal-ai/flux-1/schnell", "fal-ai/flux-pro/kontext"} <= set(ids)
     assert "openfal/utils/echo" not in ids
     assert (await client.models.retrieve("dall-e-3")).owned_by == "openfal"
+
+
+async def test_an_edit_image_over_the_upload_limit_is_refused(tmp_path: Path) -> None:
+    """Past OPENFAL_MAX_UPLOAD_BYTES an image is a 413 in OpenAI's shape, nothing queued."""
+    async with running_app(make_settings(tmp_path, max_upload_bytes=4096)) as small:
+        client = sdk(small, await small.key())
+        with pytest.raises(openai.APIStatusError) as caught:
+            await client.images.edit(image=("big.png", png(512, 512) + b"\0" * 8192, "image/png"), prompt="x")
+        assert caught.value.status_code == 413 and "larger than 4096" in caught.value.message
+        assert await small.runtime.requests.history(None) == []

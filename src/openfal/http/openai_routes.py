@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 
 from openfal import openai_images
 from openfal.backends.base import MediaBlob
-from openfal.errors import OpenfalError
+from openfal.errors import OpenfalError, PayloadTooLarge
 from openfal.http import queue_routes
 from openfal.http.deps import base_url, current_key, json_body, runtime
 from openfal.media.keys import new_key
@@ -62,6 +62,9 @@ async def edits(request: Request) -> Response:
         rt = runtime(request)
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise bad("/v1/images/edits takes multipart/form-data with 'image' and 'prompt'")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > rt.settings.max_body_bytes:
+            raise PayloadTooLarge(f"Request body larger than {rt.settings.max_body_bytes} bytes")
         async with request.form(max_files=16, max_fields=64, max_part_size=rt.settings.max_upload_bytes) as form:
             if form.get("mask") is not None:
                 raise bad("Masks are not supported: FLUX Kontext and image-to-image edit the whole image from the prompt", "mask", "unsupported_parameter")
@@ -127,8 +130,10 @@ async def _store_image(request: Request, upload: UploadFile) -> str:
         await upload.seek(0)
     if content_type not in IMAGE_TYPES:
         raise bad(f"Invalid image file type {content_type!r}: use PNG, JPEG, WEBP, GIF or AVIF", "image", "invalid_image_format")
-    data = await upload.read()
     rt = runtime(request)
+    data = await upload.read(rt.settings.max_upload_bytes + 1)
+    if len(data) > rt.settings.max_upload_bytes:
+        raise PayloadTooLarge(f"An image is larger than {rt.settings.max_upload_bytes} bytes")
     key = new_key(content_type, upload.filename)
     await rt.media.put(MediaBlob(data, content_type), key)
     await rt.media_index.add(key, len(data))
