@@ -8,6 +8,7 @@ their root are skipped: they duplicate the diffusers folders).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +16,9 @@ from openfal.backends.local import registry
 from openfal.config import Settings
 from openfal.errors import OpenfalError
 
-#: the diffusers folders and index; not root-level single-file checkpoints
-PIPELINE_FILES = ["model_index.json", "*/*"]
+#: a pipeline's index, read first: its components name the folders to fetch (the
+#: root-level single-file checkpoints and any other folder of the repo are skipped)
+MODEL_INDEX = "model_index.json"
 FLAT_FILES = ["*.json", "*.safetensors", "*.txt"]
 SKIPPED = ["*.bin", "*.msgpack", "*.h5", "*.onnx", "*.onnx_data", "*.ot", "*.gguf"]
 
@@ -69,10 +71,16 @@ def download_model(name: str, settings: Settings, *, token: str | None = None) -
     enable_progress_bars()
     pipeline = name != registry.SAFETY_CHECKER
     try:
+        patterns = FLAT_FILES
+        if pipeline:
+            from huggingface_hub import hf_hub_download
+
+            index = Path(hf_hub_download(info.repo_id, MODEL_INDEX, local_dir=target, token=token))
+            patterns = pipeline_patterns(json.loads(index.read_text()))
         folder = snapshot_download(
             info.repo_id,
             local_dir=target,
-            allow_patterns=PIPELINE_FILES if pipeline else FLAT_FILES,
+            allow_patterns=patterns,
             ignore_patterns=SKIPPED,
             token=token,
         )
@@ -93,6 +101,18 @@ def download_model(name: str, settings: Settings, *, token: str | None = None) -
     except Exception as exc:  # httpx/requests connection errors differ across huggingface_hub versions
         raise DownloadFailed(f"Downloading {info.repo_id} failed: {type(exc).__name__}: {exc}") from None
     return Path(folder)
+
+
+def pipeline_patterns(model_index: dict[str, object]) -> list[str]:
+    """The files of a diffusers pipeline: its index and the folder of each component it
+    names (``"transformer": ["diffusers", "FluxTransformer2DModel"]``); components set
+    to ``[null, null]`` and ``_``-prefixed keys name no folder."""
+    folders = sorted(
+        key
+        for key, value in model_index.items()
+        if not key.startswith("_") and isinstance(value, list) and len(value) == 2 and value[0] is not None
+    )
+    return [MODEL_INDEX, *(f"{folder}/*" for folder in folders)]
 
 
 def folder_size(folder: Path) -> int:
