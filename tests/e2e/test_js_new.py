@@ -49,6 +49,11 @@ def test_stream_of_a_run_failing_midway_rejects(js: dict) -> None:
     assert js["streamFailure"]["error"]["name"] == "ApiError"
 
 
+def test_stream_in_client_mode_uses_a_token(js: dict) -> None:
+    """connectionMode "client": /tokens/ then the stream with ?fal_jwt_token= and no key."""
+    assert js["clientMode"] == {"ok": {"slept": 0.2, "steps": 2}}
+
+
 def test_run_with_get_sends_the_input_in_the_query(js: dict) -> None:
     assert js["runGet"] == {"echo": {"a": "1"}}
 

@@ -56,6 +56,18 @@ async def test_stream_needs_a_key(app: App) -> None:
     assert response.status_code == 401
 
 
+async def test_a_token_from_tokens_authenticates_a_stream(app: App, auth: dict[str, str]) -> None:
+    """The JS client's connectionMode "client": ?fal_jwt_token=, no Authorization header."""
+    token = (await app.client.post("/tokens/", json={"allowed_apps": ["utils"]}, headers=auth)).json()
+    response = await app.client.post(f"/run/openfal/utils/echo/stream?fal_jwt_token={token}", json={"n": 2})
+    assert sse_events(response.text) == [("message", {"echo": {"n": 2}})]
+    foreign = (await app.client.post("/tokens/", json={"allowed_apps": ["flux-1"]}, headers=auth)).json()
+    refused = await app.client.post(f"/run/openfal/utils/echo/stream?fal_jwt_token={foreign}", json={})
+    assert refused.status_code == 401
+    forged = await app.client.post("/run/openfal/utils/echo/stream?fal_jwt_token=ofrt.x.y", json={})
+    assert forged.status_code == 401
+
+
 async def test_get_run_takes_its_input_from_the_query(app: App, auth: dict[str, str]) -> None:
     """fal-client's run(method="GET") and the JS client's GET: the query is the input."""
     response = await app.client.get("/run/openfal/utils/echo?a=1&b=x&b=y", headers=auth)

@@ -15,6 +15,14 @@ const viaMiddleware = createFalClient({
       .replace(/^https:\/\/fal\.run/, `${base}/run`),
   }),
 });
+// connectionMode "client" (browsers): a token from /tokens/, then the stream URL called
+// directly with ?fal_jwt_token= and no Authorization; the client's documented `fetch`
+// option points fal's hosts at openfal
+const rewrite = (url) => String(url)
+  .replace(/^https:\/\/queue\.fal\.run/, base)
+  .replace(/^https:\/\/rest\.fal\.ai/, base)
+  .replace(/^https:\/\/fal\.run/, `${base}/run`);
+const viaFetch = createFalClient({ credentials, fetch: (url, init) => fetch(rewrite(url), init) });
 // proxy mode: every call goes to openfal's proxy route with x-fal-target-url; no middleware
 const viaProxy = createFalClient({ credentials, proxyUrl: { url: `${base}/fal/proxy`, when: "always" } });
 
@@ -45,6 +53,14 @@ async function outcome(promise) {
 out.stream = await streamed(viaMiddleware, "fal-ai/flux-1/schnell", tiny);
 out.streamError = await outcome(streamed(viaMiddleware, "openfal/utils/sleep", { steps: 0 }));
 out.streamFailure = await outcome(streamed(viaMiddleware, "openfal/utils/sleep", { seconds: 0.3, steps: 3, fail_with: "boom" }));
+
+const warn = console.warn;
+console.warn = () => {}; // the client warns that its default token provider is deprecated
+out.clientMode = await outcome((async () => {
+  const stream = await viaFetch.stream("openfal/utils/sleep", { input: { seconds: 0.2, steps: 2 }, connectionMode: "client" });
+  return await stream.done();
+})());
+console.warn = warn;
 
 // fal.run with GET: the input travels in the query string
 out.runGet = (await viaMiddleware.run("openfal/utils/echo", { input: { a: "1" }, method: "get" })).data;

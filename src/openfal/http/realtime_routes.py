@@ -83,16 +83,23 @@ async def _authenticate(rt: Runtime, websocket: WebSocket, endpoint_id: str) -> 
     if token is None:
         key = await rt.auth.authenticate(websocket.headers.get("authorization"))
     else:
-        claims = _tokens(rt).open(token)
-        if claims is None or not claims.allows(app_of(endpoint_id)):
-            raise Unauthorized("Invalid, expired or foreign realtime token")
-        key = await rt.keys.get(claims.key_id) if claims.key_id else None
-        if claims.key_id and (key is None or not key.active or key.expired(time.time())):
-            raise Unauthorized("The key behind this token is revoked or expired")
-        if key is None and rt.settings.auth_enabled:
-            raise Unauthorized("This token names no key")
+        key = await token_key(rt, token, endpoint_id)
     if key is not None and not key.may_use(endpoint_id):
         raise Unauthorized(f"This API key may not use {endpoint_id}")
+    return key
+
+
+async def token_key(rt: Runtime, token: str, endpoint_id: str) -> ApiKey | None:
+    """The key a ``fal_jwt_token`` from ``/tokens/`` stands for, if it covers the
+    endpoint's app and its key is still active; else ``Unauthorized``."""
+    claims = _tokens(rt).open(token)
+    if claims is None or not claims.allows(app_of(endpoint_id)):
+        raise Unauthorized("Invalid, expired or foreign realtime token")
+    key = await rt.keys.get(claims.key_id) if claims.key_id else None
+    if claims.key_id and (key is None or not key.active or key.expired(time.time())):
+        raise Unauthorized("The key behind this token is revoked or expired")
+    if key is None and rt.settings.auth_enabled:
+        raise Unauthorized("This token names no key")
     return key
 
 

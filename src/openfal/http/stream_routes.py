@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from openfal.endpoints.catalog import CATALOG
 from openfal.endpoints.ids import normalize_endpoint
 from openfal.errors import UnknownEndpoint
-from openfal.http import queue_routes
+from openfal.http import queue_routes, realtime_routes
 from openfal.http.deps import current_key, runtime
 from openfal.models import ApiKey, RequestRecord, Status
 from openfal.service import QueueService, Result
@@ -39,6 +39,7 @@ router = APIRouter()
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SUFFIX = "/stream"
+TOKEN_PARAM = "fal_jwt_token"
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,24 +64,36 @@ class StreamFailed(Exception):
 
 
 @router.api_route("/run/{path:path}/stream", methods=["POST", "GET"], tags=["queue"], summary="Run and stream partial outputs (SSE)")
-async def run_stream(path: str, request: Request, key: ApiKey | None = Depends(current_key)) -> Response:
-    return await stream(path, request, key)
+async def run_stream(path: str, request: Request) -> Response:
+    return await stream(path, request, await _stream_key(request, path))
 
 
 @router.post("/{path:path}/stream", tags=["queue"], include_in_schema=False)
-async def run_host_stream(path: str, request: Request, key: ApiKey | None = Depends(current_key)) -> Response:
+async def run_host_stream(path: str, request: Request) -> Response:
     """On a run host (``OPENFAL_RUN_HOSTS``) this is fal.run's ``/stream``; on the queue
     host it is an ordinary submit to an endpoint whose id ends in ``stream``."""
     if request.url.hostname in runtime(request).settings.run_hosts:
-        return await stream(path, request, key)
-    return await queue_routes.submit(f"{path}{SUFFIX}", request, key)
+        return await stream(path, request, await _stream_key(request, path))
+    return await queue_routes.submit(f"{path}{SUFFIX}", request, await current_key(request))
+
+
+async def _stream_key(request: Request, path: str) -> ApiKey | None:
+    """The caller's key, or (the JS client's ``connectionMode: "client"``, which calls
+    with ``?fal_jwt_token=`` and no Authorization) the key behind a ``/tokens/`` token."""
+    token = request.query_params.get(TOKEN_PARAM)
+    endpoint_id = normalize_endpoint(path)
+    if token is None or request.headers.get("authorization") or endpoint_id is None:
+        return await current_key(request)
+    return await realtime_routes.token_key(runtime(request), token, endpoint_id)
 
 
 async def stream(path: str, request: Request, key: ApiKey | None) -> Response:
     """Submit ``path`` (the endpoint id before ``/stream``) and stream it."""
     if normalize_endpoint(path) is None:
         raise UnknownEndpoint(f"Path /{path}{SUFFIX} not found")
-    body = queue_routes.query_input(request) if request.method == "GET" else None
+    body = None
+    if request.method == "GET":
+        body = {name: value for name, value in queue_routes.query_input(request).items() if name != TOKEN_PARAM}
     record = (await queue_routes._submit(request, path, key, body=body)).record
     service = runtime(request).service
     spec = CATALOG.get(record.endpoint_id)
