@@ -54,6 +54,11 @@ def test_stream_in_client_mode_uses_a_token(js: dict) -> None:
     assert js["clientMode"] == {"ok": {"slept": 0.2, "steps": 2}}
 
 
+def test_status_stream_in_client_mode_uses_a_token(js: dict) -> None:
+    """queue.streamStatus({connectionMode: "client"}) follows the queue's SSE with a token."""
+    assert js["statusClientMode"] == {"ok": "COMPLETED"}
+
+
 def test_run_with_get_sends_the_input_in_the_query(js: dict) -> None:
     assert js["runGet"] == {"echo": {"a": "1"}}
 

@@ -68,6 +68,17 @@ async def test_a_token_from_tokens_authenticates_a_stream(app: App, auth: dict[s
     assert forged.status_code == 401
 
 
+async def test_a_token_authenticates_the_status_stream(app: App, auth: dict[str, str]) -> None:
+    """The JS client's streamStatus({connectionMode: "client"}): the queue's SSE with a token."""
+    submitted = (await app.client.post("/openfal/utils/echo", json={"n": 3}, headers=auth)).json()
+    token = (await app.client.post("/tokens/", json={"allowed_apps": ["utils"]}, headers=auth)).json()
+    response = await app.client.get(f"{submitted['status_url']}/stream?logs=1&fal_jwt_token={token}")
+    assert response.status_code == 200 and sse_events(response.text)[-1][1]["status"] == "COMPLETED"
+    assert (await app.client.get(f"{submitted['status_url']}/stream")).status_code == 401
+    with_key = await app.client.get(f"{submitted['status_url']}/stream", headers=auth)
+    assert sse_events(with_key.text)[-1][1]["status"] == "COMPLETED"
+
+
 async def test_get_run_takes_its_input_from_the_query(app: App, auth: dict[str, str]) -> None:
     """fal-client's run(method="GET") and the JS client's GET: the query is the input."""
     response = await app.client.get("/run/openfal/utils/echo?a=1&b=x&b=y", headers=auth)

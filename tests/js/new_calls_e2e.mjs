@@ -60,6 +60,11 @@ out.clientMode = await outcome((async () => {
   const stream = await viaFetch.stream("openfal/utils/sleep", { input: { seconds: 0.2, steps: 2 }, connectionMode: "client" });
   return await stream.done();
 })());
+out.statusClientMode = await outcome((async () => {
+  const { request_id } = await viaFetch.queue.submit("openfal/utils/sleep", { input: { seconds: 0.2, steps: 2 } });
+  const stream = await viaFetch.queue.streamStatus("openfal/utils/sleep", { requestId: request_id, connectionMode: "client" });
+  return (await stream.done()).status;
+})());
 console.warn = warn;
 
 // fal.run with GET: the input travels in the query string

@@ -28,7 +28,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
 from openfal.endpoints.catalog import CATALOG
-from openfal.endpoints.ids import normalize_endpoint
+from openfal.endpoints.ids import normalize_endpoint, parse_request_path
 from openfal.errors import UnknownEndpoint
 from openfal.http import queue_routes, realtime_routes
 from openfal.http.deps import current_key, runtime
@@ -75,6 +75,21 @@ async def run_host_stream(path: str, request: Request) -> Response:
     if request.url.hostname in runtime(request).settings.run_hosts:
         return await stream(path, request, await _stream_key(request, path))
     return await queue_routes.submit(f"{path}{SUFFIX}", request, await current_key(request))
+
+
+@router.get("/{path:path}/status/stream", include_in_schema=False)
+async def status_stream(path: str, request: Request, logs: str | None = None) -> Response:
+    """The queue's status stream (served by the queue routes), also for the JS client's
+    ``streamStatus({connectionMode: "client"})``, which sends a ``/tokens/`` token as
+    ``?fal_jwt_token=`` instead of a key."""
+    full = f"{path}/status/stream"
+    token = request.query_params.get(TOKEN_PARAM)
+    target = parse_request_path(full)
+    if token is None or request.headers.get("authorization") or target is None:
+        key = await current_key(request)
+    else:
+        key = await realtime_routes.token_key(runtime(request), token, target.app)
+    return await queue_routes.read(full, request, logs, key)
 
 
 async def _stream_key(request: Request, path: str) -> ApiKey | None:
