@@ -103,3 +103,22 @@ def test_realtime_errors_reach_on_error_and_the_connection_lives_on(js_realtime:
     invalid = js_realtime["invalid"]
     assert invalid["errors"][0]["body"]["type"] == "x-fal-error" and invalid["errors"][0]["body"]["error"] == "VALIDATION_ERROR"
     assert invalid["results"] == [{"slept": 0.0, "steps": 1}]
+
+
+@pytest.fixture(scope="module")
+def js_openai(server: Server) -> dict:
+    if not (JS / "node_modules" / "openai").exists():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=JS, check=True, capture_output=True)
+    env = {**os.environ, "OPENFAL_URL": server.url, "FAL_KEY": server.key}
+    out = subprocess.run(["node", "openai_e2e.mjs"], cwd=JS, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_openai_npm_package_generates_and_edits(js_openai: dict, server: Server) -> None:
+    """The official `openai` npm package: images.generate (b64_json), images.edit
+    (multipart onto image-to-image), models.list, and errors as its BadRequestError."""
+    assert js_openai["generate"] == {"count": 1, "jpeg": True, "created": True}
+    assert js_openai["edit"]["url"].startswith(server.url + "/files/")
+    assert js_openai["error"] == {"name": "BadRequestError", "status": 400, "param": "n", "type": "invalid_request_error"}
+    assert "dall-e-3" in js_openai["models"] and "fal-ai/flux-1/schnell" in js_openai["models"]
