@@ -172,6 +172,10 @@ class Settings(BaseSettings):
     lora_max_rank: int = Field(128, ge=1)
     #: adapters unused this long are unloaded from the pipelines
     lora_idle_seconds: float = Field(900.0, gt=0)
+    #: LoRAs one request may apply on a compiled engine, which reserves this many slots
+    #: of ``lora_max_rank`` on every Linear layer (memory: ~5.3 M x rank parameters each
+    #: on FLUX.1-dev); 0: LoRA requests run those layers uncompiled
+    lora_slots: int = Field(2, ge=0)
 
     # -- accounting ------------------------------------------------------------------
     #: endpoint pattern -> {per_request, per_image, per_megapixel, per_video_second} in

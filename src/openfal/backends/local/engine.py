@@ -36,6 +36,7 @@ from openfal.backends.local.flux import FluxCall, FluxItem, call_pipeline, pipel
 from openfal.backends.local.lora_adapters import Adapters
 from openfal.backends.local.oom import out_of_memory
 from openfal.backends.local.options import LocalOptions
+from openfal.backends.local.plans import LORA_MODELS
 from openfal.backends.local.previews import flux_preview
 from openfal.backends.local.progress import StepReporter
 from openfal.backends.local.safety import NoSafetyChecker, SafetyChecker, blacken, load_safety_checker
@@ -163,7 +164,8 @@ class Engine:
             self.plans[spec.model] = plan
             if not plan.fits:
                 log.warning("%s: %s needs %.1f GiB even with %s offload; trying anyway", self.label, spec.model, plan.resident_gib, plan.offload)
-        for step in placement.place(pipe, self.cache.device, plan, self.acceleration):
+        slots = self.settings.lora_slots if spec.model in LORA_MODELS else 0
+        for step in placement.place(pipe, self.cache.device, plan, self.acceleration, lora_slots=slots, lora_rank=self.settings.lora_max_rank):
             log.info("%s: %s: %s", self.label, spec.model, step)
 
     def _plan(self, spec: PipelineSpec) -> memory_plan.ModelPlan | None:

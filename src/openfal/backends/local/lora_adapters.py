@@ -18,17 +18,21 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
+from openfal.backends.local import lora_bank
 from openfal.backends.local.lora_files import LoraFile, refused
 
 log = logging.getLogger("openfal.local")
 
 #: state-dict prefixes diffusers' FLUX loader consumes
 TRANSFORMER, CLIP = "transformer.", "text_encoder."
+#: converted LoRAs kept in host memory for compiled engines' slot copies
+STATES_KEPT = 8
 
 
 def adapter_name(lora: LoraFile) -> str:
@@ -42,13 +46,27 @@ class Adapters:
         self.max_rank = max_rank
         self.idle_seconds = idle_seconds
         self.clock = clock
-        #: id(transformer) -> adapter name -> last use
+        #: id(transformer) -> adapter name -> last use (eager engines)
         self._used: dict[int, dict[str, float]] = {}
+        #: digest -> converted state dict, for compiled engines' slot copies (a few kept)
+        self._states: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
+        #: id(transformer) -> the (digest, scale) set its slots hold now
+        self._in_slots: dict[int, tuple[tuple[str, float], ...]] = {}
 
     def apply(self, pipe: Any, loras: Sequence[LoraFile], say: Callable[[str], None]) -> None:
         """Make ``loras`` (and only they, with their scales) active on ``pipe``."""
-        transformer = pipe.transformer
-        used = self._used.setdefault(id(transformer), {})
+        bank = lora_bank.bank_of(pipe.transformer)
+        if bank is not None:
+            self._apply_slots(pipe, bank, loras, say)
+        else:
+            self._apply_adapters(pipe, loras, say)
+        if loras:
+            say("LoRAs applied: " + ", ".join(f"{lora.source} (scale {lora.scale:g})" for lora in loras))
+
+    # -- eager engines: one PEFT adapter per LoRA, switched with set_adapters ------------------
+
+    def _apply_adapters(self, pipe: Any, loras: Sequence[LoraFile], say: Callable[[str], None]) -> None:
+        used = self._used.setdefault(id(pipe.transformer), {})
         self._drop_idle(pipe, used, keep={adapter_name(lora) for lora in loras})
         if not loras:
             if used:
@@ -57,26 +75,17 @@ class Adapters:
         for index, lora in enumerate(loras):
             name = adapter_name(lora)
             if name not in used:
-                self._load(pipe, lora, name, f"loras.{index}.path", say)
+                started = self.clock()
+                state = self._read(pipe, lora, f"loras.{index}.path", say)
+                mapped = lora_bank.pairs(pipe.transformer, state)
+                check_pairs(pipe.transformer, mapped, lambda _: self.max_rank, f"loras.{index}.path", lora.source)
+                clip = {k: v for k, v in state.items() if k.startswith(CLIP)}
+                flat = {f"{TRANSFORMER}{path}.lora_{part}.weight": w for path, (a, b) in mapped.items() for part, w in (("A", a), ("B", b))}
+                pipe.load_lora_weights({**flat, **clip}, adapter_name=name)
+                say(f"LoRA {lora.source} loaded in {self.clock() - started:.2f} s")
             used[name] = self.clock()
         pipe.enable_lora()
         pipe.set_adapters([adapter_name(lora) for lora in loras], adapter_weights=[lora.scale for lora in loras])
-        say("LoRAs applied: " + ", ".join(f"{lora.source} (scale {lora.scale:g})" for lora in loras))
-
-    def _load(self, pipe: Any, lora: LoraFile, name: str, field: str, say: Callable[[str], None]) -> None:
-        started = self.clock()
-        try:
-            state = pipe.lora_state_dict(str(lora.file))
-        except Exception as exc:  # diffusers' converters raise anything on a foreign layout
-            raise refused(field, f"{lora.source} is not a FLUX LoRA diffusers can read: {type(exc).__name__}: {exc}") from None
-        state = state[0] if isinstance(state, tuple) else state
-        skipped = sorted({key.split(".", 1)[0] for key in state if not key.startswith((TRANSFORMER, CLIP))})
-        state = {k: v for k, v in state.items() if k.startswith((TRANSFORMER, CLIP))}
-        check_state(pipe.transformer, state, self.max_rank, field, lora.source)
-        if skipped:
-            say(f"LoRA {lora.source}: parts for {', '.join(skipped)} skipped (not supported; the transformer and CLIP parts are applied)")
-        pipe.load_lora_weights(state, adapter_name=name)
-        say(f"LoRA {lora.source} loaded in {self.clock() - started:.2f} s")
 
     def _drop_idle(self, pipe: Any, used: dict[str, float], keep: set[str]) -> None:
         now = self.clock()
@@ -87,27 +96,73 @@ class Adapters:
                 del used[name]
             log.info("unloaded idle LoRA adapters %s", ", ".join(idle))
 
+    # -- compiled engines: weights copied into fixed slots (see lora_bank) -----------------------
+
+    def _apply_slots(self, pipe: Any, bank: lora_bank.Bank, loras: Sequence[LoraFile], say: Callable[[str], None]) -> None:
+        if len(loras) > bank.slots:
+            raise refused("loras", f"This server applies at most {bank.slots} LoRAs per request (OPENFAL_LORA_SLOTS)")
+        wanted = tuple((lora.digest, lora.scale) for lora in loras)
+        if self._in_slots.get(id(pipe.transformer)) == wanted:
+            return  # already there: a run of requests with one LoRA set copies once
+        filled = []
+        for index, lora in enumerate(loras):
+            field = f"loras.{index}.path"
+            state = self._states.get(lora.digest)
+            if state is None:
+                state = self._read(pipe, lora, field, say, on_compiled=True)
+                self._states[lora.digest] = state
+                while len(self._states) > STATES_KEPT:
+                    self._states.popitem(last=False)
+            self._states.move_to_end(lora.digest)
+            mapped = lora_bank.pairs(pipe.transformer, state)
+            check_pairs(pipe.transformer, mapped, lambda path: bank.ranks.get(path, 0), field, lora.source)
+            filled.append((mapped, lora.scale))
+        self._in_slots.pop(id(pipe.transformer), None)  # a failed copy leaves nothing trusted
+        lora_bank.load(pipe.transformer, filled)
+        self._in_slots[id(pipe.transformer)] = wanted
+
+    def _read(self, pipe: Any, lora: LoraFile, field: str, say: Callable[[str], None], *, on_compiled: bool = False) -> dict[str, torch.Tensor]:
+        """The LoRA as diffusers' FLUX loader converts it, with what openfal cannot apply
+        dropped (and said)."""
+        try:
+            state = pipe.lora_state_dict(str(lora.file))
+        except Exception as exc:  # diffusers' converters raise anything on a foreign layout
+            raise refused(field, f"{lora.source} is not a FLUX LoRA diffusers can read: {type(exc).__name__}: {exc}") from None
+        state = state[0] if isinstance(state, tuple) else state
+        kept = (TRANSFORMER,) if on_compiled else (TRANSFORMER, CLIP)
+        skipped = sorted({key.split(".", 1)[0] for key in state if not key.startswith(kept)})
+        if skipped:
+            where = " on a compiled engine" if on_compiled else ""
+            say(f"LoRA {lora.source}: parts for {', '.join(skipped)} skipped (not supported{where}; the transformer parts are applied)")
+        return {k: v for k, v in state.items() if k.startswith(kept)}
+
     def loaded(self, pipe: Any) -> list[str]:
         return sorted(self._used.get(id(pipe.transformer), {}))
 
 
-def check_state(transformer: torch.nn.Module, state: dict[str, torch.Tensor], max_rank: int, field: str, source: str) -> None:
-    """Refuse a state dict that would not change this FLUX transformer as it claims:
-    no transformer keys at all, keys naming layers it does not have, shapes that do not
-    fit those layers, or a rank above the served maximum."""
-    parts = [key for key in state if key.startswith(TRANSFORMER) and ".lora_A." in key]
-    if not parts:
+def check_pairs(
+    transformer: torch.nn.Module,
+    pairs: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    max_rank: Callable[[str], int],
+    field: str,
+    source: str,
+) -> None:
+    """Refuse a LoRA that would not change this FLUX transformer as it claims: no
+    transformer weights at all, layers it does not have, shapes that do not fit those
+    layers, or a rank above what is served."""
+    if not pairs:
         raise refused(field, f"{source} holds no LoRA weights for the FLUX transformer (wrong model family or not a LoRA)")
-    for key in parts:
-        module_path = key[len(TRANSFORMER) : key.index(".lora_A.")]
-        down, up = state[key], state.get(key.replace(".lora_A.", ".lora_B."))
+    for path, (down, up) in pairs.items():
         try:
-            layer = transformer.get_submodule(module_path)
+            layer = transformer.get_submodule(path)
         except AttributeError:
-            raise refused(field, f"{source} targets {module_path!r}, which this FLUX transformer does not have") from None
-        in_features, out_features = getattr(layer, "in_features", None), getattr(layer, "out_features", None)
-        if up is None or down.ndim != 2 or up.ndim != 2 or down.shape[1] != in_features or up.shape[0] != out_features or up.shape[1] != down.shape[0]:
-            shapes = f"{tuple(down.shape)} / {tuple(up.shape) if up is not None else None}"
-            raise refused(field, f"{source}: the weights for {module_path!r} ({shapes}) do not fit its {in_features}->{out_features} layer")
-        if down.shape[0] > max_rank:
-            raise refused(field, f"{source} has rank {down.shape[0]}; this server serves LoRAs up to rank {max_rank} (OPENFAL_LORA_MAX_RANK)")
+            raise refused(field, f"{source} targets {path!r}, which this FLUX transformer does not have") from None
+        base = getattr(layer, "base_layer", layer)
+        fan_in, fan_out = getattr(base, "in_features", None), getattr(base, "out_features", None)
+        if down.ndim != 2 or up.ndim != 2 or down.shape[1] != fan_in or up.shape[0] != fan_out or up.shape[1] != down.shape[0]:
+            shapes = f"{tuple(down.shape)} / {tuple(up.shape)}"
+            raise refused(field, f"{source}: the weights for {path!r} ({shapes}) do not fit its {fan_in}->{fan_out} layer")
+        if down.shape[0] > max_rank(path):
+            raise refused(
+                field, f"{source} has rank {down.shape[0]} at {path!r}; this server serves LoRAs up to rank {max_rank(path)} (OPENFAL_LORA_MAX_RANK)"
+            )

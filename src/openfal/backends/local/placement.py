@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from openfal.backends.local import acceleration as accel
+from openfal.backends.local import lora_bank
 from openfal.backends.local.memory_plan import TEXT_ENCODERS, ModelPlan
 
 log = logging.getLogger("openfal.local")
@@ -25,9 +26,12 @@ def is_flux(pipe: Any) -> bool:
     return transformer is not None and type(transformer).__name__.startswith("Flux")
 
 
-def place(pipe: Any, device: torch.device, plan: ModelPlan | None, acceleration: accel.Acceleration) -> list[str]:
+def place(
+    pipe: Any, device: torch.device, plan: ModelPlan | None, acceleration: accel.Acceleration, *, lora_slots: int = 0, lora_rank: int = 0
+) -> list[str]:
     """Move ``pipe`` onto ``device`` per ``plan`` (None: all resident) and apply the
-    acceleration profile to FLUX pipelines; the steps taken, for the log."""
+    acceleration profile to FLUX pipelines; the steps taken, for the log. A compiled
+    model that serves LoRAs gets its LoRA slots before it compiles (lora_bank.py)."""
     flux = is_flux(pipe)
     steps: list[str] = []
     offload = plan.offload if plan is not None else "none"
@@ -48,6 +52,7 @@ def place(pipe: Any, device: torch.device, plan: ModelPlan | None, acceleration:
         steps += group_offload(pipe, device)
     if flux and acceleration.compiles:
         if offload in ("none", "text_encoders"):
+            steps += lora_bank.install(pipe.transformer, slots=lora_slots, rank=lora_rank)
             steps += accel.compile_pipeline(pipe, acceleration)
         else:
             steps.append(f"not compiled: {offload} offload moves weights between calls")

@@ -40,6 +40,9 @@ FLUX_ENDPOINTS: dict[str, tuple[str, str]] = {
     "fal-ai/flux-pro/kontext/max/text-to-image": (KONTEXT_TEXT, "flux-kontext-dev"),
 }
 
+#: models with LoRA endpoints (fal-ai/flux-lora*, fal-ai/flux-kontext-lora): compiled
+#: engines reserve LoRA slots on them
+LORA_MODELS = frozenset({"flux-dev", "flux-kontext-dev"})
 REDUX_PRIOR = "flux-redux-dev"
 PIPELINE_CLASS = {
     TEXT: "FluxPipeline",
