@@ -5,8 +5,9 @@ routes in tests/e2e/test_stream_new.py)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
-from tests.support import App, wait_status
+from tests.support import App, make_settings, running_app, wait_status
 
 
 def sse_events(text: str) -> list[tuple[str, dict]]:
@@ -31,6 +32,17 @@ async def test_stream_sends_progress_then_the_result(app: App, auth: dict[str, s
     assert events[-1] == {"slept": 0.3, "steps": 3}
     progress = [e["progress"] for e in events[:-1]]
     assert progress and progress == sorted(progress, key=lambda p: p["step"]) and all(p["total"] == 3 for p in progress)
+
+
+async def test_a_quiet_run_starts_the_stream_with_keep_alives(tmp_path: Path) -> None:
+    """Quiet past the keep-alive interval (queued, loading), the response starts with a
+    comment, so a client's read timeout does not fire before the first event."""
+    async with running_app(make_settings(tmp_path, sse_keepalive_seconds=0.1)) as app:
+        auth = {"Authorization": f"Key {await app.key()}"}
+        response = await app.client.post("/run/openfal/utils/sleep/stream", json={"seconds": 0.6, "steps": 1}, headers=auth)
+        assert response.status_code == 200
+        assert response.text.startswith(": keep-alive\n\n")
+        assert sse_events(response.text)[-1][1] == {"slept": 0.6, "steps": 1}
 
 
 async def test_a_streamed_run_is_a_request_on_the_queue(app: App, auth: dict[str, str]) -> None:

@@ -8,7 +8,8 @@ the preview image when the worker made one); the last event is the full result, 
 endpoint's output shape. Relayed endpoints have no progress here: their result is the
 one event.
 
-The response starts with the first event, so a request that fails before producing one
+The response starts with the first event (or, for a request still queued after a
+keep-alive interval, with a keep-alive comment), so a request that fails before that
 (input refused when it starts, model missing, timed out in the queue) is an ordinary
 error response with fal's status code and body, which both clients raise. A failure
 after events were sent ends the stream with an ``event: error`` carrying the error body
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -126,10 +128,10 @@ async def stream(path: str, request: Request, key: ApiKey | None) -> Response:
 
 
 async def _first(pump: AsyncGenerator[Event, None]) -> Event | None:
-    async for event in pump:
-        if not isinstance(event, KeepAlive):
-            return event
-    return None
+    """The first event, or a KeepAlive once the request has been quiet (queued, or
+    loading its model) for a keep-alive interval: the response then starts, so that
+    clients' read timeouts (fal-client's is 120 s) never fire on a long queue."""
+    return await anext(pump, None)
 
 
 async def _sse(first: Event, pump: AsyncGenerator[Event, None], service: QueueService, record: RequestRecord) -> AsyncIterator[str]:
@@ -161,14 +163,13 @@ async def _follow(service: QueueService, record: RequestRecord, key: ApiKey | No
     """One Partial per change of progress or preview, keep-alives on quiet ticks, then
     the Final result."""
     keepalive = service.settings.sse_keepalive_seconds
-    quiet = 0.0
+    sent = time.monotonic()
     last: tuple[int | None, str | None] | None = None
     async for view in service.follow(record.app, record.id, key, with_logs=False):
+        if time.monotonic() - sent >= keepalive:
+            sent = time.monotonic()
+            yield KeepAlive()
         if view is None:
-            quiet += service.settings.poll_interval_seconds
-            if quiet >= keepalive:
-                quiet = 0.0
-                yield KeepAlive()
             continue
         current = view.record
         if current.status is Status.COMPLETED:
@@ -179,7 +180,7 @@ async def _follow(service: QueueService, record: RequestRecord, key: ApiKey | No
         mark = (current.progress_step, current.preview_url)
         if mark == last:
             continue
-        last, quiet = mark, 0.0
+        last, sent = mark, time.monotonic()
         yield Partial(_partial(current, images=images))
 
 
