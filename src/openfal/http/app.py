@@ -24,6 +24,7 @@ from openfal.http import (
 from openfal.http.errors import HANDLERS
 from openfal.http.middleware import RequestIdMiddleware
 from openfal.http.proxy import FalProxyMiddleware
+from openfal.http.status_endpoint import StatusEndpoint
 from openfal.runtime import Runtime
 
 #: response headers fal's JS client (or a browser app) reads
@@ -46,7 +47,8 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.state.runtime = rt
     for exc_type, handler in HANDLERS.items():
         app.add_exception_handler(exc_type, handler)
-    app.add_middleware(FalProxyMiddleware)  # innermost: a proxied call is routed as the call it names
+    app.add_middleware(StatusEndpoint)  # the polled status route, answered before routing
+    app.add_middleware(FalProxyMiddleware)  # a proxied call is routed as the call it names
     app.add_middleware(RequestIdMiddleware)
     if settings.cors_origins:
         # outermost, so errors (401, 422) reach browser apps with their bodies too. Keys

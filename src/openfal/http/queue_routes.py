@@ -117,9 +117,7 @@ async def read(path: str, request: Request, logs: str | None = None, key: ApiKey
     request.state.fal_request_id = target.request_id
     service = runtime(request).service
     with_logs = (logs or "").lower() in TRUE
-    if target.action == "status":
-        code, body = status_body(await service.status(target.app, target.request_id, key, with_logs=with_logs))
-        return JSONResponse(body, status_code=code)
+    # GET .../status (the polled one) is answered ahead of the router: http/status_endpoint.py
     if target.action == "stream":
         await service.get(target.app, target.request_id, key)
         return StreamingResponse(
