@@ -177,6 +177,11 @@ class RunnerLost(RunError):
     error_type = "runner_disconnected"
 
 
+def field_loc(field: str) -> list[str | int]:
+    """``loras.0.path`` as pydantic spells a location: ``["body", "loras", 0, "path"]``."""
+    return ["body", *(int(part) if part.isdigit() else part for part in field.split("."))]
+
+
 class InputFetchFailed(RunError):
     """An input file could not be fetched."""
 
@@ -190,7 +195,7 @@ class InputFetchFailed(RunError):
     def body(self) -> dict[str, Any]:
         return {
             "detail": [
-                {"loc": ["body", self.field], "msg": self.message, "type": "file_download_error"}
+                {"loc": field_loc(self.field), "msg": self.message, "type": "file_download_error"}
             ]
         }
 

@@ -36,7 +36,7 @@ from urllib.parse import unquote, urlsplit
 import httpx
 
 from openfal.config import Settings
-from openfal.errors import InputRejected
+from openfal.errors import InputRejected, field_loc
 from openfal.fetch import fetch_to_file
 
 log = logging.getLogger("openfal.local")
@@ -60,7 +60,7 @@ class LoraFile:
 
 
 def refused(field: str, message: str) -> InputRejected:
-    return InputRejected([{"loc": ["body", *field.split(".")], "msg": message, "type": "lora_invalid"}], message)
+    return InputRejected([{"loc": field_loc(field), "msg": message, "type": "lora_invalid"}], message)
 
 
 class LoraFiles:
