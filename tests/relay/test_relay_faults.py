@@ -354,3 +354,15 @@ async def test_many_concurrent_requests_all_complete(tmp_path: Path, fake: FakeU
         results = await asyncio.gather(*(finish(app, auth, body, timeout=30) for auth, body in submitted))
         assert all(r.result.json() == {"ok": True} for r in results)
     assert fake.accepted == 20 and len(fake.submits) == 20
+
+
+async def test_a_relayed_flux_lora_request_passes_its_loras_through_untouched(tmp_path: Path, fake: FakeUpstream) -> None:
+    """LoRA URLs are the upstream's to fetch: openfal validates the schema and forwards
+    ``loras`` as sent (no download, no rewriting of the URLs)."""
+    loras = [{"path": "https://example.com/styles/a.safetensors", "scale": 0.7}, {"path": "owner/hf-lora", "scale": 1.2}]
+    async with relay_app(tmp_path, up(fake), routes={"fal-ai/flux-lora": "up"}) as app:
+        done = await run_relayed(app, "/fal-ai/flux-lora", {"prompt": "x", "loras": loras})
+        assert done.result.status_code == 200
+    sent = json.loads(fake.submits[0].body)
+    assert [{"path": lora["path"], "scale": lora["scale"]} for lora in sent["loras"]] == loras
+    assert fake.submits[0].path.endswith("/fal-ai/flux-lora")
