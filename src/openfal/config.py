@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     sse_keepalive_seconds: float = Field(15.0, gt=0)
     #: how often SSE and sync waits re-read a request written by another process
     poll_interval_seconds: float = Field(0.25, gt=0)
+    #: log every HTTP request (uvicorn's access log); off by default, since status polls
+    #: at ten a second per pending request would make it most of the server's work
+    access_log: bool = False
 
     # -- auth ----------------------------------------------------------------------
     auth_enabled: bool = True
@@ -169,7 +172,7 @@ class Settings(BaseSettings):
     lora_cache_bytes: int = Field(20 * 1024**3, ge=0)
     #: highest LoRA rank served; compiled engines pad adapters to it for hot-swapping,
     #: so a higher rank is refused rather than recompiled
-    lora_max_rank: int = Field(128, ge=1)
+    lora_max_rank: int = Field(64, ge=1)
     #: adapters unused this long are unloaded from the pipelines
     lora_idle_seconds: float = Field(900.0, gt=0)
     #: LoRAs one request may apply on a compiled engine, which reserves this many slots

@@ -404,3 +404,40 @@ def test_ltx_video_plays_in_the_gallery(page: Page, server: Server, artifacts: P
     expect(page.get_by_role("link", name="Download video")).to_have_attribute("href", result["video"]["url"])
     expect(page.locator("#meta")).to_contain_text(str(result["seed"]))
     shot(page, artifacts, "13-ltx-video")
+
+
+def test_the_lora_list_editor_uploads_a_lora_and_runs_with_it(page: Page, server: Server, artifacts: Path, tmp_path: Path) -> None:
+    """fal-ai/flux-lora: rows of path + scale are added and removed; a .safetensors file
+    is uploaded through the storage API (not inlined) and the run applies it."""
+    from openfal.backends.local.tiny import build_tiny_models
+    from tests.local.lora_makers import linear_shapes, peft_lora, transformer_of
+
+    build_tiny_models(tmp_path, names=("flux-dev",))
+    lora = peft_lora(linear_shapes(transformer_of(tmp_path)), tmp_path / "style.safetensors")
+    open_playground(page, server, "fal-ai/flux-lora")
+    rows = page.locator('[data-field="loras"] li')
+    expect(rows).to_have_count(0)  # default []
+    add = page.get_by_role("button", name="+ Add LoRA")
+    add.click()
+    add.click()
+    expect(rows).to_have_count(2)
+    page.get_by_label("LoRA 1: URL or name").fill("house-style")
+    page.get_by_label("LoRA 1: scale").fill("0.8")
+    page.get_by_role("button", name="Remove LoRA 1").click()
+    expect(rows).to_have_count(1)
+    page.get_by_label("LoRA 1: upload a .safetensors file").set_input_files(
+        {"name": "style.safetensors", "mimeType": "application/octet-stream", "buffer": lora.read_bytes()}
+    )
+    path = page.get_by_label("LoRA 1: URL or name")
+    expect(path).to_have_value(re.compile(r"/files/"))
+    expect(page.locator('[data-field="loras"] .file-note')).to_contain_text("uploaded")
+    field(page, "Prompt").fill("a fox in the style")
+    page.get_by_label("Image size").select_option("square")
+    field(page, "Number of inference steps").fill("2")
+    page.locator(".request-preview summary").click()
+    body = json.loads(page.locator("#request-json").text_content() or "{}")
+    assert body["loras"] == [{"path": path.input_value(), "scale": 1}]
+    shot(page, artifacts, "14-lora-editor")
+    page.get_by_role("button", name="Run", exact=True).click()
+    expect(page.locator("#gallery img")).to_be_visible(timeout=90_000)
+    expect(page.locator("#logs")).to_contain_text("LoRAs applied")

@@ -70,6 +70,20 @@ export async function call(method, url, body) {
   return { status: response.status, ok: response.ok, body: await parse(response), headers: response.headers };
 }
 
+/**
+ * Uploads `file` through fal's storage API (a ticket, then a PUT of the bytes) and
+ * returns its URL on this server: large inputs (LoRA files) travel once, by reference.
+ */
+export async function uploadFile(file) {
+  const ticket = await json("POST", "/storage/upload/initiate", {
+    content_type: file.type || "application/octet-stream",
+    file_name: file.name,
+  });
+  const put = await fetch(local(ticket.upload_url), { method: "PUT", body: file, headers: { "Content-Type": file.type || "application/octet-stream" } });
+  if (!put.ok) throw new ApiError(put.status, await parse(put));
+  return ticket.file_url;
+}
+
 /** The body of a 2xx answer, else an ApiError. */
 export async function json(method, url, body) {
   const answer = await call(method, url, body);

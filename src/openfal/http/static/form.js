@@ -4,6 +4,7 @@
 // get() returns undefined to leave a field out of the request (the server's default
 // applies) and throws FieldError for input it cannot even encode (bad JSON).
 
+import { uploadFile } from "./api.js";
 import { h } from "./dom.js";
 
 /** Fields most people leave alone: folded under "More options". */
@@ -22,7 +23,7 @@ const SIZE_PRESETS = {
   landscape_16_9: "1024 × 576",
 };
 
-const WORDS = { url: "URL", urls: "URLs", num: "Number of", hd: "HD", id: "ID" };
+const WORDS = { url: "URL", urls: "URLs", num: "Number of", hd: "HD", id: "ID", loras: "LoRAs" };
 
 export class FieldError extends Error {
   constructor(field, message) {
@@ -284,6 +285,91 @@ function urlListWidget(name, schema, required) {
   return w;
 }
 
+/** Array items that are LoRA weights ({path, scale}). */
+function isLoraList(items) {
+  return items && items.type === "object" && items.properties && items.properties.path && items.properties.scale;
+}
+
+/**
+ * The LoRA list editor: rows of URL (or an uploaded file, or an installed LoRA's name)
+ * and scale, added and removed freely; files are uploaded through the storage API
+ * rather than inlined (LoRAs are tens of megabytes).
+ */
+function loraListWidget(name, schema, items, required) {
+  const id = nextId(name);
+  const max = schema.maxItems ?? 8;
+  const scaleSchema = items.properties.scale;
+  const list = h("ol", { class: "url-list lora-list" });
+  const add = h("button", { type: "button", class: "ghost small add-row" }, "+ Add LoRA");
+  const container = h("div", { class: "url-list-wrap", role: "group", id, tabindex: "-1" }, [list, add]);
+  const rows = [];
+  const sync = () => {
+    add.disabled = rows.length >= max;
+    rows.forEach((r, i) => {
+      r.path.setAttribute("aria-label", `LoRA ${i + 1}: URL or name`);
+      r.scale.setAttribute("aria-label", `LoRA ${i + 1}: scale`);
+      r.file.setAttribute("aria-label", `LoRA ${i + 1}: upload a .safetensors file`);
+      r.remove.setAttribute("aria-label", `Remove LoRA ${i + 1}`);
+    });
+  };
+  const addRow = (value = {}) => {
+    const rowId = `${id}-${++uid}`;
+    const path = h("input", { id: rowId, type: "text", placeholder: "https://…/style.safetensors, an upload, or an installed name", spellcheck: "false" });
+    const scale = h("input", { type: "number", step: "0.05", min: String(scaleSchema.minimum ?? -10), max: String(scaleSchema.maximum ?? 10), class: "lora-scale" });
+    const file = h("input", { type: "file", accept: ".safetensors", class: "visually-hidden", id: `${rowId}-file` });
+    const pick = h("label", { for: `${rowId}-file`, class: "button ghost small file-pick" }, "Upload…");
+    const note = h("span", { class: "file-note" });
+    const remove = h("button", { type: "button", class: "ghost small icon remove-row" }, "×");
+    file.addEventListener("change", async () => {
+      const chosen = file.files && file.files[0];
+      if (!chosen) return;
+      note.textContent = `uploading ${chosen.name} · ${formatBytes(chosen.size)}…`;
+      try {
+        path.value = await uploadFile(chosen);
+        note.textContent = `${chosen.name} · ${formatBytes(chosen.size)} uploaded`;
+      } catch (err) {
+        note.textContent = `upload failed: ${err.message}`;
+      }
+      path.dispatchEvent(new Event("input", { bubbles: true }));
+    });
+    const li = h("li", {}, [h("div", { class: "url-row lora-row" }, [h("div", { class: "url-main" }, [h("div", { class: "url-controls" }, [path, pick, file, scale]), note])]), remove]);
+    const entry = { li, path, scale, file, remove };
+    remove.addEventListener("click", () => {
+      rows.splice(rows.indexOf(entry), 1);
+      li.remove();
+      sync();
+      container.dispatchEvent(new Event("input", { bubbles: true }));
+    });
+    path.value = value.path ?? "";
+    scale.value = String(value.scale ?? scaleSchema.default ?? 1);
+    rows.push(entry);
+    list.append(li);
+    sync();
+    return entry;
+  };
+  add.addEventListener("click", () => {
+    addRow().path.focus();
+    container.dispatchEvent(new Event("input", { bubbles: true }));
+  });
+  const set = (values) => {
+    rows.splice(0).forEach((r) => r.li.remove());
+    for (const v of Array.isArray(values) ? values : []) addRow(v);
+    sync();
+  };
+  set(schema.default);
+  const parts = frame(name, { ...schema, description: schema.description || "LoRAs merged into the model for this image" }, required, id, container);
+  const get = () => {
+    const values = rows
+      .filter((r) => r.path.value.trim() !== "")
+      .map((r) => ({ path: r.path.value.trim(), scale: r.scale.value.trim() === "" ? 1 : Number(r.scale.value) }));
+    if (values.length === 0 && !required) return undefined;
+    return values;
+  };
+  const w = widget(parts, [container], get, set);
+  w.focus = () => (rows[0] ? rows[0].path.focus() : add.focus());
+  return w;
+}
+
 function enumWidget(name, schema, required, nullable) {
   const id = nextId(name);
   const options = [];
@@ -442,6 +528,7 @@ function makeWidget(name, raw, required, defs) {
     case "array": {
       const items = resolve(schema.items, defs);
       if (items.type === "string") return urlListWidget(name, { ...schema, description: schema.description || items.description }, required);
+      if (isLoraList(items)) return loraListWidget(name, schema, items, required);
       return jsonWidget(name, schema, required);
     }
     default:
