@@ -1,138 +1,142 @@
-"""FLUX.1 [dev] at full size on one CUDA GPU: seconds per denoising step and per image
-at 1024x768 and 1024x1024, for
+"""The serving path on one GPU, per acceleration profile: what a request costs in the
+server, measured through the same ``Engine`` the local backend runs (its step
+callbacks, previews, safety check, memory plan, acceleration and warm-up), plus the
+JPEG encoding of the result.
 
-  bf16          plain diffusers in bfloat16                                  <- baseline
-  compile       bf16 + torch.compile of the repeated transformer blocks (regional)
-  fp8           torchao float8 dynamic activations + weights, + the same compile
-                (skipped with a message when torchao is not importable)
+Cases (FLUX.1-dev 28 steps and FLUX.1-schnell 4 steps):
 
-with each figure as a ratio to the baseline at the same size, and the model FLOPs
-utilisation of a step against an H100's dense BF16 peak (989 TFLOP/s; fp8 runs are
-also compared to it, so their MFU may exceed what bf16 could reach). FLOPs per step:
-74.4 TFLOP at 1024x1024 and 55.3 at 1024x768 with 512 text tokens (flux-inference.md
-section 3.3; the same formula for any other size).
+  dev      1024x768  x1      dev      1024x1024 x1
+  schnell  1024x768  x1      schnell  1024x1024 x1
+  dev      512x512   x1      dev      512x512   x4   (one request, num_images=4)
 
-Nothing is downloaded: the transformer (FLUX.1-dev's config, 11.9 B parameters), T5-XXL,
-CLIP-L and the VAE are built with random weights directly on the GPU in bf16, and the
-tokenizers are the tiny set's in-code ones. Timing does not depend on the weights'
-values. Per step: the transformer's forward alone, timed with CUDA events. Per image:
-a whole ``FluxPipeline`` call (text encoding, N steps, VAE decode, PIL conversion).
+Profiles: ``off`` (plain diffusers bf16, the baseline), ``compile`` and ``fp8`` (see
+src/openfal/backends/local/acceleration.py). Per case it prints the request's seconds
+(engine + encoding), the denoising seconds (the transformer's forwards, timed with
+CUDA events), model FLOPs utilisation of the denoising against the **measured** matmul
+ceiling of this GPU (a bf16 GEMM, and for fp8 a rowwise-scaled float8 GEMM; the
+datasheet figure is shown beside it), peak memory, images/s, and the speed-up against
+``off`` in the same run.
 
-Without CUDA it prints why and exits 0. ``--smoke`` runs the same code on CPU with the
-tiny configs (to check the script itself; its numbers mean nothing).
+Nothing is downloaded: the transformer (the real FLUX.1 config, 11.9 B parameters),
+T5-XXL, CLIP-L and the VAE are built with random weights directly on the GPU, and the
+safety checker is a random ViT-base of Falconsai/nsfw_image_detection's config. Timing
+does not depend on the weights' values. FLOPs per step: flux-inference.md section 3.3.
 
-    .venv/bin/python benchmarks/flux_gpu.py [--steps 28] [--repeats 3] [--modes bf16,compile,fp8] [--sizes 1024x768,1024x1024]
+``--smoke`` runs the same code on CPU with the tiny model set (to check the script; its
+numbers mean nothing). ``--budget-seconds`` skips what would run past it.
+
+    .venv/bin/python benchmarks/flux_gpu.py [--profiles off,compile,fp8] [--repeats 2] [--smoke]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
+import json
 import os
+import signal
 import statistics
 import sys
+import tempfile
 import time
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
-from sizes import parse_sizes  # noqa: E402
 
-H100_BF16_PEAK_TFLOPS = 989.0
-#: dense BF16 peaks (TFLOP/s) by device name fragment; others fall back to the H100's
-#: (pass --peak-tflops to set it)
-BF16_PEAKS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0, "4090": 165.0}
+from openfal.backends.local import model_configs  # noqa: E402
 
-
-def peak_for(device_name: str) -> float:
-    return next((peak for fragment, peak in BF16_PEAKS.items() if fragment in device_name), H100_BF16_PEAK_TFLOPS)
+#: dense peaks (TFLOP/s) by device name fragment: (bf16, fp8); shown beside the measured ceiling
+DATASHEET = {"H200": (989.0, 1979.0), "H100": (989.0, 1979.0), "A100": (312.0, 0.0), "L40S": (362.0, 733.0), "4090": (165.0, 330.0)}
 #: flux-inference.md section 3.3 (512 text tokens)
 KNOWN_TFLOP_PER_STEP = {(1024, 1024): 74.4, (1024, 768): 55.3}
-TEXT_TOKENS = 512
-
-FLUX_DEV = {  # black-forest-labs/FLUX.1-dev transformer/config.json
-    "patch_size": 1, "in_channels": 64, "num_layers": 19, "num_single_layers": 38, "attention_head_dim": 128,
-    "num_attention_heads": 24, "joint_attention_dim": 4096, "pooled_projection_dim": 768, "guidance_embeds": True,
-    "axes_dims_rope": (16, 56, 56),
-}  # fmt: skip
-T5_XXL = {  # google/t5-v1_1-xxl encoder, as FLUX's text_encoder_2
-    "vocab_size": 32128, "d_model": 4096, "d_kv": 64, "d_ff": 10240, "num_layers": 24, "num_heads": 64,
-    "feed_forward_proj": "gated-gelu", "relative_attention_num_buckets": 32, "pad_token_id": 0, "eos_token_id": 1,
-}  # fmt: skip
-CLIP_L = {  # openai/clip-vit-large-patch14 text tower, as FLUX's text_encoder
-    "vocab_size": 49408, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
-    "max_position_embeddings": 77, "projection_dim": 768, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1,
-}  # fmt: skip
-VAE = {  # FLUX.1-dev vae/config.json
-    "in_channels": 3, "out_channels": 3, "latent_channels": 16, "block_out_channels": (128, 256, 512, 512),
-    "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4, "layers_per_block": 2,
-    "norm_num_groups": 32, "sample_size": 1024, "use_quant_conv": False, "use_post_quant_conv": False,
-    "shift_factor": 0.1159, "scaling_factor": 0.3611,
-}  # fmt: skip
+TEXT_TOKENS = {"flux-dev": 512, "flux-schnell": 256}
+STEPS = {"flux-dev": 28, "flux-schnell": 4}
+ENDPOINT = {"flux-dev": "fal-ai/flux-1/dev", "flux-schnell": "fal-ai/flux-1/schnell"}
+T5_XXL = model_configs.T5_XXL_ENCODER
+CLIP_L = model_configs.CLIP_L_TEXT
+VAE = model_configs.FLUX_VAE
+FLUX_DEV = model_configs.FLUX_TRANSFORMER
 
 
-def tflop_per_step(width: int, height: int, text_tokens: int = TEXT_TOKENS) -> float:
-    """FLUX.1 transformer FLOPs per step: 57 blocks x (linear 2*N*113.25M + attention 4*N^2*3072)."""
-    if text_tokens == TEXT_TOKENS and (width, height) in KNOWN_TFLOP_PER_STEP:
+@dataclass(frozen=True)
+class Case:
+    model: str
+    width: int
+    height: int
+    images: int
+
+
+#: in the order the goals need them, should the time budget cut a profile short
+CASES = [
+    Case("flux-dev", 1024, 768, 1), Case("flux-dev", 512, 512, 1), Case("flux-dev", 512, 512, 4),
+    Case("flux-dev", 1024, 1024, 1), Case("flux-schnell", 1024, 768, 1), Case("flux-schnell", 1024, 1024, 1),
+]  # fmt: skip
+SMOKE_CASES = [Case("flux-dev", 64, 48, 1), Case("flux-dev", 32, 32, 1), Case("flux-dev", 32, 32, 4), Case("flux-schnell", 64, 48, 1)]
+
+
+@dataclass
+class Row:
+    profile: str
+    case: Case
+    steps: int
+    request_s: float
+    denoise_s: float
+    peak_gib: float
+    ceiling: float
+    note: str = ""
+
+
+def tflop_per_step(width: int, height: int, text_tokens: int) -> float:
+    """FLUX.1 transformer FLOPs per step per image: 57 blocks x (linear 2*N*113.25M + attention 4*N^2*3072)."""
+    if text_tokens == 512 and (width, height) in KNOWN_TFLOP_PER_STEP:
         return KNOWN_TFLOP_PER_STEP[(width, height)]
     n = (width // 16) * (height // 16) + text_tokens
     return 57 * (2 * n * 113_246_208 + 4 * n * n * 3072) / 1e12
 
 
-@dataclass(frozen=True)
-class Result:
-    step_seconds: float
-    image_seconds: float
+# -- the matmul ceiling -------------------------------------------------------------------------
 
 
-# -- building -----------------------------------------------------------------------------
+def measured_ceiling(dtype: str, device: torch.device, size: int = 8192, repeats: int = 20) -> float:
+    """TFLOP/s of a square GEMM on this GPU (bf16, or float8 e4m3 with rowwise scales)."""
+    if device.type != "cuda":
+        return float("nan")
+    a = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    b = torch.randn(size, size, device=device, dtype=torch.bfloat16)
+    if dtype == "fp8":
+        a8, b8 = a.to(torch.float8_e4m3fn), b.t().contiguous().t().to(torch.float8_e4m3fn)
+        sa = torch.ones(size, 1, device=device)
+        sb = torch.ones(1, size, device=device)
 
-
-def build_components(device: torch.device, dtype: torch.dtype, smoke: bool) -> dict[str, Any]:
-    """Every FluxPipeline component, random weights allocated on ``device`` in ``dtype``."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler
-    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
-
-    from openfal.backends.local import tiny
-
-    if smoke:
-        cfg_t5, cfg_clip = tiny.t5_config(), None
+        def run() -> Any:
+            return torch._scaled_mm(a8, b8, scale_a=sa, scale_b=sb, out_dtype=torch.bfloat16)
     else:
-        cfg_t5, cfg_clip = T5Config(**T5_XXL), CLIPTextConfig(**CLIP_L)
-    with _default(device, dtype):
-        t5 = T5EncoderModel(cfg_t5).eval()
-        clip = CLIPTextModel(cfg_clip).eval() if cfg_clip else tiny.text_components()["text_encoder"].to(device, dtype)
-        vae = tiny.flux_vae().to(device, dtype) if smoke else AutoencoderKL(**VAE).eval()
-        transformer = build_transformer(device, dtype, smoke)
-    return {
-        "scheduler": FlowMatchEulerDiscreteScheduler(
-            shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096
-        ),
-        "vae": vae,
-        "text_encoder": clip,
-        "tokenizer": tiny.clip_tokenizer(),
-        "text_encoder_2": t5,
-        "tokenizer_2": tiny.t5_tokenizer(),
-        "transformer": transformer,
-    }
+
+        def run() -> Any:
+            return a @ b
+
+    for _ in range(3):
+        run()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(repeats):
+        run()
+    end.record()
+    torch.cuda.synchronize()
+    seconds = start.elapsed_time(end) / 1000 / repeats
+    return 2 * size**3 / seconds / 1e12
 
 
-def build_transformer(device: torch.device, dtype: torch.dtype, smoke: bool) -> torch.nn.Module:
-    from diffusers import FluxTransformer2DModel
-
-    from openfal.backends.local import tiny
-
-    with _default(device, dtype):
-        if smoke:
-            return tiny.flux_transformer(guidance_embeds=True).to(device, dtype)
-        return FluxTransformer2DModel(**FLUX_DEV).eval()
+# -- building the full-size pipelines -----------------------------------------------------------
 
 
 class _default:
@@ -152,184 +156,298 @@ class _default:
         torch.set_default_dtype(self.previous)
 
 
-# -- modes ----------------------------------------------------------------------------------
+def build_pipelines(device: torch.device) -> dict[str, Any]:
+    """FLUX.1-dev and -schnell FluxPipelines of random weights, sharing T5, CLIP and the
+    VAE as the real repositories do."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, T5Config, T5EncoderModel
+
+    from openfal.backends.local import tiny
+
+    with torch.no_grad(), _default(device, torch.bfloat16):
+        shared = {
+            "text_encoder": CLIPTextModel(CLIPTextConfig(**CLIP_L)).eval(),
+            "text_encoder_2": T5EncoderModel(T5Config(**T5_XXL)).eval(),
+            "vae": AutoencoderKL(**VAE).eval(),
+            "tokenizer": tiny.clip_tokenizer(),
+            "tokenizer_2": tiny.t5_tokenizer(),
+        }
+        pipes = {}
+        for model, guidance in (("flux-dev", True), ("flux-schnell", False)):
+            scheduler = FlowMatchEulerDiscreteScheduler(
+                shift=3.0, use_dynamic_shifting=guidance, base_shift=0.5, max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096
+            )
+            transformer = FluxTransformer2DModel(**{**FLUX_DEV, "guidance_embeds": guidance}).eval()
+            pipes[model] = FluxPipeline(scheduler=scheduler, transformer=transformer, **shared)
+    return pipes
 
 
-def compile_blocks(transformer: Any) -> None:
-    transformer.compile_repeated_blocks(fullgraph=True)
+def random_safety_checker(folder: Path, device: torch.device) -> Any:
+    """A ViT-base classifier of Falconsai/nsfw_image_detection's config, random weights."""
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    from openfal.backends.local.safety import ClassifierSafetyChecker
+
+    config = ViTConfig(**model_configs.VIT_BASE_NSFW, id2label={0: "normal", 1: "nsfw"}, label2id={"normal": 0, "nsfw": 1})
+    ViTForImageClassification(config).save_pretrained(folder)
+    ViTImageProcessor(size={"height": 224, "width": 224}).save_pretrained(folder)
+    return ClassifierSafetyChecker(folder, device)
 
 
-def to_fp8(transformer: Any) -> None:
-    """torchao float8 dynamic activation + weight quantisation of the Linear layers."""
-    import torchao.quantization as q
-
-    config = getattr(q, "Float8DynamicActivationFloat8WeightConfig", None)
-    if config is not None:
-        q.quantize_(transformer, config())
-    else:  # torchao < 0.10
-        q.quantize_(transformer, q.float8_dynamic_activation_float8_weight())
+# -- one profile --------------------------------------------------------------------------------
 
 
-def fp8_unavailable() -> str | None:
-    try:
-        import torchao.quantization  # noqa: F401
-    except ImportError:
-        return "torchao is not installed (pip install torchao)"
-    if torch.cuda.is_available() and torch.cuda.get_device_capability() < (8, 9):
-        return f"float8 needs compute capability 8.9+, this GPU has {torch.cuda.get_device_capability()}"
-    return None
+def make_engine(profile: str, args: argparse.Namespace, root: Path, device: torch.device) -> Any:
+    from openfal.backends.local.engine import Engine
+    from openfal.backends.local.options import LocalOptions
+    from openfal.backends.local.safety import load_safety_checker
+    from openfal.config import Settings
+
+    settings = Settings(
+        data_dir=root, models_dir=root / "models", demo=args.smoke, device=str(device), acceleration=profile,  # type: ignore[arg-type]
+        max_batch_images=4, previews=True, model_paths={m: str(root / "folders" / m) for m in STEPS} if not args.smoke else {},
+    )  # fmt: skip
+    if args.smoke:
+        from openfal.backends.local.tiny import build_tiny_models
+
+        checker = load_safety_checker(build_tiny_models(settings.effective_models_dir, ("safety-checker",))["safety-checker"], device)
+        return Engine(settings, LocalOptions(preview_interval_seconds=1.0), checker)
+    checker = random_safety_checker(root / "safety-checker", device)
+    total = torch.cuda.get_device_properties(device).total_memory
+    return Engine(settings, LocalOptions(preview_interval_seconds=1.0), checker, memory_bytes=total)
 
 
-# -- timing ----------------------------------------------------------------------------------
+class Stopped(Exception):
+    """SIGTERM arrived."""
 
 
-def time_step(transformer: Any, width: int, height: int, device: torch.device, dtype: torch.dtype, repeats: int) -> float:
-    """Median seconds of one transformer forward at ``width`` x ``height``."""
-    n = (height // 16) * (width // 16)
-    config = transformer.config
-    hidden = torch.randn(1, n, config.in_channels, device=device, dtype=dtype)
-    text = torch.randn(1, TEXT_TOKENS, config.joint_attention_dim, device=device, dtype=dtype)
-    pooled = torch.randn(1, config.pooled_projection_dim, device=device, dtype=dtype)
-    img_ids = torch.zeros(height // 16, width // 16, 3, device=device)
-    img_ids[..., 1] = torch.arange(height // 16, device=device)[:, None]
-    img_ids[..., 2] = torch.arange(width // 16, device=device)[None, :]
-    img_ids = img_ids.reshape(-1, 3).to(dtype)
-    txt_ids = torch.zeros(TEXT_TOKENS, 3, device=device, dtype=dtype)
-    kwargs = {
-        "hidden_states": hidden,
-        "encoder_hidden_states": text,
-        "pooled_projections": pooled,
-        "timestep": torch.tensor([0.5], device=device, dtype=dtype),
-        "img_ids": img_ids,
-        "txt_ids": txt_ids,
-        "guidance": torch.tensor([3.5], device=device, dtype=torch.float32) if config.guidance_embeds else None,
-        "return_dict": False,
-    }
-    with torch.inference_mode():
-        for _ in range(3):  # warm-up (and compilation)
-            transformer(**kwargs)
-        return statistics.median(_timed(lambda: transformer(**kwargs), device) for _ in range(repeats))
+def _stopped(signum: int, frame: Any) -> None:
+    raise Stopped()
 
 
-def time_image(pipe: Any, width: int, height: int, steps: int, device: torch.device, repeats: int) -> float:
-    """Median seconds of a whole pipeline call for one image."""
+def serve_profile(
+    profile: str, cases: list[Case], args: argparse.Namespace, root: Path, device: torch.device, deadline: float, done: list[Row]
+) -> list[Row]:
+    """Rows measured for ``profile``; each is also appended to ``done`` as it is measured
+    (so a SIGTERM mid-profile still reports them)."""
+    from openfal.backends.local import warmup
+    from openfal.backends.local.cache import PipelineSpec
 
-    def call() -> None:
-        pipe(
-            "a lighthouse on a cliff at dawn",
-            width=width,
-            height=height,
-            num_inference_steps=steps,
-            guidance_scale=3.5,
-            generator=torch.Generator("cpu").manual_seed(0),
-            output_type="pil",
-        )
+    engine = make_engine(profile, args, root, device)
+    chosen = engine.acceleration
+    print(f"[{profile}] acceleration {chosen.profile}: {chosen.reason}", flush=True)
+    if profile != "off" and chosen.profile != profile:
+        print(f"[{profile}] skipped: it would run as {chosen.profile}", flush=True)
+        engine.close()
+        return []
+    started = time.perf_counter()
+    if args.smoke:  # the tiny set, loaded from disk like real weights
+        for model in sorted({c.model for c in cases}):
+            spec = PipelineSpec(model, engine.folder(model), "FluxPipeline")
+            with engine.lock:
+                (pipe,) = engine.cache.get(spec)
+                engine._warm_model(model, pipe, [], [warmup.Shape(c.model, c.width, c.height, c.images) for c in cases if c.model == model])
+    else:
+        for model, pipe in build_pipelines(device).items():
+            folder = root / "folders" / model
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+            shapes = [warmup.Shape(c.model, c.width, c.height, c.images) for c in cases if c.model == model]
+            engine.adopt(PipelineSpec(model, folder, "FluxPipeline"), pipe, shapes)
+    print(f"[{profile}] built, placed and warmed in {time.perf_counter() - started:.1f} s; plans {engine.status().get('plans')}", flush=True)
+    ceiling = args.fp8_ceiling if chosen.profile == "fp8" else args.bf16_ceiling
+    for case in cases:
+        if time.perf_counter() > deadline:
+            print(f"[{profile}] {case}: skipped (time budget)", flush=True)
+            continue
+        r = run_case(engine, profile, case, args, device, ceiling)
+        done.append(r)
+        print(f"[{profile}] {case.model} {case.width}x{case.height} x{case.images}: {r.request_s:.3f} s request, {r.denoise_s:.3f} s denoise", flush=True)
+    engine.close()
+    return []
+
+
+def run_case(engine: Any, profile: str, case: Case, args: argparse.Namespace, device: torch.device, ceiling: float) -> Row:
+    from openfal.backends.base import Job
+    from openfal.backends.local import flux
+    from openfal.backends.local.plans import make_plan
+    from openfal.endpoints.catalog import CATALOG, validate_input
+
+    steps = 2 if args.smoke else STEPS[case.model]
+    endpoint = ENDPOINT[case.model]
+    body = {
+        "prompt": "a lighthouse on a cliff at dawn", "image_size": {"width": case.width, "height": case.height},
+        "num_inference_steps": steps, "num_images": case.images, "seed": 0, "enable_safety_checker": True,
+    }  # fmt: skip
+    timer = _TransformerTimer(engine, case.model, device)
+
+    def request() -> tuple[float, float]:
+        job = Job(request_id="bench", endpoint_id=endpoint, input=validate_input(CATALOG[endpoint], body), emit=lambda event: None)
+        item = flux.FluxItem.of(job)
+        plan = make_plan(endpoint, job.input, engine.options)
+        call = asyncio.run(flux.prepare_call(plan, job.input, engine.settings, engine.options, None))
+        timer.reset()
+        _sync(device)
+        started = time.perf_counter()
+        batch = engine.generate_images(call, [item])
+        flux.make_output(item, batch.images[0], batch.flags[0], batch.seconds, report_prompt=True)  # JPEG encoding
+        _sync(device)
+        return time.perf_counter() - started, timer.seconds()
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # random weights may decode to NaN pixels
-        call()  # warm-up
-        return statistics.median(_timed(call, device) for _ in range(repeats))
+        request()  # the first run of a shape (allocator, cuDNN heuristics; compiled: already warm)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        runs = [request() for _ in range(args.repeats)]
+    timer.remove()
+    peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else float("nan")
+    return Row(profile, case, steps, statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs), peak, ceiling)
 
 
-def _timed(fn: Callable[[], Any], device: torch.device) -> float:
+class _TransformerTimer:
+    """The transformer's forward time, summed over a request (CUDA events on GPU)."""
+
+    def __init__(self, engine: Any, model: str, device: torch.device) -> None:
+        (spec,) = [s for s in engine.cache.loaded() if s.model == model]
+        (pipe,) = engine.cache.get(spec)
+        self.device = device
+        self.pairs: list[tuple[Any, Any]] = []
+        self.handles = [
+            pipe.transformer.register_forward_pre_hook(lambda *a: self._start()),
+            pipe.transformer.register_forward_hook(lambda *a: self._end()),
+        ]
+
+    def _start(self) -> None:
+        if self.device.type == "cuda":
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.pairs.append((event, None))
+        else:
+            self.pairs.append((time.perf_counter(), None))
+
+    def _end(self) -> None:
+        begin, _ = self.pairs[-1]
+        if self.device.type == "cuda":
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            self.pairs[-1] = (begin, event)
+        else:
+            self.pairs[-1] = (begin, time.perf_counter())
+
+    def reset(self) -> None:
+        self.pairs = []
+
+    def seconds(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return sum(a.elapsed_time(b) / 1000 for a, b in self.pairs if b is not None)
+        return sum(b - a for a, b in self.pairs if b is not None)
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _sync(device: torch.device) -> None:
     if device.type == "cuda":
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        torch.cuda.synchronize()
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / 1000
-    started = time.perf_counter()
-    fn()
-    return time.perf_counter() - started
+        torch.cuda.synchronize(device)
 
 
-# -- main -------------------------------------------------------------------------------------
+# -- report ---------------------------------------------------------------------------------------
 
 
-def run_mode(
-    mode: str, components: dict[str, Any], sizes: list[tuple[int, int]], args: argparse.Namespace, device: torch.device, dtype: torch.dtype
-) -> dict[tuple[int, int], Result]:
-    from diffusers import FluxPipeline
+def report(rows: list[Row], *, smoke: bool, device_name: str, args: argparse.Namespace) -> None:
+    if not rows:
+        print("nothing ran")
+        return
+    base = {(r.case.model, r.case.width, r.case.height, r.case.images): r for r in rows if r.profile == "off"}
+    header = f"{'profile':<8} {'model':<13} {'size':<10} {'imgs':>4} {'steps':>5} {'request s':>9} {'denoise s':>9} {'s/step':>7} {'TFLOP/st':>8} {'MFU':>5} {'img/s':>6} {'peak GiB':>8} {'x off':>6}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        c = r.case
+        tflop = tflop_per_step(c.width, c.height, TEXT_TOKENS[c.model]) * c.images
+        per_step = r.denoise_s / r.steps if r.denoise_s else float("nan")
+        mfu = "n/a" if smoke or not r.denoise_s else f"{tflop / per_step / r.ceiling:.0%}"
+        ref = base.get((c.model, c.width, c.height, c.images))
+        speedup = f"{ref.request_s / r.request_s:.2f}" if ref else "-"
+        print(
+            f"{r.profile:<8} {c.model:<13} {f'{c.width}x{c.height}':<10} {c.images:>4} {r.steps:>5} {r.request_s:>9.3f} {r.denoise_s:>9.3f}"
+            f" {per_step:>7.4f} {tflop:>8.1f} {mfu:>5} {c.images / r.request_s:>6.2f} {r.peak_gib:>8.1f} {speedup:>6}"
+        )
+    print(
+        f"request s: Engine.generate_images + JPEG encoding (text encoding, denoising, VAE decode, safety check, previews); "
+        f"denoise s: the transformer's forwards; MFU: TFLOP/step of FLUX.1 at that size / (denoise s / steps) / measured "
+        f"ceiling (bf16 {args.bf16_ceiling:.0f} TFLOP/s, fp8 {args.fp8_ceiling:.0f} TFLOP/s on {device_name}; datasheet "
+        f"{DATASHEET.get(next((k for k in DATASHEET if k in device_name), ''), ('?', '?'))}); x off: request-time speed-up over off."
+    )
+    if smoke:
+        print("smoke run: tiny models on CPU; the figures check the script, they measure nothing")
+    goals(rows)
 
-    if mode == "fp8":
-        to_fp8(components["transformer"])
-    if mode in ("compile", "fp8"):
-        compile_blocks(components["transformer"])
-    pipe = FluxPipeline(**components)
-    pipe.set_progress_bar_config(disable=True)
-    out = {}
-    for width, height in sizes:
-        step = time_step(components["transformer"], width, height, device, dtype, args.repeats * 3)
-        image = time_image(pipe, width, height, args.steps, device, args.repeats)
-        out[(width, height)] = Result(step, image)
-        print(f"  {mode} {width}x{height}: {step:.4f} s/step, {image:.3f} s/image", flush=True)
-    return out
+
+def goals(rows: list[Row]) -> None:
+    """The issue's goals, checked against this run (GPU only)."""
+    by = {(r.profile, r.case.model, r.case.width, r.case.height, r.case.images): r for r in rows}
+    fp8 = by.get(("fp8", "flux-dev", 1024, 768, 1))
+    if fp8:
+        print(f"goal dev 1024x768 28 steps <= 1.2 s denoising with fp8: {fp8.denoise_s:.2f} s ({'met' if fp8.denoise_s <= 1.2 else 'not met'})")
+    comp = by.get(("compile", "flux-dev", 1024, 1024, 1))
+    if comp and comp.denoise_s:
+        mfu = 74.4 / (comp.denoise_s / comp.steps) / comp.ceiling
+        print(f"goal bf16 compile >= 60% MFU (dev 1024x1024): {mfu:.0%} ({'met' if mfu >= 0.6 else 'not met'})")
+    for profile in ("off", "compile", "fp8"):
+        one, four = by.get((profile, "flux-dev", 512, 512, 1)), by.get((profile, "flux-dev", 512, 512, 4))
+        if one and four:
+            ratio = (4 / four.request_s) / (1 / one.request_s)
+            print(f"goal batch 4 at 512x512 >= 2x images/s of batch 1 ({profile}): {ratio:.2f}x ({'met' if ratio >= 2 else 'not met'})")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=28)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--sizes", default="1024x768,1024x1024")
-    parser.add_argument("--modes", default="bf16,compile,fp8")
-    parser.add_argument("--smoke", action="store_true", help="tiny configs on CPU: checks the script, not the GPU")
-    parser.add_argument("--peak-tflops", type=float, default=None, help="dense BF16 peak for MFU (default: by device name)")
+    parser.add_argument("--profiles", default="off,compile,fp8")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="tiny models on CPU: checks the script, not the GPU")
+    parser.add_argument("--budget-seconds", type=float, default=float("inf"), help="skip cases that would start after this")
+    parser.add_argument("--json", default=None, help="also write the rows to this file")
     args = parser.parse_args()
-    print("command:", " ".join([".venv/bin/python", *sys.argv]))
+    print("command:", " ".join([".venv/bin/python", *sys.argv]), flush=True)
     if not torch.cuda.is_available() and not args.smoke:
-        print("CUDA is not available: this benchmark needs an NVIDIA GPU; nothing measured.")
+        print("CUDA is not available: this benchmark needs an NVIDIA GPU; nothing measured (try --smoke).")
         return 0
+    began = time.perf_counter()
+    deadline = began + args.budget_seconds
     device = torch.device("cpu") if args.smoke else torch.device("cuda")
-    dtype = torch.float32 if args.smoke else torch.bfloat16
-    sizes = [(64, 48), (64, 64)] if args.smoke else parse_sizes(args.sizes)
-    steps_note = f"{args.steps} steps"
-    if args.smoke:
-        args.steps = 2
-        steps_note = "2 steps (smoke)"
-    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (smoke run)"
-    print(f"device: {name}; torch {torch.__version__}; FLUX.1-dev shapes, random weights, {steps_note}, median of {args.repeats}")
-    results: dict[str, dict[tuple[int, int], Result]] = {}
-    for mode in args.modes.split(","):
-        reason = fp8_unavailable() if mode == "fp8" else None
-        if reason:
-            print(f"  {mode}: skipped: {reason}")
-            continue
-        components = build_components(device, dtype, args.smoke)
-        try:
-            results[mode] = run_mode(mode, components, sizes, args, device, dtype)
-        except Exception as exc:  # a mode that cannot run here is reported, not fatal
-            print(f"  {mode}: failed: {type(exc).__name__}: {exc}")
-        del components
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        torch._dynamo.reset()
-    report(results, sizes, smoke=args.smoke, peak=args.peak_tflops or peak_for(name), device_name=name)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (smoke run)"
+    args.bf16_ceiling = measured_ceiling("bf16", device)
+    supports_fp8 = device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
+    args.fp8_ceiling = measured_ceiling("fp8", device) if supports_fp8 else float("nan")
+    print(f"device: {name}; torch {torch.__version__}; measured GEMM ceiling bf16 {args.bf16_ceiling:.0f} / fp8 {args.fp8_ceiling:.0f} TFLOP/s", flush=True)
+    cases = SMOKE_CASES if args.smoke else CASES
+    rows: list[Row] = []
+    signal.signal(signal.SIGTERM, _stopped)  # `timeout` in gpu_check.sh: print what was measured
+    with tempfile.TemporaryDirectory(prefix="openfal-bench-") as tmp:
+        for profile in args.profiles.split(","):
+            if time.perf_counter() > deadline:
+                print(f"[{profile}] skipped (time budget)")
+                continue
+            try:
+                rows += serve_profile(profile, cases, args, Path(tmp) / profile, device, deadline, rows)
+            except Stopped:
+                print(f"[{profile}] stopped by SIGTERM; reporting what was measured", flush=True)
+                break
+            except Exception as exc:  # a profile that cannot run here is reported, not fatal
+                print(f"[{profile}] failed: {type(exc).__name__}: {exc}", flush=True)
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            torch._dynamo.reset()
+    print(f"\nFLUX serving path, {args.repeats} timed runs per case (median), total {time.perf_counter() - began:.0f} s")
+    report(rows, smoke=args.smoke, device_name=name, args=args)
+    if args.json:
+        Path(args.json).write_text(json.dumps([{**r.__dict__, "case": r.case.__dict__} for r in rows], indent=1))
     return 0
-
-
-def report(
-    results: dict[str, dict[tuple[int, int], Result]], sizes: list[tuple[int, int]], *, smoke: bool, peak: float, device_name: str
-) -> None:
-    if not results:
-        print("no mode ran")
-        return
-    base_mode = "bf16" if "bf16" in results else next(iter(results))
-    print(f"{'size':<10} {'mode':<8} {'s/step':>8} {'ratio':>6} {'s/image':>8} {'ratio':>6} {'TFLOP/step':>10} {'MFU':>6}")
-    for size in sizes:
-        base = results[base_mode][size]
-        flops = tflop_per_step(*size)
-        for mode, by_size in results.items():
-            r = by_size[size]
-            mfu = "n/a" if smoke else f"{flops / r.step_seconds / peak:.0%}"
-            print(
-                f"{size[0]}x{size[1]:<5} {mode:<8} {r.step_seconds:>8.4f} {r.step_seconds / base.step_seconds:>6.2f}"
-                f" {r.image_seconds:>8.3f} {r.image_seconds / base.image_seconds:>6.2f} {flops:>10.1f} {mfu:>6}"
-            )
-    counted = "of FLUX.1-dev at that size, not of the tiny smoke model" if smoke else "of FLUX.1-dev"
-    print(f"ratios are to {base_mode}; TFLOP/step {counted}; MFU = TFLOP/step / (s/step) / {peak:.0f} TFLOP/s ({device_name} dense BF16)")
 
 
 if __name__ == "__main__":

@@ -86,6 +86,15 @@ class ModelCache:
         self._evict(keep=pinned, incoming=0)
         return pipes
 
+    def adopt(self, spec: PipelineSpec, pipe: DiffusionPipeline) -> None:
+        """Serve ``pipe``, built in memory, as ``spec`` (the GPU benchmark: random weights
+        of the real shapes), placed and accelerated like a loaded one."""
+        self._place(spec, pipe)
+        if self._prepare is not None:
+            self._prepare(spec, pipe)
+        pipe.set_progress_bar_config(disable=True)
+        self._pipelines[spec] = pipe
+
     def is_loaded(self, spec: PipelineSpec) -> bool:
         return spec in self._pipelines
 

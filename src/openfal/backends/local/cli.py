@@ -90,6 +90,8 @@ def plan(ctx: click.Context, gpu_memory: float | None, no_fp8: bool, as_json: bo
         sizes=settings.warmup_sizes,
         fp8_supported=fp8,
         prefer_fp8=fp8 and settings.acceleration in ("fp8", "auto"),
+        lora_slots=settings.lora_slots if settings.acceleration != "off" else 0,  # compiled engines reserve LoRA slots
+        lora_rank=settings.lora_max_rank,
     )
     if as_json:
         click.echo(json.dumps(result))

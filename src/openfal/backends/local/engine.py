@@ -187,6 +187,8 @@ class Engine:
             prefer_fp8=self.acceleration.profile == "fp8",
             safety_checker=self._safety is None or self._safety.active,
             without=spec.without,
+            lora_slots=self.settings.lora_slots if spec.model in LORA_MODELS and self.acceleration.compiles else 0,
+            lora_rank=self.settings.lora_max_rank,
         )
 
     def warm_up(self, models: Sequence[str]) -> None:
@@ -209,13 +211,21 @@ class Engine:
         cls = "FluxPriorReduxPipeline" if model == "flux-redux-dev" else "FluxKontextPipeline" if "kontext" in model else "FluxPipeline"
         return PipelineSpec(model, self.folder(model), cls)
 
-    def _warm_model(self, model: str, pipe: Any, jobs: Sequence[Job]) -> None:
+    def adopt(self, spec: PipelineSpec, pipe: Any, shapes: Sequence[warmup.Shape] | None = None) -> None:
+        """Serve a pipeline built in memory as ``spec`` and warm it for ``shapes``
+        (default: the configured warm-up shapes). The GPU benchmark uses this."""
+        with self.lock:
+            self.cache.adopt(spec, pipe)
+            self._warm_model(spec.model, pipe, [], shapes)
+
+    def _warm_model(self, model: str, pipe: Any, jobs: Sequence[Job], shapes: Sequence[warmup.Shape] | None = None) -> None:
         """Compile every warm-up shape of ``model`` once (a no-op when not compiled)."""
         if not self.acceleration.compiles or model in self._warmed_models or getattr(pipe, "transformer", None) is None:
             return
         if getattr(pipe.transformer, accel.MARK, None) is None:
             return  # not a FLUX pipeline: nothing was compiled
-        shapes = warmup.warmup_shapes(model, self.settings.warmup_sizes, self.settings.max_batch_images)
+        if shapes is None:
+            shapes = warmup.warmup_shapes(model, self.settings.warmup_sizes, self.settings.max_batch_images)
         for job in jobs:
             job.emit(Log(f"compiling {model} for {len(shapes)} warm-up shapes (once per server start)"))
         started = time.perf_counter()

@@ -61,6 +61,9 @@ class ComponentSize:
     fp8: int | None
     #: the largest repeated block (group offload streams one at a time)
     largest_block: int
+    #: sum of in + out features over the Linear layers (a rank-r LoRA slot on every
+    #: Linear holds r times this many parameters)
+    linear_sides: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +111,8 @@ def _measure(kind: str, config: dict[str, Any]) -> ComponentSize:
     block = getattr(getattr(module, "encoder", None), "block", None)
     blocks += list(block) if block is not None else []
     largest = max((sum(p.numel() * 2 for p in b.parameters()) for b in blocks), default=bf16)
-    return ComponentSize(bf16, fp8, largest)
+    sides = sum(m.in_features + m.out_features for m in module.modules() if isinstance(m, torch.nn.Linear))
+    return ComponentSize(bf16, fp8, largest, sides)
 
 
 def _build(kind: str, config: dict[str, Any]) -> Any:
@@ -182,11 +186,17 @@ def plan_model(
     prefer_fp8: bool = False,
     safety_checker: bool = True,
     without: frozenset[str] = frozenset(),
+    lora_slots: int = 0,
+    lora_rank: int = 0,
 ) -> ModelPlan:
     """The placement of ``model`` on a GPU with ``gpu_memory_bytes`` for it (see the
     module docstring for the order in which placements are tried); ``without``: the
     components this pipeline leaves out (the Redux base has no text encoders)."""
     parts = {name: part for name, part in component_sizes(model).items() if name not in without}
+    if lora_slots and "transformer" in parts:  # compiled LoRA models: bf16 slots on every Linear
+        t = parts["transformer"]
+        extra = lora_slots * lora_rank * t.linear_sides * 2
+        parts["transformer"] = ComponentSize(t.bf16 + extra, t.fp8 + extra if t.fp8 is not None else None, t.largest_block, t.linear_sides)
     if safety_checker and model.startswith("flux"):
         parts["safety_checker"] = component_sizes("safety-checker")["classifier"]
     width, height = largest_size(sizes)
@@ -279,13 +289,21 @@ def plan_all(
     sizes: tuple[str, ...] = DEFAULT_SIZES,
     fp8_supported: bool = True,
     prefer_fp8: bool = False,
+    lora_slots: int = 0,
+    lora_rank: int = 0,
 ) -> dict[str, Any]:
-    """``openfal models plan``: the plan of every model for a card of ``gpu_memory_gib``."""
+    """``openfal models plan``: the plan of every model for a card of ``gpu_memory_gib``
+    (``lora_slots`` of ``lora_rank`` on the models that serve LoRAs, when compiled)."""
+    from openfal.backends.local.plans import LORA_MODELS
+
     budget = int(gpu_memory_gib * GIB)
     plans = [
-        plan_model(m, budget, max_images=max_images, sizes=sizes, fp8_supported=fp8_supported, prefer_fp8=prefer_fp8).as_json()
+        plan_model(
+            m, budget, max_images=max_images, sizes=sizes, fp8_supported=fp8_supported, prefer_fp8=prefer_fp8,
+            lora_slots=lora_slots if m in LORA_MODELS else 0, lora_rank=lora_rank,
+        ).as_json()
         for m in models
-    ]
+    ]  # fmt: skip
     return {
         "gpu_memory_gib": gpu_memory_gib,
         "max_batch_images": max_images,
