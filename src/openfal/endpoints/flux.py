@@ -141,35 +141,32 @@ class ClassicFluxSchnellInput(_Classic, FluxSchnellInput):
 ResolutionMode = Literal["auto", "match_input", "1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21"]
 
 
-class KontextDevInput(InputModel):
+class _KontextDevEdit(InputModel):
+    """What fal's Kontext [dev] edit endpoints share (``BaseKontextEditInput``)."""
+
     prompt: Prompt
     image_url: ImageUrl
-    num_inference_steps: Annotated[int, Field(ge=10, le=50)] = 28
     seed: Seed | None = None
-    guidance_scale: Annotated[float, Field(ge=1, le=20)] = 2.5
     sync_mode: bool = False
     num_images: NumImages = 1
     enable_safety_checker: bool = True
-    output_format: OutputFormat = "jpeg"
     acceleration: Acceleration = "none"
     resolution_mode: ResolutionMode = "match_input"
+
+
+class KontextDevInput(_KontextDevEdit):
+    num_inference_steps: Annotated[int, Field(ge=10, le=50)] = 28
+    guidance_scale: Annotated[float, Field(ge=1, le=20)] = 2.5
+    output_format: OutputFormat = "jpeg"
     #: accepted and ignored (fal dropped it in 2026 [?])
     enhance_prompt: bool = False
 
 
-class KontextLoraInput(InputModel):
-    prompt: Prompt
-    image_url: ImageUrl
+class KontextLoraInput(_KontextDevEdit):
     num_inference_steps: Annotated[int, Field(ge=10, le=50)] = 30
-    seed: Seed | None = None
     guidance_scale: Annotated[float, Field(ge=0, le=20)] = 2.5
-    sync_mode: bool = False
-    num_images: NumImages = 1
-    enable_safety_checker: bool = True
     output_format: OutputFormat = "png"
     loras: Loras = []
-    acceleration: Acceleration = "none"
-    resolution_mode: ResolutionMode = "match_input"
 
 
 AspectRatio = Literal["21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21"]
