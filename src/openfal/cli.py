@@ -53,7 +53,16 @@ def serve(ctx: click.Context, host: str, port: int, demo: bool, workers: bool | 
     if settings.demo and settings.auth_enabled:
         key = asyncio.run(_demo_key(settings))
         click.echo(f"demo API key: {key}  (also in {settings.data_dir / DEMO_KEY_FILE})")
-    uvicorn.run(create_app(settings), host=host, port=port, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile, proxy_headers=True, log_level="info")
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        ssl_certfile=ssl_certfile,
+        ssl_keyfile=ssl_keyfile,
+        proxy_headers=True,
+        log_level="info",
+        access_log=settings.access_log,
+    )
 
 
 async def _demo_key(settings: Settings) -> str:

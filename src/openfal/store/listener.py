@@ -125,6 +125,7 @@ class SqliteWatcher:
                     elif version != seen:
                         self.views.everything_changed()
                         self.notifier.everything_changed()
+                        self.notifier.work_available()  # another process may have queued some
                     seen = version
                 await asyncio.sleep(self.interval)
         finally:

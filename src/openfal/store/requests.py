@@ -75,6 +75,8 @@ class RequestStore:
         self._run_seconds: dict[str, tuple[float, float | None]] = {}
         #: (taken at, backend -> slots of the live workers)
         self._slots: tuple[float, dict[str, int]] | None = None
+        #: keys seen with a max_concurrent: their completions may let a queued one start
+        self._limited_keys: set[str] = set()
 
     def _changed(self, *request_ids: str, queue: str | None = None) -> None:
         """After a commit: what this process serves from memory is dropped, and whoever
@@ -397,7 +399,9 @@ class RequestStore:
             return True
         query = sa.select(api_keys.c.max_concurrent).where(api_keys.c.id == key_id)
         limit = (await conn.execute(query if self.db.is_sqlite else query.with_for_update())).scalar()
-        if limit is None:
+        if limit is not None:
+            self._limited_keys.add(key_id)
+        else:
             limit = self.default_key_concurrency
         if limit is None:
             return True
@@ -514,13 +518,22 @@ class RequestStore:
                 return None
             done = _record(row)
             await notify(conn, f"changed:{done.id}")
+            frees_a_turn = not left_queue and self._limits_running(done.key_id)
             if left_queue:
                 await notify(conn, f"queue:{done.backend}")
+            elif frees_a_turn:  # a request of this key that waited for its limit may start now
+                await notify(conn, f"work:{done.backend}")
             if also is not None:
                 await also(conn, done)
         self._changed(done.id, queue=done.backend if left_queue else None)
         self.views.put(done)
+        if frees_a_turn:
+            self.notifier.work_available()
         return done
+
+    def _limits_running(self, key_id: str | None) -> bool:
+        """Whether the key's running requests are limited (its own max_concurrent or the default)."""
+        return key_id is not None and (self.default_key_concurrency is not None or key_id in self._limited_keys)
 
     async def request_cancel(self, request_id: str) -> RequestRecord | None:
         """Flag a running request for cancellation; its worker stops at the next step."""

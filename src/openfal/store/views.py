@@ -89,18 +89,32 @@ class QueueSnapshot:
 def build_snapshot(
     rows: list[tuple[int, int, str, float]], turns: dict[str, float], *, epoch: int, generation: int
 ) -> QueueSnapshot:
-    """From queued (seq, priority, key, created_at) rows and key -> last turn. A key's
-    turn comes when it has waited longest: since its last turn, or since its oldest
-    queued request arrived if that is later."""
+    """From queued (seq, priority, key, created_at) rows and key -> last turn.
+
+    A key's turn comes when it has waited longest: since its last turn, or since its
+    oldest queued request arrived if that is later. Levels are served in priority
+    order, so at a lower level the keys served above come last, in the order they
+    finished there (a key's last request above is claimed in round ``n - 1``)."""
     levels: dict[int, _Level] = {}
     heads: dict[tuple[int, str], tuple[float, int]] = {}
     for seq, priority, key, created in sorted(rows):
         level = levels.setdefault(priority, _Level())
         level.seqs.setdefault(key, []).append(seq)
-        heads.setdefault((priority, key), (max(turns.get(key, 0.0), created), seq))
-    for priority, level in levels.items():
-        order = sorted(level.seqs, key=lambda k: heads[(priority, k)])
-        level.rank = {k: i for i, k in enumerate(order)}
+        heads.setdefault((priority, key), (created, seq))
+    #: key -> (0, waited since) before it is served here, (1, n) once it was, n-th
+    waited: dict[str, tuple[int, float]] = {}
+    served = 0
+    for priority in sorted(levels):
+        level = levels[priority]
+
+        def since(key: str, priority: int = priority) -> tuple[tuple[int, float], int]:
+            created, seq = heads[(priority, key)]
+            return waited.get(key, (0, max(turns.get(key, 0.0), created))), seq
+
+        level.rank = {k: i for i, k in enumerate(sorted(level.seqs, key=since))}
+        for key in sorted(level.seqs, key=lambda k: (len(level.seqs[k]), level.rank[k])):
+            served += 1
+            waited[key] = (1, float(served))
     return QueueSnapshot(levels, time.monotonic(), epoch, generation)
 
 

@@ -1,0 +1,155 @@
+"""What status polls read (RequestStore.view and queue positions) is never older than
+this process's own commits, and other processes' commits reach it through the change
+feed (PostgreSQL LISTEN/NOTIFY, SQLite's data_version); without a feed every read goes
+to the database. Two RequestStores on two Database objects stand for two processes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from openfal.models import Status
+from openfal.notify import Notifier
+from openfal.store.db import Database
+from openfal.store.listener import change_feed
+from openfal.store.requests import RequestStore
+from openfal.store.views import StatusViews
+
+CLAIM = {"backends": ["builtin"], "lease_seconds": 30}
+
+
+async def until(condition: Callable[[], object], timeout: float = 10.0) -> None:
+    async def poll() -> None:
+        while not await condition():  # type: ignore[misc]
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+@pytest.fixture
+async def other(db_url: str, db: Database) -> AsyncIterator[RequestStore]:
+    """A second process's store, its change feed running."""
+    database = Database(db_url)
+    notifier = Notifier()
+    store = RequestStore(database, notifier=notifier)
+    feed = change_feed(database, notifier, store.views, database_url=db_url, interval=0.05)
+    feed.start()
+    await until(lambda: asyncio.sleep(0, store.views.live))
+    yield store
+    await feed.close()
+    await database.close()
+
+
+async def test_a_processs_own_commit_is_seen_at_once_while_its_view_is_cached(db: Database, new_request: Callable[..., dict]) -> None:
+    """With a live feed the queued record is served from memory; the claim this store
+    commits replaces it before claim() returns."""
+    store = RequestStore(db)
+    store.views.set_live(True)
+    record = await store.insert(**new_request())
+    assert (await store.view(record.id)).status is Status.IN_QUEUE
+    assert store.views.record(record.id) is not None  # cached now
+    await store.claim(worker_id="w", **CLAIM)
+    assert (await store.view(record.id)).status is Status.IN_PROGRESS
+    await store.record_events(record.id, progress=(1, 2))
+    assert (await store.view(record.id)).progress_step == 1
+
+
+async def test_a_position_is_recomputed_after_this_processs_own_claim(db: Database, new_request: Callable[..., dict]) -> None:
+    """The queue snapshot that answered position 1 is not used after the claim ahead."""
+    store = RequestStore(db)
+    store.views.set_live(True)
+    await store.insert(**new_request())
+    second = await store.insert(**new_request())
+    assert await store.queue_position(second) == 1
+    await store.claim(worker_id="w", **CLAIM)
+    assert await store.queue_position(second) == 0
+
+
+async def test_another_processs_commit_reaches_the_view_through_the_feed(
+    db: Database, other: RequestStore, new_request: Callable[..., dict]
+) -> None:
+    """The other process cached the queued request; this one claims and completes it;
+    the other's view follows within the feed's round trip."""
+    here = RequestStore(db)
+    record = await here.insert(**new_request())
+    assert (await other.view(record.id)).status is Status.IN_QUEUE
+    assert other.views.record(record.id) is not None
+    (claimed,) = await here.claim(worker_id="w", **CLAIM)
+
+    async def running() -> bool:
+        return (await other.view(record.id)).status is Status.IN_PROGRESS
+
+    await until(running)
+    await here.complete(claimed, result_status=200, result_body={"ok": True}, worker_id="w", attempt=1)
+
+    async def completed() -> bool:
+        return (await other.view(record.id)).status is Status.COMPLETED
+
+    await until(completed)
+
+
+async def test_another_processs_claim_moves_positions_through_the_feed(
+    db: Database, other: RequestStore, new_request: Callable[..., dict]
+) -> None:
+    """A position the other process answered from its snapshot moves once this one claims."""
+    here = RequestStore(db)
+    await here.insert(**new_request())
+    second = await here.insert(**new_request())
+    assert await other.queue_position(second) == 1
+    await here.claim(worker_id="w", **CLAIM)
+
+    async def moved() -> bool:
+        return await other.queue_position(second) == 0
+
+    await until(moved)
+
+
+async def test_without_a_feed_pending_records_are_always_read(db: Database, new_request: Callable[..., dict]) -> None:
+    """A store whose feed is not live keeps no pending record: another process's change
+    shows on the very next read."""
+    here, elsewhere = RequestStore(db), RequestStore(db)
+    record = await here.insert(**new_request())
+    assert (await elsewhere.view(record.id)).status is Status.IN_QUEUE
+    assert elsewhere.views.record(record.id) is None
+    await here.claim(worker_id="w", **CLAIM)
+    assert (await elsewhere.view(record.id)).status is Status.IN_PROGRESS
+
+
+async def test_losing_the_feed_drops_what_was_kept(db: Database, new_request: Callable[..., dict]) -> None:
+    """While the feed is down (changes may be missed) cached pending records are not served."""
+    store = RequestStore(db)
+    store.views.set_live(True)
+    record = await store.insert(**new_request())
+    await store.view(record.id)
+    store.views.set_live(False)
+    assert store.views.record(record.id) is None
+
+
+async def test_a_completed_record_is_kept_without_a_feed(db: Database, new_request: Callable[..., dict]) -> None:
+    """COMPLETED never changes again: it is served from memory even with no feed."""
+    store = RequestStore(db)
+    await store.insert(**new_request())
+    (claimed,) = await store.claim(worker_id="w", **CLAIM)
+    await store.complete(claimed, result_status=200, result_body={}, worker_id="w", attempt=1)
+    assert store.views.record(claimed.id).status is Status.COMPLETED
+
+
+def test_a_read_that_raced_a_change_is_not_kept(new_request: Callable[..., dict]) -> None:
+    """A database read begun before a change (its answer may predate it) is discarded."""
+    from openfal.models import RequestRecord
+
+    views = StatusViews()
+    views.set_live(True)
+    values = new_request()
+    record = RequestRecord(**{k: values[k] for k in ("id", "app", "endpoint_id", "backend", "key_id", "priority", "input", "base_url")},
+                           seq=1, status=Status.IN_QUEUE, created_at=0.0)
+    token = views.begin_fill(record.id)
+    views.changed(record.id)  # a commit lands while the read is in flight
+    views.fill(record.id, token, record)
+    assert views.record(record.id) is None
+    token = views.begin_fill(record.id)
+    views.everything_changed()  # or the feed reconnects
+    views.fill(record.id, token, record)
+    assert views.record(record.id) is None
