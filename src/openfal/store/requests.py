@@ -208,7 +208,8 @@ class RequestStore:
 
     async def recent_run_seconds(self, backend: str) -> float | None:
         """Mean run time of the backend's last ``ETA_RUNS`` successful requests (None
-        before there are any), read at most every ``ETA_SECONDS``."""
+        before there are any), read at most every ``ETA_SECONDS`` (and again after this
+        process completes the first one)."""
         cached = self._run_seconds.get(backend)
         if cached is not None and time.monotonic() - cached[0] < ETA_SECONDS:
             return cached[1]
@@ -527,6 +528,8 @@ class RequestStore:
                 await also(conn, done)
         self._changed(done.id, queue=done.backend if left_queue else None)
         self.views.put(done)
+        if self._run_seconds.get(done.backend, (0.0, 0.0))[1] is None:
+            del self._run_seconds[done.backend]  # the first timed run: no need to wait for the next read
         if frees_a_turn:
             self.notifier.work_available()
         return done
