@@ -42,14 +42,15 @@ def main(ctx: click.Context, data_dir: Path | None, database_url: str | None) ->
 @click.option("--public-base-url", default=None, help="URL clients reach this server at [OPENFAL_PUBLIC_BASE_URL].")
 @click.option("--ssl-certfile", default=None, help="Serve HTTPS with this certificate (fal's Python client needs https).")
 @click.option("--ssl-keyfile", default=None)
+@click.option("--gpus", default=None, help="One local engine per GPU: 'all' or indices such as 0,1 [OPENFAL_GPUS].")
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, demo: bool, workers: bool | None, public_base_url: str | None, ssl_certfile: str | None, ssl_keyfile: str | None) -> None:
+def serve(ctx: click.Context, host: str, port: int, demo: bool, workers: bool | None, public_base_url: str | None, ssl_certfile: str | None, ssl_keyfile: str | None, gpus: str | None) -> None:
     """Run the HTTP API (and, by default, workers) in one process."""
     import uvicorn
 
     from openfal.http import create_app
 
-    settings = _settings(**ctx.obj, demo=demo or None, in_process_workers=workers, public_base_url=public_base_url)
+    settings = _settings(**ctx.obj, demo=demo or None, in_process_workers=workers, public_base_url=public_base_url, gpus=gpus)
     if settings.demo and settings.auth_enabled:
         key = asyncio.run(_demo_key(settings))
         click.echo(f"demo API key: {key}  (also in {settings.data_dir / DEMO_KEY_FILE})")
@@ -89,10 +90,11 @@ async def _demo_key(settings: Settings) -> str:
 @click.option("--backend", "backends", multiple=True, help="Serve only these backends (repeatable) [OPENFAL_WORKER_BACKENDS].")
 @click.option("--demo", is_flag=True, help="Use the tiny random-weight models.")
 @click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics of this worker on this port.")
+@click.option("--gpus", default=None, help="One local engine (and claiming worker) per GPU: 'all' or indices such as 0,1 [OPENFAL_GPUS].")
 @click.pass_context
-def worker(ctx: click.Context, backends: tuple[str, ...], demo: bool, metrics_port: int | None) -> None:
+def worker(ctx: click.Context, backends: tuple[str, ...], demo: bool, metrics_port: int | None, gpus: str | None) -> None:
     """Run workers only, against the shared store and media."""
-    settings = _settings(**ctx.obj, worker_backends=backends or None, demo=demo or None)
+    settings = _settings(**ctx.obj, worker_backends=backends or None, demo=demo or None, gpus=gpus)
     if metrics_port is not None:
         from prometheus_client import start_http_server
 

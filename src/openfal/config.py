@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     #: most images in one pipeline call (requests x num_images), VAE decode included:
     #: bounds activation memory and the latency a batch adds
     max_batch_images: int = Field(4, ge=1)
+    #: after new work wakes an idle local worker, it waits this long before claiming, so
+    #: requests that arrive together are claimed (and run) as one batch
+    batch_gather_ms: float = Field(5.0, ge=0, le=1000)
     #: ``off``, ``compile``, ``fp8`` or ``auto`` (the fastest the device supports; off
     #: on CPU); see backends/local/acceleration.py
     acceleration: Literal["off", "compile", "fp8", "auto"] = "auto"

@@ -142,6 +142,8 @@ class Worker:
                 if not records:
                     free.release()
                     await self.notifier.wait_work(IDLE_CLAIM_SECONDS if self.store.changes_pushed else self.settings.poll_interval_seconds)
+                    # a batching backend's gather window: requests arriving together share a claim
+                    await asyncio.sleep(getattr(backend, "gather_seconds", 0.0))
                     continue
                 task = asyncio.create_task(self._run_slot(backend, records), name=f"run-{records[0].id}")
                 running.add(task)

@@ -57,7 +57,9 @@ async def test_each_gpu_engine_claims_on_its_own_and_reports_its_device(
             engine.lock.acquire()
         auth = {"Authorization": f"Key {await app.key()}"}
         try:
-            urls = [(await app.client.post("/fal-ai/flux-1/schnell", json=BODY, headers=auth)).json() for _ in range(2)]
+            # two sizes: two batch keys, so no single claim can take both
+            bodies = [BODY, {**BODY, "image_size": {"width": 48, "height": 48}}]
+            urls = [(await app.client.post("/fal-ai/flux-1/schnell", json=body, headers=auth)).json() for body in bodies]
 
             async def both_running() -> bool:
                 states = [(await app.client.get(u["status_url"], headers=auth)).json()["status"] for u in urls]

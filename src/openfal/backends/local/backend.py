@@ -67,6 +67,8 @@ class LocalBackend:
         self._warmup: asyncio.Task[None] | None = None
         self.options = options or LocalOptions()
         self.max_batch_size = settings.max_batch_size
+        #: the worker's gather window before claiming (only worth it when batching)
+        self.gather_seconds = settings.batch_gather_ms / 1000 if self.max_batch_size > 1 else 0.0
         self.pixel_cap = PixelCap.from_settings(settings)
         self.lora_files = LoraFiles(settings)
         self._safety_checker = safety_checker
