@@ -117,6 +117,9 @@ class Worker:
 
     def stop(self) -> None:
         self._stopping.set()
+        # an idle dispatcher sleeps until work arrives (up to IDLE_CLAIM_SECONDS): wake it,
+        # or the drain (and the hand-back of running requests) waits that long to begin
+        self.notifier.work_available()
 
     async def _dispatch(self, backend: Backend) -> None:
         """One claimer per backend hands work to free slots: an idle backend costs one
