@@ -5,10 +5,22 @@ answer never makes a second run or a second charge."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
 
-from tests.support import App, wait_status
+import pytest
+
+from tests.support import App, make_settings, running_app, wait_status
 
 ECHO = "/openfal/utils/echo"
+
+
+@pytest.fixture
+async def app(tmp_path: Path, database_url: str | None) -> AsyncIterator[App]:
+    """On SQLite and PostgreSQL: the unique index that settles racing submits is each
+    database's own (tests/http/test_races.py forces the race through it)."""
+    async with running_app(make_settings(tmp_path, database_url=database_url)) as app:
+        yield app
 
 
 async def test_a_repeated_submit_returns_the_first_request(app: App, auth: dict[str, str]) -> None:
