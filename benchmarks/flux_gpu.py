@@ -205,7 +205,7 @@ def make_engine(profile: str, args: argparse.Namespace, root: Path, device: torc
 
     settings = Settings(
         data_dir=root, models_dir=root / "models", demo=args.smoke, device=str(device), acceleration=profile,  # type: ignore[arg-type]
-        max_batch_images=4, previews=True, model_paths={m: str(root / "folders" / m) for m in STEPS} if not args.smoke else {},
+        max_batch_images=4, previews=True, lora_slots=args.lora_slots, model_paths={m: str(root / "folders" / m) for m in STEPS} if not args.smoke else {},
     )  # fmt: skip
     if args.smoke:
         from openfal.backends.local.tiny import build_tiny_models
@@ -411,6 +411,9 @@ def main() -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny models on CPU: checks the script, not the GPU")
     parser.add_argument("--budget-seconds", type=float, default=float("inf"), help="skip cases that would start after this")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
+    parser.add_argument(
+        "--lora-slots", type=int, default=2, help="LoRA slots a compiled FLUX.1-dev reserves (the server's default, 2; 0: none)"
+    )
     args = parser.parse_args()
     print("command:", " ".join([".venv/bin/python", *sys.argv]), flush=True)
     if not torch.cuda.is_available() and not args.smoke:
@@ -423,6 +426,7 @@ def main() -> int:
     args.bf16_ceiling = measured_ceiling("bf16", device)
     supports_fp8 = device.type == "cuda" and torch.cuda.get_device_capability(device) >= (8, 9)
     args.fp8_ceiling = measured_ceiling("fp8", device) if supports_fp8 else float("nan")
+    print(f"LoRA slots on compiled FLUX.1-dev: {args.lora_slots} (OPENFAL_LORA_SLOTS; they add adapter GEMMs to every Linear)")
     print(f"device: {name}; torch {torch.__version__}; measured GEMM ceiling bf16 {args.bf16_ceiling:.0f} / fp8 {args.fp8_ceiling:.0f} TFLOP/s", flush=True)
     cases = SMOKE_CASES if args.smoke else CASES
     rows: list[Row] = []

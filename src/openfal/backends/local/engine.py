@@ -255,11 +255,11 @@ class Engine:
         request), logged once per shape."""
         import contextlib
 
-        from openfal.backends.local.plans import TEXT
+        from openfal.backends.local.plans import KONTEXT_TEXT, TEXT
 
         if not self.acceleration.compiles:
             return contextlib.nullcontext()
-        if shape in self.warmed and call.plan.kind == TEXT:
+        if shape in self.warmed and call.plan.kind in (TEXT, KONTEXT_TEXT):  # the shapes warm-up ran
             return contextlib.nullcontext()
         if shape not in self._eager_logged:
             self._eager_logged.add(shape)
