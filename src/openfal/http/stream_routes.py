@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import Any
 import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
+from starlette.types import Send
 
 from openfal.endpoints.catalog import CATALOG
 from openfal.endpoints.ids import normalize_endpoint, parse_request_path
@@ -38,6 +40,7 @@ from openfal.models import ApiKey, RequestRecord, Status
 from openfal.service import QueueService, Result
 
 router = APIRouter()
+log = logging.getLogger("openfal.http")
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SUFFIX = "/stream"
@@ -63,6 +66,22 @@ Event = Partial | Final | KeepAlive
 
 class StreamFailed(Exception):
     """Raised after an ``event: error`` to abort the connection (no clean end of body)."""
+
+
+class AbortableStream(StreamingResponse):
+    """A StreamingResponse that, on StreamFailed, returns without the final empty body
+    message: the server then closes the connection mid-body, which both clients report
+    as an error (a clean end would read as a completed stream)."""
+
+    async def stream_response(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        try:
+            async for chunk in self.body_iterator:
+                await send({"type": "http.response.body", "body": chunk.encode() if isinstance(chunk, str) else chunk, "more_body": True})
+        except StreamFailed as exc:
+            log.info("%s; the stream is aborted", exc)
+            return
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 @router.api_route("/run/{path:path}/stream", methods=["POST", "GET"], tags=["queue"], summary="Run and stream partial outputs (SSE)")
@@ -124,7 +143,7 @@ async def stream(path: str, request: Request, key: ApiKey | None) -> Response:
     if isinstance(first, Final) and first.result.status_code >= 400:
         await pump.aclose()
         return queue_routes._result_response(first.result)
-    return StreamingResponse(_sse(first, pump, service, record), media_type="text/event-stream", headers=SSE_HEADERS)
+    return AbortableStream(_sse(first, pump, service, record), media_type="text/event-stream", headers=SSE_HEADERS)
 
 
 async def _first(pump: AsyncGenerator[Event, None]) -> Event | None:
