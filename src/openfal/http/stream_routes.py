@@ -5,8 +5,9 @@ The request goes through the queue like any other (durable, billed, in the histo
 cancellable). While it runs, each change of progress is one ``data:`` event
 (``{"images": [{url, content_type}], "progress": {step, total}}`` for image endpoints,
 the preview image when the worker made one); the last event is the full result, in the
-endpoint's output shape. Relayed endpoints have no progress here: their result is the
-one event.
+endpoint's output shape. Relayed endpoints send the progress the relay mirrors from the
+upstream's queue, or, when the upstream reports none, their result as the one event
+(an upstream's own ``/stream`` is not relayed).
 
 The response starts with the first event (or, for a request still queued after a
 keep-alive interval, with a keep-alive comment), so a request that fails before that
