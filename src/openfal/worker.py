@@ -35,9 +35,6 @@ from openfal.store.workers import WorkerRegistry
 log = logging.getLogger("openfal.worker")
 
 CANCEL_POLL_SECONDS = 1.0
-#: with the store's change feed live, new work wakes an idle dispatcher at once; it
-#: still looks this often (a notification lost with a reconnecting feed)
-IDLE_CLAIM_SECONDS = 5.0
 #: how often a running call is checked for being stuck after its jobs were stopped
 STUCK_POLL_SECONDS = 0.25
 _UNCHANGED = object()
@@ -144,7 +141,7 @@ class Worker:
                     await asyncio.sleep(1.0)
                 if not records:
                     free.release()
-                    await self.notifier.wait_work(IDLE_CLAIM_SECONDS if self.store.changes_pushed else self.settings.poll_interval_seconds)
+                    await self.notifier.wait_work(await self.store.idle_seconds(backend.name, self.settings.poll_interval_seconds))
                     # a batching backend's gather window: requests arriving together share a claim
                     await asyncio.sleep(getattr(backend, "gather_seconds", 0.0))
                     continue

@@ -153,3 +153,29 @@ def test_a_read_that_raced_a_change_is_not_kept(new_request: Callable[..., dict]
     views.everything_changed()  # or the feed reconnects
     views.fill(record.id, token, record)
     assert views.record(record.id) is None
+
+
+async def test_own_commits_move_positions_without_reading_the_queue_again(db: Database, new_request: Callable[..., dict]) -> None:
+    """Inserts, claims and cancels of this process are applied to the queue snapshot in
+    place: positions stay exactly the claim order, from the one snapshot."""
+    import random
+
+    from openfal.errors import RunCancelled
+
+    store = RequestStore(db)
+    store.views.set_live(True)
+    rng = random.Random(7)
+    queued = [await store.insert(**new_request(key_id=rng.choice("ab"))) for _ in range(6)]
+    await store.queue_position(queued[0])
+    snapshot = store.views.snapshot("builtin")
+    await store.claim(worker_id="w", **CLAIM)
+    queued += [await store.insert(**new_request(key_id=rng.choice("abc"), priority=rng.choice([0, 1]))) for _ in range(8)]
+    gone = queued[3]
+    await store.complete(gone, result_status=499, result_body={}, error=RunCancelled().message, expect=Status.IN_QUEUE)
+    waiting = [r for r in queued[1:] if r is not gone]
+    positions = {r.id: await store.queue_position(r) for r in waiting}
+    assert store.views.snapshot("builtin") is snapshot
+    order = []
+    while claimed := await store.claim(worker_id="w", **CLAIM):
+        order += [r.id for r in claimed]
+    assert [positions[request_id] for request_id in order] == list(range(len(waiting)))

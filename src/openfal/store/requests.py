@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields, replace
 from typing import Any
 
@@ -19,7 +19,7 @@ from openfal.notify import Notifier
 from openfal.store.db import Database
 from openfal.store.listener import notify
 from openfal.store.schema import api_keys, queue_turns, request_logs, requests, workers
-from openfal.store.views import QueueSnapshot, StatusViews, build_snapshot
+from openfal.store.views import QueueSnapshot, StatusViews
 
 _FIELDS = {f.name for f in fields(RequestRecord)}
 _T = requests.c
@@ -50,6 +50,9 @@ def _record(row: sa.Row[Any]) -> RequestRecord:
 #: recent runs averaged for eta_seconds, and how long that average is kept
 ETA_RUNS = 20
 ETA_SECONDS = 10.0
+#: an idle claimer with nothing queued sleeps this long unless new work wakes it first
+#: (a notification lost while the change feed reconnects)
+IDLE_CLAIM_SECONDS = 5.0
 #: a worker that reported within this long counts for eta_seconds' slots
 WORKER_ALIVE_SECONDS = 30.0
 #: a request without an API key takes its turns as this key
@@ -75,17 +78,16 @@ class RequestStore:
         self._run_seconds: dict[str, tuple[float, float | None]] = {}
         #: (taken at, backend -> slots of the live workers)
         self._slots: tuple[float, dict[str, int]] | None = None
-        #: keys seen with a max_concurrent: their completions may let a queued one start
-        self._limited_keys: set[str] = set()
 
-    def _changed(self, *request_ids: str, queue: str | None = None) -> None:
-        """After a commit: what this process serves from memory is dropped, and whoever
-        waits on these requests (or on this backend's queue) is woken."""
+    def _changed(self, *request_ids: str, queue: str | None = None, apply: Callable[[QueueSnapshot], None] | None = None) -> None:
+        """After a commit: what this process serves from memory is dropped (or, for the
+        backend's queue snapshot, given the change with ``apply``), and whoever waits on
+        these requests (or on this backend's queue) is woken."""
         for request_id in request_ids:
             self.views.changed(request_id)
             self.notifier.changed(request_id)
         if queue is not None:
-            self.views.queue_changed(queue)
+            self.views.queue_changed(queue, apply)
             self.notifier.queue_changed(queue)
 
     # -- submit and read ---------------------------------------------------------
@@ -113,7 +115,7 @@ class RequestStore:
             if row.get("idempotency_key") is None:
                 raise
             raise DuplicateIdempotencyKey(row["idempotency_key"]) from None
-        self._changed(queue=record.backend)
+        self._changed(queue=record.backend, apply=lambda snap: snap.add(record.priority, _turn_key(record.key_id), record.seq, record.created_at))
         return record
 
     async def _insert(self, row: dict[str, Any], also: Any, max_queued: int | None) -> RequestRecord:
@@ -202,7 +204,7 @@ class RequestStore:
         async with self.db.read() as conn:
             rows = [(seq, priority, _turn_key(key), created) for seq, priority, key, created in (await conn.execute(queued)).all()]
             last_turns = {key: at for key, at in (await conn.execute(turns)).all()}
-        snap = build_snapshot(rows, last_turns, epoch=epoch, generation=generation)
+        snap = QueueSnapshot(rows, last_turns, epoch=epoch, generation=generation)
         self.views.keep_snapshot(backend, snap)
         return snap
 
@@ -318,7 +320,12 @@ class RequestStore:
                 await notify(conn, f"queue:{claimed[0].backend}")
                 await notify(conn, "changed:" + ",".join(r.id for r in claimed))
         if claimed:
-            self._changed(*(r.id for r in claimed), queue=claimed[0].backend)
+
+            def apply(snap: QueueSnapshot) -> None:
+                for r in claimed:
+                    snap.remove(r.priority, _turn_key(r.key_id), r.seq, turn=now)
+
+            self._changed(*(r.id for r in claimed), queue=claimed[0].backend, apply=apply)
         return claimed
 
     async def _take_turns(self, conn: AsyncConnection, claimed: list[RequestRecord], now: float) -> None:
@@ -400,9 +407,7 @@ class RequestStore:
             return True
         query = sa.select(api_keys.c.max_concurrent).where(api_keys.c.id == key_id)
         limit = (await conn.execute(query if self.db.is_sqlite else query.with_for_update())).scalar()
-        if limit is not None:
-            self._limited_keys.add(key_id)
-        else:
+        if limit is None:
             limit = self.default_key_concurrency
         if limit is None:
             return True
@@ -410,6 +415,20 @@ class RequestStore:
             sa.select(sa.func.count()).where(_T.key_id == key_id, _T.status == Status.IN_PROGRESS.value)
         )
         return int(running.scalar() or 0) + taken < limit
+
+    async def idle_seconds(self, backend: str, poll_seconds: float) -> float:
+        """How long a claimer that found nothing may sleep before looking again: while
+        the change feed is live and nothing is queued, until new work wakes it (or
+        ``IDLE_CLAIM_SECONDS``); else one poll interval (requests wait for their key's
+        limit, or changes would go unnoticed)."""
+        if not self.views.live:
+            return poll_seconds
+        snap = self.views.snapshot(backend)
+        try:
+            queued = snap.size if snap is not None else await self.queue_length(backend)
+        except Exception:  # the database is away: the claim that follows reports it
+            return poll_seconds
+        return poll_seconds if queued else IDLE_CLAIM_SECONDS
 
     async def heartbeat(self, worker_id: str, request_ids: Iterable[str], lease_seconds: float) -> None:
         ids = list(request_ids)
@@ -519,24 +538,19 @@ class RequestStore:
                 return None
             done = _record(row)
             await notify(conn, f"changed:{done.id}")
-            frees_a_turn = not left_queue and self._limits_running(done.key_id)
             if left_queue:
                 await notify(conn, f"queue:{done.backend}")
-            elif frees_a_turn:  # a request of this key that waited for its limit may start now
-                await notify(conn, f"work:{done.backend}")
             if also is not None:
                 await also(conn, done)
-        self._changed(done.id, queue=done.backend if left_queue else None)
+        self._changed(
+            done.id,
+            queue=done.backend if left_queue else None,
+            apply=lambda snap: snap.remove(done.priority, _turn_key(done.key_id), done.seq),
+        )
         self.views.put(done)
         if self._run_seconds.get(done.backend, (0.0, 0.0))[1] is None:
             del self._run_seconds[done.backend]  # the first timed run: no need to wait for the next read
-        if frees_a_turn:
-            self.notifier.work_available()
         return done
-
-    def _limits_running(self, key_id: str | None) -> bool:
-        """Whether the key's running requests are limited (its own max_concurrent or the default)."""
-        return key_id is not None and (self.default_key_concurrency is not None or key_id in self._limited_keys)
 
     async def request_cancel(self, request_id: str) -> RequestRecord | None:
         """Flag a running request for cancellation; its worker stops at the next step."""
@@ -579,7 +593,11 @@ class RequestStore:
                 await notify(conn, f"work:{record.backend}")
                 await notify(conn, f"changed:{record.id}")
         if result.rowcount == 1:
-            self._changed(record.id, queue=record.backend)
+            self._changed(
+                record.id,
+                queue=record.backend,
+                apply=lambda snap: snap.add(record.priority, _turn_key(record.key_id), record.seq, record.created_at),
+            )
         return result.rowcount == 1
 
     # -- maintenance -------------------------------------------------------------

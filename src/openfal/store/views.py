@@ -23,8 +23,9 @@ token that an invalidation (of that id, or of everything) takes away.
 from __future__ import annotations
 
 import time
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from openfal.models import RequestRecord, Status
@@ -57,18 +58,32 @@ class _Level:
         return sum(len(s) for s in self.seqs.values())
 
 
-@dataclass(frozen=True, slots=True)
 class QueueSnapshot:
-    """A backend's queue as it was at ``at`` (monotonic), for positions."""
+    """A backend's queue as of the store's ``epoch`` for it, for positions. This
+    process's own commits are applied to it in place (idempotently: a read in flight
+    may already include them), so a poll after them needs no new read.
 
-    levels: dict[int, _Level]
-    at: float
-    epoch: int
-    generation: int
+    A key's turn comes when it has waited longest: since its last turn, or since its
+    oldest queued request arrived if that is later. Levels are served in priority
+    order, so at a lower level the keys served above come last, in the order they
+    finished there (a key's last request above is claimed in round ``n - 1``)."""
+
+    def __init__(self, rows: list[tuple[int, int, str, float]], turns: dict[str, float], *, epoch: int, generation: int) -> None:
+        self.levels: dict[int, _Level] = {}
+        #: seq -> created_at, of every queued request
+        self.created: dict[int, float] = {}
+        self.turns = dict(turns)
+        self.at = time.monotonic()
+        self.epoch = epoch
+        self.generation = generation
+        for seq, priority, key, created in sorted(rows):
+            self.levels.setdefault(priority, _Level()).seqs.setdefault(key, []).append(seq)
+            self.created[seq] = created
+        self._rank()
 
     @property
     def size(self) -> int:
-        return sum(level.size for level in self.levels.values())
+        return len(self.created)
 
     def position(self, priority: int, key: str, seq: int) -> int:
         """How many queued requests will be claimed before (priority, key, seq): every one
@@ -85,37 +100,44 @@ class QueueSnapshot:
                 ahead += min(len(seqs), index) + (len(seqs) > index and level.rank[other] < mine)
         return ahead + index
 
+    # -- this process's own commits ------------------------------------------------
 
-def build_snapshot(
-    rows: list[tuple[int, int, str, float]], turns: dict[str, float], *, epoch: int, generation: int
-) -> QueueSnapshot:
-    """From queued (seq, priority, key, created_at) rows and key -> last turn.
+    def add(self, priority: int, key: str, seq: int, created: float) -> None:
+        seqs = self.levels.setdefault(priority, _Level()).seqs.setdefault(key, [])
+        if seq not in self.created:
+            insort(seqs, seq)
+            self.created[seq] = created
+        self._rank()
 
-    A key's turn comes when it has waited longest: since its last turn, or since its
-    oldest queued request arrived if that is later. Levels are served in priority
-    order, so at a lower level the keys served above come last, in the order they
-    finished there (a key's last request above is claimed in round ``n - 1``)."""
-    levels: dict[int, _Level] = {}
-    heads: dict[tuple[int, str], tuple[float, int]] = {}
-    for seq, priority, key, created in sorted(rows):
-        level = levels.setdefault(priority, _Level())
-        level.seqs.setdefault(key, []).append(seq)
-        heads.setdefault((priority, key), (created, seq))
-    #: key -> (0, waited since) before it is served here, (1, n) once it was, n-th
-    waited: dict[str, tuple[int, float]] = {}
-    served = 0
-    for priority in sorted(levels):
-        level = levels[priority]
+    def remove(self, priority: int, key: str, seq: int, *, turn: float | None = None) -> None:
+        """A request left the queue (with ``turn``: claimed then, its key's turn)."""
+        level = self.levels.get(priority)
+        if seq in self.created and level is not None and key in level.seqs:
+            level.seqs[key].remove(seq)
+            del self.created[seq]
+            if not level.seqs[key]:
+                del level.seqs[key]
+            if not level.seqs:
+                del self.levels[priority]
+        if turn is not None:
+            self.turns[key] = max(turn, self.turns.get(key, 0.0))
+        self._rank()
 
-        def since(key: str, priority: int = priority) -> tuple[tuple[int, float], int]:
-            created, seq = heads[(priority, key)]
-            return waited.get(key, (0, max(turns.get(key, 0.0), created))), seq
+    def _rank(self) -> None:
+        #: key -> (0, waited since) before it is served here, (1, n) once it was, n-th
+        waited: dict[str, tuple[int, float]] = {}
+        served = 0
+        for priority in sorted(self.levels):
+            level = self.levels[priority]
 
-        level.rank = {k: i for i, k in enumerate(sorted(level.seqs, key=since))}
-        for key in sorted(level.seqs, key=lambda k: (len(level.seqs[k]), level.rank[k])):
-            served += 1
-            waited[key] = (1, float(served))
-    return QueueSnapshot(levels, time.monotonic(), epoch, generation)
+            def since(key: str, level: _Level = level) -> tuple[tuple[int, float], int]:
+                head = level.seqs[key][0]
+                return waited.get(key, (0, max(self.turns.get(key, 0.0), self.created[head]))), head
+
+            level.rank = {k: i for i, k in enumerate(sorted(level.seqs, key=since))}
+            for key in sorted(level.seqs, key=lambda k, level=level: (len(level.seqs[k]), level.rank[k])):  # type: ignore[misc]
+                served += 1
+                waited[key] = (1, float(served))
 
 
 class StatusViews:
@@ -182,8 +204,15 @@ class StatusViews:
 
     # -- queues -------------------------------------------------------------------
 
-    def queue_changed(self, backend: str) -> None:
-        self._epochs[backend] = self._epochs.get(backend, 0) + 1
+    def queue_changed(self, backend: str, apply: Callable[[QueueSnapshot], None] | None = None) -> None:
+        """The backend's queue changed. ``apply`` is this process's own change: a
+        snapshot current until now gets it in place and stays current."""
+        epoch = self._epochs.get(backend, 0)
+        self._epochs[backend] = epoch + 1
+        snap = self._queues.get(backend)
+        if apply is not None and snap is not None and snap.epoch == epoch and snap.generation == self.generation:
+            apply(snap)
+            snap.epoch = epoch + 1
 
     def epoch(self, backend: str) -> int:
         return self._epochs.get(backend, 0)
