@@ -37,7 +37,7 @@ def normalize_endpoint(path: str) -> str | None:
     minimum = 3 if parts and parts[0] in NAMESPACES else 2
     if len(parts) < minimum or not all(_SEGMENT.match(p) for p in parts):
         return None
-    if "requests" in parts[:minimum]:
+    if "requests" in parts[: minimum + 1]:  # {app}/requests/... is the queue's, never an endpoint
         return None
     return "/".join(parts)
 
