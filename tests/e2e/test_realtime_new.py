@@ -78,3 +78,12 @@ def test_realtime_needs_a_token_or_a_key(server: Server) -> None:
     for query in ["", "?fal_jwt_token=ofrt.forged.0000"]:
         with pytest.raises(InvalidStatus):
             connect(f"{server.url.replace('http', 'ws')}/openfal/utils/echo/realtime{query}")
+
+
+async def test_the_async_client_realtime(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fal_module, "REST_URL", server.url)
+    monkeypatch.setattr(fal_module, "REALTIME_URL_FORMAT", server.url.replace("http://", "ws://") + "/")
+    client = fal_client.AsyncClient(key=server.key)
+    async with client.realtime("openfal/utils/echo") as connection:
+        await connection.send({"a": 1})
+        assert await connection.recv() == {"echo": {"a": 1}}

@@ -72,3 +72,12 @@ def test_a_client_that_disconnects_cancels_the_streamed_run(server: Server) -> N
 def test_run_with_get(client: fal_client.SyncClient) -> None:
     """fal-client >= 1.0.2 run(method="GET") sends no body: the endpoint runs with defaults."""
     assert client.run("openfal/utils/sleep", {}, method="GET") == {"slept": 1.0, "steps": 10}
+
+
+async def test_the_async_client_streams_and_runs_with_get(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    """fal_client.AsyncClient: stream() and run(method="GET") as the sync client."""
+    monkeypatch.setattr(fal_module, "RUN_URL_FORMAT", server.url + "/run/")
+    client = fal_client.AsyncClient(key=server.key)
+    events = [event async for event in client.stream("openfal/utils/sleep", {"seconds": 0.2, "steps": 2})]
+    assert events[-1] == {"slept": 0.2, "steps": 2} and all("progress" in e for e in events[:-1])
+    assert await client.run("openfal/utils/echo", {}, method="GET") == {"echo": {}}
