@@ -18,6 +18,8 @@ Mapping:
 * ``output_format`` ``png``/``jpeg`` -> ``output_format``.
 * ``quality``, ``style``, ``background``, ``moderation``, ``user``: accepted; FLUX has
   nothing they map onto.
+* ``stream: true`` (with ``partial_images`` 0-3): OpenAI's SSE, the run's previews as
+  partial images, then the completed images (``b64_json``).
 * edits: the image(s) -> ``image_url`` (or ``image_urls`` for several, on the
   endpoint's ``/multi`` twin when it has one). Masks are refused: FLUX Kontext and
   image-to-image edit the whole picture from the prompt."""
@@ -71,6 +73,9 @@ class ImageRequest:
     size: tuple[int, int] | None
     response_format: str
     output_format: str | None
+    #: ``stream: true``: SSE of partial images (previews) and the completed images
+    stream: bool = False
+    partial_images: int = 0
 
 
 def parse_request(values: dict[str, Any]) -> ImageRequest:
@@ -95,7 +100,19 @@ def parse_request(values: dict[str, Any]) -> ImageRequest:
     output_format = _text(values, "output_format")
     if output_format not in (None, "png", "jpeg"):
         raise bad(f"output_format '{output_format}' is not supported here: use 'png' or 'jpeg'", "output_format", "invalid_value")
-    return ImageRequest(model, prompt, n, size, response_format, output_format)
+    stream = values.get("stream", False)
+    if isinstance(stream, str):  # a multipart form field
+        stream = stream.lower() in {"true", "1"}
+    if not isinstance(stream, bool):
+        raise bad(f"Invalid type for 'stream': expected a boolean, but got {type(stream).__name__}.", "stream", "invalid_type")
+    partial = values.get("partial_images", 0)
+    try:
+        partial = int(partial) if partial is not None else 0
+    except (TypeError, ValueError):
+        raise bad("Invalid type for 'partial_images': expected an integer.", "partial_images", "invalid_type") from None
+    if not 0 <= partial <= 3:
+        raise bad(f"{partial} is not between 0 and 3 - 'partial_images'", "partial_images", "invalid_value")
+    return ImageRequest(model, prompt, n, size, response_format, output_format, bool(stream), partial)
 
 
 def _text(values: dict[str, Any], name: str) -> str | None:

@@ -205,3 +205,28 @@ async def test_an_edit_image_over_the_upload_limit_is_refused(tmp_path: Path) ->
             await client.images.edit(image=("big.png", png(512, 512) + b"\0" * 8192, "image/png"), prompt="x")
         assert caught.value.status_code == 413 and "larger than 4096" in caught.value.message
         assert await small.runtime.requests.history(None) == []
+
+
+async def test_stream_sends_previews_as_partial_images_then_the_completed_image(app: App) -> None:
+    """stream=True: OpenAI's SSE, up to partial_images previews (JPEG), then the image."""
+    client = sdk(app, await app.key())
+    stream = await client.images.generate(model="fal-ai/flux-1/dev", prompt="a fox", size="64x64", stream=True, partial_images=2)
+    events = [event async for event in stream]
+    assert events[-1].type == "image_generation.completed"
+    assert Image.open(io.BytesIO(base64.b64decode(events[-1].b64_json))).size == (64, 64)
+    partial = [e for e in events if e.type == "image_generation.partial_image"]
+    assert 1 <= len(partial) <= 2 and [e.partial_image_index for e in partial] == list(range(len(partial)))
+    assert base64.b64decode(partial[0].b64_json)[:2] == b"\xff\xd8"
+
+
+async def test_streamed_edits_use_image_edit_events(app: App) -> None:
+    client = sdk(app, await app.key())
+    stream = await client.images.edit(model="fal-ai/flux-1/dev/image-to-image", image=("in.png", png(), "image/png"), prompt="a painting", stream=True)
+    events = [event async for event in stream]
+    assert [e.type for e in events] == ["image_edit.completed"]
+
+
+async def test_a_stream_whose_input_is_refused_is_an_ordinary_error(app: App) -> None:
+    client = sdk(app, await app.key())
+    with pytest.raises(openai.BadRequestError):
+        await client.images.generate(model="fal-ai/flux-1/schnell", prompt="x", n=9, stream=True)

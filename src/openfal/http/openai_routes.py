@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from openfal import openai_images
 from openfal.backends.base import MediaBlob
 from openfal.errors import OpenfalError, PayloadTooLarge
-from openfal.http import queue_routes
+from openfal.http import queue_routes, stream_routes
 from openfal.http.deps import base_url, current_key, json_body, runtime
 from openfal.media.keys import new_key
 from openfal.models import ApiKey
@@ -47,6 +50,8 @@ async def generations(request: Request) -> Response:
         params = openai_images.parse_request(body)
         endpoint_id = openai_images.resolve_model(params.model, runtime(request).settings.openai_model_aliases)
         data = openai_images.generation_input(endpoint_id, params)
+        if params.stream:
+            return await _stream(request, endpoint_id, data, key, params, "image_generation")
         result = await _run(request, endpoint_id, data, key)
         return JSONResponse(await _answer(request, result, params.response_format))
     except OpenfalError as exc:
@@ -77,6 +82,8 @@ async def edits(request: Request) -> Response:
             endpoint_id = openai_images.edit_endpoint(model_endpoint, params.model, len(files))
             urls = [await _store_image(request, f) for f in files]
         data = openai_images.edit_input(endpoint_id, params, urls)
+        if params.stream:
+            return await _stream(request, endpoint_id, data, key, params, "image_edit")
         result = await _run(request, endpoint_id, data, key)
         return JSONResponse(await _answer(request, result, params.response_format))
     except HTTPException as exc:  # a malformed multipart body
@@ -172,6 +179,59 @@ async def _run(request: Request, endpoint_id: str, data: dict[str, Any], key: Ap
     if result.status_code >= 400:
         raise openai_images.from_result(result.status_code, result.body)
     return result
+
+
+async def _stream(request: Request, endpoint_id: str, data: dict[str, Any], key: ApiKey | None, params: openai_images.ImageRequest, kind: str) -> Response:
+    """``stream: true``: OpenAI's SSE, ``{kind}.partial_image`` events from the run's
+    previews (at most ``partial_images``), then one ``{kind}.completed`` per image, all
+    ``b64_json``. Errors before the run starts are ordinary OpenAI errors; after, an
+    ``error`` event, which the SDKs raise. A caller that hangs up cancels the run."""
+    rt = runtime(request)
+    submitted = await rt.service.submit(endpoint_id, data, key=key, base_url=base_url(request), options=queue_routes._options(request))
+    record = submitted.record
+    request.state.fal_request_id = record.id
+    events = stream_routes._follow(rt.service, record, key, images=True)
+    pump = stream_routes._until_disconnected(request, events)
+
+    async def sse() -> AsyncIterator[str]:
+        finished, sent, last = False, 0, None
+        try:
+            async for event in pump:
+                if isinstance(event, stream_routes.KeepAlive):
+                    yield ": keep-alive\n\n"
+                elif isinstance(event, stream_routes.Partial):
+                    preview = (event.body.get("images") or [{}])[0].get("url")
+                    if preview and preview != last and sent < params.partial_images:
+                        last, sent = preview, sent + 1
+                        b64 = base64.b64encode(await _image_bytes(request, preview)).decode()
+                        yield _event(f"{kind}.partial_image", {"b64_json": b64, "partial_image_index": sent - 1, "output_format": "jpeg"})
+                else:
+                    finished = True
+                    result = event.result
+                    try:
+                        if result.status_code >= 400:
+                            raise openai_images.from_result(result.status_code, result.body)
+                        answer = await _answer(request, result, "b64_json")
+                    except OpenAIError as exc:
+                        yield _event("error", exc.body())
+                        return
+                    for item, image in zip(answer["data"], openai_images.images_of(result.body), strict=True):
+                        size = f"{image.get('width')}x{image.get('height')}" if image.get("width") else None
+                        fmt = (image.get("content_type") or "image/jpeg").split("/")[-1]
+                        yield _event(f"{kind}.completed", {"b64_json": item["b64_json"], "size": size, "output_format": fmt})
+                    return
+        finally:
+            with anyio.CancelScope(shield=True):
+                await pump.aclose()
+                if not finished:
+                    await rt.service.abandon(record)
+
+    return StreamingResponse(sse(), media_type="text/event-stream", headers=stream_routes.SSE_HEADERS)
+
+
+def _event(name: str, data: dict[str, Any]) -> str:
+    body = {"type": name, "created_at": int(time.time()), **data}
+    return f"event: {name}\ndata: {json.dumps(body)}\n\n"
 
 
 async def _answer(request: Request, result: Result, response_format: str) -> dict[str, Any]:
