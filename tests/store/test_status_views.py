@@ -179,3 +179,23 @@ async def test_own_commits_move_positions_without_reading_the_queue_again(db: Da
     while claimed := await store.claim(worker_id="w", **CLAIM):
         order += [r.id for r in claimed]
     assert [positions[request_id] for request_id in order] == list(range(len(waiting)))
+
+
+async def test_concurrent_polls_share_one_read_and_keep_its_answer(db: Database, new_request: Callable[..., dict]) -> None:
+    """Many polls of a record not yet in memory (another API process's request) read it
+    once between them, and it is kept: a stream of polls cannot keep it out."""
+    store = RequestStore(db)
+    store.views.set_live(True)
+    record = await RequestStore(db).insert(**new_request())
+    reads = 0
+    get = store.get
+
+    async def counted(request_id: str):  # noqa: ANN202 - wraps the real read
+        nonlocal reads
+        reads += 1
+        return await get(request_id)
+
+    store.get = counted  # type: ignore[method-assign]
+    views = await asyncio.gather(*(store.view(record.id) for _ in range(32)))
+    assert {v.id for v in views} == {record.id} and reads == 1
+    assert store.views.record(record.id) is not None

@@ -72,6 +72,8 @@ class RequestStore:
         self.notifier = notifier or Notifier()
         #: what status polls read (see store/views.py); kept current by ``_changed``
         self.views = StatusViews()
+        #: request id -> (fill token, the read in flight) for ``view``
+        self._reads: dict[str, tuple[object, asyncio.Future[RequestRecord | None]]] = {}
         #: backend -> (epoch, generation, the read in flight) of a queue snapshot
         self._refreshing: dict[str, tuple[int, int, asyncio.Task[QueueSnapshot]]] = {}
         #: backend -> (taken at, mean seconds of its recent runs)
@@ -147,14 +149,26 @@ class RequestStore:
 
     async def view(self, request_id: str) -> RequestRecord | None:
         """The request as status polls see it: from memory when this process knows it
-        is current (store/views.py), else read (and kept when it may be)."""
+        is current (store/views.py), else read (and kept when it may be). Concurrent
+        polls share one read, unless a change landed after it began."""
         record = self.views.record(request_id)
         if record is not None:
             return record
-        token = self.views.begin_fill(request_id)
-        record = await self.get(request_id)
-        self.views.fill(request_id, token, record)
-        return record
+        flight = self._reads.get(request_id)
+        if flight is None or not self.views.filling(request_id, flight[0]):
+            token = self.views.begin_fill(request_id)
+            flight = (token, asyncio.ensure_future(self._read_view(request_id, token)))
+            self._reads[request_id] = flight
+        return await asyncio.shield(flight[1])
+
+    async def _read_view(self, request_id: str, token: object) -> RequestRecord | None:
+        try:
+            record = await self.get(request_id)
+            self.views.fill(request_id, token, record)
+            return record
+        finally:
+            if self._reads.get(request_id, (None,))[0] is token:
+                del self._reads[request_id]
 
     @property
     def changes_pushed(self) -> bool:

@@ -173,6 +173,10 @@ class StatusViews:
         self._fills[request_id] = token
         return token
 
+    def filling(self, request_id: str, token: object) -> bool:
+        """Whether the read that holds ``token`` began after the last change to it."""
+        return self._fills.get(request_id) is token
+
     def fill(self, request_id: str, token: object, record: RequestRecord | None) -> None:
         """Keep what was read, unless a change raced with the read."""
         if self._fills.get(request_id) is not token:
