@@ -239,16 +239,17 @@ class Engine:
     def _run_warmup(self, pipe: Any, shape: warmup.Shape) -> None:
         from openfal.backends.local.plans import MAX_SEQUENCE_LENGTH
 
-        with torch.inference_mode():
-            pipe(
-                prompt=["warm-up"] * shape.images,
-                width=shape.width,
-                height=shape.height,
-                num_inference_steps=1,
-                max_sequence_length=MAX_SEQUENCE_LENGTH.get(shape.model, 512),
-                generator=[torch.Generator("cpu").manual_seed(k) for k in range(shape.images)],
-                output_type="pil",
-            )
+        # called exactly as requests call it (no_grad inside the pipeline, not inference
+        # mode): compiled graphs are guarded on that global state
+        pipe(
+            prompt=["warm-up"] * shape.images,
+            width=shape.width,
+            height=shape.height,
+            num_inference_steps=1,
+            max_sequence_length=MAX_SEQUENCE_LENGTH.get(shape.model, 512),
+            generator=[torch.Generator("cpu").manual_seed(k) for k in range(shape.images)],
+            output_type="pil",
+        )
 
     def _stance(self, shape: warmup.Shape, call: FluxCall, jobs: Sequence[Job]) -> Any:
         """Compiled graphs for a warmed shape; eager for any other (never a compile in a
