@@ -13,12 +13,20 @@ from collections.abc import Callable
 
 from openfal.aio import wait_event
 
+#: queue changes wake the followers of a backend's queued requests at most this often:
+#: on a busy backend every claim moves every position, and a stream need not say so
+#: more often than a poller would see it
+QUEUE_WAKE_SECONDS = 0.25
+
 
 class Notifier:
     def __init__(self) -> None:
         self._changed: dict[str, asyncio.Event] = {}
         #: backend -> requests whose waiters also wake when its queue changes
         self._queue_waiters: dict[str, set[str]] = {}
+        #: backend -> when its queue waiters were last woken, and the wake scheduled since
+        self._queue_woken: dict[str, float] = {}
+        self._queue_due: dict[str, asyncio.TimerHandle] = {}
         self._work = asyncio.Event()
         self._cancel_hooks: dict[str, Callable[[], None]] = {}
 
@@ -28,7 +36,21 @@ class Notifier:
             event.set()
 
     def queue_changed(self, backend: str) -> None:
-        """Requests were queued, claimed or cancelled on ``backend``: positions moved."""
+        """Requests were queued, claimed or cancelled on ``backend``: positions moved.
+        Its waiters wake now, or, if they were woken less than ``QUEUE_WAKE_SECONDS``
+        ago, once that much time has passed (one wake for every change until then)."""
+        if backend in self._queue_due or backend not in self._queue_waiters:
+            return
+        loop = asyncio.get_running_loop()
+        wait = self._queue_woken.get(backend, float("-inf")) + QUEUE_WAKE_SECONDS - loop.time()
+        if wait <= 0:
+            self._wake_queue(backend)
+        else:
+            self._queue_due[backend] = loop.call_later(wait, self._wake_queue, backend)
+
+    def _wake_queue(self, backend: str) -> None:
+        self._queue_due.pop(backend, None)
+        self._queue_woken[backend] = asyncio.get_running_loop().time()
         for request_id in self._queue_waiters.pop(backend, ()):
             self.changed(request_id)
 

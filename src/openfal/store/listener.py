@@ -4,9 +4,13 @@ this one's status views (store/views.py) and its ``Notifier``.
 PostgreSQL: writers send ``NOTIFY openfal`` with ``work:<backend>`` (a request was
 queued), ``queue:<backend>`` (requests left the queue: claimed, cancelled),
 ``changed:<id>[,<id>...]`` (a request's status, logs or progress changed) or
-``cancel:<id>``; every process listens on one dedicated connection. While it is
-connected the views are *live*; when it drops they are not, and every status read
-goes to the database until it is back (polling is the fallback).
+``cancel:<id>``, each followed by a space and a JSON object: the sending process's
+``o`` (its own notifications are skipped: it applied them at commit) and, for queues,
+the requests added (``add``) or removed (``rm``) and the claim's ``turn``, which
+snapshots of that queue take in place. Every process listens on one dedicated
+connection. While it is connected the views are *live*; when it drops they are not,
+and every status read goes to the database until it is back (polling is the
+fallback).
 
 SQLite has no notifications, but ``PRAGMA data_version`` on the connection this
 process writes with changes exactly when another connection (another process)
@@ -16,7 +20,9 @@ view and wakes every waiter. This process's own commits reach the views directly
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -26,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openfal.notify import Notifier
 from openfal.store.db import Database
-from openfal.store.views import StatusViews
+from openfal.store.views import QueueSnapshot, StatusViews
 
 log = logging.getLogger("openfal.listener")
 
@@ -72,9 +78,13 @@ class PgListener:
             await asyncio.sleep(RECONNECT_SECONDS)
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        kind, _, value = payload.partition(":")
+        kind, _, rest = payload.partition(":")
+        value, _, extra = rest.partition(" ")
+        delta: dict[str, Any] = json.loads(extra) if extra else {}
+        if delta.get("o") == self.views.origin:
+            return  # this process's own commit, applied when it was made
         if kind in {"work", "queue"}:
-            self.views.queue_changed(value)
+            self.views.queue_changed(value, _apply(delta) if "add" in delta or "rm" in delta else None)
             self.notifier.queue_changed(value)
             if kind == "work":
                 self.notifier.work_available()
@@ -91,6 +101,18 @@ class PgListener:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+
+
+def _apply(delta: dict[str, Any]) -> Callable[[QueueSnapshot], None]:
+    """Another process's queue change, for this process's snapshot of that queue."""
+
+    def apply(snap: QueueSnapshot) -> None:
+        for seq, priority, key, created in delta.get("add", ()):
+            snap.add(priority, key, seq, created)
+        for seq, priority, key, _created in delta.get("rm", ()):
+            snap.remove(priority, key, seq, turn=delta.get("turn"))
+
+    return apply
 
 
 class SqliteWatcher:

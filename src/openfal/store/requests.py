@@ -5,6 +5,7 @@ a reaper and a cancel can race without a request completing twice."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields, replace
@@ -63,6 +64,11 @@ def _turn_key(key_id: str | None) -> str:
     return key_id if key_id is not None else NO_KEY
 
 
+def _entry(record: RequestRecord) -> list[Any]:
+    """A request's place in its queue, as notifications carry it."""
+    return [record.seq, record.priority, _turn_key(record.key_id), record.created_at]
+
+
 class RequestStore:
     def __init__(self, db: Database, *, default_key_concurrency: int | None = None, notifier: Notifier | None = None) -> None:
         self.db = db
@@ -80,6 +86,12 @@ class RequestStore:
         self._run_seconds: dict[str, tuple[float, float | None]] = {}
         #: (taken at, backend -> slots of the live workers)
         self._slots: tuple[float, dict[str, int]] | None = None
+
+    def _payload(self, kind: str, value: str, **delta: Any) -> str:
+        """A notification for other processes (store/listener.py): what changed, from
+        which process (its own come back to it and are skipped) and, for a queue, the
+        change itself, so their snapshots take it in place as this one's do."""
+        return f"{kind}:{value} {json.dumps({'o': self.views.origin, **delta}, separators=(',', ':'))}"
 
     def _changed(self, *request_ids: str, queue: str | None = None, apply: Callable[[QueueSnapshot], None] | None = None) -> None:
         """After a commit: what this process serves from memory is dropped (or, for the
@@ -126,7 +138,7 @@ class RequestStore:
             record = _record(result.one())
             if max_queued is not None and record.key_id is not None:
                 await self._check_queued(conn, record.key_id, max_queued)
-            await notify(conn, f"work:{record.backend}")
+            await notify(conn, self._payload("work", record.backend, add=[_entry(record)]))
             if also is None:
                 return record
             reserved = await also(conn, record)
@@ -331,8 +343,8 @@ class RequestStore:
                 )
             if claimed:
                 await self._take_turns(conn, claimed, now)
-                await notify(conn, f"queue:{claimed[0].backend}")
-                await notify(conn, "changed:" + ",".join(r.id for r in claimed))
+                await notify(conn, self._payload("queue", claimed[0].backend, rm=[_entry(r) for r in claimed], turn=now))
+                await notify(conn, self._payload("changed", ",".join(r.id for r in claimed)))
         if claimed:
 
             def apply(snap: QueueSnapshot) -> None:
@@ -489,7 +501,7 @@ class RequestStore:
                     [{"request_id": request_id, "ts": e.timestamp, "level": e.level, "message": e.message} for e in logs],
                 )
             await conn.execute(requests.update().where(_T.id == request_id).values(**values))
-            await notify(conn, f"changed:{request_id}")
+            await notify(conn, self._payload("changed", request_id))
         self._changed(request_id)
 
     async def save_backend_state(self, request_id: str, worker_id: str, state: dict[str, Any]) -> None:
@@ -551,9 +563,9 @@ class RequestStore:
             if row is None:
                 return None
             done = _record(row)
-            await notify(conn, f"changed:{done.id}")
+            await notify(conn, self._payload("changed", done.id))
             if left_queue:
-                await notify(conn, f"queue:{done.backend}")
+                await notify(conn, self._payload("queue", done.backend, rm=[_entry(done)]))
             if also is not None:
                 await also(conn, done)
         self._changed(
@@ -578,7 +590,7 @@ class RequestStore:
                 )
             ).first()
             if row is not None:
-                await notify(conn, f"cancel:{request_id}")
+                await notify(conn, self._payload("cancel", request_id))
         if row is None:
             return None
         self._changed(request_id)
@@ -604,8 +616,8 @@ class RequestStore:
                 )
             )
             if result.rowcount == 1:
-                await notify(conn, f"work:{record.backend}")
-                await notify(conn, f"changed:{record.id}")
+                await notify(conn, self._payload("work", record.backend, add=[_entry(record)]))
+                await notify(conn, self._payload("changed", record.id))
         if result.rowcount == 1:
             self._changed(
                 record.id,

@@ -23,6 +23,7 @@ token that an invalidation (of that id, or of everything) takes away.
 from __future__ import annotations
 
 import time
+import uuid
 from bisect import bisect_left, insort
 from collections import OrderedDict
 from collections.abc import Callable
@@ -150,6 +151,8 @@ class StatusViews:
         self.generation = 0
         #: whether every committed change reaches this process (see the module docstring)
         self.live = False
+        #: this process's mark on the notifications it sends
+        self.origin = uuid.uuid4().hex[:12]
 
     # -- records ------------------------------------------------------------------
 
