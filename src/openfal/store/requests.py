@@ -142,6 +142,8 @@ class RequestStore:
             if also is None:
                 return record
             reserved = await also(conn, record)
+            if not reserved:  # nothing to settle: settlement reads a missing reserve as 0
+                return record
             await conn.execute(requests.update().where(_T.seq == record.seq).values(reserved_micros=reserved))
             return replace(record, reserved_micros=reserved)
 
@@ -383,8 +385,10 @@ class RequestStore:
         turns = queue_turns.c
         greatest = sa.func.max if self.db.is_sqlite else sa.func.greatest  # SQLite's two-argument max
         waited_since = greatest(sa.func.coalesce(turns.last_turn, 0.0), _T.created_at)
+        own_limit = sa.select(api_keys.c.max_concurrent).where(api_keys.c.id == _T.key_id).scalar_subquery()
+        key_limit = own_limit if self.default_key_concurrency is None else sa.func.coalesce(own_limit, self.default_key_concurrency)
         candidates = (
-            sa.select(_T.seq, _T.key_id)
+            sa.select(_T.seq, _T.key_id, key_limit)
             .select_from(
                 requests.outerjoin(
                     queue_turns, sa.and_(turns.backend == _T.backend, turns.key_id == sa.func.coalesce(_T.key_id, NO_KEY))
@@ -402,8 +406,9 @@ class RequestStore:
         if not self.db.is_sqlite:
             candidates = candidates.with_for_update(skip_locked=True, of=requests)
         chosen, taken = [], {}
-        for seq, key_id in (await conn.execute(candidates)).all():
-            if await self._within_limit(conn, key_id, taken.get(key_id, 0)):
+        for seq, key_id, limited in (await conn.execute(candidates)).all():
+            # only a limited key's count is checked (under its row lock on PostgreSQL)
+            if key_id is None or limited is None or await self._within_limit(conn, key_id, taken.get(key_id, 0)):
                 chosen.append(seq)
                 taken[key_id] = taken.get(key_id, 0) + 1
         if not chosen:
