@@ -258,16 +258,20 @@ def measure(name: str, args: argparse.Namespace) -> list[Row]:
             urls = asyncio.run(prepare(apis[0].url, headers))
             baseline = wrk([wrk_command(b.url, args) for b in bares])[0]
 
-            def against_bare(figure: str, path_of: dict[str, str] | None, path: str = "", **extra: object) -> None:
-                nonlocal baseline
+            def against_bare(figure: str, path_of: dict[str, str] | None, path: str = "", **extra: object) -> float:
+                """The figure's rate; returns the API processes' CPU milliseconds per request."""
                 commands = []
                 for api in apis:
                     url = api.url + (httpx.URL(path_of["url"]).raw_path.decode() if path_of else path)
                     commands.append(wrk_command(url, args, **extra))  # type: ignore[arg-type]
+                cpu = sum(cpu_seconds(api.proc.pid) for api in apis)
                 rate = wrk(commands)[0]
+                cpu = sum(cpu_seconds(api.proc.pid) for api in apis) - cpu
                 rows.append((figure, rate, baseline, "req/s", " & ".join(" ".join(c) for c in commands)))
+                return cpu * 1000 / (rate * args.seconds)
 
-            against_bare("status COMPLETED", {"url": urls["completed"]}, key=key)
+            per_poll = against_bare("status COMPLETED", {"url": urls["completed"]}, key=key)
+            rows.append(("API CPU per status poll", per_poll, float("nan"), "ms", "API processes' CPU time (/proc) / polls answered"))
             against_bare("status IN_QUEUE", {"url": urls["queued"]}, key=key)
             against_bare("status IN_PROGRESS", {"url": urls["running"]}, key=key)
             against_bare("GET /health", None, "/health")
@@ -276,7 +280,9 @@ def measure(name: str, args: argparse.Namespace) -> list[Row]:
             baseline = (baseline + wrk([wrk_command(b.url, args) for b in bares])[0]) / 2
             script = Path(tempfile.mkdtemp()) / "submit.lua"
             script.write_text(SUBMIT_LUA)
-            against_bare("submits accepted", None, "/openfal/utils/echo", key=key, script=script)
+            per_submit = against_bare("submits accepted", None, "/openfal/utils/echo", key=key, script=script)
+            rows.append(("API CPU per submit", per_submit, float("nan"), "ms", "API processes' CPU time (/proc) / submits accepted"))
+            rows.append(("  = submits/s per API core", 1000 / per_submit, float("nan"), "req/s", "what one core would accept at that cost"))
         finally:
             for bare in bares:
                 bare.stop()
