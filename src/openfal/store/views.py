@@ -27,13 +27,13 @@ import uuid
 from bisect import bisect_left, insort
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from openfal.models import RequestRecord, Status
 
 TERMINAL_SECONDS = 300.0
 LIVE_SECONDS = 30.0
-MAX_RECORDS = 50_000
+MAX_RECORDS = 20_000
 #: from this many queued requests, a backend's snapshot may be this old
 DEEP_QUEUE = 1000
 DEEP_SNAPSHOT_SECONDS = 1.0
@@ -196,6 +196,11 @@ class StatusViews:
             self._put(record)
 
     def _put(self, record: RequestRecord) -> None:
+        """Kept without its input (status and result never read it, and it may be large);
+        a ``sync_mode`` result, whose media are inline, is not kept at all."""
+        if record.input.get("sync_mode") and record.status is Status.COMPLETED:
+            return
+        record = replace(record, input={}, backend_state={})
         self._records[record.id] = _Entry(record, time.monotonic(), self.generation)
         self._records.move_to_end(record.id)
         while len(self._records) > MAX_RECORDS:
