@@ -78,7 +78,9 @@ class Settings(BaseSettings):
     worker_backends: tuple[str, ...] = ()
     #: concurrent requests (slots) per backend in one worker process; a relay backend
     #: not named here takes its upstream's ``concurrency``
-    concurrency: dict[str, int] = Field(default_factory=lambda: {"local": 1, "builtin": 8})
+    #: (local: two slots per engine, the second claiming only once the GPU is free, so
+    #: encoding and publishing one run overlap the next run's GPU work)
+    concurrency: dict[str, int] = Field(default_factory=lambda: {"local": 2, "builtin": 8})
     #: running requests allowed to an API key that has no ``max_concurrent`` of its own,
     #: so one customer's burst queues behind itself rather than ahead of everyone
     #: (None: unlimited)

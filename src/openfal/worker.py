@@ -128,6 +128,15 @@ class Worker:
         self._slots[backend.name] = (slots, running)
         try:
             while await self._slot_or_stop(free):
+                gate = getattr(backend, "claim_gate", None)  # a GPU's second slot claims once the GPU is free
+                if gate is not None:
+                    opened, stop = asyncio.ensure_future(gate()), asyncio.ensure_future(self._stopping.wait())
+                    await asyncio.wait({opened, stop}, return_when=asyncio.FIRST_COMPLETED)
+                    opened.cancel()
+                    stop.cancel()
+                    if self._stopping.is_set():
+                        free.release()
+                        break
                 try:
                     records = await self.store.claim(
                         backends=[backend.name],

@@ -10,6 +10,7 @@ keys never loads them.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -34,6 +35,29 @@ if TYPE_CHECKING:
 log = logging.getLogger("openfal.local")
 
 LTX_ENDPOINT = "fal-ai/ltx-video"
+
+
+#: how often a closed claim gate looks again at runs that may have been stopped
+GATE_POLL_SECONDS = 0.25
+
+
+@dataclasses.dataclass(eq=False)
+class _GpuToken:
+    """A run's claim on the GPU: its groups still to run their engine call."""
+
+    groups_left: int
+    jobs: list[Job]
+    left: bool = False
+
+    def live(self) -> bool:
+        """Still on (or waiting for) the GPU for someone: a run whose requests were all
+        cancelled or timed out no longer holds the gate (the worker may have given it up
+        as stuck; the engine's lock still keeps the next run off the device)."""
+        return not self.left and any(not job.cancelled for job in self.jobs)
+
+
+#: the token of the run this task is in (set by ``LocalBackend.run``)
+_GPU_TOKEN: contextvars.ContextVar[_GpuToken | None] = contextvars.ContextVar("openfal_gpu_token", default=None)
 SERVED = frozenset({*FLUX_ENDPOINTS, LTX_ENDPOINT})
 
 
@@ -65,6 +89,9 @@ class LocalBackend:
         #: overrides the profile from settings (tests: int8 weight-only standing in for fp8)
         self.acceleration = acceleration
         self._warmup: asyncio.Task[None] | None = None
+        #: runs claimed and not yet past their engine call (see claim_gate)
+        self._on_gpu: set[_GpuToken] = set()
+        self._gpu_free: asyncio.Condition | None = None
         self.options = options or LocalOptions()
         self.max_batch_size = settings.max_batch_size
         #: the worker's gather window before claiming (only worth it when batching)
@@ -113,6 +140,40 @@ class LocalBackend:
         """False while the preloaded models load and compile (``/health/ready`` is 503)."""
         return self._warmup is None or self._warmup.done()
 
+    async def claim_gate(self) -> None:
+        """Return once no run of this backend is before or inside its engine call.
+
+        The worker's dispatcher waits on this before claiming (with two slots per GPU,
+        ``OPENFAL_CONCURRENCY={"local": 2}``): the second slot takes the next request
+        while the first encodes and publishes its images, never while the GPU is busy,
+        so an idle GPU elsewhere is not passed over for a request that would wait here.
+        """
+        condition = self._condition()
+        async with condition:
+            while any(token.live() for token in self._on_gpu):
+                try:  # a cancel or a time limit stops a run without a notification: look again
+                    await asyncio.wait_for(condition.wait(), GATE_POLL_SECONDS)
+                except TimeoutError:
+                    pass
+
+    def _condition(self) -> asyncio.Condition:
+        if self._gpu_free is None:
+            self._gpu_free = asyncio.Condition()
+        return self._gpu_free
+
+    async def _engine_done(self, token: _GpuToken | None, *, all_of_it: bool = False) -> None:
+        """One group of this run finished its engine call (``all_of_it``: the run ended);
+        when none is left the run leaves the GPU (once)."""
+        if token is None or token.left:
+            return
+        token.groups_left -= 1
+        if token.groups_left <= 0 or all_of_it:
+            token.left = True
+            self._on_gpu.discard(token)
+            condition = self._condition()
+            async with condition:
+                condition.notify_all()
+
     async def wait_ready(self) -> None:
         if self._warmup is not None:
             await asyncio.shield(self._warmup)
@@ -146,12 +207,19 @@ class LocalBackend:
         return self._engine.status()
 
     async def run(self, jobs: Sequence[Job]) -> Sequence[Output | RunError]:
-        await self.wait_ready()
-        results: dict[int, Output | RunError] = {}
-        for group in self._groups(jobs):
-            outcome = await self._run_group([jobs[i] for i in group])
-            results.update(zip(group, outcome, strict=True))
-        return [results[i] for i in range(len(jobs))]
+        groups = self._groups(jobs)
+        token = _GpuToken(len(groups), list(jobs))
+        self._on_gpu.add(token)
+        _GPU_TOKEN.set(token)
+        try:
+            await self.wait_ready()
+            results: dict[int, Output | RunError] = {}
+            for group in groups:
+                outcome = await self._run_group([jobs[i] for i in group])
+                results.update(zip(group, outcome, strict=True))
+            return [results[i] for i in range(len(jobs))]
+        finally:
+            await self._engine_done(token, all_of_it=True)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -218,7 +286,10 @@ class LocalBackend:
         items = [flux.FluxItem.of(job) for job in jobs]
         for item in items:
             item.job.emit(Log(_describe(plan, call.width, call.height, item.seed, item.num_images)))
-        batch = await asyncio.to_thread(engine.generate_images, call, items)
+        try:
+            batch = await asyncio.to_thread(engine.generate_images, call, items)
+        finally:  # the encoding below overlaps the next claimed run's GPU work
+            await self._engine_done(_GPU_TOKEN.get())
 
         def encode() -> list[Output | RunError]:  # JPEG/PNG encoding, off the event loop
             return [
@@ -235,7 +306,10 @@ class LocalBackend:
         item = video.VideoItem.of(job)
         o = self.options
         job.emit(Log(f"LTX-Video {o.ltx_width}x{o.ltx_height}, {o.ltx_frames} frames at {o.ltx_fps} fps, {item.steps} steps, seed {item.seed}"))
-        frames, _ = await asyncio.to_thread(engine.generate_video, item)
+        try:
+            frames, _ = await asyncio.to_thread(engine.generate_video, item)
+        finally:
+            await self._engine_done(_GPU_TOKEN.get())
         data = await asyncio.to_thread(video.encode_mp4, frames, o.ltx_fps)
         return video.make_output(item, data, o)
 
