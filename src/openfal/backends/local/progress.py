@@ -46,6 +46,8 @@ class StepReporter:
         self.preview_interval = preview_interval
         self.steps_done = 0
         self._last_preview = -float("inf")
+        #: previews copying off the GPU: (event recorded after the copies, (job, host copy))
+        self._pending: list[tuple[Any, list[tuple[Job, torch.Tensor]]]] = []
 
     def check_cancelled(self) -> None:
         """Stop the run if every job in it was cancelled."""
@@ -62,9 +64,40 @@ class StepReporter:
             job.emit(Progress(self.steps_done, total))
         now = time.monotonic()
         latents = tensors.get("latents")
+        self._emit_landed(final=self.steps_done >= total)
         due = now - self._last_preview >= self.preview_interval
         if self.preview is not None and latents is not None and self.steps_done < total and due:
             self._last_preview = now
-            for job, row in live:
-                job.emit(Preview(self.preview(latents, row)))
+            if latents.is_cuda:
+                self._copy_off_device(latents, live)
+            else:
+                for job, row in live:
+                    job.emit(Preview(self.preview(latents, row)))
         return {}
+
+    def _copy_off_device(self, latents: torch.Tensor, live: list[tuple[Job, int]]) -> None:
+        """Start copying each job's preview row into pinned host memory on the current
+        stream without waiting for it: reading a GPU tensor from the host would stall
+        the CPU until the step finishes, leaving the GPU idle while the next step's
+        kernels are launched. The preview is made at a later step, once the copy landed."""
+        copies = []
+        for job, row in live:
+            host = torch.empty(latents[row : row + 1].shape, dtype=latents.dtype, pin_memory=True)
+            host.copy_(latents[row : row + 1], non_blocking=True)
+            copies.append((job, host))
+        landed = torch.cuda.Event()
+        landed.record()
+        self._pending.append((landed, copies))
+
+    def _emit_landed(self, *, final: bool) -> None:
+        """Previews whose copies have landed; at the last step the rest are dropped (the
+        result itself is about to arrive)."""
+        keep = []
+        for landed, copies in self._pending:
+            if landed.query():
+                for job, host in copies:
+                    if not job.cancelled:
+                        job.emit(Preview(self.preview(host, 0)))  # type: ignore[misc]
+            elif not final:
+                keep.append((landed, copies))
+        self._pending = keep
