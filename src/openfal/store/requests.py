@@ -328,7 +328,10 @@ class RequestStore:
         priority first, then the API key that has waited longest for its turn (since
         its last claim, or since its oldest queued request came if that is later), then
         FIFO: round-robin across keys, so one key's burst does not hold back another
-        key's single request."""
+        key's single request. A queue this process knows to be empty (its snapshot is
+        current) is not asked: an idle slot costs no write transaction."""
+        if all(self.views.known_empty(backend) for backend in backends):
+            return []
         now = time.time()
         async with self.db.write() as conn:
             claimed = await self._claim_where(

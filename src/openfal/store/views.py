@@ -238,6 +238,11 @@ class StatusViews:
             return snap if time.monotonic() - snap.at < DEEP_SNAPSHOT_SECONDS else None
         return snap if self.live and snap.epoch == self.epoch(backend) else None
 
+    def known_empty(self, backend: str) -> bool:
+        """Whether the backend's queue is known to hold nothing (a current snapshot says so)."""
+        snap = self.snapshot(backend)
+        return snap is not None and snap.size == 0
+
     def keep_snapshot(self, backend: str, snap: QueueSnapshot) -> None:
         current = self._queues.get(backend)
         if current is None or (snap.generation, snap.epoch, snap.at) >= (current.generation, current.epoch, current.at):
