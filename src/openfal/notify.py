@@ -60,11 +60,17 @@ class Notifier:
         for request_id in list(self._changed):
             self.changed(request_id)
 
-    async def wait_changed(self, request_id: str, timeout: float, *, queue: str | None = None) -> None:
-        """Until the request changes (or, with ``queue``, that backend's queue does)."""
+    def watch(self, request_id: str, *, queue: str | None = None) -> asyncio.Event:
+        """An event set by the request's next change (or, with ``queue``, its backend's
+        queue's). Take it *before* reading the state it guards, then wait on it: a
+        change landing between the read and the wait is not lost."""
         if queue is not None:
             self._queue_waiters.setdefault(queue, set()).add(request_id)
-        await wait_event(self._changed.setdefault(request_id, asyncio.Event()), timeout)
+        return self._changed.setdefault(request_id, asyncio.Event())
+
+    async def wait_changed(self, request_id: str, timeout: float, *, queue: str | None = None) -> None:
+        """Until the request changes (or, with ``queue``, that backend's queue does)."""
+        await wait_event(self.watch(request_id, queue=queue), timeout)
 
     def work_available(self) -> None:
         self._work.set()

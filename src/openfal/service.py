@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openfal import metrics
 from openfal.accounting import Accounts
+from openfal.aio import wait_event
 from openfal.backends.base import Backend
 from openfal.config import Settings
 from openfal.endpoints.catalog import validate_input
@@ -241,8 +242,13 @@ class QueueService:
         version, last_log = record.version, view.last_log_id
         while view.record.status is not Status.COMPLETED:
             queued = view.record.backend if view.record.status is Status.IN_QUEUE else None
-            await self.notifier.wait_changed(request_id, self._follow_seconds(), queue=queued)
+            # watched before the re-read: a change while the last view was being sent
+            # (the request may have completed meanwhile) is seen, not waited out
+            woken = self.notifier.watch(request_id, queue=queued)
             current = await self.store.view(request_id)
+            if current is not None and current.version == version and not woken.is_set():
+                await wait_event(woken, self._follow_seconds())
+                current = await self.store.view(request_id)
             if current is None:
                 raise RequestNotFound(f"Request {request_id} not found")
             if current.version == version:
