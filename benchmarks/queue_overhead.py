@@ -2,8 +2,8 @@
 
 Each deployment is measured beside a *bare* FastAPI/uvicorn handler that returns a
 constant status JSON (same uvicorn settings as ``openfal serve``), started by this
-script and driven by the same load generator in the same run, so every figure is
-printed with that baseline and the ratio to it:
+script and driven by the same load generator in the same run, right before each
+figure, so every figure is printed with that baseline and the ratio to it:
 
   sqlite-1api   one ``openfal serve`` (SQLite, in-process workers, key auth)
                   vs one bare process
@@ -264,10 +264,14 @@ def measure(name: str, args: argparse.Namespace) -> list[Row]:
                 bare.wait()
             headers = {"Authorization": f"Key {key}"}
             urls = asyncio.run(prepare(apis[0].url, headers))
-            baseline = wrk([wrk_command(b.url, args) for b in bares])[0]
 
-            def against_bare(figure: str, path_of: dict[str, str] | None, path: str = "", **extra: object) -> float:
-                """The figure's rate; returns the API processes' CPU milliseconds per request."""
+            def against_bare(figure: str, path_of: dict[str, str] | None, path: str = "", **extra: object) -> tuple[float, float]:
+                """The figure's rate, beside the bare handler's measured just before it (the
+                machine is shared: its load drifts); returns the CPU milliseconds per
+                request of the API processes and of the bare ones."""
+                bare_cpu = sum(cpu_seconds(b.proc.pid) for b in bares)
+                baseline = wrk([wrk_command(b.url, args) for b in bares])[0]
+                bare_cpu = (sum(cpu_seconds(b.proc.pid) for b in bares) - bare_cpu) * 1000 / (baseline * args.seconds)
                 commands = []
                 for api in apis:
                     url = api.url + (httpx.URL(path_of["url"]).raw_path.decode() if path_of else path)
@@ -279,19 +283,18 @@ def measure(name: str, args: argparse.Namespace) -> list[Row]:
                 if TIMEOUTS[0]:
                     command = f"({TIMEOUTS[0]} requests timed out) {command}"
                 rows.append((figure, rate, baseline, "req/s", command))
-                return cpu * 1000 / (rate * args.seconds)
+                return cpu * 1000 / (rate * args.seconds), bare_cpu
 
-            per_poll = against_bare("status COMPLETED", {"url": urls["completed"]}, key=key)
-            rows.append(("API CPU per status poll", per_poll, float("nan"), "ms", "API processes' CPU time (/proc) / polls answered"))
+            per_poll, bare_cpu = against_bare("status COMPLETED", {"url": urls["completed"]}, key=key)
+            rows.append(("CPU per status poll", per_poll, bare_cpu, "ms", "CPU time of the API (bare) processes (/proc) / requests answered"))
             against_bare("status IN_QUEUE", {"url": urls["queued"]}, key=key)
             against_bare("status IN_PROGRESS", {"url": urls["running"]}, key=key)
             against_bare("GET /health", None, "/health")
             asyncio.run(cancel(urls, headers))
             rows.extend(latency_and_idle(apis, key, args))
-            baseline = (baseline + wrk([wrk_command(b.url, args) for b in bares])[0]) / 2
             script = Path(tempfile.mkdtemp()) / "submit.lua"
             script.write_text(SUBMIT_LUA)
-            per_submit = against_bare("submits accepted", None, "/openfal/utils/echo", key=key, script=script)
+            per_submit = against_bare("submits accepted", None, "/openfal/utils/echo", key=key, script=script)[0]
             rows.append(("API CPU per submit", per_submit, float("nan"), "ms", "API processes' CPU time (/proc) / submits accepted"))
             rows.append(("  = submits/s per API core", 1000 / per_submit, float("nan"), "req/s", "what one core would accept at that cost"))
         finally:
@@ -354,7 +357,7 @@ def main() -> None:
         print(f"{'figure':<30} {'openfal':>10} {'bare':>10} {'ratio':>6}  unit     command")
         for figure, value, base, unit, command in rows:
             ratio = f"{value / base:>6.2f}" if base == base else f"{'':>6}"
-            bare = f"{base:>10.0f}" if base == base else f"{'':>10}"
+            bare = (f"{base:>10.3f}" if unit == "ms" else f"{base:>10.0f}") if base == base else f"{'':>10}"
             shown = f"{value:>10.3f}" if unit == "ms" else f"{value:>10.1f}"
             print(f"{figure:<30} {shown} {bare} {ratio}  {unit:<8} {command}")
         sys.stdout.flush()
