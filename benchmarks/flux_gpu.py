@@ -9,6 +9,10 @@ Cases (FLUX.1-dev 28 steps and FLUX.1-schnell 4 steps):
   schnell  1024x768  x1      schnell  1024x1024 x1
   dev      512x512   x1      dev      512x512   x4   (one request, num_images=4)
 
+Per profile, a LoRA row on the first case (``fal-ai/flux-lora``, rank-16 LoRAs read
+from local files): the first use of a LoRA, a swap to another, and the steady state,
+each as a ratio to the same request without a LoRA.
+
 Profiles: ``off`` (plain diffusers bf16, the baseline), ``compile`` and ``fp8`` (see
 src/openfal/backends/local/acceleration.py). Per case it prints the request's seconds
 (engine + encoding), the denoising seconds (the transformer's forwards, timed with
@@ -264,8 +268,99 @@ def serve_profile(
         r = run_case(engine, profile, case, args, device, ceiling)
         done.append(r)
         print(f"[{profile}] {case.model} {case.width}x{case.height} x{case.images}: {r.request_s:.3f} s request, {r.denoise_s:.3f} s denoise", flush=True)
+    plain = next((r for r in done if r.profile == profile and r.case == cases[0]), None)
+    if plain is not None and time.perf_counter() < deadline:
+        LORA_ROWS.append(run_lora(engine, profile, cases[0], args, device, root, plain))
     engine.close()
     return []
+
+
+@dataclass
+class LoraRow:
+    profile: str
+    case: Case
+    #: the first request with a LoRA (file read, converted, loaded; the download excluded)
+    first_s: float
+    #: a request with another, already-read LoRA right after the first (the swap)
+    swap_s: float
+    #: a request with a LoRA that was also the previous request's (steady state)
+    steady_s: float
+    #: the same request without a LoRA, from this profile's rows
+    plain_s: float
+
+
+LORA_ROWS: list[LoraRow] = []
+
+
+def _lora_file(path: Path, transformer: torch.nn.Module, rank: int, seed: int) -> Any:
+    """A random LoRA in diffusers' layout on every attention projection (what trainers
+    target), in the transformer's real shapes."""
+    import hashlib
+
+    from safetensors.torch import save_file
+
+    from openfal.backends.local.lora_files import LoraFile
+
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, module in transformer.named_modules():
+        base = getattr(module, "base_layer", module)
+        if isinstance(base, torch.nn.Linear) and name.endswith(("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0")):
+            state[f"transformer.{name}.lora_A.weight"] = (torch.randn(rank, base.in_features, generator=generator) * 0.01).to(torch.bfloat16)
+            state[f"transformer.{name}.lora_B.weight"] = (torch.randn(base.out_features, rank, generator=generator) * 0.01).to(torch.bfloat16)
+    if not state:  # a fused engine: the unfused names are gone; target the fused projections' twins by shape
+        for name, module in transformer.named_modules():
+            base = getattr(module, "base_layer", module)
+            if isinstance(base, torch.nn.Linear) and name.endswith(("attn.to_qkv", "attn.to_out.0")):
+                state[f"transformer.{name}.lora_A.weight"] = (torch.randn(rank, base.in_features, generator=generator) * 0.01).to(torch.bfloat16)
+                state[f"transformer.{name}.lora_B.weight"] = (torch.randn(base.out_features, rank, generator=generator) * 0.01).to(torch.bfloat16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path))
+    return LoraFile(digest=hashlib.sha256(path.read_bytes()).hexdigest(), file=path, scale=1.0, source=path.name)
+
+
+def run_lora(engine: Any, profile: str, case: Case, args: argparse.Namespace, device: torch.device, root: Path, plain: Row) -> LoraRow:
+    """A LoRA row for ``case``: first use, a swap, the steady state, through the same
+    serving path as the plain rows (``Engine.generate_images`` + encoding)."""
+    from dataclasses import replace
+
+    from openfal.backends.base import Job
+    from openfal.backends.local import flux
+    from openfal.backends.local.plans import make_plan
+    from openfal.endpoints.catalog import CATALOG, validate_input
+
+    (spec,) = [s for s in engine.cache.loaded() if s.model == case.model]
+    (pipe,) = engine.cache.get(spec)
+    loras = [_lora_file(root / "loras" / f"{n}.safetensors", pipe.transformer, 16, seed) for seed, n in enumerate("ab")]
+    endpoint = "fal-ai/flux-lora"
+    steps = 2 if args.smoke else STEPS[case.model]
+    body = {
+        "prompt": "a lighthouse on a cliff at dawn", "image_size": {"width": case.width, "height": case.height},
+        "num_inference_steps": steps, "num_images": case.images, "seed": 0, "enable_safety_checker": True,
+    }  # fmt: skip
+
+    def request(lora: Any) -> float:
+        job = Job(request_id="bench-lora", endpoint_id=endpoint, input=validate_input(CATALOG[endpoint], body), emit=lambda event: None)
+        item = flux.FluxItem.of(job)
+        plan = make_plan(endpoint, job.input, engine.options)
+        call = replace(asyncio.run(flux.prepare_call(plan, job.input, engine.settings, engine.options, None)), loras=(lora,))
+        _sync(device)
+        started = time.perf_counter()
+        batch = engine.generate_images(call, [item])
+        flux.make_output(item, batch.images[0], batch.flags[0], batch.seconds, report_prompt=True)
+        _sync(device)
+        return time.perf_counter() - started
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = request(loras[0])
+        request(loras[1])  # b read and loaded once
+        request(loras[0])
+        swap = request(loras[1])
+        steady = statistics.median(request(loras[1]) for _ in range(max(1, args.repeats)))
+    row = LoraRow(profile, case, first, swap, steady, plain.request_s)
+    print(f"[{profile}] LoRA {case.model} {case.width}x{case.height}: first use {first:.3f} s, swap {swap:.3f} s, steady {steady:.3f} s, without {plain.request_s:.3f} s", flush=True)
+    return row
 
 
 def run_case(engine: Any, profile: str, case: Case, args: argparse.Namespace, device: torch.device, ceiling: float) -> Row:
@@ -383,6 +478,15 @@ def report(rows: list[Row], *, smoke: bool, device_name: str, args: argparse.Nam
         f"ceiling (bf16 {args.bf16_ceiling:.0f} TFLOP/s, fp8 {args.fp8_ceiling:.0f} TFLOP/s on {device_name}; datasheet "
         f"{DATASHEET.get(next((k for k in DATASHEET if k in device_name), ''), ('?', '?'))}); x off: request-time speed-up over off."
     )
+    if LORA_ROWS:
+        print(f"\n{'profile':<8} {'LoRA row':<22} {'first use s':>11} {'swap s':>8} {'steady s':>9} {'without s':>9} {'first x':>8} {'swap x':>7} {'steady x':>8}")
+        for lr in LORA_ROWS:
+            c = lr.case
+            print(
+                f"{lr.profile:<8} {f'{c.model} {c.width}x{c.height}':<22} {lr.first_s:>11.3f} {lr.swap_s:>8.3f} {lr.steady_s:>9.3f} {lr.plain_s:>9.3f}"
+                f" {lr.first_s / lr.plain_s:>8.2f} {lr.swap_s / lr.plain_s:>7.2f} {lr.steady_s / lr.plain_s:>8.2f}"
+            )
+        print("LoRA rows: rank-16 LoRAs on every attention projection, read from local files (download excluded); x: request time / the same request without a LoRA")
     if smoke:
         print("smoke run: tiny models on CPU; the figures check the script, they measure nothing")
     goals(rows)

@@ -19,5 +19,6 @@ def test_the_gpu_benchmark_runs_its_serving_path_in_smoke_mode(tmp_path: Path) -
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     table = [line for line in done.stdout.splitlines() if line.startswith("off ")]
-    assert len(table) == 4  # every smoke case, one row each
+    assert len(table) == 5  # every smoke case, one row each, and the LoRA row
+    assert "LoRA row" in done.stdout and "first use" in done.stdout
     assert '"request_s"' in out.read_text()
