@@ -137,3 +137,14 @@ def test_a_lora_above_the_slot_rank_is_refused_not_recompiled(compiled: Engine, 
 def test_more_loras_than_slots_are_refused(compiled: Engine, files: dict[str, Path]) -> None:
     with pytest.raises(InputRejected, match="OPENFAL_LORA_SLOTS"):
         _generate(compiled, _lora(files["a"]), _lora(files["b"]), _lora(files["kohya"]))
+
+
+def test_a_compiled_engine_without_lora_slots_refuses_loras_instead_of_recompiling(tmp: Path, models_dir: Path, files: dict[str, Path]) -> None:
+    engine = Engine(_settings(tmp, models_dir, acceleration="compile", lora_slots=0), TEST_OPTIONS)
+    try:
+        engine.warm_up(["flux-dev"])
+        with pytest.raises(InputRejected, match="OPENFAL_LORA_SLOTS=0"):
+            _generate(engine, _lora(files["a"]))
+        _generate(engine)  # plain requests still run
+    finally:
+        engine.close()

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from openfal.backends.local import lora_bank
+from openfal.backends.local.acceleration import MARK as COMPILED
 from openfal.backends.local.lora_files import LoraFile, refused
 
 log = logging.getLogger("openfal.local")
@@ -58,6 +59,9 @@ class Adapters:
         bank = lora_bank.bank_of(pipe.transformer)
         if bank is not None:
             self._apply_slots(pipe, bank, loras, say)
+        elif loras and getattr(pipe.transformer, COMPILED, None) in ("compile", "fp8"):
+            # adding adapters to compiled blocks would recompile them inside requests
+            raise refused("loras", "This server's compiled engine reserves no LoRA slots (OPENFAL_LORA_SLOTS=0): LoRAs are not served")
         else:
             self._apply_adapters(pipe, loras, say)
         if loras:
