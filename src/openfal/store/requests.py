@@ -457,12 +457,11 @@ class RequestStore:
         limit, or changes would go unnoticed)."""
         if not self.views.live:
             return poll_seconds
-        snap = self.views.snapshot(backend)
-        try:
-            queued = snap.size if snap is not None else await self.queue_length(backend)
+        try:  # the snapshot read here also lets the next claims skip an empty queue
+            snap = self.views.snapshot(backend) or await self._fresh_snapshot(backend)
         except Exception:  # the database is away: the claim that follows reports it
             return poll_seconds
-        return poll_seconds if queued else IDLE_CLAIM_SECONDS
+        return poll_seconds if snap.size else IDLE_CLAIM_SECONDS
 
     async def heartbeat(self, worker_id: str, request_ids: Iterable[str], lease_seconds: float) -> None:
         ids = list(request_ids)
