@@ -4,7 +4,6 @@ compare-and-swap completion, leases, deadlines, retention."""
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
