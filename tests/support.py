@@ -39,6 +39,16 @@ async def create_pg_database() -> str:
     return name
 
 
+@asynccontextmanager
+async def pg_database() -> AsyncIterator[str]:
+    """The URL of a fresh database on the real PostgreSQL server, dropped afterwards."""
+    name = await create_pg_database()
+    try:
+        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        await drop_pg_database(name)
+
+
 async def drop_pg_database(name: str) -> None:
     conn = await asyncpg.connect(PG_ADMIN)
     try:

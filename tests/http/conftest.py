@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import App, create_pg_database, drop_pg_database, make_settings, running_app
+from tests.support import App, make_settings, pg_database, running_app
 
 
 @pytest.fixture
@@ -26,8 +26,5 @@ async def database_url(request: pytest.FixtureRequest) -> AsyncIterator[str | No
     if request.param == "sqlite":
         yield None
         return
-    name = await create_pg_database()
-    try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        await drop_pg_database(name)
+    async with pg_database() as url:
+        yield url

@@ -8,24 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import App, create_pg_database, drop_pg_database, make_settings, running_app
+from tests.support import App, make_settings, running_app
 
 JSON = {"content-type": "application/json"}
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-async def app(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[App]:
-    overrides = {}
-    name = None
-    if request.param == "postgresql":
-        name = await create_pg_database()
-        overrides["database_url"] = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    try:
-        async with running_app(make_settings(tmp_path, **overrides)) as running:
-            yield running
-    finally:
-        if name:
-            await drop_pg_database(name)
+@pytest.fixture
+async def app(database_url: str | None, tmp_path: Path) -> AsyncIterator[App]:
+    """The app on SQLite, then on PostgreSQL (``database_url``, tests/http/conftest.py)."""
+    overrides = {"database_url": database_url} if database_url else {}
+    async with running_app(make_settings(tmp_path, **overrides)) as running:
+        yield running
 
 
 @pytest.fixture

@@ -1,38 +1,22 @@
-"""A ``db`` on a real SQLite file and on the real PostgreSQL server (a fresh database
-per test; PostgreSQL being down fails these tests: CI starts it)."""
+"""A ``db`` on ``db_url`` (tests/conftest.py: a real SQLite file, then the real
+PostgreSQL server)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import pytest
 
 from openfal.store.db import Database
-from tests.support import create_pg_database, drop_pg_database
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'openfal.db'}"
-        return
-    name = await create_pg_database()
-    try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        await drop_pg_database(name)
+from tests.support import pg_database
 
 
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
     """A fresh PostgreSQL database alone, for what only PostgreSQL has (advisory locks)."""
-    name = await create_pg_database()
-    try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        await drop_pg_database(name)
+    async with pg_database() as url:
+        yield url
 
 
 @pytest.fixture

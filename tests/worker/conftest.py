@@ -32,19 +32,7 @@ from openfal.notify import Notifier
 from openfal.store.db import Database
 from openfal.store.requests import RequestStore
 from openfal.worker import Worker
-from tests.support import create_pg_database, drop_pg_database, make_settings
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-async def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'openfal.db'}"
-        return
-    name = await create_pg_database()
-    try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        await drop_pg_database(name)
+from tests.support import make_settings
 
 
 class ScriptedBackend:
