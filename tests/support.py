@@ -81,6 +81,11 @@ class App:
         _, secret = await self.runtime.keys.create(name, is_admin=admin)
         return secret
 
+    async def credited_key(self, dollars: float, **limits: Any) -> tuple[str, dict[str, str]]:
+        """(key id, auth headers) of a customer key with ``dollars`` of credit and ``limits``."""
+        key, secret = await self.runtime.keys.create("customer", limits=limits, credit_micros=round(dollars * 1_000_000))
+        return key.id, {"Authorization": f"Key {secret}"}
+
 
 @asynccontextmanager
 async def running_app(settings: Settings, backends: dict[str, Backend] | None = None) -> AsyncIterator[App]:

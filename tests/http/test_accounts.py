@@ -15,14 +15,6 @@ PRICED = {"openfal/utils/*": {"per_request": 0.01}}
 CENT = 10_000  # micro-dollars
 
 
-async def credit_key(app: App, dollars: float, **limits: int) -> tuple[str, dict[str, str]]:
-    key, secret = await app.runtime.keys.create("customer")
-    if limits:
-        await app.runtime.keys.set_limits(key.id, **limits)
-    async with app.runtime.db.write() as conn:
-        await accounting.credit(conn, key.id, round(dollars * accounting.MICROS))
-    return key.id, {"Authorization": f"Key {secret}"}
-
 
 @pytest.fixture
 async def priced(tmp_path: Path, database_url: str | None):
@@ -35,7 +27,7 @@ async def test_ledger_balances_to_the_cent_for_a_mix_of_outcomes(priced: App) ->
     """Completed requests are charged; failed, cancelled (queued and running) and timed-out
     ones are refunded; balance == credit - charges == the ledger's sum, each request settled once."""
     app = priced
-    key_id, auth = await credit_key(app, 1.00)
+    key_id, auth = await app.credited_key(1.00)
     slots = app.runtime.settings.concurrency["builtin"]
     post = lambda path, body, **h: app.client.post(path, json=body, headers={**auth, **h})  # noqa: E731
     ok = [(await post("/openfal/utils/echo", {"i": i})).json() for i in range(3)]
@@ -66,7 +58,7 @@ async def test_ledger_balances_to_the_cent_for_a_mix_of_outcomes(priced: App) ->
 
 async def test_submit_without_enough_credit_is_refused_and_nothing_is_queued(priced: App) -> None:
     """A key whose balance cannot cover the reserve gets 403 and no request is stored."""
-    key_id, auth = await credit_key(priced, 0.005)
+    key_id, auth = await priced.credited_key(0.005)
     response = await priced.client.post("/openfal/utils/echo", json={}, headers=auth)
     assert response.status_code == 403
     assert "balance" in response.json()["detail"]
@@ -76,14 +68,14 @@ async def test_submit_without_enough_credit_is_refused_and_nothing_is_queued(pri
 
 async def test_requests_per_minute_limit_answers_429(priced: App) -> None:
     """Past the key's rpm, submits are refused with 429 (clients retry with backoff)."""
-    _, auth = await credit_key(priced, 10, rpm=2)
+    _, auth = await priced.credited_key(10, rpm=2)
     codes = [(await priced.client.post("/openfal/utils/echo", json={}, headers=auth)).status_code for _ in range(3)]
     assert codes == [200, 200, 429]
 
 
 async def test_concurrency_limit_queues_instead_of_refusing(priced: App) -> None:
     """With max_concurrent=1, three requests all complete and never two run at once."""
-    key_id, auth = await credit_key(priced, 10, max_concurrent=1)
+    key_id, auth = await priced.credited_key(10, max_concurrent=1)
     bodies = [(await priced.client.post("/openfal/utils/sleep", json={"seconds": 0.3, "steps": 3}, headers=auth)).json() for _ in range(3)]
     peak = 0
     while True:

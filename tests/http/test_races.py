@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from openfal import accounting
 from openfal.backends.builtin import BuiltinBackend
 from openfal.models import Status
 from openfal.runtime import Runtime
@@ -36,14 +35,6 @@ async def app(tmp_path: Path, database_url: str | None) -> AsyncIterator[App]:
         yield app
 
 
-async def credited(app: App, dollars: float, **limits: Any) -> tuple[str, dict[str, str]]:
-    key, secret = await app.runtime.keys.create("customer")
-    if limits:
-        await app.runtime.keys.set_limits(key.id, **limits)
-    async with app.runtime.db.write() as conn:
-        await accounting.credit(conn, key.id, round(dollars * accounting.MICROS))
-    return key.id, {"Authorization": f"Key {secret}"}
-
 
 async def entries(app: App, key_id: str, kind: str) -> int:
     async with app.runtime.db.read() as conn:
@@ -54,7 +45,7 @@ async def entries(app: App, key_id: str, kind: str) -> int:
 async def test_racing_submits_with_one_idempotency_key_make_one_request_and_one_charge(app: App) -> None:
     """Ten submits all look the key up before any inserts (a barrier after the look-up
     makes sure), so nine reach the unique index, lose, and are answered with the first."""
-    key_id, auth = await credited(app, 1.00)
+    key_id, auth = await app.credited_key(1.00)
     store = app.runtime.requests
     lookups, duplicates = 0, 0
     barrier = asyncio.Barrier(10)
@@ -91,7 +82,7 @@ async def test_racing_submits_with_one_idempotency_key_make_one_request_and_one_
 
 
 async def test_a_replayed_submit_does_not_charge_again(app: App) -> None:
-    key_id, auth = await credited(app, 1.00)
+    key_id, auth = await app.credited_key(1.00)
     headers = {**auth, "Idempotency-Key": "order-7"}
     first = (await app.client.post(ECHO, json={}, headers=headers)).json()
     await wait_status(app.client, first["status_url"], auth)
@@ -111,7 +102,7 @@ async def test_cancels_racing_claims_end_every_request_once_and_refunded(app: Ap
     """Twelve requests are cancelled while four worker slots claim them: each cancel is
     accepted, each request ends cancelled exactly once, whether it was still queued (it
     never started) or already claimed (it stops at its next step), and nothing is charged."""
-    key_id, auth = await credited(app, 1.00)
+    key_id, auth = await app.credited_key(1.00)
     bodies = [(await app.client.post(SLEEP, json={"seconds": 10, "steps": 200}, headers=auth)).json() for _ in range(12)]
     while not await of_key(app, key_id, Status.IN_PROGRESS):  # the claims have begun
         await asyncio.sleep(0.01)
@@ -134,7 +125,7 @@ async def test_max_concurrent_holds_with_two_worker_processes_claiming(app: App,
     """A second runtime on the same database (another worker process) claims alongside
     the app's worker; the key's running requests never exceed its limit of two, and do
     reach it."""
-    key_id, auth = await credited(app, 10.00, max_concurrent=2)
+    key_id, auth = await app.credited_key(10.00, max_concurrent=2)
     other = Runtime(app.runtime.settings, backends={"builtin": BuiltinBackend()})
     await other.start(workers=True)
     try:

@@ -7,7 +7,6 @@ error, from auth to a failed run, is answered in OpenAI's shape."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import time
@@ -165,17 +164,9 @@ async def _run(request: Request, endpoint_id: str, data: dict[str, Any], key: Ap
     submitted = await rt.service.submit(endpoint_id, data, key=key, base_url=base_url(request), options=queue_routes._options(request))
     record = submitted.record
     request.state.fal_request_id = record.id
-    waiter = asyncio.ensure_future(rt.service.wait(record))
-    gone = asyncio.ensure_future(queue_routes._disconnected(request))
-    try:
-        await asyncio.wait({waiter, gone}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        gone.cancel()
-    if not waiter.done():
-        waiter.cancel()
-        await rt.service.abandon(record)
+    result = await queue_routes.wait_or_abandon(request, record)
+    if result is None:
         raise OpenAIError(499, "The client closed the connection; the request was cancelled", code="client_cancelled")
-    result = waiter.result()
     if result.status_code >= 400:
         raise openai_images.from_result(result.status_code, result.body)
     return result

@@ -16,7 +16,7 @@ from openfal.endpoints.ids import normalize_endpoint, parse_request_path
 from openfal.errors import RequestNotFound, UnknownEndpoint
 from openfal.http.deps import base_url, current_key, json_body, runtime
 from openfal.http.wire import status_body, submit_body
-from openfal.models import ApiKey
+from openfal.models import ApiKey, RequestRecord
 from openfal.service import Result, SubmitOptions, Submitted
 
 router = APIRouter()
@@ -63,6 +63,13 @@ def query_input(request: Request) -> dict[str, Any]:
 async def run_sync(path: str, request: Request, key: ApiKey | None = Depends(current_key)) -> Response:
     body = query_input(request) if request.method == "GET" else None
     record = (await _submit(request, path, key, body=body)).record
+    result = await wait_or_abandon(request, record)
+    return Response(status_code=499) if result is None else _result_response(result)
+
+
+async def wait_or_abandon(request: Request, record: RequestRecord) -> Result | None:
+    """The request's result, or None once the caller has hung up (the request is then
+    cancelled, as fal does for a dropped synchronous call)."""
     service = runtime(request).service
     waiter = asyncio.ensure_future(service.wait(record))
     gone = asyncio.ensure_future(_disconnected(request))
@@ -73,8 +80,8 @@ async def run_sync(path: str, request: Request, key: ApiKey | None = Depends(cur
     if not waiter.done():
         waiter.cancel()
         await service.abandon(record)
-        return Response(status_code=499)
-    return _result_response(waiter.result())
+        return None
+    return waiter.result()
 
 
 @router.get("/run/{path:path}", tags=["queue"], summary="Run synchronously with GET (input from the query)")
