@@ -108,8 +108,9 @@ class InputInvalid(ClientError):
 
     @classmethod
     def field(cls, field: str, msg: str, type_: str = "value_error", **extra: Any) -> InputInvalid:
-        """One error on one body field, in fal's FieldException shape."""
-        return cls([{"loc": ["body", field], "msg": msg, "type": type_, **extra}], msg)
+        """One error on one body field (dotted for nested: ``loras.0.path``), in fal's
+        FieldException shape."""
+        return cls([{"loc": field_loc(field), "msg": msg, "type": type_, **extra}], msg)
 
 
 class IdempotencyConflict(InputInvalid):

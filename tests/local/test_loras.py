@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from openfal.backends.base import Output
 from openfal.backends.local import LocalBackend
 from openfal.config import Settings
-from openfal.errors import InputFetchFailed, InputRejected
+from openfal.errors import InputFetchFailed, InputInvalid, InputRejected
 from openfal.events import Log
 from tests.local.helpers import TEST_OPTIONS, make_job, output_of, run_one
 from tests.local.lora_makers import FileServer, kohya_lora, linear_shapes, peft_lora, transformer_of
@@ -135,6 +135,14 @@ async def test_an_installed_lora_is_found_by_name(lora_backend: LocalBackend, sh
     plain = image((await run_one(lora_backend, LORA, body()))[0])
     styled = image((await run_one(lora_backend, LORA, body({"path": "house-style"})))[0])
     assert np.abs(plain - styled).max() > 8
+
+
+@pytest.mark.parametrize("name", ["model.bin", "model.pt", "model.ckpt", "model.pth"])
+def test_pickle_lora_files_are_refused_at_submit(lora_backend: LocalBackend, name: str) -> None:
+    job, _ = make_job(LORA, body({"path": f"https://example.com/{name}"}))
+    with pytest.raises(InputInvalid) as refused:
+        lora_backend.admit(LORA, job.input)
+    assert refused.value.detail[0]["loc"] == ["body", "loras", 0, "path"]
 
 
 @pytest.mark.parametrize("name", ["model.bin", "model.pt", "model.ckpt", "model.pth"])

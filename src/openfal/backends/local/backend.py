@@ -20,7 +20,7 @@ import httpx
 
 from openfal.backends.base import Job, Output
 from openfal.backends.local.limits import PixelCap
-from openfal.backends.local.lora_files import LoraFiles
+from openfal.backends.local.lora_files import LoraFiles, pickle_refusal
 from openfal.backends.local.options import LocalOptions
 from openfal.backends.local.plans import FLUX_ENDPOINTS, REDUX, FluxPlan, make_plan
 from openfal.config import Settings
@@ -115,6 +115,9 @@ class LocalBackend:
             return  # the run reports what is wrong with the input
         if plan.size is not None:
             self.pixel_cap.check(*plan.size, int(input.get("num_images") or 1))
+        for index, (path, _) in enumerate(plan.loras):
+            if (refusal := pickle_refusal(path)) is not None:
+                raise InputInvalid.field(f"loras.{index}.path", refusal, "lora_invalid")
 
     def batch_key(self, endpoint_id: str, input: dict[str, Any]) -> str | None:
         """Text-to-image requests of one endpoint, size, step count and guidance share a

@@ -84,9 +84,8 @@ class LoraFiles:
         return files
 
     async def _local(self, path: str, field: str, client: httpx.AsyncClient) -> Path:
-        suffix = Path(unquote(urlsplit(path).path)).suffix.lower()
-        if suffix in PICKLE_SUFFIXES:
-            raise refused(field, f"{suffix} LoRA files are pickles, which can run code when loaded: only .safetensors is accepted")
+        if (refusal := pickle_refusal(path)) is not None:
+            raise refused(field, refusal)
         if path[:5].lower() == "data:" or "://" in path or path.startswith("/files/"):
             return await self._downloaded(path, field, client)
         return self._installed(path, field)
@@ -141,6 +140,14 @@ class LoraFiles:
             blob.unlink(missing_ok=True)
             total -= size
             log.info("LoRA cache: evicted %s (%d bytes)", blob.name[:12], size)
+
+
+def pickle_refusal(path: str) -> str | None:
+    """Why ``path`` names a pickle format (refused unread), or None."""
+    suffix = Path(unquote(urlsplit(path).path)).suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        return f"{suffix} LoRA files are pickles, which can run code when loaded: only .safetensors is accepted"
+    return None
 
 
 def check_safetensors(path: Path, field: str) -> None:
