@@ -73,6 +73,10 @@ FLUX_FIELDS: dict[str, st.SearchStrategy[Any]] = {
     "image_url": st.one_of(TEXT, st.sampled_from(["data:image/png;base64,AAAA", "http://127.0.0.1/x.png", "file:///etc/passwd"])),
     "sync_mode": st.one_of(st.booleans(), TEXT),
     "output_format": st.one_of(st.sampled_from(["jpeg", "png", "gif"]), TEXT),
+    "loras": st.lists(
+        st.fixed_dictionaries({"path": st.one_of(TEXT, st.sampled_from(["https://x.test/a.bin", "style", "https://x.test/a.safetensors"])), "scale": NUMBERS}),
+        max_size=10,
+    ),
 }
 HEADER_TEXT = st.one_of(
     st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=40),
@@ -107,6 +111,10 @@ SUBMIT_PATHS = st.sampled_from(
         "/fal-ai/flux-pro/kontext",
         "/fal-ai/flux-pro/kontext/multi",
         "/fal-ai/ltx-video",
+        "/fal-ai/flux-lora",
+        "/fal-ai/flux-kontext-lora",
+        "/fal-ai/flux-kontext/dev",
+        "/fal-ai/flux/dev",
     ]
 )
 KEY_FIELDS: dict[str, st.SearchStrategy[Any]] = {
