@@ -517,7 +517,7 @@ def main() -> int:
     parser.add_argument("--budget-seconds", type=float, default=float("inf"), help="skip cases that would start after this")
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     parser.add_argument(
-        "--lora-slots", type=int, default=2, help="LoRA slots a compiled FLUX.1-dev reserves (the server's default, 2; 0: none)"
+        "--lora-slots", type=int, default=1, help="LoRA slots a compiled FLUX.1-dev reserves (the server's default, 1; 0: none)"
     )
     args = parser.parse_args()
     print("command:", " ".join([".venv/bin/python", *sys.argv]), flush=True)

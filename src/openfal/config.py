@@ -180,10 +180,11 @@ class Settings(BaseSettings):
     lora_max_rank: int = Field(64, ge=1)
     #: adapters unused this long are unloaded from the pipelines
     lora_idle_seconds: float = Field(900.0, gt=0)
-    #: LoRAs one request may apply on a compiled engine, which reserves this many slots
-    #: of ``lora_max_rank`` on every Linear layer (memory: ~5.3 M x rank parameters each
-    #: on FLUX.1-dev); 0: LoRA requests run those layers uncompiled
-    lora_slots: int = Field(2, ge=0)
+    #: LoRA slots a compiled engine reserves on every Linear layer, each of
+    #: ``lora_max_rank`` (a request's LoRAs share them while their ranks add up: one slot
+    #: of 64 takes two rank-32 LoRAs). Each costs ~5.3 M x rank parameters on FLUX.1-dev
+    #: and about 4% of its FLOPs at rank 64, LoRA or not; 0: compiled engines serve no LoRAs
+    lora_slots: int = Field(1, ge=0)
 
     # -- accounting ------------------------------------------------------------------
     #: endpoint pattern -> {per_request, per_image, per_megapixel, per_video_second} in

@@ -134,9 +134,15 @@ def test_a_lora_above_the_slot_rank_is_refused_not_recompiled(compiled: Engine, 
         _generate(compiled, _lora(files["big"]))
 
 
-def test_more_loras_than_slots_are_refused(compiled: Engine, files: dict[str, Path]) -> None:
+def test_three_loras_share_two_slots_and_match_the_eager_engine(compiled: Engine, eager: Engine, files: dict[str, Path]) -> None:
+    """a (rank 4) and kohya (rank 4) fit one slot of rank 8 beside each other, b (rank 8) takes the other."""
+    three = (_lora(files["a"], 0.5), _lora(files["b"]), _lora(files["kohya"], 0.8))
+    assert np.abs(_generate(compiled, *three) - _generate(eager, *three)).max() <= 2
+
+
+def test_loras_needing_more_rank_than_the_slots_hold_are_refused(compiled: Engine, files: dict[str, Path]) -> None:
     with pytest.raises(InputRejected, match="OPENFAL_LORA_SLOTS"):
-        _generate(compiled, _lora(files["a"]), _lora(files["b"]), _lora(files["kohya"]))
+        _generate(compiled, _lora(files["b"]), _lora(files["b"], 0.5), _lora(files["a"]))
 
 
 def test_a_compiled_engine_without_lora_slots_refuses_loras_instead_of_recompiling(tmp: Path, models_dir: Path, files: dict[str, Path]) -> None:

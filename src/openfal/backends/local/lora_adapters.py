@@ -103,8 +103,6 @@ class Adapters:
     # -- compiled engines: weights copied into fixed slots (see lora_bank) -----------------------
 
     def _apply_slots(self, pipe: Any, bank: lora_bank.Bank, loras: Sequence[LoraFile], say: Callable[[str], None]) -> None:
-        if len(loras) > bank.slots:
-            raise refused("loras", f"This server applies at most {bank.slots} LoRAs per request (OPENFAL_LORA_SLOTS)")
         wanted = tuple((lora.digest, lora.scale) for lora in loras)
         if self._in_slots.get(id(pipe.transformer)) == wanted:
             return  # already there: a run of requests with one LoRA set copies once
@@ -121,8 +119,12 @@ class Adapters:
             mapped = lora_bank.pairs(pipe.transformer, state)
             check_pairs(pipe.transformer, mapped, lambda path: bank.ranks.get(path, 0), field, lora.source)
             filled.append((mapped, lora.scale))
+        slots = lora_bank.pack(bank, [mapped for mapped, _ in filled])
+        if slots is None:
+            capacity = f"{bank.slots} slot{'s' if bank.slots > 1 else ''} of rank {bank.rank}"
+            raise refused("loras", f"These LoRAs together need more rank than this server's {capacity} (OPENFAL_LORA_SLOTS, OPENFAL_LORA_MAX_RANK)")
         self._in_slots.pop(id(pipe.transformer), None)  # a failed copy leaves nothing trusted
-        lora_bank.load(pipe.transformer, filled)
+        lora_bank.load(pipe.transformer, filled, slots)
         self._in_slots[id(pipe.transformer)] = wanted
 
     def _read(self, pipe: Any, lora: LoraFile, field: str, say: Callable[[str], None], *, on_compiled: bool = False) -> dict[str, torch.Tensor]:

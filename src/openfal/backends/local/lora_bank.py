@@ -5,9 +5,9 @@ A compiled transformer recompiles whenever its modules change, and adding or rem
 a PEFT adapter changes them. So before a compiled engine compiles a model that serves
 LoRA endpoints, every Linear layer of its transformer gets ``OPENFAL_LORA_SLOTS``
 adapters of rank ``OPENFAL_LORA_MAX_RANK`` (alpha = rank, so PEFT's scaling is 1),
-all zero, all active. A request's LoRAs are then *copied* into the slots: ``A`` into the
-first rows, ``B`` (times the request's scale and the LoRA's own alpha/rank) into the
-first columns, zeros elsewhere; unused slots and untargeted layers are zeroed. The
+all zero, all active. A request's LoRAs are then *copied* into the slots: ``A`` into
+rows, ``B`` (times the request's scale) into the matching columns, zeros elsewhere;
+several LoRAs share a slot while their ranks add up within it (``pack``). The
 graph never changes, so a swap costs a copy and no compile (diffusers' ``hotswap=True``
 does the same for one adapter; slots extend it to several per request).
 
@@ -70,20 +70,43 @@ def install(transformer: torch.nn.Module, *, slots: int, rank: int) -> list[str]
     return [f"{slots} LoRA slots of rank {rank} on {len(linears)} Linear layers (hot-swapped by copy, no recompiles)"]
 
 
-def load(transformer: torch.nn.Module, loras: Sequence[tuple[Mapping[str, tuple[torch.Tensor, torch.Tensor]], float]]) -> None:
-    """Copy ``loras`` ((``pairs`` of a LoRA, scale) each) into the slots, in order;
+Pairs = Mapping[str, tuple[torch.Tensor, torch.Tensor]]
+
+
+def pack(bank: Bank, loras: Sequence[Pairs]) -> list[int] | None:
+    """The slot each LoRA goes to, or None when they do not fit. A slot holds several
+    LoRAs side by side (``B1 A1 + B2 A2`` is one LoRA of rank ``r1 + r2`` with ``A``s
+    stacked and ``B``s concatenated), so the limit is the rank each layer has left."""
+    used = [dict.fromkeys(bank.ranks, 0) for _ in range(bank.slots)]
+    placed = []
+    for mapped in loras:
+        for slot, left in enumerate(used):
+            if all(left[path] + down.shape[0] <= bank.ranks[path] for path, (down, _) in mapped.items()):
+                for path, (down, _) in mapped.items():
+                    left[path] += down.shape[0]
+                placed.append(slot)
+                break
+        else:
+            return None
+    return placed
+
+
+def load(transformer: torch.nn.Module, loras: Sequence[tuple[Pairs, float]], slots: Sequence[int]) -> None:
+    """Copy ``loras`` ((``pairs`` of a LoRA, scale) each) into the slots ``pack`` chose;
     every slot and layer they do not fill is zeroed. The caller checked the pairs."""
     bank = bank_of(transformer)
     assert bank is not None
-    if len(loras) > bank.slots:
-        raise ValueError(f"{len(loras)} LoRAs for {bank.slots} slots")
     _zero(transformer, bank.names)
-    for slot, (mapped, scale) in zip(bank.names, loras, strict=False):
+    offsets: dict[tuple[int, str], int] = {}
+    for (mapped, scale), slot in zip(loras, slots, strict=True):
+        name = bank.names[slot]
         for module_path, (down, up) in mapped.items():
             layer = transformer.get_submodule(module_path)
-            rank = down.shape[0]
-            layer.lora_A[slot].weight.data[:rank].copy_(down)  # type: ignore[index,union-attr]
-            layer.lora_B[slot].weight.data[:, :rank].copy_(up * scale)  # type: ignore[index,union-attr]
+            start = offsets.get((slot, module_path), 0)
+            end = start + down.shape[0]
+            layer.lora_A[name].weight.data[start:end].copy_(down)  # type: ignore[index,union-attr]
+            layer.lora_B[name].weight.data[:, start:end].copy_(up * scale)  # type: ignore[index,union-attr]
+            offsets[(slot, module_path)] = end
 
 
 def pairs(transformer: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
