@@ -71,6 +71,8 @@ class LoraFiles:
         self.blobs = self.root / "blobs"
         self.by_url = self.root / "by-url"
         self.partial = self.root / "partial"
+        #: (path, size, mtime) of an installed LoRA -> its sha256
+        self._installed_digests: dict[tuple[Path, int, int], str] = {}
 
     async def resolve(self, refs: list[tuple[str, float]], client: httpx.AsyncClient) -> list[LoraFile]:
         """Each reference as a local, checked safetensors file (fetched if need be)."""
@@ -79,7 +81,7 @@ class LoraFiles:
             field = f"loras.{index}.path"
             local = await self._local(path, field, client)
             check_safetensors(local, field)
-            files.append(LoraFile(digest=_digest_of(local), file=local, scale=scale, source=_short(path)))
+            files.append(LoraFile(digest=self._digest_of(local), file=local, scale=scale, source=_short(path)))
         self.evict(keep={f.file for f in files})
         return files
 
@@ -125,6 +127,17 @@ class LoraFiles:
         os.replace(tmp_index, index)
         log.info("LoRA %s downloaded: %d bytes in %.2f s (%s)", _short(url), size, time.monotonic() - started, digest[:12])
         return blob
+
+    def _digest_of(self, path: Path) -> str:
+        """A downloaded blob is named by its digest; an installed file is hashed once per
+        modification (its size and mtime), not on every request that names it."""
+        if path.parent == self.blobs and len(path.stem) == 64:
+            return path.stem
+        stat = path.stat()
+        version = (path, stat.st_size, stat.st_mtime_ns)
+        if version not in self._installed_digests:
+            self._installed_digests[version] = _sha256(path)
+        return self._installed_digests[version]
 
     def evict(self, keep: frozenset[Path] | set[Path] = frozenset()) -> None:
         """Delete least recently used blobs until the cache is within its budget."""
@@ -175,14 +188,6 @@ def check_safetensors(path: Path, field: str) -> None:
             raise refused(field, f"The LoRA file is not a valid safetensors file (tensor {name[:80]!r} lies outside it)")
     if not tensors:
         raise refused(field, "The LoRA file holds no tensors")
-
-
-def _digest_of(path: Path) -> str:
-    """A downloaded blob is named by its digest; an installed file is hashed (once per
-    modification, remembered beside nothing: installed LoRAs are few and read rarely)."""
-    if path.parent.name == "blobs" and len(path.stem) == 64:
-        return path.stem
-    return _sha256(path)
 
 
 def _sha256(path: Path) -> str:
