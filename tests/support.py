@@ -58,6 +58,21 @@ async def drop_pg_database(name: str) -> None:
 
 
 
+def request_values(**overrides: Any) -> dict[str, Any]:
+    """Keyword arguments for ``RequestStore.insert``: an echo request, ``overrides`` on top."""
+    return {
+        "id": str(uuid.uuid4()),
+        "app": "openfal/utils",
+        "endpoint_id": "openfal/utils/echo",
+        "backend": "builtin",
+        "key_id": None,
+        "priority": 0,
+        "input": {},
+        "base_url": "http://test",
+        **overrides,
+    }
+
+
 def make_settings(data_dir: Path, **overrides: Any) -> Settings:
     defaults: dict[str, Any] = {
         "data_dir": data_dir,

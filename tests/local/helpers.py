@@ -6,8 +6,11 @@ from __future__ import annotations
 import base64
 import io
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from PIL import Image
 
 from openfal.backends.base import Job, Output
@@ -43,6 +46,24 @@ class Recorder:
 
     def of(self, kind: type) -> list[Any]:
         return [e for e in self.events if isinstance(e, kind)]
+
+
+def tiny_flux_pipe(models_dir: Path) -> Any:
+    """The tiny FLUX.1 [dev] pipeline as diffusers loads it, on its own (no engine)."""
+    from diffusers import FluxPipeline
+
+    pipe = FluxPipeline.from_pretrained(models_dir / "tiny" / "flux-dev", local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def run_tiny(pipe: Any, seed: int) -> np.ndarray:
+    """One 64x64, 2-step call of a tiny pipeline, as numpy pixels."""
+    out = pipe(
+        "a red fox", width=64, height=64, num_inference_steps=2, max_sequence_length=32,
+        generator=torch.Generator("cpu").manual_seed(seed), output_type="np",
+    )  # fmt: skip
+    return np.asarray(out.images)
 
 
 def make_job(endpoint_id: str, body: dict[str, Any], request_id: str = "req") -> tuple[Job, Recorder]:

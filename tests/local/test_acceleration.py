@@ -15,6 +15,7 @@ import torch
 from openfal.backends.local import acceleration as accel
 from openfal.backends.local.cache import _module_bytes
 from openfal.errors import ConfigError
+from tests.local.helpers import run_tiny, tiny_flux_pipe
 
 CPU = torch.device("cpu")
 
@@ -50,33 +51,17 @@ def test_the_fp8_config_is_float8_dynamic_with_per_row_scales() -> None:
     assert all(isinstance(g, PerRow) for g in (config.granularity if isinstance(config.granularity, (list, tuple)) else [config.granularity]))
 
 
-def _tiny_pipe(models_dir: Path):  # type: ignore[no-untyped-def]
-    from diffusers import FluxPipeline
-
-    pipe = FluxPipeline.from_pretrained(models_dir / "tiny" / "flux-dev", local_files_only=True)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def _run(pipe) -> np.ndarray:  # type: ignore[no-untyped-def]
-    out = pipe(
-        "a red fox", width=64, height=64, num_inference_steps=2, max_sequence_length=32,
-        generator=torch.Generator("cpu").manual_seed(7), output_type="np",
-    )  # fmt: skip
-    return np.asarray(out.images)
-
-
 def test_fused_projections_drop_the_originals_and_match_the_unfused_pipeline(models_dir: Path) -> None:
-    pipe = _tiny_pipe(models_dir)
+    pipe = tiny_flux_pipe(models_dir)
     before_bytes = _module_bytes(pipe.transformer)
-    reference = _run(pipe)
+    reference = run_tiny(pipe, 7)
     pipe.transformer.fuse_qkv_projections()
     dropped = accel.drop_unfused(pipe.transformer)
     assert dropped > 0
     names = {name.rsplit(".", 1)[-1] for name, _ in pipe.transformer.named_modules()}
     assert names.isdisjoint(accel.UNFUSED) and "to_qkv" in names
     assert _module_bytes(pipe.transformer) == before_bytes  # the same weights, regrouped
-    assert np.abs(_run(pipe) - reference).max() < 1e-5
+    assert np.abs(run_tiny(pipe, 7) - reference).max() < 1e-5
 
 
 def test_quantised_weights_are_counted_at_their_real_size() -> None:

@@ -15,6 +15,7 @@ from openfal.backends.local import acceleration as accel
 from openfal.backends.local import memory_plan, placement
 from openfal.backends.local.memory_plan import GIB, ModelPlan, component_sizes, plan_all, plan_model
 from openfal.cli import main
+from tests.local.helpers import run_tiny, tiny_flux_pipe
 
 
 def test_sizes_come_from_the_real_flux_dev_configs() -> None:
@@ -92,22 +93,6 @@ def test_plan_all_without_float8_never_plans_float8() -> None:
 # -- placements on the tiny pipeline ---------------------------------------------------------
 
 
-def _pipe(models_dir: Path):  # type: ignore[no-untyped-def]
-    from diffusers import FluxPipeline
-
-    pipe = FluxPipeline.from_pretrained(models_dir / "tiny" / "flux-dev", local_files_only=True)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def _run(pipe) -> np.ndarray:  # type: ignore[no-untyped-def]
-    out = pipe(
-        "a red fox", width=64, height=64, num_inference_steps=2, max_sequence_length=32,
-        generator=torch.Generator("cpu").manual_seed(5), output_type="np",
-    )  # fmt: skip
-    return np.asarray(out.images)
-
-
 def _plan(offload: str, decode_batch: int = 4) -> ModelPlan:
     return ModelPlan("flux-dev", True, 20.0, "bfloat16", offload, decode_batch, 20.0, 1.0)
 
@@ -116,19 +101,19 @@ def _plan(offload: str, decode_batch: int = 4) -> ModelPlan:
 def test_an_offloading_placement_gives_the_resident_images(models_dir: Path, offload: str) -> None:
     """On CPU the "GPU" is the CPU, so the test shows the hooks run and change nothing,
     not that memory moves (that needs a GPU)."""
-    reference = _run(_pipe(models_dir))
-    pipe = _pipe(models_dir)
+    reference = run_tiny(tiny_flux_pipe(models_dir), 5)
+    pipe = tiny_flux_pipe(models_dir)
     steps = placement.place(pipe, torch.device("cpu"), _plan(offload, decode_batch=1), accel.resolve("off", torch.device("cpu")))
     assert steps and offload.split("_")[0] in " ".join(steps)
-    assert np.abs(_run(pipe) - reference).max() < 1e-5
+    assert np.abs(run_tiny(pipe, 5) - reference).max() < 1e-5
 
 
 def test_text_encoders_visit_the_device_only_to_encode(models_dir: Path) -> None:
-    pipe = _pipe(models_dir)
+    pipe = tiny_flux_pipe(models_dir)
     placement.place(pipe, torch.device("cpu"), _plan("text_encoders"), accel.resolve("off", torch.device("cpu")))
     visits: list[str] = []
     pipe.text_encoder_2.register_forward_pre_hook(lambda *a: visits.append("t5"))
     pipe.transformer.register_forward_pre_hook(lambda *a: visits.append("transformer"))
-    _run(pipe)
+    run_tiny(pipe, 5)
     assert visits[0] == "t5" and "t5" not in visits[visits.index("transformer") :]
     assert getattr(pipe.text_encoder_2, "_openfal_visits", False)

@@ -3,13 +3,12 @@ PostgreSQL server)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from openfal.store.db import Database
-from tests.support import pg_database
+from tests.support import pg_database, request_values
 
 
 @pytest.fixture
@@ -31,17 +30,4 @@ async def db(db_url: str) -> AsyncIterator[Database]:
 def new_request() -> Callable[..., dict]:
     """Keyword arguments for RequestStore.insert."""
 
-    def make(**overrides: object) -> dict:
-        return {
-            "id": str(uuid.uuid4()),
-            "app": "openfal/utils",
-            "endpoint_id": "openfal/utils/echo",
-            "backend": "builtin",
-            "key_id": None,
-            "priority": 0,
-            "input": {},
-            "base_url": "http://test",
-            **overrides,
-        }
-
-    return make
+    return request_values

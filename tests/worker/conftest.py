@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -32,7 +31,7 @@ from openfal.notify import Notifier
 from openfal.store.db import Database
 from openfal.store.requests import RequestStore
 from openfal.worker import Worker
-from tests.support import make_settings
+from tests.support import make_settings, request_values
 
 
 class ScriptedBackend:
@@ -104,19 +103,7 @@ class Parts:
         )
 
     async def submit(self, **values: Any) -> RequestRecord:
-        return await self.store.insert(
-            **{
-                "id": str(uuid.uuid4()),
-                "app": "openfal/utils",
-                "endpoint_id": "openfal/utils/echo",
-                "backend": "builtin",
-                "key_id": None,
-                "priority": 0,
-                "input": {},
-                "base_url": "http://test",
-                **values,
-            }
-        )
+        return await self.store.insert(**request_values(**values))
 
     async def ended(self, request_id: str, timeout: float = 30.0) -> RequestRecord:
         """The request once it is COMPLETED (the test fails if it never is)."""
