@@ -9,7 +9,7 @@ import time
 
 from openfal.errors import Unauthorized
 from openfal.models import ApiKey
-from openfal.store.keys import KeyStore
+from openfal.store.api_keys import KeyStore
 
 CACHE_SECONDS = 10.0
 SCHEMES = {"key", "bearer"}

@@ -68,8 +68,8 @@ def serve(ctx: click.Context, host: str, port: int, demo: bool, workers: bool | 
 
 async def _demo_key(settings: Settings) -> str:
     """The demo key: made once, kept in the data folder, re-made if it was revoked."""
+    from openfal.store.api_keys import KeyStore
     from openfal.store.db import Database
-    from openfal.store.keys import KeyStore
 
     path = settings.data_dir / DEMO_KEY_FILE
     db = Database(settings.effective_database_url)
@@ -156,7 +156,7 @@ def _with_store(ctx: click.Context, store_type: Any, action: Any) -> Any:
 
 
 def _with_keys(ctx: click.Context, action: Any) -> Any:
-    from openfal.store.keys import KeyStore
+    from openfal.store.api_keys import KeyStore
 
     return _with_store(ctx, KeyStore, action)
 

@@ -17,15 +17,15 @@ from openfal.backends.builtin import BuiltinBackend
 from openfal.backends.relay import make_relay_backends
 from openfal.config import Settings
 from openfal.lifecycle import Lifecycle
-from openfal.maintenance import Reaper
 from openfal.media import open_media
-from openfal.media.index import MediaIndex
 from openfal.notify import Notifier
+from openfal.reaper import Reaper
 from openfal.routing import Router
 from openfal.service import QueueService
+from openfal.store.api_keys import KeyStore
 from openfal.store.db import Database
-from openfal.store.keys import KeyStore
 from openfal.store.listener import ChangeFeed, change_feed
+from openfal.store.media_index import MediaIndex
 from openfal.store.outbox import OutboxStore
 from openfal.store.requests import RequestStore
 from openfal.store.workers import WorkerRegistry

@@ -32,7 +32,7 @@ from openfal.errors import (
     StillInProgress,
 )
 from openfal.lifecycle import Lifecycle
-from openfal.media.lifecycle import parse_lifecycle
+from openfal.media.retention import parse_lifecycle
 from openfal.models import ApiKey, LogEntry, Priority, RequestRecord, Status
 from openfal.notify import Notifier
 from openfal.routing import Router

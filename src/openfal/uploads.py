@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from openfal.media.lifecycle import DEFAULT as DEFAULT_LIFECYCLE
-from openfal.media.lifecycle import MediaLifecycle
+from openfal.media.retention import DEFAULT as DEFAULT_LIFECYCLE
+from openfal.media.retention import MediaLifecycle
 from openfal.store import secrets
 from openfal.store.db import Database
 

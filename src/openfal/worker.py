@@ -24,11 +24,11 @@ from openfal.config import Settings
 from openfal.errors import RunCancelled, RunError, RunTimedOut
 from openfal.lifecycle import Lifecycle
 from openfal.media import MediaStore
-from openfal.media.index import MediaIndex
-from openfal.media.keys import new_key
+from openfal.media.names import new_key
 from openfal.media.publish import discard_files, publish
 from openfal.models import LogEntry, Priority, RequestRecord
 from openfal.notify import Notifier
+from openfal.store.media_index import MediaIndex
 from openfal.store.requests import RequestStore
 from openfal.store.workers import WorkerRegistry
 

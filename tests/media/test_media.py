@@ -16,8 +16,8 @@ from PIL import Image
 
 from openfal.backends.base import MediaBlob
 from openfal.config import Settings
-from openfal.media.keys import is_valid_key, new_key
 from openfal.media.local import LocalMediaStore
+from openfal.media.names import is_valid_key, new_key
 from openfal.media.publish import publish
 from openfal.media.s3 import S3MediaStore
 from tests.support import free_port
@@ -322,8 +322,8 @@ async def test_expired_media_is_deleted_from_the_store_and_the_index(tmp_path: P
     """MediaIndex.expire removes files past their time and keeps the rest (and keep_forever ones)."""
     import time
 
-    from openfal.media.index import MediaIndex
     from openfal.store.db import Database
+    from openfal.store.media_index import MediaIndex
 
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}")
     await db.migrate()

@@ -14,7 +14,7 @@ from openfal.backends.relay import make_relay_backends
 from openfal.backends.relay.config import UpstreamConfig, key_id, parse_upstreams
 from openfal.backends.relay.download import Downloaded, DownloadFailed, decode_data_uri
 from openfal.backends.relay.follow import Mirror
-from openfal.backends.relay.keys import KeyPool
+from openfal.backends.relay.key_pool import KeyPool
 from openfal.backends.relay.media import RehostFailed, find_media, mp4_duration, rehost
 from openfal.errors import ConfigError
 from openfal.events import Log, Progress, QueuePosition

@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import pytest
 
+from openfal.store.api_keys import KeyStore
 from openfal.store.db import Database
-from openfal.store.keys import KeyStore
 from openfal.store.requests import KeyQueueFull, RequestStore
 
 CLAIM = {"backends": ["builtin"], "lease_seconds": 30}

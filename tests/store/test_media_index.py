@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from openfal.media.index import MediaIndex
 from openfal.media.local import LocalMediaStore
 from openfal.store.db import Database
+from openfal.store.media_index import MediaIndex
 
 
 async def test_indexing_a_key_again_updates_it(db: Database, tmp_path: Path) -> None:

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from openfal.store.api_keys import KeyStore
 from openfal.store.db import Database
-from openfal.store.keys import KeyStore
 from openfal.store.requests import RequestStore
 
 CLAIMERS = 6

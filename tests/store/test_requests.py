@@ -15,12 +15,12 @@ from openfal.accounting import Accounts, PriceList
 from openfal.config import Settings
 from openfal.errors import RunnerLost
 from openfal.lifecycle import Lifecycle
-from openfal.maintenance import Reaper
-from openfal.media.index import MediaIndex
 from openfal.media.local import LocalMediaStore
 from openfal.models import LogEntry, Status
 from openfal.notify import Notifier
+from openfal.reaper import Reaper
 from openfal.store.db import Database
+from openfal.store.media_index import MediaIndex
 from openfal.store.requests import RequestStore
 from openfal.store.schema import request_logs, requests, webhooks
 
@@ -181,7 +181,7 @@ async def test_default_key_concurrency_lets_other_keys_pass_a_burst(db: Database
     """With a default of one running request per key, a key's burst of three queued
     first does not hold back another key's request; a key's own max_concurrent still
     wins over the default, and keyless requests are not limited."""
-    from openfal.store.keys import KeyStore
+    from openfal.store.api_keys import KeyStore
 
     keys = KeyStore(db)
     burst, _ = await keys.create("burst")

@@ -22,13 +22,13 @@ from openfal.accounting import Accounts, PriceList
 from openfal.backends.base import Backend, Job, Output
 from openfal.errors import RunError
 from openfal.lifecycle import Lifecycle
-from openfal.maintenance import Reaper
 from openfal.media import MediaStore
-from openfal.media.index import MediaIndex
 from openfal.media.local import LocalMediaStore
 from openfal.models import RequestRecord, Status
 from openfal.notify import Notifier
+from openfal.reaper import Reaper
 from openfal.store.db import Database
+from openfal.store.media_index import MediaIndex
 from openfal.store.requests import RequestStore
 from openfal.worker import Worker
 from tests.support import make_settings, request_values

@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from openfal.backends.base import MediaBlob, Output
-from openfal.maintenance import Reaper
 from openfal.media.local import LocalMediaStore
+from openfal.reaper import Reaper
 from tests.worker.conftest import Parts, ScriptedBackend, running
 
 

@@ -16,7 +16,7 @@ from openfal.http.deps import current_key, runtime
 from openfal.http.wire import key_json
 from openfal.models import ApiKey
 from openfal.store import ledger
-from openfal.store.keys import LIMITS
+from openfal.store.api_keys import LIMITS
 from openfal.validation import Text
 
 router = APIRouter(prefix="/api/admin", tags=["admin"])

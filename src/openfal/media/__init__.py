@@ -13,7 +13,7 @@ class MediaStore(Protocol):
     """A place for files with public, unguessable URLs."""
 
     async def put(self, blob: MediaBlob, key: str) -> None:
-        """Store the blob under ``key`` (made by ``media.keys.new_key``)."""
+        """Store the blob under ``key`` (made by ``media.names.new_key``)."""
         ...
 
     def url(self, key: str, base_url: str) -> str:

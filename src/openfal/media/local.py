@@ -13,7 +13,7 @@ from pathlib import Path
 
 from openfal.backends.base import MediaBlob
 from openfal.errors import BadRequest, PayloadTooLarge
-from openfal.media.keys import files_key, is_valid_key
+from openfal.media.names import files_key, is_valid_key
 
 #: multipart parts wait here (inside the root, so on a shared volume every API node
 #: sees them; the dot keeps the folder out of the key space that ``/files/`` serves)

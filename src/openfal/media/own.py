@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from openfal.media import MediaStore
-from openfal.media.keys import FILES_PREFIX
+from openfal.media.names import FILES_PREFIX
 
 
 def _content_type(key: str) -> str:

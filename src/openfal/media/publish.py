@@ -14,7 +14,7 @@ from typing import Any
 
 from openfal.backends.base import MediaBlob
 from openfal.media import MediaStore
-from openfal.media.keys import new_key
+from openfal.media.names import new_key
 
 OnStored = Callable[[str, int], Awaitable[None]]
 

@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError as BotoClientError
 from openfal.backends.base import MediaBlob
 from openfal.config import Settings
 from openfal.errors import BadRequest, ConfigError, PayloadTooLarge
-from openfal.media.keys import files_key, is_valid_key
+from openfal.media.names import files_key, is_valid_key
 
 _CHUNK = 1024 * 1024
 

@@ -36,7 +36,7 @@ from openfal.backends.relay.client import Handle, Reply, UpstreamClient, Upstrea
 from openfal.backends.relay.config import UpstreamConfig, origin_of
 from openfal.backends.relay.download import download
 from openfal.backends.relay.follow import Mirror, valid_status
-from openfal.backends.relay.keys import KeyHealth, KeyPool
+from openfal.backends.relay.key_pool import KeyHealth, KeyPool
 from openfal.backends.relay.media import RehostFailed, rehost
 from openfal.config import Settings
 from openfal.errors import RunCancelled, RunError, UpstreamFailed

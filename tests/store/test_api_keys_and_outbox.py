@@ -8,8 +8,8 @@ import time
 import sqlalchemy as sa
 
 from openfal.store import secrets
+from openfal.store.api_keys import KeyStore, hash_secret
 from openfal.store.db import Database
-from openfal.store.keys import KeyStore, hash_secret
 from openfal.store.outbox import OutboxStore, enqueue
 from openfal.store.schema import api_keys, server_secrets
 

@@ -13,14 +13,14 @@ from openfal.config import Settings
 from openfal.errors import RunCancelled, RunnerLost, StartTimeout
 from openfal.lifecycle import Lifecycle
 from openfal.media import MediaStore
-from openfal.media.index import MediaIndex
 from openfal.models import Status
 from openfal.notify import Notifier
+from openfal.store.media_index import MediaIndex
 from openfal.store.requests import RequestStore
 from openfal.store.workers import WorkerRegistry
 from openfal.uploads import TICKET_SECONDS
 
-log = logging.getLogger("openfal.maintenance")
+log = logging.getLogger("openfal.reaper")
 
 SWEEP_SECONDS = 1.0
 #: results of requests sent with X-Fal-Store-IO: 0 are kept this long (fal: 1 hour)
