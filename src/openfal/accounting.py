@@ -23,10 +23,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from openfal.backends.base import Usage
 from openfal.endpoints.schemas import IMAGE_SIZE_PRESETS, ImageSize, resolve_image_size
 from openfal.errors import ClientError
-from openfal.models import ApiKey, RequestRecord
+from openfal.models import ApiKey, RequestRecord, Usage
 from openfal.store import ledger as store_ledger
 from openfal.store.schema import api_keys, ledger, requests
 

@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    """Every knob of an openfal deployment. ``openfal config`` prints the effective values."""
+    """Every knob of an openfal deployment, read from ``OPENFAL_*`` environment variables."""
 
     model_config = SettingsConfigDict(env_prefix="OPENFAL_", frozen=True, extra="ignore")
 

@@ -215,6 +215,13 @@ class InputRejected(RunError):
         return {"detail": self.detail}
 
 
+class InternalError(RunError):
+    """openfal failed to run this request (an unexpected error in openfal)."""
+
+    status_code = 500
+    error_type = "internal_error"
+
+
 class UpstreamFailed(RunError):
     """The upstream queue failed this request."""
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from pathlib import Path
 from typing import Any
 
 
@@ -17,9 +19,6 @@ class Status(str, enum.Enum):
     IN_PROGRESS = "IN_PROGRESS"
     #: finished: a result, or an error with its status code
     COMPLETED = "COMPLETED"
-
-    def is_terminal(self) -> bool:
-        return self is Status.COMPLETED
 
 
 class Priority(enum.IntEnum):
@@ -80,10 +79,6 @@ class RequestRecord:
     idempotency_key: str | None = None
     idempotency_hash: str | None = None
 
-    @property
-    def failed(self) -> bool:
-        return self.status is Status.COMPLETED and self.error is not None
-
     def may_retry(self, max_attempts: int) -> bool:
         """Whether a lost or retryable attempt may be queued again."""
         return not self.no_retry and self.attempts < max_attempts
@@ -114,3 +109,35 @@ class ApiKey:
 
     def may_use(self, endpoint_id: str) -> bool:
         return self.endpoints is None or any(fnmatchcase(endpoint_id, pattern) for pattern in self.endpoints)
+
+
+@dataclass(frozen=True, slots=True)
+class MediaBlob:
+    """A file a backend produced. ``data`` is bytes, or a path to a temporary file that
+    the worker moves into the media store (for large downloads and videos)."""
+
+    data: bytes | Path
+    content_type: str
+    file_name: str | None = None
+    width: int | None = None
+    height: int | None = None
+    #: further fields of the file object to keep (a relayed video's ``duration``)
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.data) if isinstance(self.data, bytes) else self.data.stat().st_size
+
+    def read(self) -> bytes:
+        return self.data if isinstance(self.data, bytes) else self.data.read_bytes()
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """What was delivered, priced by accounting. Billing counts images and megapixels
+    from the published result itself, one way for every backend, so a backend reports
+    only what the result cannot tell: the seconds of video it made."""
+
+    images: int = 0
+    megapixels: float = 0.0
+    video_seconds: float = 0.0

@@ -19,14 +19,14 @@ from typing import Any
 
 from openfal import events, metrics
 from openfal.aio import wait_event
-from openfal.backends.base import Backend, Job, MediaBlob, Output
+from openfal.backends.base import Backend, Job, Output
 from openfal.config import Settings
-from openfal.errors import RunCancelled, RunError, RunTimedOut
+from openfal.errors import InternalError, RunCancelled, RunError, RunTimedOut
 from openfal.lifecycle import Lifecycle
 from openfal.media import MediaStore
 from openfal.media.names import new_key
 from openfal.media.publish import discard_files, publish
-from openfal.models import LogEntry, Priority, RequestRecord
+from openfal.models import LogEntry, MediaBlob, Priority, RequestRecord
 from openfal.notify import Notifier
 from openfal.store.media_index import MediaIndex
 from openfal.store.requests import RequestStore
@@ -39,13 +39,6 @@ CANCEL_POLL_SECONDS = 1.0
 STUCK_POLL_SECONDS = 0.25
 _UNCHANGED = object()
 PREVIEW_TTL_SECONDS = 3600.0
-
-
-class InternalRunError(RunError):
-    """The worker failed to run this request (an unexpected error in openfal)."""
-
-    status_code = 500
-    error_type = "internal_error"
 
 
 class Worker:
@@ -320,9 +313,9 @@ class Worker:
             return [exc] * len(jobs)
         except Exception as exc:
             log.exception("backend %s crashed on %s", backend.name, [j.request_id for j in jobs])
-            return [InternalRunError(f"The {backend.name} backend failed: {type(exc).__name__}: {exc}")] * len(jobs)
+            return [InternalError(f"The {backend.name} backend failed: {type(exc).__name__}: {exc}")] * len(jobs)
         if len(results) != len(jobs):
-            return [InternalRunError(f"The {backend.name} backend returned {len(results)} results for {len(jobs)} requests")] * len(jobs)
+            return [InternalError(f"The {backend.name} backend returned {len(results)} results for {len(jobs)} requests")] * len(jobs)
         return results
 
     async def _finished_or_stuck(self, run: asyncio.Future[Sequence[Output | RunError]], jobs: list[Job]) -> bool:
@@ -391,7 +384,7 @@ class Worker:
         except Exception as exc:
             discard_files(result.payload)
             log.exception("publishing media of %s failed", record.id)
-            error = InternalRunError(f"Storing the result's media failed: {type(exc).__name__}: {exc}")
+            error = InternalError(f"Storing the result's media failed: {type(exc).__name__}: {exc}")
             await self.lifecycle.fail(record, error, worker_id=self.worker_id, attempt=record.attempts)
             return
         discard_files(result.payload)

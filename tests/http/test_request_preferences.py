@@ -9,9 +9,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from openfal.backends.base import Job, MediaBlob, Output
+from openfal.backends.base import Job, Output
 from openfal.backends.builtin import BuiltinBackend
 from openfal.errors import RunError, UpstreamFailed
+from openfal.models import MediaBlob
 from tests.support import make_settings, running_app, wait_status
 
 ECHO = "/openfal/utils/echo"

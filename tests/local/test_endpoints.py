@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from openfal.backends.base import MediaBlob
 from openfal.backends.local import LocalBackend
 from openfal.endpoints.catalog import CATALOG
+from openfal.models import MediaBlob
 from tests.local.helpers import data_uri, output_of, pixels, run_one
 
 IMAGE = data_uri(80, 64)  # aspect 1.25

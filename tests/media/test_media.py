@@ -14,12 +14,12 @@ import pytest
 from moto.server import ThreadedMotoServer
 from PIL import Image
 
-from openfal.backends.base import MediaBlob
 from openfal.config import Settings
 from openfal.media.local import LocalMediaStore
 from openfal.media.names import is_valid_key, new_key
 from openfal.media.publish import publish
 from openfal.media.s3 import S3MediaStore
+from openfal.models import MediaBlob
 from tests.support import free_port
 
 

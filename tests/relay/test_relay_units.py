@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from openfal.backends.base import Job, MediaBlob
+from openfal.backends.base import Job
 from openfal.backends.relay import make_relay_backends
 from openfal.backends.relay.config import UpstreamConfig, key_id, parse_upstreams
 from openfal.backends.relay.download import Downloaded, DownloadFailed, decode_data_uri
@@ -18,6 +18,7 @@ from openfal.backends.relay.key_pool import KeyPool
 from openfal.backends.relay.media import RehostFailed, find_media, mp4_duration, rehost
 from openfal.errors import ConfigError
 from openfal.events import Log, Progress, QueuePosition
+from openfal.models import MediaBlob
 from openfal.runtime import make_backends
 from tests.support import make_settings
 

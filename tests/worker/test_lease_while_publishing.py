@@ -9,8 +9,9 @@ import asyncio
 import time
 from pathlib import Path
 
-from openfal.backends.base import MediaBlob, Output
+from openfal.backends.base import Output
 from openfal.media.local import LocalMediaStore
+from openfal.models import MediaBlob
 from openfal.reaper import Reaper
 from tests.worker.conftest import Parts, ScriptedBackend, running
 

@@ -14,10 +14,10 @@ import pytest
 import sqlalchemy as sa
 
 from openfal import worker as worker_module
-from openfal.backends.base import Job, MediaBlob, Output
+from openfal.backends.base import Job, Output
 from openfal.errors import RunCancelled, RunError, RunnerLost
 from openfal.media.local import LocalMediaStore
-from openfal.models import RequestRecord, Status
+from openfal.models import MediaBlob, RequestRecord, Status
 from openfal.store.db import Database
 from openfal.store.listener import PgListener
 from openfal.store.requests import RequestStore

@@ -2,6 +2,6 @@
 fal-compatible queue) and ``builtin`` (utility endpoints used by tests and benchmarks).
 """
 
-from openfal.backends.base import Backend, Job, MediaBlob, Output, Usage
+from openfal.backends.base import Backend, Job, Output
 
-__all__ = ["Backend", "Job", "MediaBlob", "Output", "Usage"]
+__all__ = ["Backend", "Job", "Output"]

@@ -12,45 +12,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from openfal.errors import RunCancelled, RunError
+from openfal.errors import RunError
 from openfal.events import Event
-
-
-@dataclass(frozen=True, slots=True)
-class MediaBlob:
-    """A file a backend produced. ``data`` is bytes, or a path to a temporary file that
-    the worker moves into the media store (for large downloads and videos)."""
-
-    data: bytes | Path
-    content_type: str
-    file_name: str | None = None
-    width: int | None = None
-    height: int | None = None
-    #: further fields of the file object to keep (a relayed video's ``duration``)
-    extra: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def size(self) -> int:
-        return len(self.data) if isinstance(self.data, bytes) else self.data.stat().st_size
-
-    def read(self) -> bytes:
-        return self.data if isinstance(self.data, bytes) else self.data.read_bytes()
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    """What was delivered, priced by accounting. Billing counts images and megapixels
-    from the published result itself, one way for every backend, so a backend reports
-    only what the result cannot tell: the seconds of video it made."""
-
-    images: int = 0
-    megapixels: float = 0.0
-    video_seconds: float = 0.0
+from openfal.models import Usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,11 +77,6 @@ class Job:
     @property
     def cancelled(self) -> bool:
         return self._cancelled.is_set()
-
-    def raise_if_cancelled(self) -> None:
-        """Stop here if the client cancelled: called between denoising steps."""
-        if self._cancelled.is_set():
-            raise RunCancelled()
 
 
 @runtime_checkable

@@ -20,12 +20,11 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from openfal import openai_images
-from openfal.backends.base import MediaBlob
 from openfal.errors import OpenfalError, PayloadTooLarge
 from openfal.http import queue_routes, stream_routes
 from openfal.http.deps import base_url, current_key, json_body, runtime
 from openfal.media.names import new_key
-from openfal.models import ApiKey
+from openfal.models import ApiKey, MediaBlob
 from openfal.openai_images import OpenAIError, bad
 from openfal.service import Result
 

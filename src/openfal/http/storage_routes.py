@@ -18,12 +18,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from openfal.auth import parse_authorization
-from openfal.backends.base import MediaBlob
 from openfal.errors import BadRequest, Unauthorized
 from openfal.http.deps import base_url, current_key, json_body, read_body, runtime
 from openfal.media.names import new_key
 from openfal.media.retention import MediaLifecycle, parse_lifecycle
-from openfal.models import ApiKey
+from openfal.models import ApiKey, MediaBlob
 from openfal.uploads import TOKEN_PREFIX, Ticket
 from openfal.validation import parse_body
 

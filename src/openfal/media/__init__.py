@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from openfal.backends.base import MediaBlob
 from openfal.config import Settings
+from openfal.models import MediaBlob
 
 
 class MediaStore(Protocol):

@@ -11,9 +11,9 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from openfal.backends.base import MediaBlob
 from openfal.errors import BadRequest, PayloadTooLarge
 from openfal.media.names import files_key, is_valid_key
+from openfal.models import MediaBlob
 
 #: multipart parts wait here (inside the root, so on a shared volume every API node
 #: sees them; the dot keeps the folder out of the key space that ``/files/`` serves)

@@ -12,9 +12,9 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from openfal.backends.base import MediaBlob
 from openfal.media import MediaStore
 from openfal.media.names import new_key
+from openfal.models import MediaBlob
 
 OnStored = Callable[[str, int], Awaitable[None]]
 

@@ -15,10 +15,10 @@ import boto3
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import ClientError as BotoClientError
 
-from openfal.backends.base import MediaBlob
 from openfal.config import Settings
 from openfal.errors import BadRequest, ConfigError, PayloadTooLarge
 from openfal.media.names import files_key, is_valid_key
+from openfal.models import MediaBlob
 
 _CHUNK = 1024 * 1024
 

@@ -43,7 +43,7 @@ import httpx
 import torch
 from PIL import Image
 
-from openfal.backends.base import Job, MediaBlob, Output
+from openfal.backends.base import Job, Output
 from openfal.backends.local import sizes
 from openfal.backends.local.cache import PipelineSpec
 from openfal.backends.local.lora_files import LoraFile
@@ -64,6 +64,7 @@ from openfal.backends.local.plans import (
 )
 from openfal.config import Settings
 from openfal.fetch import fetch_image
+from openfal.models import MediaBlob
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,9 @@ from typing import Any
 import torch
 from diffusers.utils import export_to_video
 
-from openfal.backends.base import Job, MediaBlob, Output, Usage
+from openfal.backends.base import Job, Output
 from openfal.backends.local.options import LocalOptions
+from openfal.models import MediaBlob, Usage
 
 LTX_MODEL = "ltx-video"
 LTX_PIPELINE = "LTXPipeline"

@@ -39,7 +39,7 @@ from openfal.backends.relay.follow import Mirror, valid_status
 from openfal.backends.relay.key_pool import KeyHealth, KeyPool
 from openfal.backends.relay.media import RehostFailed, rehost
 from openfal.config import Settings
-from openfal.errors import RunCancelled, RunError, UpstreamFailed
+from openfal.errors import InternalError, RunCancelled, RunError, UpstreamFailed
 from openfal.fetch import make_client
 from openfal.media import MediaStore, open_media
 from openfal.media.own import inline_own_media
@@ -53,13 +53,6 @@ STATE_SAVE_SECONDS = 2.0
 #: temporary downloads older than this are swept (the worker copies them long before)
 TMP_TTL_SECONDS = 3600.0
 WEBHOOK_PATH = "/api/relay/webhook/"
-
-
-class InternalRelayError(RunError):
-    """The relay failed on this request (an unexpected error in openfal)."""
-
-    status_code = 500
-    error_type = "internal_error"
 
 
 class RelayBackend:
@@ -169,7 +162,7 @@ class RelayBackend:
             raise  # the worker is stopping: leave the upstream request to be resumed
         except Exception as exc:
             log.exception("relay %s failed on %s", self.name, job.request_id)
-            return InternalRelayError(f"The relay failed: {type(exc).__name__}: {exc}")
+            return InternalError(f"The relay failed: {type(exc).__name__}: {exc}")
         finally:
             self._wakers.pop(job.request_id, None)
             if time.monotonic() - self._last_sweep > 600:

@@ -19,8 +19,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from openfal.backends.base import MediaBlob, Usage
 from openfal.backends.relay.download import Downloaded, DownloadFailed, decode_data_uri
+from openfal.models import MediaBlob, Usage
 
 GENERIC_TYPES = {"", "application/octet-stream", "binary/octet-stream", "application/binary"}
 PARALLEL_DOWNLOADS = 4
