@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openfal.endpoints.schemas import IMAGE_SIZE_PRESETS, ImageSize, resolve_image_size
-from openfal.errors import ClientError
+from openfal.errors import InsufficientCredit, RateLimited
 from openfal.models import ApiKey, RequestRecord, Usage
 from openfal.store import ledger as store_ledger
 from openfal.store.schema import api_keys, ledger, requests
@@ -33,18 +33,6 @@ MICROS = 1_000_000
 MEGAPIXEL = 1024 * 1024
 #: what a video is assumed to last when reserving (settlement uses the real length)
 RESERVE_VIDEO_SECONDS = 5.0
-
-
-class InsufficientCredit(ClientError):
-    """User is locked. Reason: Exhausted balance. Top up the key's credit."""
-
-    status_code = 403
-
-
-class RateLimited(ClientError):
-    """Rate limit exceeded: too many requests in the last minute for this key."""
-
-    status_code = 429
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,18 +9,28 @@ status codes.
     - Unauthorized              401
     - RequestNotFound           404 (also: another key's request)
     - UnknownEndpoint           404
-    - InputInvalid              422 with a pydantic-style ``detail`` list
-      . IdempotencyConflict     422, an Idempotency-Key reused for other input
     - BadRequest                400, ``error_type: bad_request``
     - PayloadTooLarge           413
     - StillInProgress           400, result asked for before COMPLETED
-    - QueueFull                 429, ``fal_max_queue_length`` exceeded
+    - QueueFull                 429, ``fal_max_queue_length`` or the key's ``max_queued`` exceeded
+    - EndpointNotAllowed        403, the key is limited to other endpoints
+    - InsufficientCredit        403, the key's balance is spent
+    - RateLimited               429, the key's requests per minute
+    - Forbidden                 403, an admin route asked for with a user key
+    - InputInvalid              422 with a pydantic-style ``detail`` list
+      . IdempotencyConflict     422, an Idempotency-Key reused for other input
   + RunError                    a request failed while running; stored as its result
     - RunCancelled              499 client_cancelled
     - StartTimeout              504 request_timeout, ``X-Fal-Request-Timeout-Type: user``
+    - RunTimedOut               504 request_timeout, ran past ``max_run_seconds``
     - ModelUnavailable          503, the weights are not installed
+    - RunnerLost                503 runner_disconnected, the worker died and no attempts are left
     - InputFetchFailed          422, an ``image_url`` could not be fetched or decoded
-    - UpstreamFailed            an upstream queue answered an error
+    - InputRejected             422, valid by the schema but refused by the model (a LoRA file)
+    - DeviceOutOfMemory         503, the device ran out of memory; the server keeps serving
+    - SleepFailed               500, the utility sleep endpoint was asked to fail
+    - InternalError             500 internal_error, an unexpected error in openfal (worker or relay)
+    - UpstreamFailed            an upstream queue answered an error (its status code)
   + ConfigError                 the operator's settings cannot work
 """
 
@@ -95,6 +105,24 @@ class EndpointNotAllowed(ClientError):
 
     status_code = 403
     error_type = "endpoint_not_allowed"
+
+
+class InsufficientCredit(ClientError):
+    """User is locked. Reason: Exhausted balance. Top up the key's credit."""
+
+    status_code = 403
+
+
+class RateLimited(ClientError):
+    """Rate limit exceeded: too many requests in the last minute for this key."""
+
+    status_code = 429
+
+
+class Forbidden(ClientError):
+    """This route needs an admin key."""
+
+    status_code = 403
 
 
 class InputInvalid(ClientError):
@@ -213,6 +241,20 @@ class InputRejected(RunError):
 
     def body(self) -> dict[str, Any]:
         return {"detail": self.detail}
+
+
+class DeviceOutOfMemory(RunError):
+    """The device ran out of memory for this request; the server keeps serving."""
+
+    status_code = 503
+    error_type = "runner_scheduling_failure"
+
+
+class SleepFailed(RunError):
+    """The sleep endpoint was asked to fail."""
+
+    status_code = 500
+    error_type = "runner_server_error"
 
 
 class InternalError(RunError):

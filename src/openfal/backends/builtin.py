@@ -8,15 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from openfal.backends.base import Job, Output
-from openfal.errors import RunCancelled, RunError
+from openfal.errors import RunCancelled, RunError, SleepFailed
 from openfal.events import Log, Progress
-
-
-class SleepFailed(RunError):
-    """The sleep endpoint was asked to fail."""
-
-    status_code = 500
-    error_type = "runner_server_error"
 
 
 class BuiltinBackend:

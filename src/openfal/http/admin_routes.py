@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from openfal import accounting, metrics
-from openfal.errors import ClientError, RequestNotFound
+from openfal.errors import Forbidden, RequestNotFound
 from openfal.http.deps import current_key, runtime
 from openfal.http.wire import key_json
 from openfal.models import ApiKey
@@ -29,12 +29,6 @@ MAX_INT32 = 2**31 - 1
 MAX_ID = 2**63 - 1
 MAX_TIME = 1e11
 MAX_DOLLARS = 1e9
-
-
-class Forbidden(ClientError):
-    """This route needs an admin key."""
-
-    status_code = 403
 
 
 async def admin_key(key: ApiKey | None = Depends(current_key)) -> ApiKey | None:

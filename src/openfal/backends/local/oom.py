@@ -15,16 +15,9 @@ import logging
 
 import torch
 
-from openfal.errors import RunError
+from openfal.errors import DeviceOutOfMemory
 
 log = logging.getLogger("openfal.local")
-
-
-class DeviceOutOfMemory(RunError):
-    """The device ran out of memory for this request; the server keeps serving."""
-
-    status_code = 503
-    error_type = "runner_scheduling_failure"
 
 
 def release_memory(device: torch.device) -> None:
