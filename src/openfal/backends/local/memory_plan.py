@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import threading
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -223,6 +224,15 @@ def plan_model(
     return best
 
 
+#: what each offload mode means, shown beside a plan
+OFFLOAD_NOTES = {
+    "none": "all components resident",
+    "text_encoders": "T5 and CLIP in host memory, on the GPU only to encode the prompt",
+    "model": "diffusers model offload: each component on the GPU only while it runs",
+    "group": "diffusers block-level group offload (slow: weights stream every step)",
+}
+
+
 def _evaluate(
     model: str,
     parts: dict[str, ComponentSize],
@@ -240,33 +250,9 @@ def _evaluate(
 
     act_vae = vae_activation_bytes(width, height, decode_batch) if "vae" in parts else 0
     act_run = max(act_t if "transformer" in parts else 0, act_vae)
-    texts = [n for n in TEXT_ENCODERS if n in parts]
-    if offload == "none":
-        weights = sum(size(n) for n in parts)
-        peak = weights + max(act_run, TEXT_ACTIVATION_BYTES)
-    elif offload == "text_encoders":
-        weights = sum(size(n) for n in parts if n not in texts)
-        encoding = weights + sum(size(n) for n in texts) + TEXT_ACTIVATION_BYTES
-        peak = max(encoding, weights + act_run)
-    elif offload == "model":
-        weights = max(size(n) for n in parts)
-        peak = max(
-            size("transformer") + act_t if "transformer" in parts else 0,
-            size("vae") + act_vae if "vae" in parts else 0,
-            max((size(n) for n in texts), default=0) + TEXT_ACTIVATION_BYTES,
-            max(size(n) for n in parts),
-        )
-    else:  # group: two blocks in flight (one computing, one prefetched) per component
-        weights = max(2 * parts[n].largest_block for n in parts)
-        peak = weights + max(act_run, TEXT_ACTIVATION_BYTES)
+    weights, peak = _weights_and_peak(parts, size, offload, act_t, act_vae, act_run)
     peak += RESERVE_BYTES
     plan_dtype = "float8_e4m3fn" if dtype == "fp8" else "bfloat16"
-    note = {
-        "none": "all components resident",
-        "text_encoders": "T5 and CLIP in host memory, on the GPU only to encode the prompt",
-        "model": "diffusers model offload: each component on the GPU only while it runs",
-        "group": "diffusers block-level group offload (slow: weights stream every step)",
-    }[offload]
     return ModelPlan(
         model=model,
         fits=peak <= budget,
@@ -277,8 +263,33 @@ def _evaluate(
         weights_gib=round(weights / GIB, 2),
         activations_gib=round(act_run / GIB, 2),
         components_gib={n: round(size(n) / GIB, 3) for n in parts},
-        note=note,
+        note=OFFLOAD_NOTES[offload],
     )
+
+
+def _weights_and_peak(
+    parts: dict[str, ComponentSize], size: Callable[[str], int], offload: str, act_t: int, act_vae: int, act_run: int
+) -> tuple[int, int]:
+    """Bytes resident between runs, and the peak while one runs, for an offload mode."""
+    texts = [n for n in TEXT_ENCODERS if n in parts]
+    if offload == "none":
+        weights = sum(size(n) for n in parts)
+        return weights, weights + max(act_run, TEXT_ACTIVATION_BYTES)
+    if offload == "text_encoders":
+        weights = sum(size(n) for n in parts if n not in texts)
+        encoding = weights + sum(size(n) for n in texts) + TEXT_ACTIVATION_BYTES
+        return weights, max(encoding, weights + act_run)
+    if offload == "model":
+        peak = max(
+            size("transformer") + act_t if "transformer" in parts else 0,
+            size("vae") + act_vae if "vae" in parts else 0,
+            max((size(n) for n in texts), default=0) + TEXT_ACTIVATION_BYTES,
+            max(size(n) for n in parts),
+        )
+        return max(size(n) for n in parts), peak
+    # group: two blocks in flight (one computing, one prefetched) per component
+    weights = max(2 * parts[n].largest_block for n in parts)
+    return weights, weights + max(act_run, TEXT_ACTIVATION_BYTES)
 
 
 def plan_all(
