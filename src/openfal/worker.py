@@ -1,8 +1,9 @@
-"""Workers: claim -> run on a backend -> fold its events -> publish media -> complete.
+"""Workers: supervision of claimed runs (slots, dispatch, leases, cancels, time limits).
 
 Each backend gets ``concurrency[backend]`` slots in this process. A slot claims the
 next request (and compatible ones for batching backends), holds a lease that a
-heartbeat renews, and ends the request through ``Lifecycle`` with a compare-and-swap
+heartbeat renews, and hands each request to an ``Attempt`` (``openfal.attempt``), which
+folds the run's events and ends the request through ``Lifecycle`` with a compare-and-swap
 on (worker, attempt): a worker that lost its lease cannot complete a request twice.
 """
 
@@ -17,16 +18,16 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from openfal import events, metrics
+from openfal import metrics
 from openfal.aio import wait_event
+from openfal.attempt import Attempt, Attempts
 from openfal.backends.base import Backend, Job, Output
 from openfal.config import Settings
-from openfal.errors import InternalError, RunCancelled, RunError, RunTimedOut
+from openfal.errors import InternalError, RunCancelled, RunError
 from openfal.lifecycle import Lifecycle
 from openfal.media import MediaStore
-from openfal.media.names import new_key
-from openfal.media.publish import discard_files, publish
-from openfal.models import LogEntry, MediaBlob, Priority, RequestRecord
+from openfal.media.publish import discard_files
+from openfal.models import RequestRecord
 from openfal.notify import Notifier
 from openfal.store.media_index import MediaIndex
 from openfal.store.requests import RequestStore
@@ -37,8 +38,6 @@ log = logging.getLogger("openfal.worker")
 CANCEL_POLL_SECONDS = 1.0
 #: how often a running call is checked for being stuck after its jobs were stopped
 STUCK_POLL_SECONDS = 0.25
-_UNCHANGED = object()
-PREVIEW_TTL_SECONDS = 3600.0
 
 
 class Worker:
@@ -64,6 +63,15 @@ class Worker:
         self.notifier = notifier
         self.worker_id = worker_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.registry = registry
+        self._attempts = Attempts(
+            store=store,
+            lifecycle=lifecycle,
+            media=media,
+            media_index=media_index,
+            notifier=notifier,
+            worker_id=self.worker_id,
+            max_attempts=settings.max_attempts,
+        )
         self._running: dict[str, Job] = {}
         #: request id -> seconds its run may take
         self._limits: dict[str, float] = {}
@@ -114,7 +122,7 @@ class Worker:
     async def _dispatch(self, backend: Backend) -> None:
         """One claimer per backend hands work to free slots: an idle backend costs one
         claim per poll interval, and a new request wakes exactly one claim."""
-        slots = self.settings.concurrency.get(backend.name, getattr(backend, "default_concurrency", 1))
+        slots = self.settings.concurrency.get(backend.name, backend.default_concurrency)
         metrics.SLOTS.labels(backend.name).set(slots)
         free = asyncio.Semaphore(slots)
         running: set[asyncio.Task[None]] = set()
@@ -218,9 +226,9 @@ class Worker:
             report[name] = {"slots": slots, "busy": len(busy), "status": status}
         return report
 
-    def _run_limit(self, backend: str) -> float:
+    def _run_limit(self, backend: Backend) -> float:
         """A backend with its own overall deadline (a relay) says so; others get the setting."""
-        own = getattr(self.backends.get(backend), "max_run_seconds", None)
+        own = backend.max_run_seconds
         return float(own) if own else self.settings.max_run_seconds
 
     def _stop_overruns(self) -> None:
@@ -255,21 +263,20 @@ class Worker:
         (so the heartbeat keeps renewing their leases) until they have ended: storing a
         result's media is part of the run, and a lease that lapsed while a slow media
         store wrote would let the reaper requeue the request and run it twice."""
-        folders = [_EventFolder(self, record) for record in records]
-        jobs = [self._job(record, folder) for record, folder in zip(records, folders)]
+        limit = self._run_limit(backend)
+        attempts = [self._track(self._attempts.begin(record), limit) for record in records]
         started = time.monotonic()
         try:
-            results = await self._call(backend, jobs)
+            results = await self._call(backend, [attempt.job for attempt in attempts])
             elapsed = time.monotonic() - started
-            for folder in folders:
-                await folder.close()
-            for record, job, result in zip(records, jobs, results):
-                await self._finish(record, job, result, elapsed)
+            for attempt in attempts:
+                await attempt.events.close()
+            for attempt, result in zip(attempts, results):
+                await attempt.end(result, elapsed=elapsed, run_limit=limit)
         except asyncio.CancelledError:
             # shutting down mid-run: give the requests back now instead of at lease expiry
-            # (one that has already ended is not IN_PROGRESS, so its requeue does nothing)
-            for record in records:
-                await asyncio.shield(self.store.requeue(record))
+            for attempt in attempts:
+                await asyncio.shield(attempt.hand_back())
             raise
         finally:
             for record in records:
@@ -277,25 +284,13 @@ class Worker:
                 self._limits.pop(record.id, None)
                 self.notifier.forget_cancel(record.id)
 
-    def _job(self, record: RequestRecord, folder: _EventFolder) -> Job:
-        job = Job(
-            request_id=record.id,
-            endpoint_id=record.endpoint_id,
-            input=record.input,
-            attempt=record.attempts,
-            emit=folder.emit,
-            key_id=record.key_id,
-            state=record.backend_state,
-            priority=Priority(record.priority).name,
-            no_retry=record.no_retry,
-        )
-        job.save_state = lambda state, rid=record.id: self.store.save_backend_state(rid, self.worker_id, state)
-        self._running[record.id] = job
-        self._limits[record.id] = self._run_limit(record.backend)
-        self.notifier.on_cancel(record.id, job.cancel)
-        if record.cancel_requested:
-            job.cancel()
-        return job
+    def _track(self, attempt: Attempt, limit: float) -> Attempt:
+        """Put the attempt's job under supervision: leases, cancels and the time limit."""
+        job = attempt.job
+        self._running[job.request_id] = job
+        self._limits[job.request_id] = limit
+        self.notifier.on_cancel(job.request_id, job.cancel)
+        return attempt
 
     async def _call(self, backend: Backend, jobs: list[Job]) -> Sequence[Output | RunError]:
         run = asyncio.ensure_future(backend.run(jobs))
@@ -306,7 +301,7 @@ class Worker:
             raise
         if not finished:
             self._abandon(backend, run, jobs)
-            return [RunCancelled()] * len(jobs)  # _finish names a time limit for what timed out
+            return [RunCancelled()] * len(jobs)  # the attempt names a time limit for what timed out
         try:
             results = run.result()
         except RunError as exc:
@@ -356,109 +351,3 @@ class Worker:
             log.info("abandoned run of %s returned; its result was discarded", ids)
 
         run.add_done_callback(finished)
-
-    async def _finish(self, record: RequestRecord, job: Job, result: Output | RunError, elapsed: float) -> None:
-        if isinstance(result, Output) and job.cancelled:
-            result = RunCancelled()
-        if isinstance(result, RunCancelled) and job.timed_out:
-            limit = self._run_limit(record.backend)
-            result = RunTimedOut(f"The request ran longer than this server's limit of {limit:g} s and was stopped")
-        if isinstance(result, RunError):
-            if result.retryable and record.may_retry(self.settings.max_attempts) and not isinstance(result, RunCancelled):
-                if await self.store.requeue(record):
-                    self.notifier.changed(record.id)
-                    self.notifier.work_available()
-                    return
-            await self.lifecycle.fail(record, result, worker_id=self.worker_id, attempt=record.attempts, inference_time=elapsed)
-            return
-        try:
-            body = await publish(
-                result.payload,
-                media=self.media,
-                base_url=record.base_url,
-                inline=bool(record.input.get("sync_mode")),
-                on_stored=lambda key, size: self.media_index.add(
-                    key, size, request_id=record.id, ttl=record.media_ttl, keep_forever=record.media_keep_forever
-                ),
-            )
-        except Exception as exc:
-            discard_files(result.payload)
-            log.exception("publishing media of %s failed", record.id)
-            error = InternalError(f"Storing the result's media failed: {type(exc).__name__}: {exc}")
-            await self.lifecycle.fail(record, error, worker_id=self.worker_id, attempt=record.attempts)
-            return
-        discard_files(result.payload)
-        done = await self.lifecycle.succeed(
-            record,
-            body,
-            inference_time=elapsed,
-            worker_id=self.worker_id,
-            attempt=record.attempts,
-            video_seconds=result.usage.video_seconds,
-        )
-        if done is None:
-            log.warning("request %s was ended elsewhere before this worker finished it", record.id)
-
-
-class _EventFolder:
-    """Collects one job's events (from any thread) and writes them in bursts."""
-
-    def __init__(self, worker: Worker, record: RequestRecord) -> None:
-        self.worker = worker
-        self.record = record
-        self.loop = asyncio.get_running_loop()
-        self.queue: asyncio.Queue[events.Event | None] = asyncio.Queue()
-        self.task = asyncio.create_task(self._drain(), name=f"events-{record.id}")
-
-    def emit(self, event: events.Event) -> None:
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, event)
-
-    async def close(self) -> None:
-        # through the same thread-safe path, so it lands after every event already emitted
-        self.loop.call_soon_threadsafe(self.queue.put_nowait, None)
-        await self.task
-
-    async def _drain(self) -> None:
-        closed = False
-        while not closed:
-            burst = [await self.queue.get()]
-            while not self.queue.empty():
-                burst.append(self.queue.get_nowait())
-            closed = None in burst
-            try:
-                await self._write([e for e in burst if e is not None])
-            except Exception:
-                log.exception("recording events of %s failed", self.record.id)
-
-    async def _write(self, burst: list[events.Event]) -> None:
-        if not burst:
-            return
-        logs, progress, preview = [], None, None
-        position: int | None | object = _UNCHANGED
-        for event in burst:
-            if isinstance(event, events.Log):
-                logs.append(LogEntry(timestamp=time.time(), message=event.message, level=event.level))
-            elif isinstance(event, events.Progress):
-                progress = (event.step, event.total)
-            elif isinstance(event, events.Preview):
-                preview = event
-            elif isinstance(event, events.QueuePosition):
-                position = event.position
-        preview_url = await self._store_preview(preview) if preview else None
-        await self.worker.store.record_events(
-            self.record.id,
-            logs=logs,
-            progress=progress,
-            preview_url=preview_url,
-            **({} if position is _UNCHANGED else {"upstream_position": position}),
-        )
-        self.worker.notifier.changed(self.record.id)
-
-    async def _store_preview(self, preview: events.Preview) -> str:
-        blob = MediaBlob(preview.data, preview.content_type, "preview.jpg")
-        key = new_key(blob.content_type, blob.file_name)
-        await self.worker.media.put(blob, key)
-        await self.worker.media_index.add(key, blob.size, request_id=self.record.id, ttl=PREVIEW_TTL_SECONDS)
-        return self.worker.media.url(key, self.record.base_url)
-
-

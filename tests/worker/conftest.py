@@ -38,6 +38,8 @@ class ScriptedBackend:
     """A backend whose ``run`` is the test's coroutine; it counts its calls."""
 
     max_batch_size = 1
+    default_concurrency = 1
+    max_run_seconds: float | None = None
 
     def __init__(self, run: Callable[[Sequence[Job]], Awaitable[Sequence[Output | RunError]]], name: str = "builtin") -> None:
         self.name = name

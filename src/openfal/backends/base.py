@@ -87,6 +87,14 @@ class Backend(Protocol):
     name: str
     #: how many compatible requests one ``run`` call may take (1: no batching)
     max_batch_size: int
+    #: slots per worker process when ``Settings.concurrency`` does not name this backend
+    default_concurrency: int
+
+    @property
+    def max_run_seconds(self) -> float | None:
+        """How long one run may take, when the backend knows better than the server's
+        ``max_run_seconds`` (a relay: its upstream's own deadline); None otherwise."""
+        ...
 
     def batch_key(self, endpoint_id: str, input: dict[str, Any]) -> str | None:
         """Requests with equal non-None keys may run together in one ``run`` call."""

@@ -15,6 +15,8 @@ from openfal.events import Log, Progress
 class BuiltinBackend:
     name = "builtin"
     max_batch_size = 1
+    default_concurrency = 1
+    max_run_seconds: float | None = None
 
     def admit(self, endpoint_id: str, input: dict[str, Any]) -> None:
         return None

@@ -1,4 +1,5 @@
-"""Turning a backend's ``MediaBlob`` placeholders into fal File objects.
+"""Turning a backend's ``MediaBlob`` placeholders into fal File objects, and its step
+previews into URLs: the one way a run's media reach the media store.
 
 Runs before a request is marked COMPLETED, so every URL in a result is readable the
 moment the client sees it. ``sync_mode`` inlines files as data URIs instead, as fal does.
@@ -12,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from openfal.events import Preview
 from openfal.media import MediaStore
 from openfal.media.names import new_key
 from openfal.models import MediaBlob
@@ -38,10 +40,7 @@ async def _file(blob: MediaBlob, media: MediaStore, base_url: str, inline: bool,
         url = f"data:{blob.content_type};base64,{base64.b64encode(blob.read()).decode()}"
         key = None
     else:
-        key = new_key(blob.content_type, blob.file_name)
-        await media.put(blob, key)
-        if on_stored is not None:
-            await on_stored(key, size)
+        key = await _put(blob, media, on_stored)
         url = media.url(key, base_url)
     file: dict[str, Any] = {
         **blob.extra,
@@ -53,6 +52,23 @@ async def _file(blob: MediaBlob, media: MediaStore, base_url: str, inline: bool,
     if blob.width is not None:
         file["width"], file["height"] = blob.width, blob.height
     return file
+
+
+async def publish_preview(preview: Preview, *, media: MediaStore, base_url: str, on_stored: OnStored | None = None) -> str:
+    """The URL of a step preview, stored like a result's files (a data URI would bloat
+    every status poll and SSE event that carries it)."""
+    blob = MediaBlob(preview.data, preview.content_type, "preview.jpg")
+    key = await _put(blob, media, on_stored)
+    return media.url(key, base_url)
+
+
+async def _put(blob: MediaBlob, media: MediaStore, on_stored: OnStored | None) -> str:
+    """Write ``blob`` under a fresh key and return the key."""
+    key = new_key(blob.content_type, blob.file_name)
+    await media.put(blob, key)
+    if on_stored is not None:
+        await on_stored(key, blob.size)
+    return key
 
 
 def discard_files(payload: Any) -> None:

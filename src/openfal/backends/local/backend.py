@@ -70,6 +70,8 @@ class LocalBackend:
     """
 
     name = "local"
+    default_concurrency = 1
+    max_run_seconds: float | None = None
 
     def __init__(
         self,
