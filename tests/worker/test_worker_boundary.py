@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from openfal import worker as worker_module
 from openfal.backends.base import Job, Output
 from openfal.errors import RunCancelled, RunError, RunnerLost
+from openfal.events import Preview
 from openfal.media.local import LocalMediaStore
 from openfal.models import MediaBlob, RequestRecord, Status
 from openfal.store.db import Database
@@ -228,3 +229,19 @@ async def test_a_cancel_from_another_process_reaches_the_run_through_postgresql_
         await other.close()
         await listener.close()
     assert (done.result_status, done.error_type) == (499, "client_cancelled")
+
+
+async def test_a_step_preview_is_stored_as_media_that_expires_an_hour_later(parts: Parts, tmp_path: Path) -> None:
+    async def run(jobs: Sequence[Job]) -> list[Output]:
+        jobs[0].emit(Preview(b"\xff\xd8 pretend jpeg"))
+        return [Output({"echo": {}})]
+
+    backend = ScriptedBackend(run)
+    record = await parts.submit()
+    await claim_and_run(parts, parts.worker(backend), backend)
+
+    done = await parts.ended(record.id)
+    [row] = await indexed(parts, record.id)
+    assert done.preview_url == f"http://test/files/{row.key}"
+    assert (tmp_path / "media" / row.key).read_bytes() == b"\xff\xd8 pretend jpeg"
+    assert row.expires_at - row.created_at == pytest.approx(3600.0)
