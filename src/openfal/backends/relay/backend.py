@@ -38,6 +38,7 @@ from openfal.backends.relay.download import download
 from openfal.backends.relay.follow import Mirror, valid_status
 from openfal.backends.relay.key_pool import KeyHealth, KeyPool
 from openfal.backends.relay.media import RehostFailed, rehost
+from openfal.backends.relay.retry import TRY_AGAIN, Answer, Backoff, classify
 from openfal.config import Settings
 from openfal.errors import InternalError, RunCancelled, RunError, UpstreamFailed
 from openfal.fetch import make_client
@@ -53,6 +54,11 @@ STATE_SAVE_SECONDS = 2.0
 #: temporary downloads older than this are swept (the worker copies them long before)
 TMP_TTL_SECONDS = 3600.0
 WEBHOOK_PATH = "/api/relay/webhook/"
+#: the longest wait between submits that could not reach the upstream
+SUBMIT_BACKOFF_MAX = 5.0
+#: a cancel is forwarded this many times at most, this far apart
+CANCEL_TRIES = 3
+CANCEL_BACKOFF = Backoff(0.2, 0.8)
 
 
 class RelayBackend:
@@ -203,10 +209,9 @@ class RelayBackend:
 
     async def _submit(self, job: Job) -> Handle:
         """Hand the input to the upstream, trying other keys until one accepts it."""
-        assert self._http is not None
-        client = UpstreamClient(self.config, self._http)
+        client = self._client()
         upstream_input = await self._inlined(job.input)
-        tries, last_kind, last_problem = 0, None, "every key is cooling down after errors"
+        tries, last = 0, (None, "every key is cooling down after errors")
         while tries < self.config.submit_attempts:
             key = self.keys.pick()
             if key is None:
@@ -220,62 +225,73 @@ class RelayBackend:
                 raise RunCancelled()
             tries += 1
             try:
-                reply = await client.submit(
-                    job.endpoint_id,
-                    upstream_input,
-                    key.secret,
-                    webhook_url=self._webhook_url(job),
-                    priority=job.priority,
-                    no_retry=job.no_retry,
-                    # an upstream openfal answers a repeat (after a crash between its
-                    # accepting and our saving the upstream id) with the first request;
-                    # fal ignores the header
-                    idempotency_key=job.request_id,
-                )
+                reply = await self._send(client, job, upstream_input, key)
             except UpstreamUnreachable as exc:
                 # not key-specific: back off (a timeout after sending may mean it was taken)
-                last_kind, last_problem = "connection", f"cannot reach upstream {self.name!r}: {exc}"
+                last = ("connection", f"cannot reach upstream {self.name!r}: {exc}")
                 log.warning("relay %s: submit of %s with key %s: %s", self.name, job.request_id, key.id, exc)
-                if await self._pause(job, min(self.config.cooldown * 2 ** (tries - 1), 5.0)):
+                if await self._pause(job, Backoff(self.config.cooldown, SUBMIT_BACKOFF_MAX).delay(tries - 1)):
                     raise RunCancelled() from None
                 continue
-            if reply.ok:
-                handle = client.handle_from(job.endpoint_id, reply.body, key.id) if isinstance(reply.body, dict) else None
-                if handle is None:
-                    raise errors.trouble(
-                        "malformed",
-                        f"Upstream {self.name!r} accepted the request but its answer names no request id "
-                        f"(HTTP {reply.status_code}: {reply.snippet(80)!r})",
-                        retryable=False,
-                    )
-                self.keys.succeeded(key)
-                return handle
-            code = reply.status_code
-            if code in {401, 403}:
-                self.keys.failed(key, f"HTTP {code}", auth=True)
-                log.error("relay %s: upstream refused key %s (HTTP %d); it is skipped for %g s", self.name, key.id, code, self.config.auth_cooldown)
-                last_kind, last_problem = "auth", f"HTTP {code}"
-                continue
-            if code in {408, 409, 429} or code >= 500:
-                cooling = self.keys.failed(key, f"HTTP {code}")
-                log.warning("relay %s: key %s got HTTP %d at submit; cooling down %g s", self.name, key.id, code, cooling)
-                last_kind, last_problem = errors.kind_of(code), f"upstream {self.name!r} answered HTTP {code}"
-                continue
-            raise errors.passthrough(reply)  # the upstream refused this input: final
+            accepted = self._accepted(client, job, key, reply)
+            if isinstance(accepted, Handle):
+                return accepted
+            last = accepted
+        raise self._not_taken(tries, *last)
+
+    async def _send(self, client: UpstreamClient, job: Job, upstream_input: dict[str, Any], key: KeyHealth) -> Reply:
+        return await client.submit(
+            job.endpoint_id,
+            upstream_input,
+            key.secret,
+            webhook_url=self._webhook_url(job),
+            priority=job.priority,
+            no_retry=job.no_retry,
+            # an upstream openfal answers a repeat (after a crash between its accepting
+            # and our saving the upstream id) with the first request; fal ignores the header
+            idempotency_key=job.request_id,
+        )
+
+    def _accepted(self, client: UpstreamClient, job: Job, key: KeyHealth, reply: Reply) -> Handle | tuple[str, str]:
+        """The accepted request, or (kind, problem) when another key may take it; raises
+        when the upstream refused the input itself."""
+        answer, code = classify(reply.status_code), reply.status_code
+        if answer is Answer.OK:
+            handle = client.handle_from(job.endpoint_id, reply.body, key.id) if isinstance(reply.body, dict) else None
+            if handle is None:
+                raise errors.trouble(
+                    "malformed",
+                    f"Upstream {self.name!r} accepted the request but its answer names no request id "
+                    f"(HTTP {code}: {reply.snippet(80)!r})",
+                    retryable=False,
+                )
+            self.keys.succeeded(key)
+            return handle
+        if answer is Answer.AUTH_FAILED:
+            self.keys.failed(key, f"HTTP {code}", auth=True)
+            log.error("relay %s: upstream refused key %s (HTTP %d); it is skipped for %g s", self.name, key.id, code, self.config.auth_cooldown)
+            return "auth", f"HTTP {code}"
+        if answer in TRY_AGAIN:
+            cooling = self.keys.failed(key, f"HTTP {code}")
+            log.warning("relay %s: key %s got HTTP %d at submit; cooling down %g s", self.name, key.id, code, cooling)
+            return errors.kind_of(answer), f"upstream {self.name!r} answered HTTP {code}"
+        raise errors.passthrough(reply)  # the upstream refused this input: final
+
+    def _not_taken(self, tries: int, last_kind: str | None, last_problem: str) -> UpstreamFailed:
         refused = [k for k in self.keys.keys if k.last_problem in {"HTTP 401", "HTTP 403"}]
         if len(refused) == len(self.keys.keys):
-            raise errors.key_refused(self.name, int((refused[-1].last_problem or "HTTP 401")[5:]))
+            return errors.key_refused(self.name, int((refused[-1].last_problem or "HTTP 401")[5:]))
         kind = last_kind if last_kind in errors.TROUBLE else "busy"
-        raise errors.trouble(kind, f"The upstream could not take the request after {tries} tries: {last_problem}")
+        return errors.trouble(kind, f"The upstream could not take the request after {tries} tries: {last_problem}")
 
     # -- follow ---------------------------------------------------------------------------
 
     async def _follow(self, job: Job, handle: Handle, key: KeyHealth, deadline: float) -> dict[str, Any] | None:
         """Poll until COMPLETED (its status body) or cancelled (None)."""
-        assert self._http is not None
-        client = UpstreamClient(self.config, self._http)
+        client = self._client()
         mirror = Mirror(int(job.state.get("logs_seen") or 0))
-        interval, failures, problem, saved_at = self.config.poll_interval, 0, ("server", ""), time.monotonic()
+        backoff = Backoff(self.config.poll_interval, self.config.poll_max_interval, self.config.poll_backoff)
+        interval, failures, problem, saved_at = backoff.base, 0, ("server", ""), time.monotonic()
         while True:
             if job.cancelled:
                 return None
@@ -291,88 +307,98 @@ class RelayBackend:
             except UpstreamUnreachable as exc:
                 failures, problem = failures + 1, ("connection", f"cannot reach upstream {self.name!r}: {exc}")
             else:
-                if reply.status_code in {200, 202} and valid_status(reply.body):
+                bad = self._poll_problem(reply)
+                if bad is None:
                     failures = 0
-                    changed = mirror.apply(job, reply.body)
-                    if mirror.logs_seen != job.state.get("logs_seen") and (
-                        reply.body["status"] == "COMPLETED" or time.monotonic() - saved_at > STATE_SAVE_SECONDS
-                    ):
-                        job.state = {**job.state, "logs_seen": mirror.logs_seen}
-                        await self._save(job)
-                        saved_at = time.monotonic()
+                    changed, saved_at = await self._mirror(job, mirror, reply.body, saved_at)
                     if reply.body["status"] == "COMPLETED":
-                        return reply.body
-                    interval = self.config.poll_interval if changed else min(interval * self.config.poll_backoff, self.config.poll_max_interval)
-                elif reply.status_code in {401, 403}:
-                    raise errors.key_refused(self.name, reply.status_code)
-                elif reply.status_code in {404, 410}:
-                    raise UpstreamFailed(
-                        f"Upstream {self.name!r} no longer knows this request (HTTP {reply.status_code})",
-                        status_code=502,
-                        error_type="runner_disconnected",
-                    )
+                        return reply.body  # type: ignore[no-any-return]
+                    interval = backoff.base if changed else min(interval * backoff.factor, backoff.cap)
                 else:
-                    failures += 1
-                    if reply.ok or reply.status_code < 400:
-                        problem = ("malformed", f"upstream {self.name!r} sent a malformed status: HTTP {reply.status_code} {reply.snippet(80)!r}")
-                    else:
-                        problem = (errors.kind_of(reply.status_code), f"upstream {self.name!r} answered HTTP {reply.status_code} to a status poll")
+                    failures, problem = failures + 1, bad
             if failures:
                 log.warning("relay %s: status of %s failed (%d in a row): %s", self.name, job.request_id, failures, problem[1])
                 if failures >= self.config.max_poll_failures:
                     raise errors.trouble(problem[0], f"Following the upstream request failed {failures} times: {problem[1]}")
-                interval = min(max(interval, self.config.poll_interval) * self.config.poll_backoff, self.config.poll_max_interval)
+                interval = backoff.grow(interval)
             await self._pause(job, interval, wake=self._wakers.get(job.request_id))
 
+    def _poll_problem(self, reply: Reply) -> tuple[str, str] | None:
+        """None for a status to mirror, (kind, problem) for a failed poll worth repeating;
+        raises when following cannot go on (key refused, request forgotten)."""
+        answer, code = classify(reply.status_code), reply.status_code
+        if code in {200, 202} and valid_status(reply.body):
+            return None
+        if answer is Answer.AUTH_FAILED:
+            raise errors.key_refused(self.name, code)
+        if answer is Answer.GONE:
+            raise UpstreamFailed(
+                f"Upstream {self.name!r} no longer knows this request (HTTP {code})",
+                status_code=502,
+                error_type="runner_disconnected",
+            )
+        if answer in {Answer.OK, Answer.UNEXPECTED}:
+            return "malformed", f"upstream {self.name!r} sent a malformed status: HTTP {code} {reply.snippet(80)!r}"
+        return errors.kind_of(answer), f"upstream {self.name!r} answered HTTP {code} to a status poll"
+
+    async def _mirror(self, job: Job, mirror: Mirror, body: dict[str, Any], saved_at: float) -> tuple[bool, float]:
+        """Pass the status on; (whether anything changed, when the log count was saved)."""
+        changed = mirror.apply(job, body)
+        if mirror.logs_seen != job.state.get("logs_seen") and (
+            body["status"] == "COMPLETED" or time.monotonic() - saved_at > STATE_SAVE_SECONDS
+        ):
+            job.state = {**job.state, "logs_seen": mirror.logs_seen}
+            await self._save(job)
+            saved_at = time.monotonic()
+        return changed, saved_at
+
     async def _cancel_upstream(self, handle: Handle, key: KeyHealth) -> None:
-        assert self._http is not None
-        client = UpstreamClient(self.config, self._http)
-        for attempt in range(3):
+        client = self._client()
+        for attempt in range(CANCEL_TRIES):
             try:
                 reply = await client.cancel(handle, key.secret)
             except UpstreamUnreachable as exc:
                 log.warning("relay %s: cancel of upstream request failed: %s", self.name, exc)
             else:
-                if reply.status_code < 500 and reply.status_code != 429:
+                if classify(reply.status_code) not in TRY_AGAIN:
                     outcome = reply.body.get("status") if isinstance(reply.body, dict) else None
                     log.info("relay %s: upstream cancel answered HTTP %d %s", self.name, reply.status_code, outcome)
                     return
-            await asyncio.sleep(0.2 * 2**attempt)
+            await asyncio.sleep(CANCEL_BACKOFF.delay(attempt))
         log.error("relay %s: could not forward a cancel upstream", self.name)
 
     # -- result ---------------------------------------------------------------------------
 
     async def _result(self, job: Job, handle: Handle, key: KeyHealth, status: dict[str, Any]) -> Output | RunError:
-        assert self._http is not None
-        client = UpstreamClient(self.config, self._http)
+        client = self._client()
         failed = status.get("error") is not None or status.get("error_type") is not None
-        reply: Reply | None = None
+        backoff = Backoff(self.config.poll_interval, self.config.poll_max_interval)
         problem = ("server", "")
         for attempt in range(self.config.max_poll_failures):
-            if attempt:
-                if await self._pause(job, min(self.config.poll_interval * 2**attempt, self.config.poll_max_interval)):
-                    return RunCancelled()
+            if attempt and await self._pause(job, backoff.delay(attempt)):
+                return RunCancelled()
             try:
                 reply = await client.result(handle, key.secret)
             except UpstreamUnreachable as exc:
                 problem = ("connection", f"cannot reach upstream {self.name!r}: {exc}")
                 continue
-            if reply.ok and not failed:
+            answer = classify(reply.status_code)
+            if answer is Answer.OK and not failed:
                 if isinstance(reply.body, dict):
                     return await self._rehost(job, reply.body)
                 problem = ("malformed", f"upstream {self.name!r} sent a result that is not a JSON object: {reply.snippet(80)!r}")
                 continue
-            if reply.status_code in {401, 403}:
+            if answer is Answer.AUTH_FAILED:
                 return errors.key_refused(self.name, reply.status_code)
-            if reply.status_code in {404, 410}:
+            if answer is Answer.GONE:
                 return UpstreamFailed(
                     f"Upstream {self.name!r} no longer has this request's result (HTTP {reply.status_code})",
                     status_code=502,
                     error_type="runner_incomplete_response",
                 )
-            if failed or (400 <= reply.status_code < 500 and reply.status_code not in {408, 429}):
+            if failed or answer is Answer.FATAL:
                 return errors.passthrough(reply, status, scrub=(handle.request_id, job.request_id))
-            problem = (errors.kind_of(reply.status_code), f"upstream {self.name!r} answered HTTP {reply.status_code} to the result fetch")
+            problem = (errors.kind_of(answer), f"upstream {self.name!r} answered HTTP {reply.status_code} to the result fetch")
         log.warning("relay %s: result of %s: %s", self.name, job.request_id, problem[1])
         return errors.trouble(problem[0], f"Fetching the upstream result failed: {problem[1]}")
 
@@ -398,6 +424,10 @@ class RelayBackend:
         return Output(body, usage=usage)
 
     # -- helpers ----------------------------------------------------------------------------
+
+    def _client(self) -> UpstreamClient:
+        assert self._http is not None
+        return UpstreamClient(self.config, self._http)
 
     async def _pause(self, job: Job, seconds: float, wake: asyncio.Event | None = None) -> bool:
         """Sleep up to ``seconds``, less if woken; True if the job was cancelled."""

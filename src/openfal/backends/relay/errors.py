@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from openfal.backends.relay.client import Reply
+from openfal.backends.relay.retry import Answer
 from openfal.errors import UpstreamFailed
 
 #: (HTTP status, error_type) per kind of trouble, from fal's request-error table
@@ -28,8 +29,9 @@ def trouble(kind: str, message: str, *, retryable: bool = True) -> UpstreamFaile
     return UpstreamFailed(message, status_code=status, error_type=error_type, retryable=retryable)
 
 
-def kind_of(status_code: int) -> str:
-    return "busy" if status_code in {408, 409, 429} else "server"
+def kind_of(answer: Answer) -> str:
+    """The kind of trouble an HTTP error answer reports."""
+    return "busy" if answer is Answer.RATE_LIMITED else "server"
 
 
 def default_error_type(status_code: int) -> str:

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 from openfal.backends.relay.config import UpstreamConfig, key_id
+from openfal.backends.relay.retry import Backoff
 
 
 @dataclass
@@ -60,7 +61,7 @@ class KeyPool:
         if auth:
             seconds = self.config.auth_cooldown
         else:
-            seconds = min(self.config.cooldown * 2 ** (key.failures - 1), self.config.cooldown_max)
+            seconds = Backoff(self.config.cooldown, self.config.cooldown_max).delay(key.failures - 1)
         key.cooling_until = self.clock() + seconds
         return seconds
 
