@@ -100,43 +100,20 @@ class Runtime:
         self._listener.start()
         self.signer = await Signer.load(self.db)
         self.uploads = await UploadSigner.load(self.db)
-        if not workers:
-            return
-        run_backends = {
-            name: backend
-            for name, backend in self.backends.items()
-            if not self.settings.worker_backends or name in self.settings.worker_backends
-        }
-        if self.settings.gpus and "local" in run_backends:  # --gpus: one engine and worker per GPU
-            from openfal.backends.local.gpus import gpu_backends
+        if workers:
+            await self._start_loops()
 
-            self._engine_backends = dict(gpu_backends(self.settings, run_backends.pop("local")))  # type: ignore[arg-type]
+    async def _start_loops(self) -> None:
+        """Start the backends this process runs, and the workers, reaper and webhook
+        deliverer as tasks."""
+        run_backends = self._run_backends()
         for backend in [*run_backends.values(), *self._engine_backends.values()]:
             await backend.start()
         gpu_workers = [
-            Worker(
-                settings=self.settings,
-                store=self.requests,
-                lifecycle=self.lifecycle,
-                media=self.media,
-                media_index=self.media_index,
-                backends={"local": backend},
-                notifier=self.notifier,
-                registry=self.registry,
-                worker_id=f"{socket.gethostname()[:40]}-{label}-{uuid.uuid4().hex[:8]}",
-            )
+            self._worker({"local": backend}, worker_id=f"{socket.gethostname()[:40]}-{label}-{uuid.uuid4().hex[:8]}")
             for label, backend in self._engine_backends.items()
         ]
-        self.worker = Worker(
-            settings=self.settings,
-            store=self.requests,
-            lifecycle=self.lifecycle,
-            media=self.media,
-            media_index=self.media_index,
-            backends=run_backends,
-            notifier=self.notifier,
-            registry=self.registry,
-        )
+        self.worker = self._worker(run_backends)
         reaper = Reaper(
             settings=self.settings,
             store=self.requests,
@@ -146,6 +123,7 @@ class Runtime:
             media_index=self.media_index,
             registry=self.registry,
         )
+        assert self.signer is not None
         deliverer = WebhookDeliverer(settings=self.settings, outbox=self.outbox, requests=self.requests, signer=self.signer)
         self._closers.append(deliverer.close)
         self.lifecycle.webhook_enqueued = deliverer.wake.set
@@ -155,6 +133,33 @@ class Runtime:
             self._tasks.append(asyncio.create_task(coro, name=name))
         for task in self._tasks:
             task.add_done_callback(_report_crash)
+
+    def _run_backends(self) -> dict[str, Backend]:
+        """The backends this process's worker runs (``worker_backends``); under ``--gpus``
+        the local one is replaced by one engine per GPU, each with a worker of its own."""
+        run_backends = {
+            name: backend
+            for name, backend in self.backends.items()
+            if not self.settings.worker_backends or name in self.settings.worker_backends
+        }
+        if self.settings.gpus and "local" in run_backends:
+            from openfal.backends.local.gpus import gpu_backends
+
+            self._engine_backends = dict(gpu_backends(self.settings, run_backends.pop("local")))  # type: ignore[arg-type]
+        return run_backends
+
+    def _worker(self, backends: dict[str, Backend], **kwargs: Any) -> Worker:
+        return Worker(
+            settings=self.settings,
+            store=self.requests,
+            lifecycle=self.lifecycle,
+            media=self.media,
+            media_index=self.media_index,
+            backends=backends,
+            notifier=self.notifier,
+            registry=self.registry,
+            **kwargs,
+        )
 
     def warming(self) -> list[str]:
         """Backends (one per GPU under ``--gpus``) still warming up their preloaded models."""
