@@ -360,7 +360,8 @@ class RelayBackend:
             except UpstreamUnreachable as exc:
                 log.warning("relay %s: cancel of upstream request failed: %s", self.name, exc)
             else:
-                if classify(reply.status_code) not in TRY_AGAIN:
+                # only 429 and 5xx are worth another cancel (as before one classification)
+                if classify(reply.status_code) not in TRY_AGAIN or reply.status_code in {408, 409}:
                     outcome = reply.body.get("status") if isinstance(reply.body, dict) else None
                     log.info("relay %s: upstream cancel answered HTTP %d %s", self.name, reply.status_code, outcome)
                     return
@@ -396,7 +397,8 @@ class RelayBackend:
                     status_code=502,
                     error_type="runner_incomplete_response",
                 )
-            if failed or answer is Answer.FATAL:
+            # a 409 on the result is the upstream's final answer, passed through (as before)
+            if failed or answer is Answer.FATAL or reply.status_code == 409:
                 return errors.passthrough(reply, status, scrub=(handle.request_id, job.request_id))
             problem = (errors.kind_of(answer), f"upstream {self.name!r} answered HTTP {reply.status_code} to the result fetch")
         log.warning("relay %s: result of %s: %s", self.name, job.request_id, problem[1])
