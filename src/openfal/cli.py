@@ -156,9 +156,11 @@ def _with_store(ctx: click.Context, store_type: Any, action: Any) -> Any:
 
 
 def _with_keys(ctx: click.Context, action: Any) -> Any:
+    """Run ``action(KeyAdmin)``: the same key operations as the admin API's."""
+    from openfal.key_admin import KeyAdmin
     from openfal.store.api_keys import KeyStore
 
-    return _with_store(ctx, KeyStore, action)
+    return _with_store(ctx, lambda db: KeyAdmin(db, KeyStore(db)), action)
 
 
 @keys.command("create")
@@ -167,7 +169,7 @@ def _with_keys(ctx: click.Context, action: Any) -> Any:
 @click.pass_context
 def keys_create(ctx: click.Context, name: str, admin: bool) -> None:
     """Create a key and print it (shown once)."""
-    key, secret = _with_keys(ctx, lambda store: store.create(name, is_admin=admin))
+    key, secret = _with_keys(ctx, lambda key_admin: key_admin.create(name, admin=admin))
     click.echo(secret)
     click.echo(f"key id {key.id} ({'admin' if admin else 'user'}) created; store the line above, it is not shown again", err=True)
 
@@ -176,9 +178,9 @@ def keys_create(ctx: click.Context, name: str, admin: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def keys_list(ctx: click.Context, as_json: bool) -> None:
-    from openfal.http.wire import key_json
+    from openfal.key_admin import key_json
 
-    rows = _with_keys(ctx, lambda store: store.list())
+    rows = _with_keys(ctx, lambda key_admin: key_admin.list())
     if as_json:
         click.echo(json.dumps([key_json(k) for k in rows]))
         return
@@ -193,7 +195,7 @@ def keys_list(ctx: click.Context, as_json: bool) -> None:
 @click.argument("key_id")
 @click.pass_context
 def keys_revoke(ctx: click.Context, key_id: str) -> None:
-    if not _with_keys(ctx, lambda store: store.revoke(key_id)):
+    if not _with_keys(ctx, lambda key_admin: key_admin.revoke(key_id)):
         click.echo(f"no active key {key_id}", err=True)
         sys.exit(1)
     click.echo(f"revoked {key_id}")
@@ -219,7 +221,7 @@ def keys_limits(
     """Set a key's limits (an omitted option lifts that limit)."""
     expires_at = expires.replace(tzinfo=UTC).timestamp() if expires else None
     limits = {"max_concurrent": max_concurrent, "rpm": rpm, "endpoints": endpoints or None, "expires_at": expires_at, "max_queued": max_queued}
-    if not _with_keys(ctx, lambda store: store.set_limits(key_id, **limits)):
+    if _with_keys(ctx, lambda key_admin: key_admin.set_limits(key_id, limits)) is None:
         click.echo(f"no key {key_id}", err=True)
         sys.exit(1)
     shown = ",".join(endpoints) or "all"
@@ -235,21 +237,11 @@ def keys_limits(
 @click.pass_context
 def keys_credit(ctx: click.Context, key_id: str, dollars: float) -> None:
     """Add credit to a key (it becomes credit-limited); negative debits."""
-    from openfal import accounting
-
-    async def action(store: Any) -> int | None:
-        if await store.get(key_id) is None:
-            return None
-        async with store.db.write() as conn:
-            await accounting.credit(conn, key_id, round(dollars * accounting.MICROS))
-        key = await store.get(key_id)
-        return key.balance_micros
-
-    balance = _with_keys(ctx, action)
-    if balance is None:
+    key = _with_keys(ctx, lambda key_admin: key_admin.credit(key_id, dollars))
+    if key is None:
         click.echo(f"no key {key_id}", err=True)
         sys.exit(1)
-    click.echo(f"{key_id}: balance ${balance / 1_000_000:.6f}")
+    click.echo(f"{key_id}: balance ${key.balance_micros / 1_000_000:.6f}")
 
 
 @main.command()
@@ -261,13 +253,7 @@ def keys_credit(ctx: click.Context, key_id: str, dollars: float) -> None:
 @click.pass_context
 def usage(ctx: click.Context, key_id: str | None, since: float | None, until: float | None, period: str, as_json: bool) -> None:
     """Usage per key, endpoint and period, from the ledger."""
-    from openfal.http.admin_routes import usage_json
-    from openfal.store import ledger
-
-    async def report(db: Any) -> list[dict[str, Any]]:
-        return [usage_json(r) for r in await ledger.usage(db, key_id=key_id, since=since, until=until, period=period)]
-
-    rows = _with_store(ctx, lambda db: db, report)
+    rows = _with_keys(ctx, lambda key_admin: key_admin.usage(key_id=key_id, since=since, until=until, period=period))
     if as_json:
         click.echo(json.dumps(rows))
         return

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -25,34 +24,41 @@ from openfal.errors import (
     BadRequest,
     EndpointNotAllowed,
     IdempotencyConflict,
-    InputInvalid,
     QueueFull,
     RequestNotFound,
     RunCancelled,
     StillInProgress,
 )
 from openfal.lifecycle import Lifecycle
-from openfal.media.retention import parse_lifecycle
+from openfal.media.retention import DEFAULT as DEFAULT_LIFECYCLE
+from openfal.media.retention import MediaLifecycle
 from openfal.models import ApiKey, LogEntry, Priority, RequestRecord, Status
 from openfal.notify import Notifier
-from openfal.routing import Router
+from openfal.routing import Route, Router
 from openfal.store.requests import DuplicateIdempotencyKey, KeyQueueFull, RequestStore
-from openfal.webhooks import check_url
 
 CancelOutcome = Literal["CANCELLATION_REQUESTED", "ALREADY_COMPLETED"]
 
 
 @dataclass(frozen=True, slots=True)
 class SubmitOptions:
-    """What a submit carries besides its input (fal's headers and query parameters)."""
+    """What a submit carries besides its input, already parsed and checked (the wire
+    parses fal's headers and query parameters into it: http/wire.py)."""
 
-    priority: str | None = None
-    start_timeout: str | None = None
+    priority: Priority = Priority.normal
+    #: unix time by which it must have started; None: no deadline
+    start_deadline: float | None = None
+    #: an http(s) URL the deliverer can use
     webhook_url: str | None = None
-    max_queue_length: str | None = None
-    store_io: str | None = None
-    no_retry: str | None = None
-    object_lifecycle: str | None = None
+    #: refuse the submit when this many requests wait for its backend already
+    max_queue_length: int | None = None
+    #: False: forget the input at completion and keep the result only until it is read
+    store_io: bool = True
+    #: True: the first retryable failure is final
+    no_retry: bool = False
+    #: how long the files it makes are kept
+    lifecycle: MediaLifecycle = DEFAULT_LIFECYCLE
+    #: as the client sent it (scoped to the API key here)
     idempotency_key: str | None = None
 
 
@@ -111,34 +117,24 @@ class QueueService:
         """Validate, persist (committed before we answer), wake a worker. A submit
         repeating an earlier one's Idempotency-Key gets that request back instead, so a
         client retrying after a lost answer never runs (or pays for) it twice."""
-        route = self.router.resolve(endpoint_id)
-        if key is not None and not key.may_use(endpoint_id):
-            raise EndpointNotAllowed(f"This API key may not use {endpoint_id}")
-        if route.spec is not None:
-            data = validate_input(route.spec, body)
-        elif isinstance(body, dict):
-            data = body
-        else:
-            raise BadRequest("The request body must be a JSON object")
-        self.backends[route.backend].admit(endpoint_id, data)
-        lifecycle = parse_lifecycle(options.object_lifecycle)
+        route, data = self._accept(endpoint_id, body, key)
         idempotency = _idempotency(options.idempotency_key, key, endpoint_id, data)
-        values = {  # every header is checked before anything is stored
+        values = {
             "id": str(uuid.uuid4()),
             "app": app_of(endpoint_id),
             "endpoint_id": endpoint_id,
             "backend": route.backend,
             "key_id": key.id if key else None,
-            "priority": int(_priority(options.priority)),
+            "priority": int(options.priority),
             "batch_key": self.backends[route.backend].batch_key(endpoint_id, data),
             "input": data,
             "base_url": base_url,
-            "webhook_url": _webhook_url(options.webhook_url),
-            "store_io": options.store_io not in {"0", "false"},
-            "no_retry": (options.no_retry or "").lower() in {"1", "true", "yes"},
-            "media_ttl": lifecycle.ttl,
-            "media_keep_forever": lifecycle.keep_forever,
-            "start_deadline": _start_deadline(options.start_timeout),
+            "webhook_url": options.webhook_url,
+            "store_io": options.store_io,
+            "no_retry": options.no_retry,
+            "media_ttl": options.lifecycle.ttl,
+            "media_keep_forever": options.lifecycle.keep_forever,
+            "start_deadline": options.start_deadline,
             "idempotency_key": idempotency[0] if idempotency else None,
             "idempotency_hash": idempotency[1] if idempotency else None,
         }
@@ -158,6 +154,20 @@ class QueueService:
         metrics.SUBMITTED.labels(endpoint_id).inc()
         return Submitted(record, await self.store.queue_position(record))
 
+    def _accept(self, endpoint_id: str, body: Any, key: ApiKey | None) -> tuple[Route, dict[str, Any]]:
+        """The route and the validated input, or the error that refuses them."""
+        route = self.router.resolve(endpoint_id)
+        if key is not None and not key.may_use(endpoint_id):
+            raise EndpointNotAllowed(f"This API key may not use {endpoint_id}")
+        if route.spec is not None:
+            data = validate_input(route.spec, body)
+        elif isinstance(body, dict):
+            data = body
+        else:
+            raise BadRequest("The request body must be a JSON object")
+        self.backends[route.backend].admit(endpoint_id, data)
+        return route, data
+
     async def _replay(self, earlier: RequestRecord, digest: str) -> Submitted:
         if earlier.idempotency_hash != digest:
             raise IdempotencyConflict("This Idempotency-Key was already used for a different endpoint or input")
@@ -171,18 +181,8 @@ class QueueService:
 
         return admit_and_reserve
 
-    async def _check_queue_length(self, backend: str, limit: str | None) -> None:
-        if limit is None:
-            return
-        try:
-            maximum = int(limit)
-        except ValueError:
-            maximum = -1
-        if not 0 <= maximum <= MAX_QUEUE_LENGTH:
-            raise InputInvalid(
-                [{"loc": ["query", "fal_max_queue_length"], "msg": f"Input should be an integer from 0 to {MAX_QUEUE_LENGTH}", "type": "int_range"}]
-            )
-        if await self.store.queue_length(backend) >= maximum:
+    async def _check_queue_length(self, backend: str, maximum: int | None) -> None:
+        if maximum is not None and await self.store.queue_length(backend) >= maximum:
             raise QueueFull(f"The queue has {maximum} or more requests waiting")
 
     # -- reading ------------------------------------------------------------------
@@ -326,51 +326,10 @@ def _result(record: RequestRecord) -> Result:
     return Result(record.result_status or 200, body, headers)
 
 
-#: largest fal_max_queue_length accepted (any longer limit is no limit)
-MAX_QUEUE_LENGTH = 10**9
-
-#: longest Idempotency-Key accepted (the IETF draft and Stripe allow 255)
-MAX_IDEMPOTENCY_KEY = 255
-
-
 def _idempotency(value: str | None, key: ApiKey | None, endpoint_id: str, data: dict[str, Any]) -> tuple[str, str] | None:
     """(stored key, digest of what it names): keys are scoped to the API key that sent
     them, and the digest tells a retry from a reuse for something else."""
     if value is None:
         return None
-    if not 0 < len(value) <= MAX_IDEMPOTENCY_KEY or not value.isprintable() or not value.isascii():
-        raise BadRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters")
     canonical = json.dumps([endpoint_id, data], sort_keys=True, separators=(",", ":"))
     return f"{key.id if key else '-'}:{value}", hashlib.sha256(canonical.encode()).hexdigest()
-
-
-def _priority(value: str | None) -> Priority:
-    if value is None or value == "":
-        return Priority.normal
-    try:
-        return Priority[value.strip().lower()]
-    except KeyError:
-        raise BadRequest(f"Invalid X-Fal-Queue-Priority {value!r}: use 'normal' or 'low'") from None
-
-
-def _start_deadline(value: str | None) -> float | None:
-    if value is None or value == "":
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise BadRequest(f"Invalid X-Fal-Request-Timeout {value!r}: a number of seconds is expected") from None
-    if not 0.1 < seconds <= 86400 * 7 or seconds != seconds:
-        raise BadRequest("X-Fal-Request-Timeout must be more than 0.1 and at most 604800 seconds")
-    return time.time() + seconds
-
-
-def _webhook_url(value: str | None) -> str | None:
-    if value is None or value == "":
-        return None
-    try:
-        check_url(value)  # as the deliverer's client will parse it
-    except ValueError as exc:
-        msg = f"Invalid fal_webhook URL {value[:200]!r}: {exc}"
-        raise InputInvalid([{"loc": ["query", "fal_webhook"], "msg": msg, "type": "value_error"}], msg) from None
-    return value

@@ -10,12 +10,11 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from openfal import accounting, metrics
+from openfal import metrics
 from openfal.errors import Forbidden, RequestNotFound
 from openfal.http.deps import current_key, runtime
-from openfal.http.wire import key_json
+from openfal.key_admin import KeyAdmin, key_json
 from openfal.models import ApiKey
-from openfal.store import ledger
 from openfal.store.api_keys import LIMITS
 from openfal.validation import Text
 
@@ -62,44 +61,44 @@ class CreditIn(BaseModel):
     amount: float = Field(ge=-MAX_DOLLARS, le=MAX_DOLLARS, description="dollars to add (negative to debit)")
 
 
+def _admin(request: Request) -> KeyAdmin:
+    rt = runtime(request)
+    return KeyAdmin(rt.db, rt.keys, forget=rt.auth.forget)
+
+
 @router.get("/keys")
 async def list_keys(request: Request, _: ApiKey | None = Depends(admin_key)) -> list[dict[str, Any]]:
-    return [key_json(k) for k in await runtime(request).keys.list()]
+    return [key_json(k) for k in await _admin(request).list()]
 
 
 @router.post("/keys")
 async def create_key(body: KeyIn, request: Request, _: ApiKey | None = Depends(admin_key)) -> dict[str, Any]:
-    rt = runtime(request)
-    credit = None if body.credit is None else round(body.credit * accounting.MICROS)
-    key, secret = await rt.keys.create(body.name, is_admin=body.admin, limits=body.model_dump(include=set(LIMITS)), credit_micros=credit)
+    limits = body.model_dump(include=set(LIMITS))
+    key, secret = await _admin(request).create(body.name, admin=body.admin, limits=limits, credit=body.credit)
     return {**key_json(key), "key": secret}
 
 
 @router.patch("/keys/{key_id}")
 async def set_limits(key_id: str, body: LimitsIn, request: Request, _: ApiKey | None = Depends(admin_key)) -> dict[str, Any]:
-    rt = runtime(request)
-    if not await rt.keys.set_limits(key_id, **body.model_dump(include=set(LIMITS))):
+    key = await _admin(request).set_limits(key_id, body.model_dump(include=set(LIMITS)))
+    if key is None:
         raise RequestNotFound(f"Key {key_id} not found")
-    rt.auth.forget(key_id)
-    return key_json(await rt.keys.get(key_id))  # type: ignore[arg-type]
+    return key_json(key)
 
 
 @router.post("/keys/{key_id}/revoke")
 async def revoke(key_id: str, request: Request, _: ApiKey | None = Depends(admin_key)) -> dict[str, Any]:
-    if not await runtime(request).keys.revoke(key_id):
+    if not await _admin(request).revoke(key_id):
         raise RequestNotFound(f"No active key {key_id}")
-    runtime(request).auth.forget(key_id)
     return {"id": key_id, "active": False}
 
 
 @router.post("/keys/{key_id}/credit")
 async def add_credit(key_id: str, body: CreditIn, request: Request, _: ApiKey | None = Depends(admin_key)) -> dict[str, Any]:
-    rt = runtime(request)
-    if await rt.keys.get(key_id) is None:
+    key = await _admin(request).credit(key_id, body.amount)
+    if key is None:
         raise RequestNotFound(f"Key {key_id} not found")
-    async with rt.db.write() as conn:
-        await accounting.credit(conn, key_id, round(body.amount * accounting.MICROS))
-    return key_json(await rt.keys.get(key_id))  # type: ignore[arg-type]
+    return key_json(key)
 
 
 @router.get("/usage")
@@ -111,22 +110,7 @@ async def usage(
     period: str = Query("day", pattern="^(hour|day|total)$"),
     _: ApiKey | None = Depends(admin_key),
 ) -> list[dict[str, Any]]:
-    rows = await ledger.usage(runtime(request).db, key_id=key_id, since=since, until=until, period=period)
-    return [usage_json(r) for r in rows]
-
-
-def usage_json(row: ledger.UsageRow) -> dict[str, Any]:
-    return {
-        "key_id": row.key_id,
-        "endpoint_id": row.endpoint_id,
-        "period_start": row.period_start,
-        "requests": row.requests,
-        "succeeded": row.succeeded,
-        "images": row.images,
-        "megapixels": round(row.megapixels, 3),
-        "video_seconds": row.video_seconds,
-        "cost": row.cost_micros / accounting.MICROS,
-    }
+    return await _admin(request).usage(key_id=key_id, since=since, until=until, period=period)
 
 
 @router.get("/webhooks")

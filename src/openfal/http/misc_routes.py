@@ -13,7 +13,8 @@ from openfal.endpoints.catalog import CATALOG
 from openfal.errors import UnknownEndpoint
 from openfal.http.deps import base_url, current_key, runtime
 from openfal.http.openapi import endpoint_openapi
-from openfal.http.wire import key_json, request_urls
+from openfal.http.wire import request_urls
+from openfal.key_admin import key_json
 from openfal.media.local import LocalMediaStore
 from openfal.media.names import is_valid_key
 from openfal.models import ApiKey, Status

@@ -23,6 +23,7 @@ from openfal import openai_images
 from openfal.errors import OpenfalError, PayloadTooLarge
 from openfal.http import queue_routes, stream_routes
 from openfal.http.deps import base_url, current_key, json_body, runtime
+from openfal.http.wire import submit_options
 from openfal.media.names import new_key
 from openfal.models import ApiKey, MediaBlob
 from openfal.openai_images import OpenAIError, bad
@@ -160,7 +161,7 @@ def _sniff(head: bytes) -> str:
 async def _run(request: Request, endpoint_id: str, data: dict[str, Any], key: ApiKey | None) -> Result:
     """Submit on the queue and wait for the result; a caller that leaves cancels it."""
     rt = runtime(request)
-    submitted = await rt.service.submit(endpoint_id, data, key=key, base_url=base_url(request), options=queue_routes._options(request))
+    submitted = await rt.service.submit(endpoint_id, data, key=key, base_url=base_url(request), options=submit_options(request.headers, request.query_params))
     record = submitted.record
     request.state.fal_request_id = record.id
     result = await queue_routes.wait_or_abandon(request, record)
@@ -177,7 +178,7 @@ async def _stream(request: Request, endpoint_id: str, data: dict[str, Any], key:
     ``b64_json``. Errors before the run starts are ordinary OpenAI errors; after, an
     ``error`` event, which the SDKs raise. A caller that hangs up cancels the run."""
     rt = runtime(request)
-    submitted = await rt.service.submit(endpoint_id, data, key=key, base_url=base_url(request), options=queue_routes._options(request))
+    submitted = await rt.service.submit(endpoint_id, data, key=key, base_url=base_url(request), options=submit_options(request.headers, request.query_params))
     record = submitted.record
     request.state.fal_request_id = record.id
     events = stream_routes._follow(rt.service, record, key, images=True)

@@ -15,27 +15,14 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from openfal.endpoints.ids import normalize_endpoint, parse_request_path
 from openfal.errors import RequestNotFound, UnknownEndpoint
 from openfal.http.deps import base_url, current_key, json_body, runtime
-from openfal.http.wire import status_body, submit_body
+from openfal.http.wire import status_body, submit_body, submit_options
 from openfal.models import ApiKey, RequestRecord
-from openfal.service import Result, SubmitOptions, Submitted
+from openfal.service import Result, Submitted
 
 router = APIRouter()
 
 TRUE = {"1", "true", "yes", "on"}
 CANCEL_CODES = {"CANCELLATION_REQUESTED": 202, "ALREADY_COMPLETED": 400}
-
-
-def _options(request: Request) -> SubmitOptions:
-    return SubmitOptions(
-        priority=request.headers.get("x-fal-queue-priority"),
-        start_timeout=request.headers.get("x-fal-request-timeout"),
-        webhook_url=request.query_params.get("fal_webhook"),
-        max_queue_length=request.query_params.get("fal_max_queue_length"),
-        store_io=request.headers.get("x-fal-store-io"),
-        no_retry=request.headers.get("x-fal-no-retry"),
-        object_lifecycle=request.headers.get("x-fal-object-lifecycle-preference"),
-        idempotency_key=request.headers.get("idempotency-key"),
-    )
 
 
 async def _submit(request: Request, path: str, key: ApiKey | None, *, body: Any = None) -> Submitted:
@@ -44,9 +31,8 @@ async def _submit(request: Request, path: str, key: ApiKey | None, *, body: Any 
         raise UnknownEndpoint(f"Path /{path} not found")
     if body is None:
         body = await json_body(request)
-    submitted = await runtime(request).service.submit(
-        endpoint_id, body, key=key, base_url=base_url(request), options=_options(request)
-    )
+    options = submit_options(request.headers, request.query_params)
+    submitted = await runtime(request).service.submit(endpoint_id, body, key=key, base_url=base_url(request), options=options)
     request.state.fal_request_id = submitted.record.id
     return submitted
 

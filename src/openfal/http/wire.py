@@ -1,14 +1,103 @@
-"""JSON shapes: fal's for submit, status and logs (fal-queue-api.md sections 1.3-1.5),
-and openfal's own for keys."""
+"""fal's wire format: a submit's headers and query parameters (fal-queue-api.md
+section 1.2) parsed into typed ``SubmitOptions``, and the JSON shapes of submit, status
+and logs (sections 1.3-1.5). A value that cannot be parsed is refused here, before
+anything is stored, with the 400 or 422 fal answers."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from openfal import accounting
-from openfal.models import ApiKey, LogEntry, RequestRecord, Status
-from openfal.service import StatusView
+from openfal.errors import BadRequest, InputInvalid
+from openfal.media.retention import parse_lifecycle
+from openfal.models import LogEntry, Priority, RequestRecord, Status
+from openfal.service import StatusView, SubmitOptions
+from openfal.webhooks import check_url
+
+#: largest fal_max_queue_length accepted (any longer limit is no limit)
+MAX_QUEUE_LENGTH = 10**9
+
+#: longest Idempotency-Key accepted (the IETF draft and Stripe allow 255)
+MAX_IDEMPOTENCY_KEY = 255
+
+#: longest X-Fal-Request-Timeout accepted: a week
+MAX_START_TIMEOUT = 86400 * 7
+
+
+def submit_options(headers: Mapping[str, str], query: Mapping[str, str]) -> SubmitOptions:
+    """A submit's options from fal's headers and query (``headers`` looked up in lower
+    case, as Starlette's are). Checked in this order, so a request with several bad
+    values is told of the first."""
+    lifecycle = parse_lifecycle(headers.get("x-fal-object-lifecycle-preference"))
+    idempotency_key = _idempotency_key(headers.get("idempotency-key"))
+    priority = _priority(headers.get("x-fal-queue-priority"))
+    webhook_url = _webhook_url(query.get("fal_webhook"))
+    start_deadline = _start_deadline(headers.get("x-fal-request-timeout"))
+    return SubmitOptions(
+        priority=priority,
+        start_deadline=start_deadline,
+        webhook_url=webhook_url,
+        max_queue_length=_max_queue_length(query.get("fal_max_queue_length")),
+        store_io=headers.get("x-fal-store-io") not in {"0", "false"},
+        no_retry=(headers.get("x-fal-no-retry") or "").lower() in {"1", "true", "yes"},
+        lifecycle=lifecycle,
+        idempotency_key=idempotency_key,
+    )
+
+
+def _idempotency_key(value: str | None) -> str | None:
+    if value is not None and (not 0 < len(value) <= MAX_IDEMPOTENCY_KEY or not value.isprintable() or not value.isascii()):
+        raise BadRequest(f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters")
+    return value
+
+
+def _priority(value: str | None) -> Priority:
+    if value is None or value == "":
+        return Priority.normal
+    try:
+        return Priority[value.strip().lower()]
+    except KeyError:
+        raise BadRequest(f"Invalid X-Fal-Queue-Priority {value!r}: use 'normal' or 'low'") from None
+
+
+def _start_deadline(value: str | None) -> float | None:
+    """Unix time by which the request must have started."""
+    if value is None or value == "":
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise BadRequest(f"Invalid X-Fal-Request-Timeout {value!r}: a number of seconds is expected") from None
+    if not 0.1 < seconds <= MAX_START_TIMEOUT or seconds != seconds:
+        raise BadRequest(f"X-Fal-Request-Timeout must be more than 0.1 and at most {MAX_START_TIMEOUT} seconds")
+    return time.time() + seconds
+
+
+def _webhook_url(value: str | None) -> str | None:
+    if value is None or value == "":
+        return None
+    try:
+        check_url(value)  # as the deliverer's client will parse it
+    except ValueError as exc:
+        msg = f"Invalid fal_webhook URL {value[:200]!r}: {exc}"
+        raise InputInvalid([{"loc": ["query", "fal_webhook"], "msg": msg, "type": "value_error"}], msg) from None
+    return value
+
+
+def _max_queue_length(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        maximum = int(value)
+    except ValueError:
+        maximum = -1
+    if not 0 <= maximum <= MAX_QUEUE_LENGTH:
+        raise InputInvalid(
+            [{"loc": ["query", "fal_max_queue_length"], "msg": f"Input should be an integer from 0 to {MAX_QUEUE_LENGTH}", "type": "int_range"}]
+        )
+    return maximum
 
 
 def request_urls(record: RequestRecord) -> dict[str, str]:
@@ -65,20 +154,3 @@ def status_body(view: StatusView) -> tuple[int, dict[str, Any]]:
             body["error"] = record.error
             body["error_type"] = record.error_type
     return (200 if status is Status.COMPLETED else 202), body
-
-
-def key_json(key: ApiKey) -> dict[str, Any]:
-    """A key as the admin API, the CLI and ``/api/me`` show it (never its secret)."""
-    return {
-        "id": key.id,
-        "name": key.name,
-        "admin": key.is_admin,
-        "active": key.active,
-        "created_at": key.created_at,
-        "max_concurrent": key.max_concurrent,
-        "max_queued": key.max_queued,
-        "rpm": key.rpm,
-        "balance": None if key.balance_micros is None else key.balance_micros / accounting.MICROS,
-        "endpoints": list(key.endpoints) if key.endpoints is not None else None,
-        "expires_at": key.expires_at,
-    }
