@@ -156,7 +156,6 @@ class Attempt:
         if done is None:
             log.warning("request %s was ended elsewhere before this worker finished it", record.id)
 
-
     async def _published(self, output: Output) -> Any:
         """The output's body with its media stored; the temporary files behind it are
         gone afterwards, stored or not."""

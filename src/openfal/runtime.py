@@ -148,7 +148,7 @@ class Runtime:
             self._engine_backends = dict(gpu_backends(self.settings, run_backends.pop("local")))  # type: ignore[arg-type]
         return run_backends
 
-    def _worker(self, backends: dict[str, Backend], **kwargs: Any) -> Worker:
+    def _worker(self, backends: dict[str, Backend], *, worker_id: str | None = None) -> Worker:
         return Worker(
             settings=self.settings,
             store=self.requests,
@@ -158,7 +158,7 @@ class Runtime:
             backends=backends,
             notifier=self.notifier,
             registry=self.registry,
-            **kwargs,
+            worker_id=worker_id,
         )
 
     def warming(self) -> list[str]:

@@ -4,6 +4,8 @@ Every relay loop that asks the upstream more than once (submit, status polls, re
 fetch, cancel) reads a status code through ``classify`` and spaces its tries with a
 ``Backoff``, so 429 means the same thing at submit as at the result fetch. 408, 409 and
 429 are fal's "try again later" codes (its Python client retries them silently).
+Two callers keep their older, narrower reading on top: the result fetch passes a 409
+through as final, and a cancel is sent again only after a 429 or a 5xx.
 """
 
 from __future__ import annotations
