@@ -9,6 +9,7 @@ PostgreSQL gets one pool; claims use ``FOR UPDATE SKIP LOCKED`` (see requests.py
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -118,6 +119,22 @@ def _ensure_parent(url: str) -> None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
 
 
+def _enable_wal(cursor: Any) -> None:
+    """Switch the file to WAL. Making a new file WAL takes an exclusive lock that SQLite
+    answers "database is locked" to at once (its busy handler is not consulted), so a
+    second process opening the same new file at that moment tries again until the busy
+    timeout has passed."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
     engine = create_async_engine(url, pool_size=1 if immediate else 8, max_overflow=0 if immediate else 8)
 
@@ -126,8 +143,8 @@ def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
         # compat: let SQLAlchemy emit BEGIN itself (pysqlite's own BEGIN is deferred)
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        _enable_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
