@@ -13,8 +13,11 @@ A URL in a request body is an instruction to make this server connect somewhere,
 * the body is streamed and abandoned as soon as it exceeds the size limit, and the
   whole fetch (redirects included) has one deadline.
 
-Every failure is an ``InputFetchFailed(field, message)``: fal's 422 with
-``type: file_download_error`` naming the input field.
+The fetch itself (``opened``: the redirect loop; ``decode_data_uri``; ``read_spilling``)
+fails with a neutral ``FetchError`` that each caller words for its clients: the input
+fetches here (``fetch_bytes``, ``fetch_to_file``, ``fetch_image``) as an
+``InputFetchFailed(field, message)``, fal's 422 with ``type: file_download_error``
+naming the input field; the relay's result downloads as its ``DownloadFailed``.
 """
 
 from __future__ import annotations
@@ -23,13 +26,15 @@ import asyncio
 import base64
 import binascii
 import io
+import os
 import socket
 import ssl
+import tempfile
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Container, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote_to_bytes, urljoin, urlsplit
 
 import httpcore
@@ -38,7 +43,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from openfal.config import Settings
 from openfal.errors import InputFetchFailed
-from openfal.media import open_media
+from openfal.media import MediaStore, open_media
 from openfal.media.own import OwnMediaTransport
 from openfal.netguard import is_public_address
 
@@ -127,13 +132,16 @@ class GuardedTransport(httpx.AsyncHTTPTransport):
         )
 
 
-def make_client(settings: Settings, *, transport: httpx.AsyncBaseTransport | None = None) -> httpx.AsyncClient:
+def make_client(
+    settings: Settings, *, media: MediaStore | None = None, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
     """The client fetches use: guarded unless private URLs are allowed, and reading our
-    own media URLs from the media store. Environment proxies are ignored, since a
-    proxy would dial on our behalf, unchecked."""
+    own media URLs from ``media`` (the runtime's store, borrowed and never closed here;
+    without one, a store of its own is opened from ``settings`` on first use). Environment
+    proxies are ignored, since a proxy would dial on our behalf, unchecked."""
     if transport is None:
         transport = httpx.AsyncHTTPTransport(trust_env=False) if settings.allow_private_urls else GuardedTransport()
-        transport = OwnMediaTransport(transport, lambda: open_media(settings))
+        transport = OwnMediaTransport(transport, media, opener=lambda: open_media(settings))
     return httpx.AsyncClient(
         transport=transport,
         trust_env=False,
@@ -143,7 +151,126 @@ def make_client(settings: Settings, *, transport: httpx.AsyncBaseTransport | Non
     )
 
 
-# -- public API -----------------------------------------------------------------------------
+# -- the neutral fetch: one redirect loop, one data-URI decoder -------------------------------
+
+FetchKind = Literal[
+    "scheme",  # not http(s)
+    "no_host",
+    "refused",  # a non-public address (``cause`` is the AddressRefused)
+    "timeout",  # httpx timed out (``cause``)
+    "failed",  # another transport error (``cause``)
+    "invalid_url",  # httpx refused a URL, such as a redirect to data: or mailto: (``cause``)
+    "status",  # an HTTP status that is no success (``status``)
+    "too_large",  # past ``limit`` bytes (``size``: the declared Content-Length, if that told)
+    "redirects",  # more than MAX_REDIRECTS
+    "deadline",  # the whole fetch took longer than ``limit`` seconds
+    "malformed_data",  # a data URI with no ','
+    "bad_base64",  # a data URI whose base64 does not decode
+]
+
+
+class FetchError(Exception):
+    """A fetch that failed, told neutrally: each caller words it for its own clients
+    (``InputFetchFailed`` for inputs here, ``DownloadFailed`` in the relay).
+
+    ``kind`` is what went wrong at ``url`` (the hop for errors while connecting and at
+    a hop's answer; the URL asked for otherwise); ``retryable`` whether a later try
+    could succeed (network trouble, 408, 425, 429, 5xx) or not (404, too large).
+    """
+
+    def __init__(
+        self,
+        kind: FetchKind,
+        url: str,
+        *,
+        retryable: bool = False,
+        status: int | None = None,
+        limit: float | None = None,
+        size: int | None = None,
+        cause: Exception | None = None,
+    ) -> None:
+        super().__init__(f"{kind}: {_short(url)}")
+        self.kind, self.url, self.retryable = kind, url, retryable
+        self.status, self.limit, self.size, self.cause = status, limit, size, cause
+
+
+ClientFor = Callable[[str], httpx.AsyncClient]
+"""The client that dials one hop's URL."""
+
+
+@asynccontextmanager
+async def opened(
+    url: str, client_for: ClientFor, *, max_bytes: int, timeout: float, ok: Container[int] = range(200, 300)
+) -> AsyncIterator[httpx.Response]:
+    """The final answer to GET ``url``, headers read: redirects followed by hand (at most
+    ``MAX_REDIRECTS``, each hop's URL checked and dialled by ``client_for(hop)``), its
+    status in ``ok``, a declared size within ``max_bytes``. One deadline of ``timeout``
+    seconds covers it all, the body read inside the block included; every failure
+    (transport errors while the body streams too) is a ``FetchError``."""
+    try:
+        async with asyncio.timeout(timeout), _final(url, client_for, max_bytes, ok) as response:
+            yield response
+    except TimeoutError:
+        raise FetchError("deadline", url, retryable=True, limit=timeout) from None
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        raise _transport_error(exc, url) from None
+
+
+def decode_data_uri(url: str, *, max_bytes: int) -> tuple[str, bytes]:
+    """(media type as written, "" for none; bytes) of a ``data:[<type>][;base64],<data>`` URI."""
+    header, sep, payload = url[5:].partition(",")
+    if not sep:
+        raise FetchError("malformed_data", url)
+    params = header.split(";")
+    if "base64" in params[1:]:
+        if len(payload) * 3 // 4 > max_bytes + 3:
+            raise FetchError("too_large", url, limit=max_bytes)
+        try:
+            data = base64.b64decode(payload, validate=False)
+        except (binascii.Error, ValueError):
+            raise FetchError("bad_base64", url) from None
+    else:
+        data = unquote_to_bytes(payload)
+    _check_size(len(data), max_bytes, url)
+    return params[0], data
+
+
+async def read_spilling(
+    response: httpx.Response, url: str, *, max_bytes: int, spill_bytes: int, tmp_dir: Path
+) -> tuple[bytes | Path, int]:
+    """The body of ``response`` (at most ``max_bytes``) and its size: in memory, or once
+    past ``spill_bytes`` in a temporary file under ``tmp_dir``, removed if reading fails."""
+    chunks: list[bytes] = []
+    size = 0
+    path: Path | None = None
+    handle = None
+    try:
+        async for chunk in response.aiter_bytes():
+            size += len(chunk)
+            _check_size(size, max_bytes, url)
+            if handle is None and size > spill_bytes:
+                tmp_dir.mkdir(parents=True, exist_ok=True)
+                fd, name = tempfile.mkstemp(prefix="fetch-", suffix=".part", dir=tmp_dir)
+                path, handle = Path(name), os.fdopen(fd, "wb")
+                await asyncio.to_thread(handle.write, b"".join(chunks))
+                chunks = []
+            if handle is not None:
+                await asyncio.to_thread(handle.write, chunk)
+            else:
+                chunks.append(chunk)
+    except BaseException:
+        if handle is not None:
+            handle.close()
+        if path is not None:
+            path.unlink(missing_ok=True)
+        raise
+    if handle is not None and path is not None:
+        handle.close()
+        return path, size
+    return b"".join(chunks), size
+
+
+# -- inputs: the local backend's fetches ------------------------------------------------------
 
 
 async def fetch_bytes(
@@ -157,14 +284,17 @@ async def fetch_bytes(
     """The body at ``url`` (http(s) or data:), at most ``max_bytes`` (default
     ``settings.fetch_max_bytes``), within ``settings.fetch_timeout_seconds``."""
     limit = max_bytes or settings.fetch_max_bytes
-    if _is_data_uri(url):
-        return decode_data_uri(url, field=field, max_bytes=limit)[1]
-    buffer = bytearray()
-    async with _deadline(url, settings, field), _opened(url, settings, field, limit, client) as response:
-        async for chunk in response.aiter_bytes(CHUNK_BYTES):
-            buffer += chunk
-            _check_size(len(buffer), limit, url, field)
-    return bytes(buffer)
+    try:
+        if _is_data_uri(url):
+            return decode_data_uri(url, max_bytes=limit)[1]
+        buffer = bytearray()
+        async with _input(url, settings, limit, client) as response:
+            async for chunk in response.aiter_bytes(CHUNK_BYTES):
+                buffer += chunk
+                _check_size(len(buffer), limit, url)
+        return bytes(buffer)
+    except FetchError as exc:
+        raise _input_error(exc, field) from None
 
 
 async def fetch_to_file(
@@ -179,43 +309,14 @@ async def fetch_to_file(
     """Stream ``url`` into ``path``: (content type, bytes written). A partial file is
     removed when the fetch fails."""
     limit = max_bytes or settings.fetch_max_bytes
-    if _is_data_uri(url):
-        content_type, data = decode_data_uri(url, field=field, max_bytes=limit)
-        path.write_bytes(data)
-        return content_type, len(data)
-    size = 0
     try:
-        async with _deadline(url, settings, field), _opened(url, settings, field, limit, client) as response:
-            content_type = response.headers.get("content-type")
-            with path.open("wb") as out:
-                async for chunk in response.aiter_bytes(CHUNK_BYTES):
-                    size += len(chunk)
-                    _check_size(size, limit, url, field)
-                    out.write(chunk)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    return content_type, size
-
-
-def decode_data_uri(url: str, *, field: str, max_bytes: int) -> tuple[str, bytes]:
-    """(media type, bytes) of a ``data:[<type>][;base64],<data>`` URI."""
-    header, sep, payload = url[5:].partition(",")
-    if not sep:
-        raise InputFetchFailed(field, "Malformed data URI: no ',' separates the header from the data")
-    params = header.split(";")
-    media_type = params[0] or "text/plain"
-    if "base64" in params[1:]:
-        if len(payload) * 3 // 4 > max_bytes + 3:
-            raise InputFetchFailed(field, f"The data URI is larger than the limit of {max_bytes} bytes")
-        try:
-            data = base64.b64decode(payload, validate=False)
-        except (binascii.Error, ValueError):
-            raise InputFetchFailed(field, "Malformed data URI: the base64 data does not decode") from None
-    else:
-        data = unquote_to_bytes(payload)
-    _check_size(len(data), max_bytes, "the data URI", field)
-    return media_type, data
+        if _is_data_uri(url):
+            content_type, data = decode_data_uri(url, max_bytes=limit)
+            path.write_bytes(data)
+            return content_type or "text/plain", len(data)
+        return await _to_file(url, path, settings, limit, client)
+    except FetchError as exc:
+        raise _input_error(exc, field) from None
 
 
 def load_image(data: bytes, settings: Settings, field: str) -> Image.Image:
@@ -267,82 +368,129 @@ async def fetch_image(
 
 
 @asynccontextmanager
-async def _deadline(url: str, settings: Settings, field: str) -> AsyncIterator[None]:
-    """One deadline for the whole fetch; transport errors (also those raised while
-    the body streams) become ``InputFetchFailed``."""
-    try:
-        async with asyncio.timeout(settings.fetch_timeout_seconds):
-            yield
-    except TimeoutError:
-        raise InputFetchFailed(
-            field, f"Fetching {_short(url)} took longer than {settings.fetch_timeout_seconds:g} s"
-        ) from None
-    except httpx.TimeoutException:
-        raise InputFetchFailed(field, f"Fetching {_short(url)} timed out") from None
-    except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        raise InputFetchFailed(field, f"Fetching {_short(url)} failed: {exc or type(exc).__name__}") from None
-
-
-@asynccontextmanager
-async def _opened(
-    url: str, settings: Settings, field: str, limit: int, client: httpx.AsyncClient | None
+async def _input(
+    url: str, settings: Settings, limit: int, client: httpx.AsyncClient | None
 ) -> AsyncIterator[httpx.Response]:
-    """The final response (redirects followed and re-checked), status 2xx, headers read."""
+    """``opened`` for an input: through ``client`` (else a client of its own, closed after)."""
     own = client is None
     http = client or make_client(settings)
     try:
-        current = url
-        for _ in range(MAX_REDIRECTS + 1):
-            _check_scheme(current, field)
-            try:
-                request = http.build_request("GET", current)
-                response = await http.send(request, stream=True, follow_redirects=False)
-            except AddressRefused as exc:
-                raise InputFetchFailed(field, f"{exc} (private addresses are not fetched)") from None
-            except httpx.TimeoutException:
-                raise InputFetchFailed(field, f"Fetching {_short(current)} timed out") from None
-            except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                # InvalidURL is no HTTPError: httpx raises it for a Location such as data: or mailto:
-                raise InputFetchFailed(field, f"Fetching {_short(current)} failed: {exc or type(exc).__name__}") from None
-            if response.status_code in _REDIRECTS and "location" in response.headers:
-                await response.aclose()
-                current = urljoin(current, response.headers["location"])
-                continue
-            try:
-                _check_response(response, current, limit, field)
-                yield response
-            finally:
-                await response.aclose()
-            return
-        raise InputFetchFailed(field, f"Fetching {_short(url)} was redirected more than {MAX_REDIRECTS} times")
+        async with opened(url, lambda _: http, max_bytes=limit, timeout=settings.fetch_timeout_seconds) as response:
+            yield response
     finally:
         if own:
             await http.aclose()
+
+
+async def _to_file(
+    url: str, path: Path, settings: Settings, limit: int, client: httpx.AsyncClient | None
+) -> tuple[str | None, int]:
+    size = 0
+    try:
+        async with _input(url, settings, limit, client) as response:
+            content_type = response.headers.get("content-type")
+            with path.open("wb") as out:
+                async for chunk in response.aiter_bytes(CHUNK_BYTES):
+                    size += len(chunk)
+                    _check_size(size, limit, url)
+                    out.write(chunk)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return content_type, size
+
+
+@asynccontextmanager
+async def _final(url: str, client_for: ClientFor, max_bytes: int, ok: Container[int]) -> AsyncIterator[httpx.Response]:
+    """The redirect loop of ``opened``."""
+    current = url
+    for _ in range(MAX_REDIRECTS + 1):
+        _check_url(current)
+        response = await _send(client_for(current), current)
+        if response.status_code in _REDIRECTS and "location" in response.headers:
+            await response.aclose()
+            current = urljoin(current, response.headers["location"])
+            continue
+        try:
+            _check_response(response, current, max_bytes, ok)
+            yield response
+        finally:
+            await response.aclose()
+        return
+    raise FetchError("redirects", url)
+
+
+async def _send(http: httpx.AsyncClient, url: str) -> httpx.Response:
+    try:
+        return await http.send(http.build_request("GET", url), stream=True, follow_redirects=False)
+    except AddressRefused as exc:
+        raise FetchError("refused", url, cause=exc) from None
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        # InvalidURL is no HTTPError: httpx raises it for a Location such as data: or mailto:
+        raise _transport_error(exc, url) from None
+
+
+def _transport_error(exc: Exception, url: str) -> FetchError:
+    if isinstance(exc, httpx.TimeoutException):
+        return FetchError("timeout", url, retryable=True, cause=exc)
+    if isinstance(exc, httpx.InvalidURL):
+        return FetchError("invalid_url", url, cause=exc)
+    return FetchError("failed", url, retryable=True, cause=exc)
+
+
+def _input_error(exc: FetchError, field: str) -> InputFetchFailed:
+    """A failed input fetch in the words of fal's 422 ``file_download_error``."""
+    url = _short(exc.url)
+    match exc.kind:
+        case "scheme":
+            message = f"Unsupported URL scheme {urlsplit(exc.url).scheme!r}: use http, https or data"
+        case "no_host":
+            message = "The URL has no host"
+        case "refused":
+            message = f"{exc.cause} (private addresses are not fetched)"
+        case "timeout":
+            message = f"Fetching {url} timed out"
+        case "failed" | "invalid_url":
+            message = f"Fetching {url} failed: {exc.cause or type(exc.cause).__name__}"
+        case "status":
+            message = f"Fetching {url} failed: HTTP {exc.status}"
+        case "too_large":
+            message = f"{'The data URI' if _is_data_uri(exc.url) else url} is larger than the limit of {exc.limit} bytes"
+        case "redirects":
+            message = f"Fetching {url} was redirected more than {MAX_REDIRECTS} times"
+        case "deadline":
+            message = f"Fetching {url} took longer than {exc.limit:g} s"
+        case "malformed_data":
+            message = "Malformed data URI: no ',' separates the header from the data"
+        case "bad_base64":
+            message = "Malformed data URI: the base64 data does not decode"
+    return InputFetchFailed(field, message)
 
 
 def _is_data_uri(url: str) -> bool:
     return url[:5].lower() == "data:"
 
 
-def _check_scheme(url: str, field: str) -> None:
+def _check_url(url: str) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
-        raise InputFetchFailed(field, f"Unsupported URL scheme {parts.scheme!r}: use http, https or data")
+        raise FetchError("scheme", url)
     if not parts.hostname:
-        raise InputFetchFailed(field, "The URL has no host")
+        raise FetchError("no_host", url)
 
 
-def _check_response(response: httpx.Response, url: str, limit: int, field: str) -> None:
-    if not 200 <= response.status_code < 300:
-        raise InputFetchFailed(field, f"Fetching {_short(url)} failed: HTTP {response.status_code}")
+def _check_response(response: httpx.Response, url: str, limit: int, ok: Container[int]) -> None:
+    code = response.status_code
+    if code not in ok:
+        raise FetchError("status", url, status=code, retryable=code in {408, 425, 429} or code >= 500)
     declared = response.headers.get("content-length")
-    if declared and declared.isdigit():
-        _check_size(int(declared), limit, _short(url), field)
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise FetchError("too_large", url, limit=limit, size=int(declared))
 
 
-def _check_size(size: int, limit: int, what: str, field: str) -> None:
+def _check_size(size: int, limit: int, url: str) -> None:
     if size > limit:
-        raise InputFetchFailed(field, f"{_short(what)} is larger than the limit of {limit} bytes")
+        raise FetchError("too_large", url, limit=limit)
 
 
 def _short(url: str) -> str:

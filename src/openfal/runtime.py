@@ -17,7 +17,7 @@ from openfal.backends.builtin import BuiltinBackend
 from openfal.backends.relay import make_relay_backends
 from openfal.config import Settings
 from openfal.lifecycle import Lifecycle
-from openfal.media import open_media
+from openfal.media import MediaStore, open_media
 from openfal.notify import Notifier
 from openfal.reaper import Reaper
 from openfal.routing import Router
@@ -36,16 +36,17 @@ from openfal.worker import Worker
 log = logging.getLogger("openfal")
 
 
-def make_backends(settings: Settings) -> dict[str, Backend]:
-    """Every backend this deployment can route to (built lazily: no model loads here)."""
+def make_backends(settings: Settings, *, media: MediaStore | None = None) -> dict[str, Backend]:
+    """Every backend this deployment can route to (built lazily: no model loads here),
+    those that fetch reading our own media URLs from ``media`` (the runtime's store)."""
     backends: dict[str, Backend] = {"builtin": BuiltinBackend()}
     try:
         from openfal.backends.local import LocalBackend
     except ImportError as exc:  # a relay-only install may leave out torch and diffusers
         log.warning("local backend unavailable (%s); local endpoints are not served", exc)
     else:
-        backends["local"] = LocalBackend(settings)
-    backends.update(make_relay_backends(settings, existing={"builtin", "local"}))  # one per upstream
+        backends["local"] = LocalBackend(settings, media=media)
+    backends.update(make_relay_backends(settings, existing={"builtin", "local"}, media=media))  # one per upstream
     return backends
 
 
@@ -66,7 +67,7 @@ class Runtime:
         self.media_index = MediaIndex(self.db, settings.media_ttl_seconds)
         self.accounts = Accounts(PriceList(settings.prices))
         self.lifecycle = Lifecycle(self.requests, self.notifier, self.accounts)
-        self.backends = backends if backends is not None else make_backends(settings)
+        self.backends = backends if backends is not None else make_backends(settings, media=self.media)
         self.router = Router(settings.routes, set(self.backends))
         self.auth = Authenticator(self.keys, enabled=settings.auth_enabled)
         self.service = QueueService(

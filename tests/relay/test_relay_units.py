@@ -12,10 +12,9 @@ import pytest
 from openfal.backends.base import Job
 from openfal.backends.relay import make_relay_backends
 from openfal.backends.relay.config import UpstreamConfig, key_id, parse_upstreams
-from openfal.backends.relay.download import Downloaded, DownloadFailed, decode_data_uri
 from openfal.backends.relay.follow import Mirror
 from openfal.backends.relay.key_pool import KeyPool
-from openfal.backends.relay.media import RehostFailed, find_media, mp4_duration, rehost
+from openfal.backends.relay.media import Downloaded, DownloadFailed, RehostFailed, find_media, from_data_uri, mp4_duration, rehost
 from openfal.errors import ConfigError
 from openfal.events import Log, Progress, QueuePosition
 from openfal.models import MediaBlob
@@ -138,13 +137,13 @@ def test_find_media_finds_url_dicts_only() -> None:
 
 
 def test_data_uris_decode_within_limits() -> None:
-    got = decode_data_uri("data:image/png;base64," + base64.b64encode(b"abc").decode(), 100)
+    got = from_data_uri("data:image/png;base64," + base64.b64encode(b"abc").decode(), 100)
     assert (got.data, got.content_type, got.size) == (b"abc", "image/png", 3)
-    assert decode_data_uri("data:,a%20b", 100).data == b"a b"
+    assert from_data_uri("data:,a%20b", 100).data == b"a b"
     with pytest.raises(DownloadFailed, match="larger than 4 bytes"):
-        decode_data_uri("data:;base64," + base64.b64encode(b"12345").decode(), 4)
+        from_data_uri("data:;base64," + base64.b64encode(b"12345").decode(), 4)
     with pytest.raises(DownloadFailed, match="malformed"):
-        decode_data_uri("data:nocomma", 100)
+        from_data_uri("data:nocomma", 100)
 
 
 def mp4(seconds: float, timescale: int = 1000) -> bytes:

@@ -41,17 +41,24 @@ class _StoreStream(httpx.AsyncByteStream):
 
 class OwnMediaTransport(httpx.AsyncBaseTransport):
     """Answers GETs of our own media URLs from the store; everything else goes to ``inner``.
-    The store is opened on first use (an S3 client is not free to make)."""
+    ``media`` is borrowed (its owner, the runtime, closes it); without one, ``opener``
+    opens a store on first use (an S3 client is not free to make), closed with this."""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport, media: Callable[[], MediaStore]) -> None:
+    def __init__(
+        self, inner: httpx.AsyncBaseTransport, media: MediaStore | None = None, *, opener: Callable[[], MediaStore] | None = None
+    ) -> None:
+        if media is None and opener is None:
+            raise ValueError("OwnMediaTransport needs a media store or a way to open one")
         self.inner = inner
-        self._open_media = media
-        self._media: MediaStore | None = None
+        self._media = media
+        self._opener = None if media is not None else opener
+        self._owned: MediaStore | None = None
 
     @property
     def media(self) -> MediaStore:
         if self._media is None:
-            self._media = self._open_media()
+            assert self._opener is not None
+            self._media = self._owned = self._opener()
         return self._media
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -64,8 +71,8 @@ class OwnMediaTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         await self.inner.aclose()
-        if self._media is not None:
-            await self._media.close()
+        if self._owned is not None:
+            await self._owned.close()
 
 
 async def inline_own_media(value: Any, media: MediaStore, max_bytes: int) -> Any:

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from openfal.backends.local.acceleration import Acceleration
     from openfal.backends.local.engine import Engine
     from openfal.backends.local.safety import SafetyChecker
+    from openfal.media import MediaStore
 
 log = logging.getLogger("openfal.local")
 
@@ -66,7 +67,9 @@ class LocalBackend:
 
     ``options`` sets what fal's schemas leave to the server (Kontext steps and area, LTX
     size); ``safety_checker`` replaces the one configured in settings (tests);
-    ``http_client`` is used for input fetches instead of a guarded client of its own.
+    ``http_client`` is used for input fetches instead of a guarded client of its own;
+    ``media`` (the runtime's store, borrowed) is where that client reads our own media
+    URLs from (without one, the client opens a store of its own).
     """
 
     name = "local"
@@ -80,6 +83,7 @@ class LocalBackend:
         options: LocalOptions | None = None,
         safety_checker: SafetyChecker | None = None,
         http_client: httpx.AsyncClient | None = None,
+        media: MediaStore | None = None,
         device: str | None = None,
         label: str | None = None,
         acceleration: Acceleration | None = None,
@@ -102,6 +106,7 @@ class LocalBackend:
         self.lora_files = LoraFiles(settings)
         self._safety_checker = safety_checker
         self._client = http_client
+        self.media = media
         self._own_client: httpx.AsyncClient | None = None
         self._engine: Engine | None = None
 
@@ -243,7 +248,7 @@ class LocalBackend:
         if self._own_client is None:
             from openfal.fetch import make_client
 
-            self._own_client = make_client(self.settings)
+            self._own_client = make_client(self.settings, media=self.media)
         return self._own_client
 
     def _groups(self, jobs: Sequence[Job]) -> list[list[int]]:

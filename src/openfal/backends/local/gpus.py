@@ -38,8 +38,8 @@ def resolve_gpus(spec: str) -> list[str]:
 
 
 def gpu_backends(settings: Settings, template: LocalBackend | None) -> dict[str, LocalBackend]:
-    """label (``gpu0``...) -> a local backend on that GPU, with ``template``'s options
-    and safety checker; {} when ``settings.gpus`` is empty."""
+    """label (``gpu0``...) -> a local backend on that GPU, with ``template``'s options,
+    safety checker, client and media store; {} when ``settings.gpus`` is empty."""
     devices = resolve_gpus(settings.gpus)
     backends: dict[str, LocalBackend] = {}
     for index, device in enumerate(devices):
@@ -49,6 +49,7 @@ def gpu_backends(settings: Settings, template: LocalBackend | None) -> dict[str,
             options=template.options if template is not None else None,
             safety_checker=template._safety_checker if template is not None else None,
             http_client=template._client if template is not None else None,
+            media=template.media if template is not None else None,
             device=device,
             label=label,
             acceleration=template.acceleration if template is not None else None,

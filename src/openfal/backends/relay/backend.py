@@ -34,10 +34,9 @@ from openfal.backends.base import Job, Output
 from openfal.backends.relay import errors
 from openfal.backends.relay.client import Handle, Reply, UpstreamClient, UpstreamUnreachable
 from openfal.backends.relay.config import UpstreamConfig, origin_of
-from openfal.backends.relay.download import download
 from openfal.backends.relay.follow import Mirror, valid_status
 from openfal.backends.relay.key_pool import KeyHealth, KeyPool
-from openfal.backends.relay.media import RehostFailed, rehost
+from openfal.backends.relay.media import RehostFailed, download, rehost
 from openfal.backends.relay.retry import TRY_AGAIN, Answer, Backoff, classify
 from openfal.config import Settings
 from openfal.errors import InternalError, RunCancelled, RunError, UpstreamFailed
@@ -71,6 +70,7 @@ class RelayBackend:
         *,
         http: httpx.AsyncClient | None = None,
         media_http: httpx.AsyncClient | None = None,
+        media: MediaStore | None = None,
     ) -> None:
         self.config = config
         self.settings = settings
@@ -80,8 +80,11 @@ class RelayBackend:
         self._http, self._media_http = http, media_http
         self._trusted_http: httpx.AsyncClient | None = media_http
         self._owned: list[httpx.AsyncClient] = []
-        #: our media store, to inline files clients uploaded to us (opened on first use)
-        self._media: MediaStore | None = None
+        #: our media store (the runtime's, borrowed), to inline files clients uploaded to
+        #: us and to read our own URLs in results; without one, one of our own is opened
+        #: on first use and closed with the backend
+        self._media: MediaStore | None = media
+        self._own_media: MediaStore | None = None
         self.tmp_dir: Path = settings.data_dir.resolve() / "tmp" / "relay"
         self._last_sweep = 0.0
         #: openfal request id -> event set by an upstream webhook for it
@@ -103,7 +106,7 @@ class RelayBackend:
             self._http = httpx.AsyncClient(limits=limits, follow_redirects=False)
             self._owned.append(self._http)
         if self._media_http is None:
-            self._media_http = make_client(self.settings)  # guarded unless private URLs are allowed
+            self._media_http = make_client(self.settings, media=self._media)  # guarded unless private URLs are allowed
             self._owned.append(self._media_http)
         if self._trusted_http is None:  # the upstream's own origin, which the operator chose
             self._trusted_http = httpx.AsyncClient(limits=limits, follow_redirects=False, trust_env=False)
@@ -123,9 +126,9 @@ class RelayBackend:
         for client in self._owned:
             await client.aclose()
         self._owned.clear()
-        if self._media is not None:
-            await self._media.close()
-            self._media = None
+        if self._own_media is not None:
+            await self._own_media.close()
+            self._media = self._own_media = None
 
     async def run(self, jobs: Sequence[Job]) -> Sequence[Output | RunError]:
         if self._http is None:
@@ -204,7 +207,7 @@ class RelayBackend:
     async def _inlined(self, input: dict[str, Any]) -> dict[str, Any]:
         """Files clients uploaded to us travel as data URIs: the upstream cannot fetch them."""
         if self._media is None:
-            self._media = open_media(self.settings)
+            self._media = self._own_media = open_media(self.settings)
         return await inline_own_media(input, self._media, self.settings.fetch_max_bytes)
 
     async def _submit(self, job: Job) -> Handle:

@@ -5,6 +5,13 @@ is http(s) or a data URI is downloaded and replaced by a ``MediaBlob``; the work
 writes the blobs to openfal's media store and puts openfal's File objects in their
 place, so clients never see an upstream URL. All files are fetched before anything is
 replaced: one failure fails the result, nothing is half rewritten.
+
+Downloads go through ``openfal.fetch``: one guarded redirect loop (private addresses
+refused as each hop is dialled, unless the operator allows them), streamed, size- and
+time-limited; small files stay in memory, past ``SPILL_BYTES`` they are written to a
+temporary file that travels to the worker as ``MediaBlob(data=Path)``. Its neutral
+``FetchError`` becomes a ``DownloadFailed`` here, worded to follow "The upstream
+result's file at images[0].url".
 """
 
 from __future__ import annotations
@@ -19,13 +26,76 @@ from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
-from openfal.backends.relay.download import Downloaded, DownloadFailed, decode_data_uri
+from openfal.fetch import MAX_REDIRECTS, ClientFor, FetchError, decode_data_uri, opened, read_spilling
 from openfal.models import MediaBlob, Usage
+
+SPILL_BYTES = 8 * 1024 * 1024
 
 GENERIC_TYPES = {"", "application/octet-stream", "binary/octet-stream", "application/binary"}
 PARALLEL_DOWNLOADS = 4
 #: fields publish() writes itself; anything else in an upstream file dict is kept
 _FILE_FIELDS = {"url", "content_type", "file_name", "file_size", "width", "height", "file_data"}
+
+
+class DownloadFailed(Exception):
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        #: whether a later try could succeed (network trouble, 5xx) or not (404, too large)
+        self.retryable = retryable
+
+
+@dataclass(frozen=True, slots=True)
+class Downloaded:
+    data: bytes | Path
+    content_type: str | None
+    size: int
+
+
+async def download(http: ClientFor, url: str, *, max_bytes: int, timeout: float, tmp_dir: Path) -> Downloaded:
+    """The file at ``url``. ``http(url)`` gives the client for each hop: the guarded one
+    (private addresses refused as they are dialled), or a plain one for origins the
+    operator configured, such as the upstream itself."""
+    try:
+        async with opened(url, http, max_bytes=max_bytes, timeout=timeout, ok={200}) as response:
+            data, size = await read_spilling(response, url, max_bytes=max_bytes, spill_bytes=SPILL_BYTES, tmp_dir=tmp_dir)
+            return Downloaded(data, response.headers.get("content-type"), size)
+    except FetchError as exc:
+        raise download_failed(exc) from None
+
+
+def from_data_uri(uri: str, max_bytes: int) -> Downloaded:
+    """A ``data:[type][;base64],payload`` file, refused past ``max_bytes``."""
+    try:
+        media_type, data = decode_data_uri(uri, max_bytes=max_bytes)
+    except FetchError as exc:
+        raise download_failed(exc) from None
+    return Downloaded(data, media_type.strip() or None, len(data))
+
+
+def download_failed(exc: FetchError) -> DownloadFailed:
+    """A failed download, said of the file ("The upstream result's file at X ...")."""
+    match exc.kind:
+        case "scheme" | "no_host":
+            problem = "is not an http(s) URL"
+        case "refused":
+            problem = "points at a non-public address (set allow_private_urls to allow it)"
+        case "invalid_url":
+            problem = "was redirected to a URL that is not http(s)"
+        case "timeout" | "failed":
+            problem = f"could not be downloaded ({type(exc.cause).__name__})"
+        case "status":
+            problem = f"answered HTTP {exc.status}"
+        case "too_large":
+            problem = f"is larger than {exc.limit} bytes" + (f" ({exc.size})" if exc.size is not None else "")
+        case "redirects":
+            problem = f"redirected more than {MAX_REDIRECTS} times"
+        case "deadline":
+            problem = f"did not download within {exc.limit:g} s"
+        case "malformed_data":
+            problem = "is a malformed data URI"
+        case "bad_base64":
+            problem = "is a data URI with invalid base64"
+    return DownloadFailed(problem, retryable=exc.retryable)
 
 
 class RehostFailed(Exception):
@@ -71,7 +141,7 @@ async def rehost(payload: Any, fetch: Fetch, *, max_bytes: int) -> tuple[Any, Us
         url = ref.file["url"]
         async with gate:
             try:
-                got = decode_data_uri(url, max_bytes) if url.startswith("data:") else await fetch(url)
+                got = from_data_uri(url, max_bytes) if url.startswith("data:") else await fetch(url)
             except DownloadFailed as exc:
                 raise RehostFailed(f"{ref.where}.url", str(exc), retryable=exc.retryable) from None
         try:
