@@ -14,9 +14,22 @@ from openfal.backends.relay import make_relay_backends
 from openfal.backends.relay.config import UpstreamConfig, key_id, parse_upstreams
 from openfal.backends.relay.follow import Mirror
 from openfal.backends.relay.key_pool import KeyPool
-from openfal.backends.relay.media import Downloaded, DownloadFailed, RehostFailed, find_media, from_data_uri, mp4_duration, rehost
+from openfal.backends.relay.media import (
+    Downloaded,
+    DownloadFailed,
+    RehostFailed,
+    download,
+    download_failed,
+    find_media,
+    from_data_uri,
+    mp4_duration,
+    rehost,
+)
 from openfal.errors import ConfigError
 from openfal.events import Log, Progress, QueuePosition
+from openfal.fetch import FetchError, make_client
+from openfal.media.local import LocalMediaStore
+from openfal.media.names import new_key
 from openfal.models import MediaBlob
 from openfal.runtime import make_backends
 from tests.support import make_settings
@@ -212,3 +225,50 @@ async def test_a_request_that_left_the_upstream_queue_reports_in_progress(tmp_pa
     fresh = await store.get(record.id)
     assert fresh.upstream_position is None and fresh.status is Status.IN_QUEUE
     await db.close()
+
+
+# -- one media store, one fetch ---------------------------------------------------------------
+
+
+class _CountingStore(LocalMediaStore):
+    closed = 0
+
+    async def close(self) -> None:
+        self.closed += 1
+        await super().close()
+
+
+async def test_the_runtimes_media_store_is_the_one_every_fetch_reads(tmp_path: Path) -> None:
+    """make_backends hands the store it is given to the relay and the local backend; a
+    fetch client reads our own URLs from it and, borrowing it, does not close it."""
+    settings = make_settings(tmp_path, upstreams={"fal": {"base_url": "https://queue.fal.run", "keys": ["a:b"]}}, allow_private_urls=False)
+    store = _CountingStore(tmp_path / "media")
+    backends = make_backends(settings, media=store)
+    assert backends["fal"]._media is store  # type: ignore[attr-defined]
+    if "local" in backends:
+        assert backends["local"].media is store  # type: ignore[attr-defined]
+    key = new_key("image/png", "in.png")
+    await store.put(MediaBlob(b"own bytes", "image/png"), key)
+    async with make_client(settings, media=store) as client:
+        got = await download(lambda _: client, f"http://openfal.example/files/{key}", max_bytes=100, timeout=5, tmp_dir=tmp_path)
+    assert (got.data, got.content_type) == (b"own bytes", "image/png") and store.closed == 0
+    await backends["fal"].close()
+    assert store.closed == 0
+
+
+@pytest.mark.parametrize(
+    ("error", "problem", "retryable"),
+    [
+        (FetchError("status", "https://h/a", status=404), "answered HTTP 404", False),
+        (FetchError("status", "https://h/a", status=503, retryable=True), "answered HTTP 503", True),
+        (FetchError("too_large", "https://h/a", limit=10, size=99), "is larger than 10 bytes (99)", False),
+        (FetchError("too_large", "https://h/a", limit=10), "is larger than 10 bytes", False),
+        (FetchError("deadline", "https://h/a", limit=2.5, retryable=True), "did not download within 2.5 s", True),
+        (FetchError("scheme", "ftp://h/a"), "is not an http(s) URL", False),
+        (FetchError("redirects", "https://h/a"), "redirected more than 5 times", False),
+        (FetchError("bad_base64", "data:;base64,@"), "is a data URI with invalid base64", False),
+    ],
+)
+def test_a_failed_fetch_is_worded_for_the_relay(error: FetchError, problem: str, retryable: bool) -> None:
+    failed = download_failed(error)
+    assert (str(failed), failed.retryable) == (problem, retryable)
