@@ -15,19 +15,15 @@ per_video_second} in dollars).
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
-
 from openfal.endpoints.schemas import IMAGE_SIZE_PRESETS, ImageSize, resolve_image_size
-from openfal.errors import InsufficientCredit, RateLimited
-from openfal.models import ApiKey, RequestRecord, Usage
-from openfal.store import ledger as store_ledger
-from openfal.store.schema import api_keys, ledger, requests
+from openfal.errors import InsufficientCredit
+from openfal.models import RequestRecord, Usage
+from openfal.store import ledger
+from openfal.store.changes import Transaction
 
 MICROS = 1_000_000
 MEGAPIXEL = 1024 * 1024
@@ -124,74 +120,26 @@ def _megapixels(width: int, height: int) -> float:
 
 
 class Accounts:
-    """Reserve, settle and report. Every method that moves money takes the caller's
-    connection, so it commits or rolls back with the request change it belongs to."""
+    """Reserve and settle. Both take the caller's transaction, so money moves (or
+    not) with the request change it belongs to."""
 
     def __init__(self, prices: PriceList) -> None:
         self.prices = prices
 
-    async def admit(self, conn: AsyncConnection, key: ApiKey | None) -> None:
-        """Refuse a submit over the key's requests-per-minute limit (runs after the
-        insert, in its transaction, so the count includes this request)."""
-        if key is None or key.rpm is None:
-            return
-        recent = await conn.execute(
-            sa.select(sa.func.count()).where(requests.c.key_id == key.id, requests.c.created_at > time.time() - 60)
-        )
-        if int(recent.scalar() or 0) > key.rpm:
-            raise RateLimited()
-
-    async def reserve(self, conn: AsyncConnection, key: ApiKey | None, record: RequestRecord) -> int:
+    async def reserve(self, tx: Transaction, record: RequestRecord) -> int:
+        """Reserve the request's estimated price; InsufficientCredit if its key's
+        balance does not cover it."""
         amount = self.prices.estimate(record.endpoint_id, record.input)
-        key_id = key.id if key else None
-        if key_id is not None and amount:
-            balance = api_keys.c.balance_micros
-            result = await conn.execute(
-                api_keys.update()
-                .where(api_keys.c.id == key_id, sa.or_(balance.is_(None), balance >= amount))
-                .values(balance_micros=balance - amount)
-            )
-            if result.rowcount == 0:
-                raise InsufficientCredit()
-        await _entry(conn, record, "reserve", -amount)
+        if not await ledger.reserve(tx, record, amount):
+            raise InsufficientCredit()
         return amount
 
-    async def settle(self, conn: AsyncConnection, record: RequestRecord, *, video_seconds: float = 0.0) -> None:
+    async def settle(self, tx: Transaction, record: RequestRecord, *, video_seconds: float = 0.0) -> None:
         """Release the reserve; charge what was delivered if the request succeeded."""
-        reserved = record.reserved_micros or 0
         got = delivered(record.result_body, video_seconds) if record.error is None else Usage()
         charge = self.prices.charge(record.endpoint_id, got) if record.error is None else 0
-        if record.key_id is not None:
-            await _move(conn, record.key_id, reserved - charge)
-        await _entry(conn, record, "release", reserved)
-        await _entry(conn, record, "charge", -charge, got, outcome=record.error_type or "ok")
-
-
-async def _move(conn: AsyncConnection, key_id: str, delta: int) -> None:
-    """Add ``delta`` to a credit-limited key's balance (no-op for metered-only keys)."""
-    await conn.execute(
-        api_keys.update()
-        .where(api_keys.c.id == key_id, api_keys.c.balance_micros.is_not(None))
-        .values(balance_micros=api_keys.c.balance_micros + delta)
-    )
-
-
-async def _entry(conn: AsyncConnection, record: RequestRecord, kind: str, amount: int, got: Usage = Usage(), *, outcome: str | None = None) -> None:
-    await conn.execute(
-        ledger.insert().values(
-            key_id=record.key_id,
-            request_id=record.id,
-            endpoint_id=record.endpoint_id,
-            kind=kind,
-            amount_micros=amount,
-            images=got.images,
-            megapixels=got.megapixels,
-            video_seconds=got.video_seconds,
-            outcome=outcome,
-            created_at=time.time(),
-        )
-    )
+        await ledger.settle(tx, record, reserved=record.reserved_micros or 0, charge=charge, got=got)
 
 
 #: kept here too: callers that price things also top keys up
-credit = store_ledger.credit
+credit = ledger.credit

@@ -22,7 +22,6 @@ from openfal.lifecycle import Lifecycle
 from openfal.media import MediaStore
 from openfal.media.publish import discard_files, publish, publish_preview
 from openfal.models import LogEntry, Priority, RequestRecord
-from openfal.notify import Notifier
 from openfal.store.media_index import MediaIndex
 from openfal.store.requests import RequestStore
 
@@ -82,7 +81,6 @@ class Attempts:
     lifecycle: Lifecycle
     media: MediaStore
     media_index: MediaIndex
-    notifier: Notifier
     worker_id: str
     max_attempts: int
 
@@ -133,8 +131,6 @@ class Attempt:
 
     async def _requeue(self, error: RunError, elapsed: float) -> None:
         if await self.through.store.requeue(self.record):
-            self.through.notifier.changed(self.record.id)
-            self.through.notifier.work_available()
             return
         await self._fail(error, elapsed)
 
@@ -226,7 +222,6 @@ class EventFolder:
             preview_url=preview_url,
             **({} if position is _UNCHANGED else {"upstream_position": position}),
         )
-        self.through.notifier.changed(self.record.id)
 
     async def _store_preview(self, preview: events.Preview) -> str:
         record, index = self.record, self.through.media_index

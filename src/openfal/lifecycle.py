@@ -5,16 +5,12 @@ The worker, the reaper and cancel all end requests through here."""
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
-
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openfal import metrics
 from openfal.accounting import Accounts
 from openfal.errors import RunError
 from openfal.models import RequestRecord, Status
-from openfal.notify import Notifier
 from openfal.store import outbox
 from openfal.store.requests import RequestStore
 
@@ -38,13 +34,9 @@ def webhook_body(record: RequestRecord) -> str:
 
 
 class Lifecycle:
-    def __init__(self, store: RequestStore, notifier: Notifier, accounts: Accounts) -> None:
+    def __init__(self, store: RequestStore, accounts: Accounts) -> None:
         self.store = store
-        self.notifier = notifier
         self.accounts = accounts
-        #: called once a request that has a webhook has ended (its outbox row committed):
-        #: the runtime points it at its deliverer, which then sends it without waiting to poll
-        self.webhook_enqueued: Callable[[], None] = lambda: None
 
     async def succeed(
         self,
@@ -56,16 +48,15 @@ class Lifecycle:
         attempt: int,
         video_seconds: float = 0.0,
     ) -> RequestRecord | None:
-        done = await self.store.complete(
+        return await self._end(
             record,
+            video_seconds,
             result_status=200,
             result_body=body,
             inference_time=inference_time,
             worker_id=worker_id,
             attempt=attempt,
-            also=self._after(video_seconds),
         )
-        return self._announce(record, done)
 
     async def fail(
         self,
@@ -78,8 +69,9 @@ class Lifecycle:
         inference_time: float | None = None,
         lease_expired_before: float | None = None,
     ) -> RequestRecord | None:
-        done = await self.store.complete(
+        return await self._end(
             record,
+            0.0,
             result_status=error.status_code,
             result_body=error.body(),
             result_headers=error.headers(),
@@ -90,24 +82,16 @@ class Lifecycle:
             worker_id=worker_id,
             attempt=attempt,
             lease_expired_before=lease_expired_before,
-            also=self._after(),
         )
-        return self._announce(record, done)
 
-    def _announce(self, record: RequestRecord, done: RequestRecord | None) -> RequestRecord | None:
-        self.notifier.changed(record.id)
+    async def _end(self, record: RequestRecord, video_seconds: float, **ending: Any) -> RequestRecord | None:
+        """The move to COMPLETED and, exactly once with it, settlement and the webhook."""
+        async with self.store.transaction() as tx:
+            done = await self.store.complete(record, tx=tx, **ending)
+            if done is not None:
+                await self.accounts.settle(tx, done, video_seconds=video_seconds)
+                if done.webhook_url:
+                    await outbox.enqueue(tx, request_id=done.id, url=done.webhook_url, body=webhook_body(done))
         if done is not None:
             metrics.record_completion(done)
-            if done.webhook_url:
-                self.webhook_enqueued()
         return done
-
-    def _after(self, video_seconds: float = 0.0) -> Callable[[AsyncConnection, RequestRecord], Awaitable[None]]:
-        """What happens exactly once with the move to COMPLETED: settlement, webhook."""
-
-        async def after(conn: AsyncConnection, record: RequestRecord) -> None:
-            await self.accounts.settle(conn, record, video_seconds=video_seconds)
-            if record.webhook_url:
-                await outbox.enqueue(conn, request_id=record.id, url=record.webhook_url, body=webhook_body(record))
-
-        return after

@@ -1,5 +1,5 @@
 """In-process wake-ups: a request changed, a backend's queue changed (positions
-moved), work arrived, a cancel was asked for.
+moved), work arrived, a cancel was asked for, a webhook delivery was queued.
 
 The store signals its own commits here; changes made by other processes arrive
 through the store's change feed (PostgreSQL LISTEN/NOTIFY, SQLite's data version),
@@ -29,6 +29,8 @@ class Notifier:
         self._queue_due: dict[str, asyncio.TimerHandle] = {}
         self._work = asyncio.Event()
         self._cancel_hooks: dict[str, Callable[[], None]] = {}
+        self._webhook_hooks: list[Callable[[], None]] = []
+        self._work_hooks: list[Callable[[], None]] = []
 
     def changed(self, request_id: str) -> None:
         event = self._changed.pop(request_id, None)
@@ -74,6 +76,13 @@ class Notifier:
 
     def work_available(self) -> None:
         self._work.set()
+        for hook in self._work_hooks:
+            hook()
+
+    def on_work(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` too whenever work arrives (the reaper: a new request may carry a
+        start deadline)."""
+        self._work_hooks.append(hook)
 
     async def wait_work(self, timeout: float) -> None:
         await wait_event(self._work, timeout)
@@ -88,4 +97,12 @@ class Notifier:
     def cancel(self, request_id: str) -> None:
         hook = self._cancel_hooks.get(request_id)
         if hook is not None:
+            hook()
+
+    def on_webhooks(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` whenever webhook deliveries were queued (the deliverer's wake)."""
+        self._webhook_hooks.append(hook)
+
+    def webhooks_queued(self) -> None:
+        for hook in self._webhook_hooks:
             hook()

@@ -61,12 +61,12 @@ class Runtime:
         self.notifier = Notifier()
         self.requests = RequestStore(self.db, default_key_concurrency=settings.default_key_max_concurrent, notifier=self.notifier)
         self.keys = KeyStore(self.db)
-        self.outbox = OutboxStore(self.db)
+        self.outbox = OutboxStore(self.db, self.requests.changes)
         self.registry = WorkerRegistry(self.db, alive_seconds=3 * settings.heartbeat_seconds)
         self.media = open_media(settings)
         self.media_index = MediaIndex(self.db, settings.media_ttl_seconds)
         self.accounts = Accounts(PriceList(settings.prices))
-        self.lifecycle = Lifecycle(self.requests, self.notifier, self.accounts)
+        self.lifecycle = Lifecycle(self.requests, self.accounts)
         self.backends = backends if backends is not None else make_backends(settings, media=self.media)
         self.router = Router(settings.routes, set(self.backends))
         self.auth = Authenticator(self.keys, enabled=settings.auth_enabled)
@@ -75,7 +75,6 @@ class Runtime:
             store=self.requests,
             router=self.router,
             backends=self.backends,
-            notifier=self.notifier,
             lifecycle=self.lifecycle,
             accounts=self.accounts,
         )
@@ -119,7 +118,6 @@ class Runtime:
             settings=self.settings,
             store=self.requests,
             lifecycle=self.lifecycle,
-            notifier=self.notifier,
             media=self.media,
             media_index=self.media_index,
             registry=self.registry,
@@ -127,7 +125,7 @@ class Runtime:
         assert self.signer is not None
         deliverer = WebhookDeliverer(settings=self.settings, outbox=self.outbox, requests=self.requests, signer=self.signer)
         self._closers.append(deliverer.close)
-        self.lifecycle.webhook_enqueued = deliverer.wake.set
+        self.notifier.on_webhooks(deliverer.wake.set)
         self._stoppers = [self.worker.stop, *(w.stop for w in gpu_workers), reaper.stop, deliverer.stop]
         loops = [("worker", self.worker.run()), *(("worker", w.run()) for w in gpu_workers)]
         for name, coro in [*loops, ("reaper", reaper.run()), ("webhooks", deliverer.run())]:
@@ -157,7 +155,6 @@ class Runtime:
             media=self.media,
             media_index=self.media_index,
             backends=backends,
-            notifier=self.notifier,
             registry=self.registry,
             worker_id=worker_id,
         )

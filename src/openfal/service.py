@@ -7,11 +7,9 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
-
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openfal import metrics
 from openfal.accounting import Accounts
@@ -33,7 +31,6 @@ from openfal.lifecycle import Lifecycle
 from openfal.media.retention import DEFAULT as DEFAULT_LIFECYCLE
 from openfal.media.retention import MediaLifecycle
 from openfal.models import ApiKey, LogEntry, Priority, RequestRecord, Status
-from openfal.notify import Notifier
 from openfal.routing import Route, Router
 from openfal.store.requests import DuplicateIdempotencyKey, KeyQueueFull, RequestStore
 
@@ -97,7 +94,6 @@ class QueueService:
         store: RequestStore,
         router: Router,
         backends: Mapping[str, Backend],
-        notifier: Notifier,
         lifecycle: Lifecycle,
         accounts: Accounts,
     ) -> None:
@@ -105,7 +101,8 @@ class QueueService:
         self.store = store
         self.router = router
         self.backends = backends
-        self.notifier = notifier
+        #: the store's: woken by every change it commits and, through its feed, by others'
+        self.notifier = store.notifier
         self.lifecycle = lifecycle
         self.accounts = accounts
 
@@ -142,7 +139,7 @@ class QueueService:
             return await self._replay(earlier, idempotency[1])
         await self._check_queue_length(route.backend, options.max_queue_length)
         try:
-            record = await self.store.insert(**values, also=self._admit_and_reserve(key), max_queued=key.max_queued if key else None)
+            record = await self._store(values, key)
         except KeyQueueFull as full:
             raise QueueFull(f"This API key already has {full.limit} requests waiting in the queue (its max_queued)") from None
         except DuplicateIdempotencyKey:
@@ -150,7 +147,6 @@ class QueueService:
             earlier = await self.store.find_idempotent(idempotency[0])
             assert earlier is not None, "the request holding the idempotency key is gone"
             return await self._replay(earlier, idempotency[1])
-        self.notifier.work_available()
         metrics.SUBMITTED.labels(endpoint_id).inc()
         return Submitted(record, await self.store.queue_position(record))
 
@@ -174,12 +170,14 @@ class QueueService:
         queued = earlier.status is Status.IN_QUEUE
         return Submitted(earlier, await self.store.queue_position(earlier) if queued else None, replayed=True)
 
-    def _admit_and_reserve(self, key: ApiKey | None) -> Callable[[AsyncConnection, RequestRecord], Awaitable[int]]:
-        async def admit_and_reserve(conn: AsyncConnection, record: RequestRecord) -> int:
-            await self.accounts.admit(conn, key)
-            return await self.accounts.reserve(conn, key, record)
-
-        return admit_and_reserve
+    async def _store(self, values: dict[str, Any], key: ApiKey | None) -> RequestRecord:
+        """The request and its credit reserve, in one transaction (committed together
+        or not at all), within the key's queue and rate limits."""
+        async with self.store.transaction() as tx:
+            limits = {"max_queued": key.max_queued, "rpm": key.rpm} if key else {}
+            record = await self.store.insert(tx=tx, **limits, **values)
+            reserved = await self.accounts.reserve(tx, record)
+            return await self.store.set_reserved(tx, record, reserved) if reserved else record
 
     async def _check_queue_length(self, backend: str, maximum: int | None) -> None:
         if maximum is not None and await self.store.queue_length(backend) >= maximum:
@@ -281,8 +279,6 @@ class QueueService:
                 if await self.lifecycle.fail(record, RunCancelled(), expect=Status.IN_QUEUE):
                     return "CANCELLATION_REQUESTED"
             elif await self.store.request_cancel(record.id):
-                self.notifier.cancel(record.id)
-                self.notifier.changed(record.id)
                 return "CANCELLATION_REQUESTED"
             record = await self.get(app, request_id, key)
         return "ALREADY_COMPLETED" if record.status is Status.COMPLETED else "CANCELLATION_REQUESTED"

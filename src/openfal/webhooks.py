@@ -40,6 +40,8 @@ SIGNING_KEY_NAME = "webhook_ed25519"
 #: deliveries attempted at once by one process; more are claimed as these end
 MAX_IN_FLIGHT = 20
 POLL_SECONDS = 1.0
+#: a deliverer with nothing pending looks again after this long unless woken
+IDLE_SECONDS = 10.0
 #: the most of a receiver's answer read (only of a non-2xx one, for the delivery log)
 ANSWER_PREFIX_BYTES = 4096
 #: how much of that answer the delivery's last_error keeps
@@ -199,18 +201,34 @@ class WebhookDeliverer:
             while not self._stop.is_set():
                 self.wake.clear()  # before claiming: a wake-up from here on is not lost
                 free = MAX_IN_FLIGHT - len(in_flight)
+                wait = POLL_SECONDS
                 if free > 0:
-                    for delivery in await self._claim(free):
-                        task = asyncio.create_task(self._attempt(delivery), name=f"webhook-{delivery.id}")
-                        in_flight.add(task)
-                        task.add_done_callback(ended)
-                await wait_event(self.wake, POLL_SECONDS)
+                    due_in = await self._due_in()
+                    if due_in <= 0:
+                        for delivery in await self._claim(free):
+                            task = asyncio.create_task(self._attempt(delivery), name=f"webhook-{delivery.id}")
+                            in_flight.add(task)
+                            task.add_done_callback(ended)
+                    else:
+                        wait = due_in
+                await wait_event(self.wake, wait)
             if in_flight:
                 await asyncio.wait(set(in_flight))
         finally:
             for task in list(in_flight):
                 task.cancel()
             await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def _due_in(self) -> float:
+        """Seconds until the next delivery may be claimed (0: now), at most
+        ``IDLE_SECONDS``: an idle deliverer reads when it is woken (a delivery was
+        queued, here or, through the change feed, elsewhere) or at that limit."""
+        try:
+            due = await self.outbox.next_due()
+        except Exception:
+            log.exception("reading the webhook outbox failed")
+            return POLL_SECONDS
+        return IDLE_SECONDS if due is None else min(max(due - time.time(), 0.0), IDLE_SECONDS)
 
     async def _claim(self, limit: int) -> list[Delivery]:
         try:

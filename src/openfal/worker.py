@@ -28,7 +28,6 @@ from openfal.lifecycle import Lifecycle
 from openfal.media import MediaStore
 from openfal.media.publish import discard_files
 from openfal.models import RequestRecord
-from openfal.notify import Notifier
 from openfal.store.media_index import MediaIndex
 from openfal.store.requests import RequestStore
 from openfal.store.workers import WorkerRegistry
@@ -50,7 +49,6 @@ class Worker:
         media: MediaStore,
         media_index: MediaIndex,
         backends: Mapping[str, Backend],
-        notifier: Notifier,
         worker_id: str | None = None,
         registry: WorkerRegistry | None = None,
     ) -> None:
@@ -60,7 +58,8 @@ class Worker:
         self.media = media
         self.media_index = media_index
         self.backends = backends
-        self.notifier = notifier
+        #: the store's: what it commits wakes this worker's dispatchers and cancels its jobs
+        self.notifier = store.notifier
         self.worker_id = worker_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.registry = registry
         self._attempts = Attempts(
@@ -68,7 +67,6 @@ class Worker:
             lifecycle=lifecycle,
             media=media,
             media_index=media_index,
-            notifier=notifier,
             worker_id=self.worker_id,
             max_attempts=settings.max_attempts,
         )

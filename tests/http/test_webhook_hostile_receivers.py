@@ -284,8 +284,8 @@ async def test_an_unusable_url_already_in_the_outbox_fails_instead_of_looping(co
     is a failed delivery, not an exception retried forever."""
     async with running_app(configure()) as app:
         for n, url in enumerate(["http://☃.com/", "http://xn--n3h.com/"]):
-            async with app.runtime.db.write() as conn:
-                await outbox.enqueue(conn, request_id=f"old-{n}", url=url, body="{}")
+            async with app.runtime.requests.transaction() as tx:
+                await outbox.enqueue(tx, request_id=f"old-{n}", url=url, body="{}")
             row = await _row_in_state(app, f"old-{n}", "failed")
             assert row["attempts"] == 1 and "cannot be used" in row["last_error"]
 
@@ -309,8 +309,8 @@ async def test_any_exception_in_an_attempt_counts_toward_the_retry_cap(configure
         client=httpx.AsyncClient(transport=httpx.MockTransport(broken)),
     )
     try:
-        async with runtime.db.write() as conn:
-            await outbox.enqueue(conn, request_id="bug", url="http://receiver.example/hook", body="{}")
+        async with runtime.requests.transaction() as tx:
+            await outbox.enqueue(tx, request_id="bug", url="http://receiver.example/hook", body="{}")
         for attempt in range(1, 4):
             (delivery,) = await runtime.outbox.claim_due(limit=1, lock_seconds=60)
             assert delivery.attempts == attempt

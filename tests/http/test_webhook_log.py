@@ -8,8 +8,10 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
 from click.testing import CliRunner
 
+from openfal import webhooks
 from openfal.cli import main
 from tests.support import App, Receiver, make_settings, running_app
 
@@ -24,9 +26,11 @@ async def _failed_delivery(app: App, receiver: Receiver, key: str) -> str:
     return body["request_id"]
 
 
-async def test_admins_list_failed_deliveries_and_redeliver_them(tmp_path: Path) -> None:
+async def test_admins_list_failed_deliveries_and_redeliver_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A delivery that failed for good shows in the log with its last answer; once the
-    receiver is fixed, redeliver sends it again and it ends delivered."""
+    receiver is fixed, redeliver sends it again and it ends delivered (the redelivery
+    wakes the deliverer: its idle wait is made an hour long)."""
+    monkeypatch.setattr(webhooks, "IDLE_SECONDS", 3600.0)
     receiver = Receiver(fail_first=2)
     try:
         async with running_app(make_settings(tmp_path, webhook_max_attempts=2)) as app:

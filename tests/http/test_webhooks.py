@@ -178,11 +178,12 @@ async def test_an_internationalised_webhook_host_is_accepted(app: App) -> None:
 
 
 async def test_a_webhook_is_sent_when_its_request_ends_not_at_the_next_poll(tmp_path, monkeypatch) -> None:
-    """Ending a request that has a webhook wakes the deliverer: with its poll made an
-    hour long, the webhook still arrives."""
+    """Ending a request that has a webhook wakes the deliverer: with its poll and its
+    idle wait made an hour long, the webhook still arrives."""
     from openfal import webhooks
 
     monkeypatch.setattr(webhooks, "POLL_SECONDS", 3600.0)
+    monkeypatch.setattr(webhooks, "IDLE_SECONDS", 3600.0)
     receiver = Receiver()
     try:
         async with running_app(make_settings(tmp_path, auth_enabled=False)) as app:

@@ -11,6 +11,7 @@ from openfal.store import secrets
 from openfal.store.api_keys import KeyStore, hash_secret
 from openfal.store.db import Database
 from openfal.store.outbox import OutboxStore, enqueue
+from openfal.store.requests import RequestStore
 from openfal.store.schema import api_keys, server_secrets
 
 
@@ -43,9 +44,9 @@ async def test_outbox_claims_are_exclusive_and_honour_the_retry_time(db_url: str
     outbox = OutboxStore(db)
     other = Database(db_url)
     try:
-        async with db.write() as conn:
+        async with RequestStore(db).transaction() as tx:
             for i in range(10):
-                await enqueue(conn, request_id=f"r{i}", url="http://x", body="{}")
+                await enqueue(tx, request_id=f"r{i}", url="http://x", body="{}")
         outboxes = [outbox, OutboxStore(other)]
         batches = await asyncio.gather(*(outboxes[i % 2].claim_due(limit=3, lock_seconds=60) for i in range(6)))
     finally:

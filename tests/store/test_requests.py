@@ -7,6 +7,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -16,8 +17,7 @@ from openfal.config import Settings
 from openfal.errors import RunnerLost
 from openfal.lifecycle import Lifecycle
 from openfal.media.local import LocalMediaStore
-from openfal.models import LogEntry, Status
-from openfal.notify import Notifier
+from openfal.models import LogEntry, RequestRecord, Status
 from openfal.reaper import Reaper
 from openfal.store.db import Database
 from openfal.store.media_index import MediaIndex
@@ -28,12 +28,10 @@ CLAIM = {"backends": ["builtin"], "lease_seconds": 30}
 
 
 def make_reaper(db: Database, store: RequestStore, tmp_path: Path, **settings: object) -> Reaper:
-    notifier = Notifier()
     return Reaper(
         settings=Settings(data_dir=tmp_path, **settings),
         store=store,
-        lifecycle=Lifecycle(store, notifier, Accounts(PriceList())),
-        notifier=notifier,
+        lifecycle=Lifecycle(store, Accounts(PriceList())),
         media=LocalMediaStore(tmp_path / "media"),
         media_index=MediaIndex(db, 60),
     )
@@ -105,38 +103,43 @@ async def test_claim_skips_requests_past_their_start_deadline(db: Database, new_
 
 
 async def test_completion_is_a_compare_and_swap(db: Database, new_request: Callable[..., dict]) -> None:
-    """Only the holder of the current attempt completes, once; `also` runs exactly once."""
+    """Only the holder of the current attempt completes, once; what the caller does in
+    the same transaction when it did (settle, enqueue a webhook) runs exactly once."""
     store = RequestStore(db)
     await store.insert(**new_request())
     (record,) = await store.claim(worker_id="w1", **CLAIM)
     calls = []
 
-    async def also(conn, done) -> None:  # noqa: ANN001
-        calls.append(done.id)
+    async def complete(**kwargs: Any) -> RequestRecord | None:
+        async with store.transaction() as tx:
+            done = await store.complete(record, result_status=200, tx=tx, **kwargs)
+            if done is not None:
+                calls.append(done.id)
+        return done
 
-    assert await store.complete(record, result_status=200, result_body={}, worker_id="w2", attempt=1, also=also) is None
-    assert await store.complete(record, result_status=200, result_body={}, worker_id="w1", attempt=2, also=also) is None
-    done = await store.complete(record, result_status=200, result_body={"ok": 1}, worker_id="w1", attempt=1, also=also)
+    assert await complete(result_body={}, worker_id="w2", attempt=1) is None
+    assert await complete(result_body={}, worker_id="w1", attempt=2) is None
+    done = await complete(result_body={"ok": 1}, worker_id="w1", attempt=1)
     assert done is not None and done.status is Status.COMPLETED and done.result_body == {"ok": 1}
-    assert await store.complete(record, result_status=200, result_body={}, worker_id="w1", attempt=1, also=also) is None
+    assert await complete(result_body={}, worker_id="w1", attempt=1) is None
     assert calls == [record.id]
 
 
 async def test_completion_and_its_side_effects_commit_together(db: Database, new_request: Callable[..., dict]) -> None:
-    """`also` sees the COMPLETED row on the completing connection; when it fails, neither its
-    writes nor the completion are kept."""
+    """The caller's transaction sees the COMPLETED row; when what follows in it fails,
+    neither its writes nor the completion are kept."""
     store = RequestStore(db)
     await store.insert(**new_request())
     (record,) = await store.claim(worker_id="w", **CLAIM)
     seen = []
 
-    async def failing(conn, done) -> None:  # noqa: ANN001
-        seen.append(await conn.scalar(sa.select(requests.c.status).where(requests.c.id == done.id)))
-        await conn.execute(webhooks.insert().values(request_id=done.id, url="http://x", body="{}", state="pending", attempts=0, next_attempt_at=0, created_at=0))
-        raise RuntimeError("settlement failed")
-
     with pytest.raises(RuntimeError):
-        await store.complete(record, result_status=200, result_body={}, worker_id="w", attempt=1, also=failing)
+        async with store.transaction() as tx:
+            done = await store.complete(record, result_status=200, result_body={}, worker_id="w", attempt=1, tx=tx)
+            assert done is not None
+            seen.append(await tx.conn.scalar(sa.select(requests.c.status).where(requests.c.id == done.id)))
+            await tx.conn.execute(webhooks.insert().values(request_id=done.id, url="http://x", body="{}", state="pending", attempts=0, next_attempt_at=0, created_at=0))
+            raise RuntimeError("settlement failed")
     assert seen == [Status.COMPLETED.value]
     assert (await store.get(record.id)).status is Status.IN_PROGRESS
     async with db.read() as conn:
@@ -166,12 +169,9 @@ async def test_a_second_insert_with_the_same_idempotency_key_stores_nothing(db: 
     first = await store.insert(**new_request(idempotency_key="k1:x", idempotency_hash="h"))
     ran = []
 
-    async def also(conn: object, record: object) -> int:
-        ran.append(record)
-        return 0
-
     with pytest.raises(DuplicateIdempotencyKey):
-        await store.insert(**new_request(idempotency_key="k1:x", idempotency_hash="h"), also=also)
+        async with store.transaction() as tx:
+            ran.append(await store.insert(tx=tx, **new_request(idempotency_key="k1:x", idempotency_hash="h")))
     assert ran == []
     assert (await store.find_idempotent("k1:x")).id == first.id
     assert await store.queue_length("builtin") == 1

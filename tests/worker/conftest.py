@@ -72,9 +72,9 @@ class Parts:
     def __init__(self, db: Database, tmp_path: Path, **settings: Any) -> None:
         self.db = db
         self.settings = make_settings(tmp_path, **{"lease_seconds": 5.0, "heartbeat_seconds": 0.1, **settings})
-        self.store = RequestStore(db)
         self.notifier = Notifier()
-        self.lifecycle = Lifecycle(self.store, self.notifier, Accounts(PriceList()))
+        self.store = RequestStore(db, notifier=self.notifier)
+        self.lifecycle = Lifecycle(self.store, Accounts(PriceList()))
         self.media: MediaStore = LocalMediaStore(tmp_path / "media")
         self.media_index = MediaIndex(db, 3600.0)
 
@@ -90,7 +90,6 @@ class Parts:
             media=media or self.media,
             media_index=self.media_index,
             backends={backend.name: backend},
-            notifier=self.notifier,
             worker_id=worker_id,
         )
 
@@ -99,7 +98,6 @@ class Parts:
             settings=self.settings,
             store=self.store,
             lifecycle=self.lifecycle,
-            notifier=self.notifier,
             media=self.media,
             media_index=self.media_index,
         )

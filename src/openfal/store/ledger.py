@@ -1,4 +1,5 @@
-"""Usage reports from the ledger: per key, endpoint and period."""
+"""The usage ledger and key balances: every money movement (accounting.py decides
+the amounts), and usage reports per key, endpoint and period."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from openfal.models import RequestRecord, Usage
+from openfal.store.changes import Transaction
 from openfal.store.db import Database
 from openfal.store.schema import api_keys, ledger
 
@@ -25,6 +28,51 @@ async def credit(conn: AsyncConnection, key_id: str, amount_micros: int) -> None
     await conn.execute(
         ledger.insert().values(
             key_id=key_id, kind="credit", amount_micros=amount_micros, images=0, megapixels=0.0, video_seconds=0.0, created_at=time.time()
+        )
+    )
+
+
+async def reserve(tx: Transaction, record: RequestRecord, amount: int) -> bool:
+    """Take ``amount`` from the request's key, if its balance covers it (metered-only
+    keys always do); False when it does not, and nothing was written."""
+    if record.key_id is not None and amount:
+        balance = api_keys.c.balance_micros
+        result = await tx.conn.execute(
+            api_keys.update()
+            .where(api_keys.c.id == record.key_id, sa.or_(balance.is_(None), balance >= amount))
+            .values(balance_micros=balance - amount)
+        )
+        if result.rowcount == 0:
+            return False
+    await _entry(tx.conn, record, "reserve", -amount)
+    return True
+
+
+async def settle(tx: Transaction, record: RequestRecord, *, reserved: int, charge: int, got: Usage) -> None:
+    """Release the reserve and charge what was delivered, in one go."""
+    if record.key_id is not None:
+        await tx.conn.execute(
+            api_keys.update()
+            .where(api_keys.c.id == record.key_id, api_keys.c.balance_micros.is_not(None))
+            .values(balance_micros=api_keys.c.balance_micros + reserved - charge)
+        )
+    await _entry(tx.conn, record, "release", reserved)
+    await _entry(tx.conn, record, "charge", -charge, got, outcome=record.error_type or "ok")
+
+
+async def _entry(conn: AsyncConnection, record: RequestRecord, kind: str, amount: int, got: Usage = Usage(), *, outcome: str | None = None) -> None:
+    await conn.execute(
+        ledger.insert().values(
+            key_id=record.key_id,
+            request_id=record.id,
+            endpoint_id=record.endpoint_id,
+            kind=kind,
+            amount_micros=amount,
+            images=got.images,
+            megapixels=got.megapixels,
+            video_seconds=got.video_seconds,
+            outcome=outcome,
+            created_at=time.time(),
         )
     )
 

@@ -1,14 +1,9 @@
 """The store's change feed across processes: what other processes committed reaches
 this one's status views (store/views.py) and its ``Notifier``.
 
-PostgreSQL: writers send ``NOTIFY openfal`` with ``work:<backend>`` (a request was
-queued), ``queue:<backend>`` (requests left the queue: claimed, cancelled),
-``changed:<id>[,<id>...]`` (a request's status, logs or progress changed) or
-``cancel:<id>``, each followed by a space and a JSON object: the sending process's
-``o`` (its own notifications are skipped: it applied them at commit) and, for queues,
-the requests added (``add``) or removed (``rm``) and the claim's ``turn``, which
-snapshots of that queue take in place. Every process listens on one dedicated
-connection. While it is connected the views are *live*; when it drops they are not,
+PostgreSQL: every commit's notices (store/changes.py) arrive on ``LISTEN openfal``
+and are applied here as their sender applied them. Every process listens on one
+dedicated connection. While it is connected the views are *live*; when it drops they are not,
 and every status read goes to the database until it is back (polling is the
 fallback).
 
@@ -20,30 +15,20 @@ view and wakes every waiter. This process's own commits reach the views directly
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import asyncpg
-import sqlalchemy as sa
 from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openfal.notify import Notifier
+from openfal.store.changes import CHANNEL, Notice, apply
 from openfal.store.db import Database
-from openfal.store.views import QueueSnapshot, StatusViews
+from openfal.store.views import StatusViews
 
 log = logging.getLogger("openfal.listener")
 
-CHANNEL = "openfal"
 RECONNECT_SECONDS = 2.0
-
-
-async def notify(conn: AsyncConnection, payload: str) -> None:
-    """Queue a notification; PostgreSQL delivers it when the transaction commits."""
-    if conn.dialect.name == "postgresql":
-        await conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": payload})
 
 
 class PgListener:
@@ -65,6 +50,7 @@ class PgListener:
                 await conn.add_listener(CHANNEL, self._on_notify)
                 self.views.set_live(True)  # what committed before LISTEN may have been missed
                 self.notifier.everything_changed()
+                self.notifier.webhooks_queued()
                 try:
                     await lost.wait()
                 finally:
@@ -78,41 +64,14 @@ class PgListener:
             await asyncio.sleep(RECONNECT_SECONDS)
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
-        kind, _, rest = payload.partition(":")
-        value, _, extra = rest.partition(" ")
-        delta: dict[str, Any] = json.loads(extra) if extra else {}
-        if delta.get("o") == self.views.origin:
-            return  # this process's own commit, applied when it was made
-        if kind in {"work", "queue"}:
-            self.views.queue_changed(value, _apply(delta) if "add" in delta or "rm" in delta else None)
-            self.notifier.queue_changed(value)
-            if kind == "work":
-                self.notifier.work_available()
-        elif kind == "changed":
-            for request_id in value.split(","):
-                self.views.changed(request_id)
-                self.notifier.changed(request_id)
-        elif kind == "cancel":
-            self.views.changed(value)
-            self.notifier.cancel(value)
-            self.notifier.changed(value)
+        origin, notice = Notice.parse(payload)
+        if origin != self.views.origin:  # this process's own were applied when it committed
+            apply(notice, self.views, self.notifier)
 
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-
-
-def _apply(delta: dict[str, Any]) -> Callable[[QueueSnapshot], None]:
-    """Another process's queue change, for this process's snapshot of that queue."""
-
-    def apply(snap: QueueSnapshot) -> None:
-        for seq, priority, key, created in delta.get("add", ()):
-            snap.add(priority, key, seq, created)
-        for seq, priority, key, _created in delta.get("rm", ()):
-            snap.remove(priority, key, seq, turn=delta.get("turn"))
-
-    return apply
 
 
 class SqliteWatcher:
@@ -148,6 +107,7 @@ class SqliteWatcher:
                         self.views.everything_changed()
                         self.notifier.everything_changed()
                         self.notifier.work_available()  # another process may have queued some
+                        self.notifier.webhooks_queued()  # or ended a request that has a webhook
                     seen = version
                 await asyncio.sleep(self.interval)
         finally:

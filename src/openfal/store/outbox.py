@@ -8,10 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from openfal.notify import Notifier
+from openfal.store.changes import Transaction, Transactions
 from openfal.store.db import Database
 from openfal.store.schema import webhooks
+from openfal.store.views import StatusViews
 
 _W = webhooks.c
 
@@ -25,18 +27,32 @@ class Delivery:
     attempts: int
 
 
-async def enqueue(conn: AsyncConnection, *, request_id: str, url: str, body: str) -> None:
+async def enqueue(tx: Transaction, *, request_id: str, url: str, body: str) -> None:
+    """A delivery, due now, in the transaction that ends its request; deliverers are
+    woken when it commits."""
     now = time.time()
-    await conn.execute(
+    await tx.conn.execute(
         webhooks.insert().values(
             request_id=request_id, url=url, body=body, state="pending", attempts=0, next_attempt_at=now, created_at=now
         )
     )
+    tx.notice("webhook", request_id)
 
 
 class OutboxStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, changes: Transactions | None = None) -> None:
         self.db = db
+        #: the process's transactions, so a redelivery wakes the deliverers as it commits
+        self.changes = changes or Transactions(db, StatusViews(), Notifier())
+
+    async def next_due(self) -> float | None:
+        """When the next pending delivery may be claimed (its retry time, or its lock's
+        end if a deliverer holds it); None when none is pending. A read: an idle
+        deliverer looks without a write transaction."""
+        starts = sa.case((_W.locked_until > _W.next_attempt_at, _W.locked_until), else_=_W.next_attempt_at)
+        async with self.db.read() as conn:
+            due = (await conn.execute(sa.select(sa.func.min(starts)).where(_W.state == "pending"))).scalar()
+        return float(due) if due is not None else None
 
     async def claim_due(self, *, limit: int, lock_seconds: float) -> list[Delivery]:
         now = time.time()
@@ -93,12 +109,14 @@ class OutboxStore:
     async def redeliver(self, delivery_id: int) -> bool:
         """Send a delivery again now, with a fresh round of attempts (after a receiver
         was fixed, or to replay one it lost). False if there is no such delivery."""
-        async with self.db.write() as conn:
-            result = await conn.execute(
+        async with self.changes.begin() as tx:
+            result = await tx.conn.execute(
                 webhooks.update()
                 .where(_W.id == delivery_id)
                 .values(state="pending", attempts=0, next_attempt_at=time.time(), locked_until=None, delivered_at=None)
             )
+            if result.rowcount == 1:
+                tx.notice("webhook", str(delivery_id))
         return result.rowcount == 1
 
     async def for_request(self, request_id: str) -> list[dict[str, Any]]:

@@ -5,9 +5,9 @@ a reaper and a cancel can race without a request completing twice."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import fields, replace
 from typing import Any
 
@@ -15,10 +15,11 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from openfal.errors import RateLimited
 from openfal.models import LogEntry, RequestRecord, Status
 from openfal.notify import Notifier
+from openfal.store.changes import Transaction, Transactions
 from openfal.store.db import Database
-from openfal.store.listener import notify
 from openfal.store.schema import api_keys, queue_turns, request_logs, requests, workers
 from openfal.store.views import QueueSnapshot, StatusViews
 
@@ -76,8 +77,9 @@ class RequestStore:
         self.default_key_concurrency = default_key_concurrency
         #: told of every change this store commits (wakes streams, waits and workers)
         self.notifier = notifier or Notifier()
-        #: what status polls read (see store/views.py); kept current by ``_changed``
+        #: what status polls read (see store/views.py); kept current by every commit's notices
         self.views = StatusViews()
+        self.changes = Transactions(db, self.views, self.notifier)
         #: request id -> (fill token, the read in flight) for ``view``
         self._reads: dict[str, tuple[object, asyncio.Future[RequestRecord | None]]] = {}
         #: backend -> (epoch, generation, the read in flight) of a queue snapshot
@@ -87,30 +89,20 @@ class RequestStore:
         #: (taken at, backend -> slots of the live workers)
         self._slots: tuple[float, dict[str, int]] | None = None
 
-    def _payload(self, kind: str, value: str, **delta: Any) -> str:
-        """A notification for other processes (store/listener.py): what changed, from
-        which process (its own come back to it and are skipped) and, for a queue, the
-        change itself, so their snapshots take it in place as this one's do."""
-        return f"{kind}:{value} {json.dumps({'o': self.views.origin, **delta}, separators=(',', ':'))}"
-
-    def _changed(self, *request_ids: str, queue: str | None = None, apply: Callable[[QueueSnapshot], None] | None = None) -> None:
-        """After a commit: what this process serves from memory is dropped (or, for the
-        backend's queue snapshot, given the change with ``apply``), and whoever waits on
-        these requests (or on this backend's queue) is woken."""
-        for request_id in request_ids:
-            self.views.changed(request_id)
-            self.notifier.changed(request_id)
-        if queue is not None:
-            self.views.queue_changed(queue, apply)
-            self.notifier.queue_changed(queue)
+    def transaction(self) -> AbstractAsyncContextManager[Transaction]:
+        """A write transaction other writes can join (a submit's credit reserve, an
+        ending's settlement and webhook): what they change is told once it commits."""
+        return self.changes.begin()
 
     # -- submit and read ---------------------------------------------------------
 
-    async def insert(self, *, also: Any = None, max_queued: int | None = None, **values: Any) -> RequestRecord:
-        """Persist a new IN_QUEUE request; returns it with its sequence number.
-        ``also(conn, record)`` runs in the same transaction (admission, credit reserve)
-        and may return the amount reserved. With ``max_queued``, a key that already has
-        that many requests waiting is refused (KeyQueueFull)."""
+    async def insert(
+        self, *, tx: Transaction | None = None, max_queued: int | None = None, rpm: int | None = None, **values: Any
+    ) -> RequestRecord:
+        """Persist a new IN_QUEUE request; returns it with its sequence number. With
+        ``tx``, in the caller's transaction. A key that already has ``max_queued``
+        requests waiting is refused (KeyQueueFull), one that submitted more than
+        ``rpm`` in the last minute too (RateLimited); both counts include this one."""
         values.setdefault("created_at", time.time())
         row = {
             "status": Status.IN_QUEUE.value,
@@ -123,29 +115,29 @@ class RequestStore:
             "media_keep_forever": False,
             **values,
         }
-        try:
-            record = await self._insert(row, also, max_queued)
-        except sa.exc.IntegrityError:
-            if row.get("idempotency_key") is None:
-                raise
-            raise DuplicateIdempotencyKey(row["idempotency_key"]) from None
-        self._changed(queue=record.backend, apply=lambda snap: snap.add(record.priority, _turn_key(record.key_id), record.seq, record.created_at))
+        async with self.changes.begin(tx) as t:
+            try:
+                record = _record((await t.conn.execute(requests.insert().values(**row).returning(*requests.c))).one())
+            except sa.exc.IntegrityError:
+                if row.get("idempotency_key") is None:
+                    raise
+                raise DuplicateIdempotencyKey(row["idempotency_key"]) from None
+            if max_queued is not None and record.key_id is not None:
+                await self._check_queued(t.conn, record.key_id, max_queued)
+            if rpm is not None and record.key_id is not None:
+                await self._check_rate(t.conn, record.key_id, rpm)
+            t.notice("work", record.backend, add=[_entry(record)])
         return record
 
-    async def _insert(self, row: dict[str, Any], also: Any, max_queued: int | None) -> RequestRecord:
-        async with self.db.write() as conn:
-            result = await conn.execute(requests.insert().values(**row).returning(*requests.c))
-            record = _record(result.one())
-            if max_queued is not None and record.key_id is not None:
-                await self._check_queued(conn, record.key_id, max_queued)
-            await notify(conn, self._payload("work", record.backend, add=[_entry(record)]))
-            if also is None:
-                return record
-            reserved = await also(conn, record)
-            if not reserved:  # nothing to settle: settlement reads a missing reserve as 0
-                return record
-            await conn.execute(requests.update().where(_T.seq == record.seq).values(reserved_micros=reserved))
-            return replace(record, reserved_micros=reserved)
+    async def set_reserved(self, tx: Transaction, record: RequestRecord, amount: int) -> RequestRecord:
+        """Note what the submit reserved, for settlement (which reads none as 0)."""
+        await tx.conn.execute(requests.update().where(_T.seq == record.seq).values(reserved_micros=amount))
+        return replace(record, reserved_micros=amount)
+
+    async def _check_rate(self, conn: AsyncConnection, key_id: str, rpm: int) -> None:
+        recent = await conn.execute(sa.select(sa.func.count()).where(_T.key_id == key_id, _T.created_at > time.time() - 60))
+        if int(recent.scalar() or 0) > rpm:
+            raise RateLimited()
 
     async def _check_queued(self, conn: AsyncConnection, key_id: str, limit: int) -> None:
         """Counted after the insert (so it includes this request), under the key's row
@@ -333,13 +325,13 @@ class RequestStore:
         if all(self.views.known_empty(backend) for backend in backends):
             return []
         now = time.time()
-        async with self.db.write() as conn:
+        async with self.changes.begin() as tx:
             claimed = await self._claim_where(
-                conn, sa.and_(_T.backend.in_(backends)), worker_id, now + lease_seconds, now, 1
+                tx.conn, sa.and_(_T.backend.in_(backends)), worker_id, now + lease_seconds, now, 1
             )
             if claimed and batch_limit > 1 and claimed[0].batch_key is not None:
                 claimed += await self._claim_where(
-                    conn,
+                    tx.conn,
                     sa.and_(_T.backend == claimed[0].backend, _T.batch_key == claimed[0].batch_key),
                     worker_id,
                     now + lease_seconds,
@@ -347,16 +339,9 @@ class RequestStore:
                     batch_limit - 1,
                 )
             if claimed:
-                await self._take_turns(conn, claimed, now)
-                await notify(conn, self._payload("queue", claimed[0].backend, rm=[_entry(r) for r in claimed], turn=now))
-                await notify(conn, self._payload("changed", ",".join(r.id for r in claimed)))
-        if claimed:
-
-            def apply(snap: QueueSnapshot) -> None:
-                for r in claimed:
-                    snap.remove(r.priority, _turn_key(r.key_id), r.seq, turn=now)
-
-            self._changed(*(r.id for r in claimed), queue=claimed[0].backend, apply=apply)
+                await self._take_turns(tx.conn, claimed, now)
+                tx.notice("queue", claimed[0].backend, rm=[_entry(r) for r in claimed], turn=now)
+                tx.notice("changed", ",".join(r.id for r in claimed))
         return claimed
 
     async def _take_turns(self, conn: AsyncConnection, claimed: list[RequestRecord], now: float) -> None:
@@ -373,6 +358,34 @@ class RequestStore:
     ) -> list[RequestRecord]:
         """Claim up to ``limit`` queued requests matching ``condition``, skipping keys
         already running ``max_concurrent`` requests (they wait, they are not refused)."""
+        chosen, taken = [], {}
+        for seq, key_id, limited in (await conn.execute(self._candidates(condition, now, limit))).all():
+            # only a limited key's count is checked (under its row lock on PostgreSQL)
+            if key_id is None or limited is None or await self._within_limit(conn, key_id, taken.get(key_id, 0)):
+                chosen.append(seq)
+                taken[key_id] = taken.get(key_id, 0) + 1
+        if not chosen:
+            return []
+        statement = (
+            requests.update()
+            .where(_T.seq.in_(chosen), _T.status == Status.IN_QUEUE.value)
+            .values(
+                status=Status.IN_PROGRESS.value,
+                worker_id=worker_id,
+                lease_expires_at=lease,
+                attempts=_T.attempts + 1,
+                started_at=sa.func.coalesce(_T.started_at, now),
+                upstream_position=None,
+                version=_T.version + 1,
+            )
+            .returning(*requests.c)
+        )
+        rows = (await conn.execute(statement)).all()
+        return sorted((_record(r) for r in rows), key=lambda r: (r.priority, r.seq))
+
+    def _candidates(self, condition: Any, now: float, limit: int) -> Any:
+        """The next queued requests in claim order, with their key's concurrency limit
+        (rows locked and skipped by concurrent claimers on PostgreSQL)."""
         others = requests.alias("running")
         running = (
             sa.select(sa.func.count())
@@ -408,30 +421,7 @@ class RequestStore:
         )
         if not self.db.is_sqlite:
             candidates = candidates.with_for_update(skip_locked=True, of=requests)
-        chosen, taken = [], {}
-        for seq, key_id, limited in (await conn.execute(candidates)).all():
-            # only a limited key's count is checked (under its row lock on PostgreSQL)
-            if key_id is None or limited is None or await self._within_limit(conn, key_id, taken.get(key_id, 0)):
-                chosen.append(seq)
-                taken[key_id] = taken.get(key_id, 0) + 1
-        if not chosen:
-            return []
-        statement = (
-            requests.update()
-            .where(_T.seq.in_(chosen), _T.status == Status.IN_QUEUE.value)
-            .values(
-                status=Status.IN_PROGRESS.value,
-                worker_id=worker_id,
-                lease_expires_at=lease,
-                attempts=_T.attempts + 1,
-                started_at=sa.func.coalesce(_T.started_at, now),
-                upstream_position=None,
-                version=_T.version + 1,
-            )
-            .returning(*requests.c)
-        )
-        rows = (await conn.execute(statement)).all()
-        return sorted((_record(r) for r in rows), key=lambda r: (r.priority, r.seq))
+        return candidates
 
     async def _within_limit(self, conn: AsyncConnection, key_id: str | None, taken: int) -> bool:
         """Whether the key may start one more (``taken`` already chosen in this claim).
@@ -501,15 +491,14 @@ class RequestStore:
             values["preview_url"] = preview_url
         if "upstream_position" in position:
             values["upstream_position"] = position["upstream_position"]
-        async with self.db.write() as conn:
+        async with self.changes.begin() as tx:
             if logs:
-                await conn.execute(
+                await tx.conn.execute(
                     request_logs.insert(),
                     [{"request_id": request_id, "ts": e.timestamp, "level": e.level, "message": e.message} for e in logs],
                 )
-            await conn.execute(requests.update().where(_T.id == request_id).values(**values))
-            await notify(conn, self._payload("changed", request_id))
-        self._changed(request_id)
+            await tx.conn.execute(requests.update().where(_T.id == request_id).values(**values))
+            tx.notice("changed", request_id)
 
     async def save_backend_state(self, request_id: str, worker_id: str, state: dict[str, Any]) -> None:
         async with self.db.write() as conn:
@@ -535,14 +524,14 @@ class RequestStore:
         worker_id: str | None = None,
         attempt: int | None = None,
         lease_expired_before: float | None = None,
-        also: Any = None,
+        tx: Transaction | None = None,
     ) -> RequestRecord | None:
         """Move to COMPLETED if the request is still as the caller saw it. Returns the
-        completed record, or None when someone else ended it first. ``also`` is an async
-        callable run in the same transaction (webhook outbox, usage ledger) so those
-        happen exactly once with the state change. ``lease_expired_before`` (the reaper)
-        also requires the lease to still be expired, so a heartbeat that renewed it
-        after the reaper looked wins."""
+        completed record, or None when someone else ended it first. With ``tx``, in the
+        caller's transaction (webhook outbox, usage ledger), so those happen exactly once
+        with the state change. ``lease_expired_before`` (the reaper) also requires the
+        lease to still be expired, so a heartbeat that renewed it after the reaper
+        looked wins."""
         guard = [_T.id == record.id, _T.status == expect.value]
         if worker_id is not None:
             guard.append(_T.worker_id == worker_id)
@@ -559,37 +548,37 @@ class RequestStore:
             "error": error,
             "error_type": error_type,
             "inference_time": inference_time,
-            "lease_expires_at": None,
-            "version": _T.version + 1,
         }
+        return await self._complete(record, guard, values, left_queue=expect is Status.IN_QUEUE, tx=tx)
+
+    async def _complete(
+        self, record: RequestRecord, guard: list[Any], values: dict[str, Any], *, left_queue: bool, tx: Transaction | None
+    ) -> RequestRecord | None:
+        values |= {"lease_expires_at": None, "version": _T.version + 1}
         if not record.store_io:
             values["input"] = {}  # X-Fal-Store-IO: 0: the input is not kept past completion
-        left_queue = expect is Status.IN_QUEUE
-        async with self.db.write() as conn:
-            row = (await conn.execute(requests.update().where(*guard).values(**values).returning(*requests.c))).first()
+        async with self.changes.begin(tx) as t:
+            row = (await t.conn.execute(requests.update().where(*guard).values(**values).returning(*requests.c))).first()
             if row is None:
                 return None
             done = _record(row)
-            await notify(conn, self._payload("changed", done.id))
+            t.notice("changed", done.id)
             if left_queue:
-                await notify(conn, self._payload("queue", done.backend, rm=[_entry(done)]))
-            if also is not None:
-                await also(conn, done)
-        self._changed(
-            done.id,
-            queue=done.backend if left_queue else None,
-            apply=lambda snap: snap.remove(done.priority, _turn_key(done.key_id), done.seq),
-        )
+                t.notice("queue", done.backend, rm=[_entry(done)])
+            t.after_commit(lambda: self._completed(done))
+        return done
+
+    def _completed(self, done: RequestRecord) -> None:
         self.views.put(done)
         if self._run_seconds.get(done.backend, (0.0, 0.0))[1] is None:
             del self._run_seconds[done.backend]  # the first timed run: no need to wait for the next read
-        return done
 
     async def request_cancel(self, request_id: str) -> RequestRecord | None:
-        """Flag a running request for cancellation; its worker stops at the next step."""
-        async with self.db.write() as conn:
+        """Flag a running request for cancellation; its worker stops at the next step
+        (told at once: its process's cancel hook runs as this commits)."""
+        async with self.changes.begin() as tx:
             row = (
-                await conn.execute(
+                await tx.conn.execute(
                     requests.update()
                     .where(_T.id == request_id, _T.status == Status.IN_PROGRESS.value)
                     .values(cancel_requested=True, version=_T.version + 1)
@@ -597,20 +586,18 @@ class RequestStore:
                 )
             ).first()
             if row is not None:
-                await notify(conn, self._payload("cancel", request_id))
-        if row is None:
-            return None
-        self._changed(request_id)
-        return _record(row)
+                tx.notice("cancel", request_id)
+        return _record(row) if row is not None else None
 
     async def requeue(self, record: RequestRecord, *, lease_expired_before: float | None = None) -> bool:
         """Give a request back to the queue for another attempt (its worker gave up on
-        it, or, with ``lease_expired_before``, its lease is still expired)."""
+        it, or, with ``lease_expired_before``, its lease is still expired); a worker is
+        woken for it."""
         guard = [_T.id == record.id, _T.status == Status.IN_PROGRESS.value, _T.attempts == record.attempts]
         if lease_expired_before is not None:
             guard.append(_T.lease_expires_at < lease_expired_before)
-        async with self.db.write() as conn:
-            result = await conn.execute(
+        async with self.changes.begin() as tx:
+            result = await tx.conn.execute(
                 requests.update()
                 .where(*guard)
                 .values(
@@ -623,14 +610,8 @@ class RequestStore:
                 )
             )
             if result.rowcount == 1:
-                await notify(conn, self._payload("work", record.backend, add=[_entry(record)]))
-                await notify(conn, self._payload("changed", record.id))
-        if result.rowcount == 1:
-            self._changed(
-                record.id,
-                queue=record.backend,
-                apply=lambda snap: snap.add(record.priority, _turn_key(record.key_id), record.seq, record.created_at),
-            )
+                tx.notice("work", record.backend, add=[_entry(record)])
+                tx.notice("changed", record.id)
         return result.rowcount == 1
 
     # -- maintenance -------------------------------------------------------------
@@ -640,6 +621,16 @@ class RequestStore:
 
     async def missed_deadlines(self, now: float, limit: int = 100) -> list[RequestRecord]:
         return await self._fetch(_T.status == Status.IN_QUEUE.value, _T.start_deadline < now, limit=limit)
+
+    async def next_reap_at(self) -> float | None:
+        """When the next lease runs out or start deadline passes (None: neither is due
+        ever: nothing runs and nothing queued has a deadline), in one read."""
+        lease = sa.select(sa.func.min(_T.lease_expires_at)).where(_T.status == Status.IN_PROGRESS.value).scalar_subquery()
+        deadline = sa.select(sa.func.min(_T.start_deadline)).where(_T.status == Status.IN_QUEUE.value).scalar_subquery()
+        async with self.db.read() as conn:
+            row = (await conn.execute(sa.select(lease, deadline))).one()
+        times = [float(t) for t in row if t is not None]
+        return min(times) if times else None
 
     async def _fetch(self, *conditions: Any, limit: int) -> list[RequestRecord]:
         async with self.db.read() as conn:
@@ -652,12 +643,12 @@ class RequestStore:
         old = _T.completed_at < cutoff
         if unstored_cutoff is not None:
             old = sa.or_(old, sa.and_(_T.store_io.is_(False), _T.completed_at < unstored_cutoff))
-        async with self.db.write() as conn:
+        async with self.changes.begin() as tx:
             ids = list(
-                (await conn.execute(sa.select(_T.id).where(_T.status == Status.COMPLETED.value, old).limit(limit))).scalars()
+                (await tx.conn.execute(sa.select(_T.id).where(_T.status == Status.COMPLETED.value, old).limit(limit))).scalars()
             )
             if ids:
-                await conn.execute(request_logs.delete().where(request_logs.c.request_id.in_(ids)))
-                await conn.execute(requests.delete().where(_T.id.in_(ids)))
-        self.views.forget(ids)
+                await tx.conn.execute(request_logs.delete().where(request_logs.c.request_id.in_(ids)))
+                await tx.conn.execute(requests.delete().where(_T.id.in_(ids)))
+            tx.after_commit(lambda: self.views.forget(ids))
         return len(ids)
