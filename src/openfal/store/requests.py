@@ -127,6 +127,7 @@ class RequestStore:
             if rpm is not None and record.key_id is not None:
                 await self._check_rate(t.conn, record.key_id, rpm)
             t.notice("work", record.backend, add=[_entry(record)])
+            t.after_commit(lambda: self.views.put(record))  # its first status poll reads nothing
         return record
 
     async def set_reserved(self, tx: Transaction, record: RequestRecord, amount: int) -> RequestRecord:
@@ -342,6 +343,7 @@ class RequestStore:
                 await self._take_turns(tx.conn, claimed, now)
                 tx.notice("queue", claimed[0].backend, rm=[_entry(r) for r in claimed], turn=now)
                 tx.notice("changed", ",".join(r.id for r in claimed))
+                tx.after_commit(lambda: [self.views.put(r) for r in claimed])
         return claimed
 
     async def _take_turns(self, conn: AsyncConnection, claimed: list[RequestRecord], now: float) -> None:
