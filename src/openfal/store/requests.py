@@ -80,6 +80,11 @@ class RequestStore:
         #: what status polls read (see store/views.py); kept current by every commit's notices
         self.views = StatusViews()
         self.changes = Transactions(db, self.views, self.notifier)
+        insert = (sqlite.insert if db.is_sqlite else postgresql.insert)(queue_turns)
+        #: one statement for every claim's turns (its parameters apart), compiled once
+        self._upsert_turn = insert.on_conflict_do_update(
+            index_elements=["backend", "key_id"], set_={"last_turn": insert.excluded.last_turn}
+        )
         #: request id -> (fill token, the read in flight) for ``view``
         self._reads: dict[str, tuple[object, asyncio.Future[RequestRecord | None]]] = {}
         #: backend -> (epoch, generation, the read in flight) of a queue snapshot
@@ -350,10 +355,7 @@ class RequestStore:
         """Record that these requests' keys just had their turn on this backend."""
         turns = {(r.backend, _turn_key(r.key_id)) for r in claimed}
         rows = [{"backend": backend, "key_id": key, "last_turn": now} for backend, key in sorted(turns)]
-        insert = (sqlite.insert if self.db.is_sqlite else postgresql.insert)(queue_turns).values(rows)
-        await conn.execute(
-            insert.on_conflict_do_update(index_elements=["backend", "key_id"], set_={"last_turn": insert.excluded.last_turn})
-        )
+        await conn.execute(self._upsert_turn, rows)
 
     async def _claim_where(
         self, conn: AsyncConnection, condition: Any, worker_id: str, lease: float, now: float, limit: int
