@@ -199,3 +199,33 @@ async def test_concurrent_polls_share_one_read_and_keep_its_answer(db: Database,
     views = await asyncio.gather(*(store.view(record.id) for _ in range(32)))
     assert {v.id for v in views} == {record.id} and reads == 1
     assert store.views.record(record.id) is not None
+
+
+def test_a_queue_read_that_raced_changes_lands_with_them_applied() -> None:
+    """Changes committed while a queue snapshot is read are applied to what it read
+    (idempotently: it may hold some already), so it lands current; a deep queue under
+    load is not read again at every poll."""
+    from openfal.store.views import QueueSnapshot
+
+    views = StatusViews()
+    views.set_live(True)
+    epoch, generation = views.epoch("builtin"), views.generation
+    token = views.begin_read("builtin")
+    views.queue_changed("builtin", lambda snap: snap.add(0, "", 2, 0.0))  # queued during the read
+    views.queue_changed("builtin", lambda snap: snap.remove(0, "", 1))  # claimed during the read
+    read = QueueSnapshot([(1, 0, "", 0.0), (2, 0, "", 0.0)], {}, epoch=epoch, generation=generation)  # saw the add, not the claim
+    views.keep_snapshot("builtin", read, token)
+    assert views.snapshot("builtin") is read
+    assert read.size == 1 and read.position(0, "", 2) == 0
+
+
+def test_a_queue_read_that_raced_an_unknown_change_is_read_again() -> None:
+    from openfal.store.views import QueueSnapshot
+
+    views = StatusViews()
+    views.set_live(True)
+    epoch, generation = views.epoch("builtin"), views.generation
+    token = views.begin_read("builtin")
+    views.queue_changed("builtin")  # a change whose delta is not known
+    views.keep_snapshot("builtin", QueueSnapshot([], {}, epoch=epoch, generation=generation), token)
+    assert views.snapshot("builtin") is None

@@ -16,6 +16,8 @@ from openfal.store.schema import api_keys, ledger
 
 _L = ledger.c
 PERIODS = {"hour": 3600, "day": 86400, "total": 0}
+#: built once: an entry's values are bound, not built into a new statement each time
+_INSERT = ledger.insert()
 
 
 async def credit(conn: AsyncConnection, key_id: str, amount_micros: int) -> None:
@@ -62,18 +64,19 @@ async def settle(tx: Transaction, record: RequestRecord, *, reserved: int, charg
 
 async def _entry(conn: AsyncConnection, record: RequestRecord, kind: str, amount: int, got: Usage = Usage(), *, outcome: str | None = None) -> None:
     await conn.execute(
-        ledger.insert().values(
-            key_id=record.key_id,
-            request_id=record.id,
-            endpoint_id=record.endpoint_id,
-            kind=kind,
-            amount_micros=amount,
-            images=got.images,
-            megapixels=got.megapixels,
-            video_seconds=got.video_seconds,
-            outcome=outcome,
-            created_at=time.time(),
-        )
+        _INSERT,
+        {
+            "key_id": record.key_id,
+            "request_id": record.id,
+            "endpoint_id": record.endpoint_id,
+            "kind": kind,
+            "amount_micros": amount,
+            "images": got.images,
+            "megapixels": got.megapixels,
+            "video_seconds": got.video_seconds,
+            "outcome": outcome,
+            "created_at": time.time(),
+        },
     )
 
 

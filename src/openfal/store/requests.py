@@ -81,6 +81,8 @@ class RequestStore:
         self.views = StatusViews()
         self.changes = Transactions(db, self.views, self.notifier)
         insert = (sqlite.insert if db.is_sqlite else postgresql.insert)(queue_turns)
+        #: built once: SQLAlchemy then only binds each submit's values
+        self._insert_returning = requests.insert().returning(*requests.c)
         #: one statement for every claim's turns (its parameters apart), compiled once
         self._upsert_turn = insert.on_conflict_do_update(
             index_elements=["backend", "key_id"], set_={"last_turn": insert.excluded.last_turn}
@@ -122,7 +124,7 @@ class RequestStore:
         }
         async with self.changes.begin(tx) as t:
             try:
-                record = _record((await t.conn.execute(requests.insert().values(**row).returning(*requests.c))).one())
+                record = _record((await t.conn.execute(self._insert_returning, row)).one())
             except sa.exc.IntegrityError:
                 if row.get("idempotency_key") is None:
                     raise
@@ -212,27 +214,32 @@ class RequestStore:
         return snap.position(record.priority, _turn_key(record.key_id), record.seq)
 
     async def _fresh_snapshot(self, backend: str) -> QueueSnapshot:
-        """One read per backend at a time: a poll joins the read in flight if it began
-        after the last change this process knows of, else starts its own."""
+        """One read per backend at a time: a poll joins the read in flight (the changes
+        landing meanwhile are applied to what it reads), unless changes may have been
+        missed since it began; then it starts its own."""
         epoch, generation = self.views.epoch(backend), self.views.generation
         flight = self._refreshing.get(backend)
-        if flight is None or flight[:2] != (epoch, generation) or flight[2].done():
-            task = asyncio.create_task(self._read_snapshot(backend, epoch, generation), name=f"queue-{backend}")
+        if flight is None or flight[1] != generation or flight[2].done():
+            token = self.views.begin_read(backend)
+            task = asyncio.create_task(self._read_snapshot(backend, epoch, generation, token), name=f"queue-{backend}")
             flight = (epoch, generation, task)
             self._refreshing[backend] = flight
         return await asyncio.shield(flight[2])
 
-    async def _read_snapshot(self, backend: str, epoch: int, generation: int) -> QueueSnapshot:
+    async def _read_snapshot(self, backend: str, epoch: int, generation: int, token: object) -> QueueSnapshot:
         queued = sa.select(_T.seq, _T.priority, _T.key_id, _T.created_at).where(
             _T.status == Status.IN_QUEUE.value, _T.backend == backend
         )
         turns = sa.select(queue_turns.c.key_id, queue_turns.c.last_turn).where(queue_turns.c.backend == backend)
-        async with self.db.read() as conn:
-            rows = [(seq, priority, _turn_key(key), created) for seq, priority, key, created in (await conn.execute(queued)).all()]
-            last_turns = {key: at for key, at in (await conn.execute(turns)).all()}
-        snap = QueueSnapshot(rows, last_turns, epoch=epoch, generation=generation)
-        self.views.keep_snapshot(backend, snap)
-        return snap
+        try:
+            async with self.db.read() as conn:
+                rows = [(seq, priority, _turn_key(key), created) for seq, priority, key, created in (await conn.execute(queued)).all()]
+                last_turns = {key: at for key, at in (await conn.execute(turns)).all()}
+            snap = QueueSnapshot(rows, last_turns, epoch=epoch, generation=generation)
+            self.views.keep_snapshot(backend, snap, token)
+            return snap
+        finally:
+            self.views.end_read(backend, token)
 
     async def recent_run_seconds(self, backend: str) -> float | None:
         """Mean run time of the backend's last ``ETA_RUNS`` successful requests (None

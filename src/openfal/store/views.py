@@ -12,9 +12,11 @@ changes by orders of magnitude. Two things are kept:
   feed pending records are always read from the database: polling is the fallback.
 * **queue snapshots** by backend: who is queued, per priority and per key, and each
   key's last turn, from which positions follow the claim order (priority, then the
-  key that has waited longest for its turn, then FIFO). A snapshot serves until the
-  backend's queue changes; a deep one (``DEEP_QUEUE`` or more queued) up to
-  ``DEEP_SNAPSHOT_SECONDS``, since reading it costs as much as the queue is long.
+  key that has waited longest for its turn, then FIFO). A snapshot serves while it is
+  current (the store's notices, this process's and others', carry each queue change,
+  which it takes in place); one that missed a change is read again, except that a deep
+  one (``DEEP_QUEUE`` or more queued) still serves for ``DEEP_SNAPSHOT_SECONDS`` after
+  it was read, since reading it costs as much as the queue is long.
 
 A read that began before a change it raced with must not be kept: every fill holds a
 token that an invalidation (of that id, or of everything) takes away.
@@ -147,6 +149,9 @@ class StatusViews:
         self._fills: dict[str, object] = {}
         self._queues: dict[str, QueueSnapshot] = {}
         self._epochs: dict[str, int] = {}
+        #: backend -> the changes to its queue since its snapshot read in flight began
+        #: (None: one whose delta is unknown), applied to that snapshot when it lands
+        self._reading: dict[str, list[Callable[[QueueSnapshot], None] | None]] = {}
         #: bumped whenever changes may have been missed: nothing older is trusted
         self.generation = 0
         #: whether every committed change reaches this process (see the module docstring)
@@ -221,6 +226,8 @@ class StatusViews:
         snapshot current until now gets it in place and stays current."""
         epoch = self._epochs.get(backend, 0)
         self._epochs[backend] = epoch + 1
+        if backend in self._reading:
+            self._reading[backend].append(apply)
         snap = self._queues.get(backend)
         if apply is not None and snap is not None and snap.epoch == epoch and snap.generation == self.generation:
             apply(snap)
@@ -234,16 +241,39 @@ class StatusViews:
         snap = self._queues.get(backend)
         if snap is None or snap.generation != self.generation:
             return None
-        if snap.size >= DEEP_QUEUE:
-            return snap if time.monotonic() - snap.at < DEEP_SNAPSHOT_SECONDS else None
-        return snap if self.live and snap.epoch == self.epoch(backend) else None
+        if self.live and snap.epoch == self.epoch(backend):
+            return snap  # current: every change since it was read was applied to it
+        if snap.size >= DEEP_QUEUE and time.monotonic() - snap.at < DEEP_SNAPSHOT_SECONDS:
+            return snap
+        return None
 
     def known_empty(self, backend: str) -> bool:
         """Whether the backend's queue is known to hold nothing (a current snapshot says so)."""
         snap = self.snapshot(backend)
         return snap is not None and snap.size == 0
 
-    def keep_snapshot(self, backend: str, snap: QueueSnapshot) -> None:
+    def begin_read(self, backend: str) -> object:
+        """Call before reading the backend's queue; pass to ``keep_snapshot``. The
+        changes that land meanwhile are kept for that snapshot, so a read that takes
+        longer than the gap between changes (a deep queue under load) still lands
+        current instead of being read again and again."""
+        token: list[Callable[[QueueSnapshot], None] | None] = []
+        self._reading[backend] = token
+        return token
+
+    def end_read(self, backend: str, token: object) -> None:
+        """The read that holds ``token`` is over (kept, or failed)."""
+        if self._reading.get(backend) is token:
+            del self._reading[backend]
+
+    def keep_snapshot(self, backend: str, snap: QueueSnapshot, token: object = None) -> None:
+        if token is not None and self._reading.get(backend) is token:
+            self.end_read(backend, token)
+            changes: list[Callable[[QueueSnapshot], None] | None] = token  # type: ignore[assignment]
+            if snap.generation == self.generation and None not in changes:
+                for change in changes:
+                    change(snap)  # idempotent: the read may already hold it
+                snap.epoch = self.epoch(backend)
         current = self._queues.get(backend)
         if current is None or (snap.generation, snap.epoch, snap.at) >= (current.generation, current.epoch, current.at):
             self._queues[backend] = snap
