@@ -19,11 +19,14 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
+from sqlalchemy import exc as exc_module
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+#: a PostgreSQL connection unused this long is pinged before it is handed out
+PING_IDLE_SECONDS = 2.0
 
 
 class Database:
@@ -35,9 +38,7 @@ class Database:
             self._writer = _sqlite_engine(url, immediate=True)
             self._reader = _sqlite_engine(url, immediate=False)
         else:
-            self._writer = create_async_engine(
-                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
-            )
+            self._writer = _postgres_engine(url, pool_size)
             self._reader = self._writer
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
 
@@ -133,6 +134,31 @@ def _enable_wal(cursor: Any) -> None:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.02)
+
+
+def _postgres_engine(url: str, pool_size: int) -> AsyncEngine:
+    """A pool whose connections are pinged before use only after sitting idle for
+    ``PING_IDLE_SECONDS``: a server restart or a dropped connection is found (and the
+    connection replaced) before a request uses it, without the round trip that pinging
+    at every checkout (``pool_pre_ping``) would add to each transaction of a busy
+    process."""
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size)
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _on_checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_IDLE_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # the pool replaces it and tries again
+            raise exc_module.DisconnectionError(f"idle connection is gone: {exc}") from exc
+
+    return engine
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:

@@ -368,7 +368,12 @@ class RequestStore:
         self, conn: AsyncConnection, condition: Any, worker_id: str, lease: float, now: float, limit: int
     ) -> list[RequestRecord]:
         """Claim up to ``limit`` queued requests matching ``condition``, skipping keys
-        already running ``max_concurrent`` requests (they wait, they are not refused)."""
+        already running ``max_concurrent`` requests (they wait, they are not refused).
+        On SQLite a single claim is one statement: with one writer at a time the
+        candidate query's own test of each key's running count is exact."""
+        if self.db.is_sqlite and limit == 1:
+            first = self._candidates(condition, now, 1).with_only_columns(_T.seq).scalar_subquery()
+            return await self._take(conn, _T.seq == first, worker_id, lease, now)
         chosen, taken = [], {}
         for seq, key_id, limited in (await conn.execute(self._candidates(condition, now, limit))).all():
             # only a limited key's count is checked (under its row lock on PostgreSQL)
@@ -377,9 +382,12 @@ class RequestStore:
                 taken[key_id] = taken.get(key_id, 0) + 1
         if not chosen:
             return []
+        return await self._take(conn, _T.seq.in_(chosen), worker_id, lease, now)
+
+    async def _take(self, conn: AsyncConnection, which: Any, worker_id: str, lease: float, now: float) -> list[RequestRecord]:
         statement = (
             requests.update()
-            .where(_T.seq.in_(chosen), _T.status == Status.IN_QUEUE.value)
+            .where(which, _T.status == Status.IN_QUEUE.value)
             .values(
                 status=Status.IN_PROGRESS.value,
                 worker_id=worker_id,
