@@ -23,6 +23,8 @@ from sqlalchemy import exc as exc_module
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
+from openfal.store import sqlite_cursor
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: a PostgreSQL connection unused this long is pinged before it is handed out
@@ -168,6 +170,7 @@ def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # compat: let SQLAlchemy emit BEGIN itself (pysqlite's own BEGIN is deferred)
         dbapi_connection.isolation_level = None
+        sqlite_cursor.install(dbapi_connection)
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         _enable_wal(cursor)
