@@ -24,9 +24,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from openfal.store import sqlite_cursor
+from openfal.store.sqlite_cursor import SQLITE_BUSY_TIMEOUT_MS
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 #: a PostgreSQL connection unused this long is pinged before it is handed out
 PING_IDLE_SECONDS = 2.0
 
@@ -70,8 +70,11 @@ class Database:
         writer and never takes SQLite's write lock."""
         assert self._write_lock is not None, "data_version is SQLite's"
         async with self._write_lock, self._writer.connect() as conn:
-            driver = (await conn.get_raw_connection()).driver_connection
-            async with driver.execute("PRAGMA data_version") as cursor:
+            raw = await conn.get_raw_connection()
+            version = sqlite_cursor.data_version(raw.dbapi_connection)
+            if version is not None:
+                return version
+            async with raw.driver_connection.execute("PRAGMA data_version") as cursor:  # type: ignore[union-attr]
                 row = await cursor.fetchone()
         return int(row[0])
 
@@ -164,18 +167,30 @@ def _postgres_engine(url: str, pool_size: int) -> AsyncEngine:
 
 
 def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
-    engine = create_async_engine(url, pool_size=1 if immediate else 8, max_overflow=0 if immediate else 8)
+    """One engine of the pair (``immediate``: the writer). Statements run on the loop's
+    thread (``sqlite_cursor``), which is why the connections may be used outside the
+    thread aiosqlite opened them in."""
+    engine = create_async_engine(
+        url,
+        pool_size=1 if immediate else 8,
+        max_overflow=0 if immediate else 8,
+        connect_args={"check_same_thread": False},
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # compat: let SQLAlchemy emit BEGIN itself (pysqlite's own BEGIN is deferred)
         dbapi_connection.isolation_level = None
-        sqlite_cursor.install(dbapi_connection)
+        inline = sqlite_cursor.install(dbapi_connection, writer=immediate)
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         _enable_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        if inline:  # locks are waited for in aiosqlite's thread, checkpoints run there
+            cursor.execute("PRAGMA busy_timeout=0")
+            if immediate:
+                cursor.execute("PRAGMA wal_autocheckpoint=0")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

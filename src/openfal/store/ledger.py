@@ -16,8 +16,19 @@ from openfal.store.schema import api_keys, ledger
 
 _L = ledger.c
 PERIODS = {"hour": 3600, "day": 86400, "total": 0}
-#: built once: an entry's values are bound, not built into a new statement each time
+#: built once: their values are bound, not built into a new statement each time
 _INSERT = ledger.insert()
+_BALANCE = api_keys.c.balance_micros
+_RESERVE = (
+    api_keys.update()
+    .where(api_keys.c.id == sa.bindparam("k_id"), sa.or_(_BALANCE.is_(None), _BALANCE >= sa.bindparam("amount", type_=sa.BigInteger())))
+    .values(balance_micros=_BALANCE - sa.bindparam("amount", type_=sa.BigInteger()))
+)
+_SETTLE = (
+    api_keys.update()
+    .where(api_keys.c.id == sa.bindparam("k_id"), _BALANCE.is_not(None))
+    .values(balance_micros=_BALANCE + sa.bindparam("reserved", type_=sa.BigInteger()) - sa.bindparam("charge", type_=sa.BigInteger()))
+)
 
 
 async def credit(conn: AsyncConnection, key_id: str, amount_micros: int) -> None:
@@ -38,12 +49,7 @@ async def reserve(tx: Transaction, record: RequestRecord, amount: int) -> bool:
     """Take ``amount`` from the request's key, if its balance covers it (metered-only
     keys always do); False when it does not, and nothing was written."""
     if record.key_id is not None and amount:
-        balance = api_keys.c.balance_micros
-        result = await tx.conn.execute(
-            api_keys.update()
-            .where(api_keys.c.id == record.key_id, sa.or_(balance.is_(None), balance >= amount))
-            .values(balance_micros=balance - amount)
-        )
+        result = await tx.conn.execute(_RESERVE, {"k_id": record.key_id, "amount": amount})
         if result.rowcount == 0:
             return False
     await _entry(tx.conn, record, "reserve", -amount)
@@ -53,11 +59,7 @@ async def reserve(tx: Transaction, record: RequestRecord, amount: int) -> bool:
 async def settle(tx: Transaction, record: RequestRecord, *, reserved: int, charge: int, got: Usage) -> None:
     """Release the reserve and charge what was delivered, in one go."""
     if record.key_id is not None:
-        await tx.conn.execute(
-            api_keys.update()
-            .where(api_keys.c.id == record.key_id, api_keys.c.balance_micros.is_not(None))
-            .values(balance_micros=api_keys.c.balance_micros + reserved - charge)
-        )
+        await tx.conn.execute(_SETTLE, {"k_id": record.key_id, "reserved": reserved, "charge": charge})
     await _entry(tx.conn, record, "release", reserved)
     await _entry(tx.conn, record, "charge", -charge, got, outcome=record.error_type or "ok")
 

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import fields, replace
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,6 +20,7 @@ from openfal.errors import RateLimited
 from openfal.models import LogEntry, RequestRecord, Status
 from openfal.notify import Notifier
 from openfal.store.changes import Transaction, Transactions
+from openfal.store.claim_statements import NO_KEY, ClaimStatements
 from openfal.store.db import Database
 from openfal.store.schema import api_keys, queue_turns, request_logs, requests, workers
 from openfal.store.views import QueueSnapshot, StatusViews
@@ -58,7 +60,12 @@ IDLE_CLAIM_SECONDS = 5.0
 #: a worker that reported within this long counts for eta_seconds' slots
 WORKER_ALIVE_SECONDS = 30.0
 #: a request without an API key takes its turns as this key
-NO_KEY = ""
+#: the optional guards of a completion, by the name their value is bound under
+_GUARDS = {
+    "w_worker": _T.worker_id == sa.bindparam("w_worker"),
+    "w_attempt": _T.attempts == sa.bindparam("w_attempt"),
+    "w_lease": _T.lease_expires_at < sa.bindparam("w_lease", type_=sa.Float()),
+}
 
 
 def _turn_key(key_id: str | None) -> str:
@@ -83,10 +90,13 @@ class RequestStore:
         insert = (sqlite.insert if db.is_sqlite else postgresql.insert)(queue_turns)
         #: built once: SQLAlchemy then only binds each submit's values
         self._insert_returning = requests.insert().returning(*requests.c)
+        self._claims = ClaimStatements(sqlite=db.is_sqlite, default_key_concurrency=default_key_concurrency)
         #: one statement for every claim's turns (its parameters apart), compiled once
         self._upsert_turn = insert.on_conflict_do_update(
             index_elements=["backend", "key_id"], set_={"last_turn": insert.excluded.last_turn}
         )
+        #: completion statements by their guards (see ``_completion``)
+        self._completions: dict[tuple[tuple[str, ...], bool], Any] = {}
         #: request id -> (fill token, the read in flight) for ``view``
         self._reads: dict[str, tuple[object, asyncio.Future[RequestRecord | None]]] = {}
         #: backend -> (epoch, generation, the read in flight) of a queue snapshot
@@ -338,24 +348,17 @@ class RequestStore:
         if all(self.views.known_empty(backend) for backend in backends):
             return []
         now = time.time()
+        values = {"now": now, "worker": worker_id, "lease": now + lease_seconds}
         async with self.changes.begin() as tx:
-            claimed = await self._claim_where(
-                tx.conn, sa.and_(_T.backend.in_(backends)), worker_id, now + lease_seconds, now, 1
-            )
+            claimed = await self._claim_next(tx.conn, self._claims.next_of_backends, {**values, "backends": list(backends)}, 1)
             if claimed and batch_limit > 1 and claimed[0].batch_key is not None:
-                claimed += await self._claim_where(
-                    tx.conn,
-                    sa.and_(_T.backend == claimed[0].backend, _T.batch_key == claimed[0].batch_key),
-                    worker_id,
-                    now + lease_seconds,
-                    now,
-                    batch_limit - 1,
-                )
+                batch = {**values, "backend": claimed[0].backend, "batch_key": claimed[0].batch_key}
+                claimed += await self._claim_next(tx.conn, self._claims.next_of_batch, batch, batch_limit - 1)
             if claimed:
                 await self._take_turns(tx.conn, claimed, now)
                 tx.notice("queue", claimed[0].backend, rm=[_entry(r) for r in claimed], turn=now)
                 tx.notice("changed", ",".join(r.id for r in claimed))
-                tx.after_commit(lambda: [self.views.put(r) for r in claimed])
+                tx.after_commit(partial(self.views.put_all, claimed))
         return claimed
 
     async def _take_turns(self, conn: AsyncConnection, claimed: list[RequestRecord], now: float) -> None:
@@ -364,99 +367,33 @@ class RequestStore:
         rows = [{"backend": backend, "key_id": key, "last_turn": now} for backend, key in sorted(turns)]
         await conn.execute(self._upsert_turn, rows)
 
-    async def _claim_where(
-        self, conn: AsyncConnection, condition: Any, worker_id: str, lease: float, now: float, limit: int
-    ) -> list[RequestRecord]:
-        """Claim up to ``limit`` queued requests matching ``condition``, skipping keys
-        already running ``max_concurrent`` requests (they wait, they are not refused).
-        On SQLite a single claim is one statement: with one writer at a time the
-        candidate query's own test of each key's running count is exact."""
-        if self.db.is_sqlite and limit == 1:
-            first = self._candidates(condition, now, 1).with_only_columns(_T.seq).scalar_subquery()
-            return await self._take(conn, _T.seq == first, worker_id, lease, now)
+    async def _claim_next(self, conn: AsyncConnection, candidates: Any, values: dict[str, Any], limit: int) -> list[RequestRecord]:
+        """Claim up to ``limit`` of the ``candidates``, skipping keys already running
+        ``max_concurrent`` requests (they wait, they are not refused)."""
+        if self.db.is_sqlite and candidates is self._claims.next_of_backends and limit == 1:
+            return await self._take(conn, self._claims.take_next, {**values, "limit": 1})
         chosen, taken = [], {}
-        for seq, key_id, limited in (await conn.execute(self._candidates(condition, now, limit))).all():
+        for seq, key_id, limited in (await conn.execute(candidates, {**values, "limit": limit})).all():
             # only a limited key's count is checked (under its row lock on PostgreSQL)
             if key_id is None or limited is None or await self._within_limit(conn, key_id, taken.get(key_id, 0)):
                 chosen.append(seq)
                 taken[key_id] = taken.get(key_id, 0) + 1
         if not chosen:
             return []
-        return await self._take(conn, _T.seq.in_(chosen), worker_id, lease, now)
+        return await self._take(conn, self._claims.take_chosen, {**values, "chosen": chosen})
 
-    async def _take(self, conn: AsyncConnection, which: Any, worker_id: str, lease: float, now: float) -> list[RequestRecord]:
-        statement = (
-            requests.update()
-            .where(which, _T.status == Status.IN_QUEUE.value)
-            .values(
-                status=Status.IN_PROGRESS.value,
-                worker_id=worker_id,
-                lease_expires_at=lease,
-                attempts=_T.attempts + 1,
-                started_at=sa.func.coalesce(_T.started_at, now),
-                upstream_position=None,
-                version=_T.version + 1,
-            )
-            .returning(*requests.c)
-        )
-        rows = (await conn.execute(statement)).all()
+    async def _take(self, conn: AsyncConnection, statement: Any, values: dict[str, Any]) -> list[RequestRecord]:
+        rows = (await conn.execute(statement, values)).all()
         return sorted((_record(r) for r in rows), key=lambda r: (r.priority, r.seq))
 
-    def _candidates(self, condition: Any, now: float, limit: int) -> Any:
-        """The next queued requests in claim order, with their key's concurrency limit
-        (rows locked and skipped by concurrent claimers on PostgreSQL)."""
-        others = requests.alias("running")
-        running = (
-            sa.select(sa.func.count())
-            .where(others.c.key_id == api_keys.c.id, others.c.status == Status.IN_PROGRESS.value)
-            .scalar_subquery()
-        )
-        limit_of_key = (
-            api_keys.c.max_concurrent
-            if self.default_key_concurrency is None
-            else sa.func.coalesce(api_keys.c.max_concurrent, self.default_key_concurrency)
-        )
-        saturated = sa.exists().where(api_keys.c.id == _T.key_id, limit_of_key.is_not(None), limit_of_key <= running)
-        turns = queue_turns.c
-        greatest = sa.func.max if self.db.is_sqlite else sa.func.greatest  # SQLite's two-argument max
-        waited_since = greatest(sa.func.coalesce(turns.last_turn, 0.0), _T.created_at)
-        own_limit = sa.select(api_keys.c.max_concurrent).where(api_keys.c.id == _T.key_id).scalar_subquery()
-        key_limit = own_limit if self.default_key_concurrency is None else sa.func.coalesce(own_limit, self.default_key_concurrency)
-        candidates = (
-            sa.select(_T.seq, _T.key_id, key_limit)
-            .select_from(
-                requests.outerjoin(
-                    queue_turns, sa.and_(turns.backend == _T.backend, turns.key_id == sa.func.coalesce(_T.key_id, NO_KEY))
-                )
-            )
-            .where(
-                _T.status == Status.IN_QUEUE.value,
-                condition,
-                sa.or_(_T.start_deadline.is_(None), _T.start_deadline > now),
-                ~saturated,
-            )
-            .order_by(_T.priority, waited_since, _T.seq)
-            .limit(limit)
-        )
-        if not self.db.is_sqlite:
-            candidates = candidates.with_for_update(skip_locked=True, of=requests)
-        return candidates
-
-    async def _within_limit(self, conn: AsyncConnection, key_id: str | None, taken: int) -> bool:
-        """Whether the key may start one more (``taken`` already chosen in this claim).
-        On PostgreSQL the key's row is locked first, so concurrent claimers of one key
-        serialise here; SQLite already has a single writer."""
-        if key_id is None:
-            return True
-        query = sa.select(api_keys.c.max_concurrent).where(api_keys.c.id == key_id)
-        limit = (await conn.execute(query if self.db.is_sqlite else query.with_for_update())).scalar()
+    async def _within_limit(self, conn: AsyncConnection, key_id: str, taken: int) -> bool:
+        """Whether the key may start one more (``taken`` already chosen in this claim)."""
+        limit = (await conn.execute(self._claims.key_limit, {"key_id": key_id})).scalar()
         if limit is None:
             limit = self.default_key_concurrency
         if limit is None:
             return True
-        running = await conn.execute(
-            sa.select(sa.func.count()).where(_T.key_id == key_id, _T.status == Status.IN_PROGRESS.value)
-        )
+        running = await conn.execute(self._claims.key_running, {"key_id": key_id})
         return int(running.scalar() or 0) + taken < limit
 
     async def idle_seconds(self, backend: str, poll_seconds: float) -> float:
@@ -551,15 +488,13 @@ class RequestStore:
         with the state change. ``lease_expired_before`` (the reaper) also requires the
         lease to still be expired, so a heartbeat that renewed it after the reaper
         looked wins."""
-        guard = [_T.id == record.id, _T.status == expect.value]
-        if worker_id is not None:
-            guard.append(_T.worker_id == worker_id)
-        if attempt is not None:
-            guard.append(_T.attempts == attempt)
-        if lease_expired_before is not None:
-            guard.append(_T.lease_expires_at < lease_expired_before)
+        guards = {"w_worker": worker_id, "w_attempt": attempt, "w_lease": lease_expired_before}
+        guards = {name: value for name, value in guards.items() if value is not None}
+        statement = self._completion(tuple(guards), drop_input=not record.store_io)
         values = {
-            "status": Status.COMPLETED.value,
+            "w_id": record.id,
+            "w_status": expect.value,
+            **guards,
             "completed_at": time.time(),
             "result_status": result_status,
             "result_body": result_body,
@@ -568,24 +503,30 @@ class RequestStore:
             "error_type": error_type,
             "inference_time": inference_time,
         }
-        return await self._complete(record, guard, values, left_queue=expect is Status.IN_QUEUE, tx=tx)
-
-    async def _complete(
-        self, record: RequestRecord, guard: list[Any], values: dict[str, Any], *, left_queue: bool, tx: Transaction | None
-    ) -> RequestRecord | None:
-        values |= {"lease_expires_at": None, "version": _T.version + 1}
-        if not record.store_io:
-            values["input"] = {}  # X-Fal-Store-IO: 0: the input is not kept past completion
         async with self.changes.begin(tx) as t:
-            row = (await t.conn.execute(requests.update().where(*guard).values(**values).returning(*requests.c))).first()
+            row = (await t.conn.execute(statement, values)).first()
             if row is None:
                 return None
             done = _record(row)
             t.notice("changed", done.id)
-            if left_queue:
+            if expect is Status.IN_QUEUE:
                 t.notice("queue", done.backend, rm=[_entry(done)])
-            t.after_commit(lambda: self._completed(done))
+            t.after_commit(partial(self._completed, done))
         return done
+
+    def _completion(self, guards: tuple[str, ...], *, drop_input: bool) -> Any:
+        """The guarded move to COMPLETED, built once for each set of guards (the values
+        are bound at execution: the SET clause names what they name)."""
+        key = (guards, drop_input)
+        statement = self._completions.get(key)
+        if statement is None:
+            where = [_T.id == sa.bindparam("w_id"), _T.status == sa.bindparam("w_status")]
+            where += [_GUARDS[name] for name in guards]
+            values: dict[str, Any] = {"status": Status.COMPLETED.value, "lease_expires_at": None, "version": _T.version + 1}
+            if drop_input:
+                values["input"] = {}  # X-Fal-Store-IO: 0: the input is not kept past completion
+            statement = self._completions[key] = requests.update().where(*where).values(**values).returning(*requests.c)
+        return statement
 
     def _completed(self, done: RequestRecord) -> None:
         self.views.put(done)

@@ -28,7 +28,7 @@ import time
 import uuid
 from bisect import bisect_left, insort
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 from openfal.models import RequestRecord, Status
@@ -199,6 +199,10 @@ class StatusViews:
         self.changed(record.id)
         if record.status is Status.COMPLETED or self.live:
             self._put(record)
+
+    def put_all(self, records: Iterable[RequestRecord]) -> None:
+        for record in records:
+            self.put(record)
 
     def _put(self, record: RequestRecord) -> None:
         """Kept without its input (status and result never read it, and it may be large);
