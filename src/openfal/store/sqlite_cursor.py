@@ -77,7 +77,9 @@ def _waiting(conn: sqlite3.Connection, call: Callable[[], Any]) -> Any:
 
 
 def _must_wait(error: Exception) -> bool:
-    return isinstance(error, sqlite3.OperationalError) and getattr(error, "sqlite_errorcode", None) in _WAIT_IN_THREAD
+    """Busy, locked or interrupted (by the progress handler), whatever the extended code."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return isinstance(error, sqlite3.OperationalError) and code is not None and code & 0xFF in _WAIT_IN_THREAD
 
 
 class Inline:
