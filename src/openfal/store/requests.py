@@ -59,7 +59,6 @@ ETA_SECONDS = 10.0
 IDLE_CLAIM_SECONDS = 5.0
 #: a worker that reported within this long counts for eta_seconds' slots
 WORKER_ALIVE_SECONDS = 30.0
-#: a request without an API key takes its turns as this key
 #: the optional guards of a completion, by the name their value is bound under
 _GUARDS = {
     "w_worker": _T.worker_id == sa.bindparam("w_worker"),

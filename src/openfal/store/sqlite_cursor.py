@@ -234,4 +234,4 @@ def data_version(dbapi_connection: Any) -> int | None:
     inline: Inline | None = getattr(getattr(dbapi_connection, "_connection", None), "openfal_inline", None)
     if inline is None:
         return None
-    return int(inline.conn.execute("PRAGMA data_version").fetchone()[0])
+    return int(_run(inline.conn, "PRAGMA data_version", None, False)[1][0][0])
