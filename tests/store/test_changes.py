@@ -8,11 +8,12 @@ import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import asyncpg
 import pytest
 
 from openfal.notify import Notifier
 from openfal.store import outbox
-from openfal.store.changes import Notice, apply
+from openfal.store.changes import CHANNEL, Notice, Transactions, apply
 from openfal.store.db import Database
 from openfal.store.listener import change_feed
 from openfal.store.requests import RequestStore
@@ -114,3 +115,26 @@ async def test_another_process_is_woken_by_the_same_notices(
                 break
             await asyncio.sleep(0.01)
         assert seen == ["webhook"]
+
+
+@pytest.mark.postgres
+async def test_a_transactions_notices_reach_listeners_all_and_in_order(pg_url: str) -> None:
+    """Sent together at commit (one round trip), each notice is its own notification."""
+    database = Database(pg_url)
+    await database.migrate()
+    views = StatusViews()
+    received: list[str] = []
+    listener = await asyncpg.connect(pg_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await listener.add_listener(CHANNEL, lambda *args: received.append(args[-1]))
+        async with Transactions(database, views, Notifier()).begin() as tx:
+            for request_id in ("a", "b", "c"):
+                tx.notice("changed", request_id)
+        for _ in range(500):
+            if len(received) == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert [Notice.parse(payload) for payload in received] == [(views.origin, Notice("changed", v)) for v in "abc"]
+    finally:
+        await listener.close()
+        await database.close()

@@ -22,11 +22,24 @@ from openfal.http import (
     stream_routes,
 )
 from openfal.http.errors import HANDLERS
+from openfal.http.hot_routes import HotRoutes
 from openfal.http.middleware import RequestIdMiddleware
 from openfal.http.proxy import FalProxyMiddleware
-from openfal.http.status_endpoint import StatusEndpoint
 from openfal.runtime import Runtime
 
+#: in the order the router tries them
+ROUTERS = (
+    playground.router,
+    misc_routes.router,
+    admin_routes.router,
+    admin_routes.metrics_router,
+    storage_routes.router,
+    relay_routes.router,
+    openai_routes.router,
+    realtime_routes.router,
+    stream_routes.router,  # before the queue's catch-alls
+    queue_routes.router,
+)
 #: response headers fal's JS client (or a browser app) reads
 EXPOSED_HEADERS = ("x-fal-request-id", "x-fal-error-type", "x-fal-request-timeout-type", "idempotent-replayed", "retry-after", "etag")
 
@@ -47,7 +60,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     app.state.runtime = rt
     for exc_type, handler in HANDLERS.items():
         app.add_exception_handler(exc_type, handler)
-    app.add_middleware(StatusEndpoint)  # the polled status route, answered before routing
+    app.add_middleware(HotRoutes, routers=ROUTERS)  # submit and status, answered before routing
     app.add_middleware(FalProxyMiddleware)  # a proxied call is routed as the call it names
     app.add_middleware(RequestIdMiddleware)
     if settings.cors_origins:
@@ -62,14 +75,6 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
             expose_headers=list(EXPOSED_HEADERS),
             max_age=600,
         )
-    app.include_router(playground.router)
-    app.include_router(misc_routes.router)
-    app.include_router(admin_routes.router)
-    app.include_router(admin_routes.metrics_router)
-    app.include_router(storage_routes.router)
-    app.include_router(relay_routes.router)
-    app.include_router(openai_routes.router)
-    app.include_router(realtime_routes.router)
-    app.include_router(stream_routes.router)  # before the queue's catch-alls
-    app.include_router(queue_routes.router)
+    for router in ROUTERS:
+        app.include_router(router)
     return app

@@ -110,7 +110,7 @@ async def read(path: str, request: Request, logs: str | None = None, key: ApiKey
     request.state.fal_request_id = target.request_id
     service = runtime(request).service
     with_logs = (logs or "").lower() in TRUE
-    # GET .../status (the polled one) is answered ahead of the router: http/status_endpoint.py
+    # GET .../status (the polled one) is answered ahead of the router: http/hot_routes.py
     if target.action == "stream":
         await service.get(target.app, target.request_id, key)
         return StreamingResponse(

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openfal.notify import Notifier
@@ -30,6 +31,10 @@ from openfal.store.db import Database
 from openfal.store.views import QueueSnapshot, StatusViews
 
 CHANNEL = "openfal"
+#: a transaction's notices in one round trip, in order (unnest scans the array in order)
+_NOTIFY = sa.text("SELECT pg_notify(:channel, payload) FROM unnest(:payloads) AS payload").bindparams(
+    sa.bindparam("payloads", type_=postgresql.ARRAY(sa.Text))
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +125,8 @@ class Transactions:
             tx = Transaction(conn)
             yield tx
             if tx.notices and conn.dialect.name == "postgresql":
-                for notice in tx.notices:
-                    payload = notice.payload(self.views.origin)
-                    await conn.execute(sa.text("SELECT pg_notify(:channel, :payload)"), {"channel": CHANNEL, "payload": payload})
+                payloads = [notice.payload(self.views.origin) for notice in tx.notices]
+                await conn.execute(_NOTIFY, {"channel": CHANNEL, "payloads": payloads})
         for notice in tx.notices:
             apply(notice, self.views, self.notifier)
         for step in tx.steps:
