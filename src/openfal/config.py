@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     #: log every HTTP request (uvicorn's access log); off by default, since status polls
     #: at ten a second per pending request would make it most of the server's work
     access_log: bool = False
+    #: FastAPI's native OpenTelemetry (spans, HTTP metrics, error logs through the global
+    #: providers); off by default: asking the providers costs ~3% of a status poll
+    otel: bool = False
 
     # -- auth ----------------------------------------------------------------------
     auth_enabled: bool = True

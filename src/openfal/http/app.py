@@ -56,7 +56,15 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
         finally:
             await rt.stop()
 
-    app = FastAPI(title="openfal", version=__version__, lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    otel = settings.otel
+    app = FastAPI(
+        title="openfal",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+        telemetry={"tracing": otel, "metrics": otel, "logs": otel},
+    )
     app.state.runtime = rt
     for exc_type, handler in HANDLERS.items():
         app.add_exception_handler(exc_type, handler)
