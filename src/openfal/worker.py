@@ -168,6 +168,8 @@ class Worker:
         """Wait for a free slot (True, the slot taken) or for ``stop()`` (False)."""
         if self._stopping.is_set():
             return False
+        if not free.locked():  # free now: taken without waiting (two tasks and a wait per claim otherwise)
+            return await free.acquire()
         acquire = asyncio.ensure_future(free.acquire())
         stop = asyncio.ensure_future(self._stopping.wait())
         await asyncio.wait({acquire, stop}, return_when=asyncio.FIRST_COMPLETED)
