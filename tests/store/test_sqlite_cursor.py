@@ -122,18 +122,40 @@ async def test_a_long_read_finishes_in_the_thread_without_stopping_the_loop(sqli
 async def test_the_writer_checkpoints_the_wal_every_so_many_commits(sqlite_db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sqlite_cursor, "CHECKPOINT_EVERY_COMMITS", 5)
     main_file = tmp_path / "inline.db"
-    async with sqlite_db.write() as conn:
-        inline = sqlite_cursor._inline((await conn.get_raw_connection()).dbapi_connection)
+    inline = await _writer(sqlite_db)
     await asyncio.to_thread(lambda: sqlite3.connect(main_file).execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall())
     size = main_file.stat().st_size
-
-    async def commit_one() -> None:
-        async with sqlite_db.write() as conn:
-            await conn.execute(sa.text("INSERT INTO t (name) VALUES (:n)"), {"n": f"{inline.commits:0>3000}"})
-
     while (inline.commits + 1) % 5:
-        await commit_one()
+        await _commit_one(sqlite_db, inline.commits)
         assert main_file.stat().st_size == size  # no checkpoint inside a commit
-    await commit_one()
+    await _commit_one(sqlite_db, inline.commits)
+    assert inline.checkpointing is not None
+    await inline.checkpointing
     assert main_file.stat().st_size > size
-    await commit_one()  # and the checkpoint left nothing open that would stop a commit
+    await _commit_one(sqlite_db, inline.commits)  # and the checkpoint left nothing open that would stop a commit
+
+
+async def test_commits_go_on_while_a_checkpoint_runs(sqlite_db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The checkpoint is held (standing for a slow disk) until ten more commits are done."""
+    monkeypatch.setattr(sqlite_cursor, "CHECKPOINT_EVERY_COMMITS", 1)
+    release = threading.Event()
+    real = sqlite_cursor._checkpoint
+    monkeypatch.setattr(sqlite_cursor, "_checkpoint", lambda path: (release.wait(10), real(path)))
+    inline = await _writer(sqlite_db)
+    await _commit_one(sqlite_db, 0)
+    held = inline.checkpointing
+    for i in range(1, 11):
+        await _commit_one(sqlite_db, i)
+    assert held is not None and not held.done() and inline.checkpointing is held  # one at a time
+    release.set()
+    await held
+
+
+async def _writer(db: Database) -> sqlite_cursor.Inline:
+    async with db.write() as conn:
+        return sqlite_cursor._inline((await conn.get_raw_connection()).dbapi_connection)
+
+
+async def _commit_one(db: Database, n: int) -> None:
+    async with db.write() as conn:
+        await conn.execute(sa.text("INSERT INTO t (name) VALUES (:n)"), {"n": f"{n:0>3000}"})

@@ -21,7 +21,9 @@ things that would stop it:
 
 The writer's automatic WAL checkpoint (which writes the database file and syncs it,
 inside the commit that crosses 1,000 pages) is off; every ``CHECKPOINT_EVERY_COMMITS``
-commits one is run in the thread instead, still under the caller's write lock.
+commits a passive one runs in a worker thread on a connection of its own, so the writer
+goes on committing meanwhile (on the writer's own connection every write would queue
+behind it: some 8 ms, every 33 submits here).
 
 It is installed on each new connection only when the adapter it extends is the one it
 was written against (``install``); otherwise SQLAlchemy's own cursor stays.
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import math
 import sqlite3
 import time
@@ -51,6 +54,7 @@ CHECKPOINT_EVERY_COMMITS = 100
 _WAIT_IN_THREAD = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_INTERRUPT}
 
 _Result = tuple[Any, list[Any], int, int | None]
+log = logging.getLogger("openfal.store")
 
 
 def _run(conn: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> _Result:
@@ -76,6 +80,21 @@ def _waiting(conn: sqlite3.Connection, call: Callable[[], Any]) -> Any:
         conn.execute("PRAGMA busy_timeout=0")
 
 
+def _checkpoint(path: str) -> None:
+    """A passive checkpoint (it never waits for readers or the writer), on its own
+    connection, in a worker thread."""
+    conn = sqlite3.connect(path, timeout=0)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+    finally:
+        conn.close()
+
+
+def _checkpointed(done: asyncio.Future[None]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.warning("WAL checkpoint failed (the next one retries): %s", done.exception())
+
+
 def _must_wait(error: Exception) -> bool:
     """Busy, locked or interrupted (by the progress handler), whatever the extended code."""
     code = getattr(error, "sqlite_errorcode", None)
@@ -92,6 +111,9 @@ class Inline:
         self.writer = writer
         self.deadline = math.inf
         self.commits = 0
+        #: the database file (empty for a temporary or in-memory database: never checkpointed)
+        self.path: str = self.conn.execute("PRAGMA database_list").fetchone()[2] if writer else ""
+        self.checkpointing: asyncio.Future[None] | None = None
         if not writer:
             self.conn.set_progress_handler(self._overran, PROGRESS_INSTRUCTIONS)
 
@@ -126,8 +148,9 @@ class Inline:
             await self._in_thread(partial(_waiting, self.conn, finish))
         if commit and self.writer:
             self.commits += 1
-            if self.commits % CHECKPOINT_EVERY_COMMITS == 0:
-                await self._in_thread(partial(_run, self.conn, "PRAGMA wal_checkpoint(PASSIVE)", None, False))
+            if self.commits % CHECKPOINT_EVERY_COMMITS == 0 and self.path and (self.checkpointing is None or self.checkpointing.done()):
+                self.checkpointing = asyncio.ensure_future(asyncio.to_thread(_checkpoint, self.path))
+                self.checkpointing.add_done_callback(_checkpointed)
 
     async def _in_thread(self, call: Callable[[], Any]) -> Any:
         """``call`` in aiosqlite's thread, through the queue SQLAlchemy's adapter uses."""
