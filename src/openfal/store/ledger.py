@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -52,7 +53,7 @@ async def reserve(tx: Transaction, record: RequestRecord, amount: int) -> bool:
         result = await tx.conn.execute(_RESERVE, {"k_id": record.key_id, "amount": amount})
         if result.rowcount == 0:
             return False
-    await _entry(tx.conn, record, "reserve", -amount)
+    await tx.conn.execute(_INSERT, _entry(record, "reserve", -amount))
     return True
 
 
@@ -60,26 +61,24 @@ async def settle(tx: Transaction, record: RequestRecord, *, reserved: int, charg
     """Release the reserve and charge what was delivered, in one go."""
     if record.key_id is not None:
         await tx.conn.execute(_SETTLE, {"k_id": record.key_id, "reserved": reserved, "charge": charge})
-    await _entry(tx.conn, record, "release", reserved)
-    await _entry(tx.conn, record, "charge", -charge, got, outcome=record.error_type or "ok")
+    release = _entry(record, "release", reserved)
+    charge_entry = _entry(record, "charge", -charge, got, outcome=record.error_type or "ok")
+    await tx.conn.execute(_INSERT, [release, charge_entry])  # both rows in one statement
 
 
-async def _entry(conn: AsyncConnection, record: RequestRecord, kind: str, amount: int, got: Usage = Usage(), *, outcome: str | None = None) -> None:
-    await conn.execute(
-        _INSERT,
-        {
-            "key_id": record.key_id,
-            "request_id": record.id,
-            "endpoint_id": record.endpoint_id,
-            "kind": kind,
-            "amount_micros": amount,
-            "images": got.images,
-            "megapixels": got.megapixels,
-            "video_seconds": got.video_seconds,
-            "outcome": outcome,
-            "created_at": time.time(),
-        },
-    )
+def _entry(record: RequestRecord, kind: str, amount: int, got: Usage = Usage(), *, outcome: str | None = None) -> dict[str, Any]:
+    return {
+        "key_id": record.key_id,
+        "request_id": record.id,
+        "endpoint_id": record.endpoint_id,
+        "kind": kind,
+        "amount_micros": amount,
+        "images": got.images,
+        "megapixels": got.megapixels,
+        "video_seconds": got.video_seconds,
+        "outcome": outcome,
+        "created_at": time.time(),
+    }
 
 
 @dataclass(frozen=True, slots=True)
