@@ -35,8 +35,6 @@ from openfal.http.errors import HANDLERS
 from openfal.http.wire import status_body
 from openfal.runtime import Runtime
 
-TRUE = {"1", "true", "yes", "on"}
-
 
 class HotRoutes:
     def __init__(self, app: ASGIApp, *, routers: Sequence[APIRouter]) -> None:
@@ -99,7 +97,7 @@ async def _status(scope: Scope, app: str, request_id: str) -> Response:
     runtime: Runtime = scope["app"].state.runtime
     key = await runtime.auth.authenticate(_header(scope, b"authorization"))
     logs = dict(parse_qsl(scope["query_string"].decode("latin-1"))).get("logs", "") if scope["query_string"] else ""
-    view = await runtime.service.status(app, request_id, key, with_logs=logs.lower() in TRUE)
+    view = await runtime.service.status(app, request_id, key, with_logs=logs.lower() in queue_routes.TRUE)
     code, body = status_body(view)
     return Response(_dumps(body), status_code=code, media_type="application/json")
 

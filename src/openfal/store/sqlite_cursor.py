@@ -112,7 +112,7 @@ class Inline:
         self.deadline = math.inf
         self.commits = 0
         #: the database file (empty for a temporary or in-memory database: never checkpointed)
-        self.path: str = self.conn.execute("PRAGMA database_list").fetchone()[2] if writer else ""
+        self.path: str = _run(self.conn, "PRAGMA database_list", None, False)[1][0][2] if writer else ""
         self.checkpointing: asyncio.Future[None] | None = None
         if not writer:
             self.conn.set_progress_handler(self._overran, PROGRESS_INSTRUCTIONS)
