@@ -20,7 +20,6 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from openfal.endpoints.schemas import IMAGE_SIZE_PRESETS, ImageSize, resolve_image_size
-from openfal.errors import InsufficientCredit
 from openfal.models import RequestRecord, Usage
 from openfal.store import ledger
 from openfal.store.changes import Transaction
@@ -120,19 +119,16 @@ def _megapixels(width: int, height: int) -> float:
 
 
 class Accounts:
-    """Reserve and settle. Both take the caller's transaction, so money moves (or
-    not) with the request change it belongs to."""
+    """Reserve and settle: money moves (or not) with the request change it belongs
+    to (a reserve in the submit's statement, a settlement in the caller's transaction)."""
 
     def __init__(self, prices: PriceList) -> None:
         self.prices = prices
 
-    async def reserve(self, tx: Transaction, record: RequestRecord) -> int:
-        """Reserve the request's estimated price; InsufficientCredit if its key's
-        balance does not cover it."""
-        amount = self.prices.estimate(record.endpoint_id, record.input)
-        if not await ledger.reserve(tx, record, amount):
-            raise InsufficientCredit()
-        return amount
+    def estimate(self, endpoint_id: str, data: dict[str, Any]) -> int:
+        """What a submit reserves from its key's balance (the store takes it with the
+        request, or refuses both with InsufficientCredit)."""
+        return self.prices.estimate(endpoint_id, data)
 
     async def settle(self, tx: Transaction, record: RequestRecord, *, video_seconds: float = 0.0) -> None:
         """Release the reserve; charge what was delivered if the request succeeded."""

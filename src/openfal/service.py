@@ -139,7 +139,9 @@ class QueueService:
             return await self._replay(earlier, idempotency[1])
         await self._check_queue_length(route.backend, options.max_queue_length)
         try:
-            record = await self._store(values, key)
+            limits = {"max_queued": key.max_queued, "rpm": key.rpm} if key else {}
+            reserve = self.accounts.estimate(endpoint_id, data)
+            record = await self.store.insert(reserve=reserve, **limits, **values)
         except KeyQueueFull as full:
             raise QueueFull(f"This API key already has {full.limit} requests waiting in the queue (its max_queued)") from None
         except DuplicateIdempotencyKey:
@@ -169,15 +171,6 @@ class QueueService:
             raise IdempotencyConflict("This Idempotency-Key was already used for a different endpoint or input")
         queued = earlier.status is Status.IN_QUEUE
         return Submitted(earlier, await self.store.queue_position(earlier) if queued else None, replayed=True)
-
-    async def _store(self, values: dict[str, Any], key: ApiKey | None) -> RequestRecord:
-        """The request and its credit reserve, in one transaction (committed together
-        or not at all), within the key's queue and rate limits."""
-        async with self.store.transaction() as tx:
-            limits = {"max_queued": key.max_queued, "rpm": key.rpm} if key else {}
-            record = await self.store.insert(tx=tx, **limits, **values)
-            reserved = await self.accounts.reserve(tx, record)
-            return await self.store.set_reserved(tx, record, reserved) if reserved else record
 
     async def _check_queue_length(self, backend: str, maximum: int | None) -> None:
         if maximum is not None and await self.store.queue_length(backend) >= maximum:

@@ -31,6 +31,8 @@ from openfal.store.db import Database
 from openfal.store.views import QueueSnapshot, StatusViews
 
 CHANNEL = "openfal"
+#: stands for a new request's seq in a payload its own INSERT sends (see submit_statements.py)
+SEQ_PLACEHOLDER = "@seq"
 #: a transaction's notices in one round trip, in order (unnest scans the array in order)
 _NOTIFY = sa.text("SELECT pg_notify(:channel, payload) FROM unnest(:payloads) AS payload").bindparams(
     sa.bindparam("payloads", type_=postgresql.ARRAY(sa.Text))
@@ -94,11 +96,19 @@ class Transaction:
 
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
+        #: sent by a statement of the transaction itself (its own ``pg_notify``)
+        self.told: list[Notice] = []
         self.notices: list[Notice] = []
         self.steps: list[Callable[[], None]] = []
 
     def notice(self, kind: str, value: str, **delta: Any) -> None:
         self.notices.append(Notice(kind, value, delta))
+
+    def sent(self, notice: Notice) -> None:
+        """A notice a statement of this transaction sent to other processes itself; it is
+        applied here at commit like the rest. PostgreSQL delivers in the order of the
+        ``pg_notify`` calls, so these go before the ones sent at commit, here as there."""
+        self.told.append(notice)
 
     def after_commit(self, step: Callable[[], None]) -> None:
         """Run once the transaction has committed (after its notices are applied)."""
@@ -115,19 +125,22 @@ class Transactions:
         self.notifier = notifier
 
     @asynccontextmanager
-    async def begin(self, tx: Transaction | None = None) -> AsyncIterator[Transaction]:
+    async def begin(self, tx: Transaction | None = None, *, one_statement: bool = False) -> AsyncIterator[Transaction]:
         """A new transaction, or, given the caller's, that one (its caller commits it
-        and its notices are told then)."""
+        and its notices are told then). ``one_statement``: the block runs a single
+        statement that sends its own notices, in autocommit on PostgreSQL (see
+        ``Database.write``)."""
         if tx is not None:
             yield tx
             return
-        async with self.db.write() as conn:
+        async with self.db.write(autocommit=one_statement) as conn:
             tx = Transaction(conn)
             yield tx
             if tx.notices and conn.dialect.name == "postgresql":
+                assert not one_statement, "a single statement sends its own notices"
                 payloads = [notice.payload(self.views.origin) for notice in tx.notices]
                 await conn.execute(_NOTIFY, {"channel": CHANNEL, "payloads": payloads})
-        for notice in tx.notices:
+        for notice in (*tx.told, *tx.notices):
             apply(notice, self.views, self.notifier)
         for step in tx.steps:
             step()

@@ -42,6 +42,8 @@ class Database:
         else:
             self._writer = _postgres_engine(url, pool_size)
             self._reader = self._writer
+        #: the same pool, each statement its own transaction
+        self._autocommit = self._writer.execution_options(isolation_level="AUTOCOMMIT")
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
 
     @property
@@ -49,9 +51,15 @@ class Database:
         return "sqlite" if self.is_sqlite else "postgresql"
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction, committed on exit."""
+    async def write(self, *, autocommit: bool = False) -> AsyncIterator[AsyncConnection]:
+        """A write transaction, committed on exit. ``autocommit`` (PostgreSQL; SQLite
+        ignores it) is for a block of one statement, which is then a transaction by
+        itself: no BEGIN and COMMIT round trips."""
         if self._write_lock is None:
+            if autocommit:
+                async with self._autocommit.connect() as conn:
+                    yield conn
+                return
             async with self._writer.begin() as conn:
                 yield conn
             return

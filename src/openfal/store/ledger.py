@@ -1,5 +1,6 @@
 """The usage ledger and key balances: every money movement (accounting.py decides
-the amounts), and usage reports per key, endpoint and period."""
+the amounts) but a submit's reserve, which is written with its request (see
+submit_statements.py), and usage reports per key, endpoint and period."""
 
 from __future__ import annotations
 
@@ -20,11 +21,6 @@ PERIODS = {"hour": 3600, "day": 86400, "total": 0}
 #: built once: their values are bound, not built into a new statement each time
 _INSERT = ledger.insert()
 _BALANCE = api_keys.c.balance_micros
-_RESERVE = (
-    api_keys.update()
-    .where(api_keys.c.id == sa.bindparam("k_id"), sa.or_(_BALANCE.is_(None), _BALANCE >= sa.bindparam("amount", type_=sa.BigInteger())))
-    .values(balance_micros=_BALANCE - sa.bindparam("amount", type_=sa.BigInteger()))
-)
 _SETTLE = (
     api_keys.update()
     .where(api_keys.c.id == sa.bindparam("k_id"), _BALANCE.is_not(None))
@@ -46,31 +42,24 @@ async def credit(conn: AsyncConnection, key_id: str, amount_micros: int) -> None
     )
 
 
-async def reserve(tx: Transaction, record: RequestRecord, amount: int) -> bool:
-    """Take ``amount`` from the request's key, if its balance covers it (metered-only
-    keys always do); False when it does not, and nothing was written."""
-    if record.key_id is not None and amount:
-        result = await tx.conn.execute(_RESERVE, {"k_id": record.key_id, "amount": amount})
-        if result.rowcount == 0:
-            return False
-    await tx.conn.execute(_INSERT, _entry(record, "reserve", -amount))
-    return True
-
-
 async def settle(tx: Transaction, record: RequestRecord, *, reserved: int, charge: int, got: Usage) -> None:
-    """Release the reserve and charge what was delivered, in one go."""
+    """Release the reserve (a submit took it: see submit_statements.py) and charge
+    what was delivered, in one go."""
     if record.key_id is not None:
         await tx.conn.execute(_SETTLE, {"k_id": record.key_id, "reserved": reserved, "charge": charge})
-    release = _entry(record, "release", reserved)
-    charge_entry = _entry(record, "charge", -charge, got, outcome=record.error_type or "ok")
+    release = entry(record.key_id, record.id, record.endpoint_id, "release", reserved)
+    charge_entry = entry(record.key_id, record.id, record.endpoint_id, "charge", -charge, got, outcome=record.error_type or "ok")
     await tx.conn.execute(_INSERT, [release, charge_entry])  # both rows in one statement
 
 
-def _entry(record: RequestRecord, kind: str, amount: int, got: Usage = Usage(), *, outcome: str | None = None) -> dict[str, Any]:
+def entry(
+    key_id: str | None, request_id: str, endpoint_id: str, kind: str, amount: int, got: Usage = Usage(), *, outcome: str | None = None
+) -> dict[str, Any]:
+    """A ledger row's values."""
     return {
-        "key_id": record.key_id,
-        "request_id": record.id,
-        "endpoint_id": record.endpoint_id,
+        "key_id": key_id,
+        "request_id": request_id,
+        "endpoint_id": endpoint_id,
         "kind": kind,
         "amount_micros": amount,
         "images": got.images,

@@ -8,7 +8,7 @@ import asyncio
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import fields, replace
+from dataclasses import fields
 from functools import partial
 from typing import Any
 
@@ -16,16 +16,29 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from openfal.errors import RateLimited
+from openfal.errors import InsufficientCredit, RateLimited
 from openfal.models import LogEntry, RequestRecord, Status
 from openfal.notify import Notifier
-from openfal.store.changes import Transaction, Transactions
+from openfal.store.changes import CHANNEL, SEQ_PLACEHOLDER, Notice, Transaction, Transactions
 from openfal.store.claim_statements import NO_KEY, ClaimStatements
 from openfal.store.db import Database
+from openfal.store.ledger import entry as ledger_entry
 from openfal.store.schema import api_keys, queue_turns, request_logs, requests, workers
+from openfal.store.submit_statements import NotCovered, SubmitStatements
 from openfal.store.views import QueueSnapshot, StatusViews
 
 _FIELDS = {f.name for f in fields(RequestRecord)}
+#: a new request's columns, before the submit's own values
+_NEW_ROW = {
+    "status": Status.IN_QUEUE.value,
+    "attempts": 0,
+    "cancel_requested": False,
+    "backend_state": {},
+    "version": 0,
+    "store_io": True,
+    "no_retry": False,
+    "media_keep_forever": False,
+}
 _T = requests.c
 
 
@@ -87,8 +100,7 @@ class RequestStore:
         self.views = StatusViews()
         self.changes = Transactions(db, self.views, self.notifier)
         insert = (sqlite.insert if db.is_sqlite else postgresql.insert)(queue_turns)
-        #: built once: SQLAlchemy then only binds each submit's values
-        self._insert_returning = requests.insert().returning(*requests.c)
+        self._submits = SubmitStatements(sqlite=db.is_sqlite)
         self._claims = ClaimStatements(sqlite=db.is_sqlite, default_key_concurrency=default_key_concurrency)
         #: one statement for every claim's turns (its parameters apart), compiled once
         self._upsert_turn = insert.on_conflict_do_update(
@@ -113,43 +125,48 @@ class RequestStore:
     # -- submit and read ---------------------------------------------------------
 
     async def insert(
-        self, *, tx: Transaction | None = None, max_queued: int | None = None, rpm: int | None = None, **values: Any
+        self,
+        *,
+        tx: Transaction | None = None,
+        max_queued: int | None = None,
+        rpm: int | None = None,
+        reserve: int | None = None,
+        **values: Any,
     ) -> RequestRecord:
         """Persist a new IN_QUEUE request; returns it with its sequence number. With
-        ``tx``, in the caller's transaction. A key that already has ``max_queued``
-        requests waiting is refused (KeyQueueFull), one that submitted more than
-        ``rpm`` in the last minute too (RateLimited); both counts include this one."""
+        ``tx``, in the caller's transaction. ``reserve``: credit taken from its key's
+        balance for it, with its ledger row (InsufficientCredit when the balance is
+        short; None: no reserve and no row, for requests openfal makes itself). A key
+        that already has ``max_queued`` requests waiting is refused (KeyQueueFull), one
+        that submitted more than ``rpm`` in the last minute too (RateLimited); both
+        counts include this one. Without those limits it is one statement (see
+        submit_statements.py)."""
         values.setdefault("created_at", time.time())
-        row = {
-            "status": Status.IN_QUEUE.value,
-            "attempts": 0,
-            "cancel_requested": False,
-            "backend_state": {},
-            "version": 0,
-            "store_io": True,
-            "no_retry": False,
-            "media_keep_forever": False,
-            **values,
-        }
-        async with self.changes.begin(tx) as t:
+        row = {**_NEW_ROW, **values, "reserved_micros": reserve}
+        entry = None if reserve is None else ledger_entry(row["key_id"], row["id"], row["endpoint_id"], "reserve", -reserve)
+        checked = row["key_id"] is not None and (max_queued is not None or rpm is not None)
+        notice = Notice("work", row["backend"], {"add": [[SEQ_PLACEHOLDER, row["priority"], _turn_key(row["key_id"]), row["created_at"]]]})
+        notify = {"channel": CHANNEL, "payload": notice.payload(self.views.origin)}
+        async with self.changes.begin(tx, one_statement=not checked) as t:
             try:
-                record = _record((await t.conn.execute(self._insert_returning, row)).one())
+                stored = await self._submits.run(t.conn, row, entry, charged=bool(reserve) and row["key_id"] is not None, notify=notify)
             except sa.exc.IntegrityError:
                 if row.get("idempotency_key") is None:
                     raise
                 raise DuplicateIdempotencyKey(row["idempotency_key"]) from None
+            except NotCovered:
+                raise InsufficientCredit() from None
+            record = _record(stored)
             if max_queued is not None and record.key_id is not None:
                 await self._check_queued(t.conn, record.key_id, max_queued)
             if rpm is not None and record.key_id is not None:
                 await self._check_rate(t.conn, record.key_id, rpm)
-            t.notice("work", record.backend, add=[_entry(record)])
+            if self.db.is_sqlite:  # other processes learn of it from data_version
+                t.notice("work", record.backend, add=[_entry(record)])
+            else:
+                t.sent(Notice("work", record.backend, {"add": [_entry(record)]}))
             t.after_commit(lambda: self.views.put(record))  # its first status poll reads nothing
         return record
-
-    async def set_reserved(self, tx: Transaction, record: RequestRecord, amount: int) -> RequestRecord:
-        """Note what the submit reserved, for settlement (which reads none as 0)."""
-        await tx.conn.execute(requests.update().where(_T.seq == record.seq).values(reserved_micros=amount))
-        return replace(record, reserved_micros=amount)
 
     async def _check_rate(self, conn: AsyncConnection, key_id: str, rpm: int) -> None:
         recent = await conn.execute(sa.select(sa.func.count()).where(_T.key_id == key_id, _T.created_at > time.time() - 60))
