@@ -42,7 +42,7 @@ class Database:
         else:
             self._writer = _postgres_engine(url, pool_size)
             self._reader = self._writer
-        #: the same pool, each statement its own transaction
+        #: the writer's pool, each statement its own transaction (used on PostgreSQL)
         self._autocommit = self._writer.execution_options(isolation_level="AUTOCOMMIT")
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
 
@@ -56,11 +56,7 @@ class Database:
         ignores it) is for a block of one statement, which is then a transaction by
         itself: no BEGIN and COMMIT round trips."""
         if self._write_lock is None:
-            if autocommit:
-                async with self._autocommit.connect() as conn:
-                    yield conn
-                return
-            async with self._writer.begin() as conn:
+            async with self._autocommit.connect() if autocommit else self._writer.begin() as conn:
                 yield conn
             return
         async with self._write_lock, self._writer.begin() as conn:
