@@ -142,14 +142,16 @@ class RequestStore:
         counts include this one. Without those limits it is one statement (see
         submit_statements.py)."""
         values.setdefault("created_at", time.time())
-        row = {**_NEW_ROW, **values, "reserved_micros": reserve}
-        entry = None if reserve is None else ledger_entry(row["key_id"], row["id"], row["endpoint_id"], "reserve", -reserve)
-        checked = row["key_id"] is not None and (max_queued is not None or rpm is not None)
-        notice = Notice("work", row["backend"], {"add": [[SEQ_PLACEHOLDER, row["priority"], _turn_key(row["key_id"]), row["created_at"]]]})
+        row = {**_NEW_ROW, "key_id": None, **values, "reserved_micros": reserve}
+        key_id = row["key_id"]
+        entry = None if reserve is None else ledger_entry(key_id, row["id"], row["endpoint_id"], "reserve", -reserve)
+        checked = key_id is not None and (max_queued is not None or rpm is not None)
+        # the seq is the INSERT's to choose: the statement puts it into the payload
+        notice = Notice("work", row["backend"], {"add": [[SEQ_PLACEHOLDER, row["priority"], _turn_key(key_id), row["created_at"]]]})
         notify = {"channel": CHANNEL, "payload": notice.payload(self.views.origin)}
         async with self.changes.begin(tx, one_statement=not checked) as t:
             try:
-                stored = await self._submits.run(t.conn, row, entry, charged=bool(reserve) and row["key_id"] is not None, notify=notify)
+                stored = await self._submits.run(t.conn, row, entry, charged=bool(reserve) and key_id is not None, notify=notify)
             except sa.exc.IntegrityError:
                 if row.get("idempotency_key") is None:
                     raise
