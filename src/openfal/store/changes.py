@@ -3,8 +3,9 @@
 Every store write runs in a ``Transaction``. The store's methods add a ``Notice`` for
 each change as they make it; when the transaction commits, PostgreSQL delivers the
 notices to every other process (``pg_notify`` inside the transaction, so a rollback
-sends nothing) and this process applies them itself, right after the commit, to its
-status views and its ``Notifier``. The listener applies other processes' notices with
+sends nothing; a submit's statement sends its own, see ``Transaction.sent``) and this
+process applies them itself, right after the commit, to its status views and its
+``Notifier``. The listener applies other processes' notices with
 the same ``apply``, so a change reaches a waiter the same way wherever it was made.
 
 Kinds: ``work:<backend>`` (requests were queued, ``add``), ``queue:<backend>``
