@@ -146,12 +146,9 @@ class RequestStore:
         key_id = row["key_id"]
         entry = None if reserve is None else ledger_entry(key_id, row["id"], row["endpoint_id"], "reserve", -reserve)
         checked = key_id is not None and (max_queued is not None or rpm is not None)
-        # the seq is the INSERT's to choose: the statement puts it into the payload
-        notice = Notice("work", row["backend"], {"add": [[SEQ_PLACEHOLDER, row["priority"], _turn_key(key_id), row["created_at"]]]})
-        notify = {"channel": CHANNEL, "payload": notice.payload(self.views.origin)}
         async with self.changes.begin(tx, one_statement=not checked) as t:
             try:
-                stored = await self._submits.run(t.conn, row, entry, charged=bool(reserve) and key_id is not None, notify=notify)
+                stored = await self._submits.run(t.conn, row, entry, notify=None if self.db.is_sqlite else self._notify(row))
             except sa.exc.IntegrityError:
                 if row.get("idempotency_key") is None:
                     raise
@@ -169,6 +166,12 @@ class RequestStore:
                 t.sent(Notice("work", record.backend, {"add": [_entry(record)]}))
             t.after_commit(lambda: self.views.put(record))  # its first status poll reads nothing
         return record
+
+    def _notify(self, row: dict[str, Any]) -> dict[str, str]:
+        """PostgreSQL's notice of a new request, sent by its own INSERT statement: the
+        seq is the INSERT's to choose, so the statement puts it in for the placeholder."""
+        added = [SEQ_PLACEHOLDER, row["priority"], _turn_key(row["key_id"]), row["created_at"]]
+        return {"channel": CHANNEL, "payload": Notice("work", row["backend"], {"add": [added]}).payload(self.views.origin)}
 
     async def _check_rate(self, conn: AsyncConnection, key_id: str, rpm: int) -> None:
         recent = await conn.execute(sa.select(sa.func.count()).where(_T.key_id == key_id, _T.created_at > time.time() - 60))

@@ -39,6 +39,14 @@ class NotCovered(Exception):
     """The key's balance does not cover the reserve; nothing was written."""
 
 
+def _charge(entry: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``_RESERVE``'s values when the reserve is taken from a key's balance: a keyed,
+    priced request (a free one, or one without a key, only gets its ledger row)."""
+    if entry is None or entry["key_id"] is None or not entry["amount_micros"]:
+        return None
+    return {"k_id": entry["key_id"], "amount": -entry["amount_micros"]}
+
+
 class SubmitStatements:
     def __init__(self, *, sqlite: bool) -> None:
         self.sqlite = sqlite
@@ -47,31 +55,29 @@ class SubmitStatements:
         #: (request columns, reserves against a balance, writes a ledger row) -> statement
         self._combined: dict[tuple[tuple[str, ...], bool, bool], Any] = {}
 
-    async def run(
-        self, conn: AsyncConnection, row: dict[str, Any], entry: dict[str, Any] | None, *, charged: bool, notify: dict[str, str]
-    ) -> sa.Row[Any]:
-        """The request's row as stored. ``entry``: the reserve's ledger row (None: none);
-        ``charged``: its amount is taken from ``entry``'s key's balance (NotCovered when
-        the balance is short); ``notify``: PostgreSQL's ``channel`` and ``payload``."""
+    async def run(self, conn: AsyncConnection, row: dict[str, Any], entry: dict[str, Any] | None, *, notify: dict[str, str] | None) -> sa.Row[Any]:
+        """The request's row as stored. ``entry``: the reserve's ledger row (None: none),
+        its amount taken from its key's balance (NotCovered when the balance is short);
+        ``notify``: PostgreSQL's ``channel`` and ``payload`` (SQLite sends none)."""
+        charge = _charge(entry)
         if self.sqlite:
-            return await self._in_turn(conn, row, entry, charged=charged)
-        statement = self._statement(tuple(row), charged=charged, with_entry=entry is not None)
-        values = {f"r_{name}": value for name, value in row.items()} | notify
+            return await self._in_turn(conn, row, entry, charge)
+        assert notify is not None, "PostgreSQL's submit tells other processes of it"
+        statement = self._statement(tuple(row), charged=charge is not None, with_entry=entry is not None)
+        values = {f"r_{name}": value for name, value in row.items()} | notify | (charge or {})
         if entry is not None:
             values |= {f"l_{name}": entry[name] for name in _LEDGER_COLUMNS}
-        if entry is not None and charged:
-            values |= {"k_id": entry["key_id"], "amount": -entry["amount_micros"]}
         stored = (await conn.execute(statement, values)).one_or_none()
         if stored is None:
             raise NotCovered()
         return stored
 
-    async def _in_turn(self, conn: AsyncConnection, row: dict[str, Any], entry: dict[str, Any] | None, *, charged: bool) -> sa.Row[Any]:
+    async def _in_turn(
+        self, conn: AsyncConnection, row: dict[str, Any], entry: dict[str, Any] | None, charge: dict[str, Any] | None
+    ) -> sa.Row[Any]:
+        if charge is not None and (await conn.execute(_RESERVE, charge)).rowcount == 0:
+            raise NotCovered()
         if entry is not None:
-            if charged:
-                taken = await conn.execute(_RESERVE, {"k_id": entry["key_id"], "amount": -entry["amount_micros"]})
-                if taken.rowcount == 0:
-                    raise NotCovered()
             await conn.execute(self._ledger_insert, entry)
         return (await conn.execute(self._insert_returning, row)).one()
 
