@@ -39,7 +39,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.support import ServerProcess, create_pg_database, drop_pg_database, free_port  # noqa: E402
+from tests.support import ServerProcess, create_pg_database, drop_pg_database, free_port, pg_database_url  # noqa: E402
 
 #: what the bare handler answers: an IN_QUEUE status as openfal shapes it
 BARE_BODY = {
@@ -255,7 +255,7 @@ def deployment(name: str) -> Iterator[tuple[list[ServerProcess], str, dict[str, 
     db_name = None
     if name.startswith("pg"):
         db_name = asyncio.run(create_pg_database())
-        env["OPENFAL_DATABASE_URL"] = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db_name}"
+        env["OPENFAL_DATABASE_URL"] = pg_database_url(db_name)
     cli(env, "migrate")
     key = cli(env, "keys", "create", "--name", "bench").strip().splitlines()[-1]
     processes: list[ServerProcess] = []

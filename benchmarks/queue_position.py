@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from openfal.store.db import Database  # noqa: E402
 from openfal.store.requests import RequestStore  # noqa: E402
 from openfal.store.schema import requests  # noqa: E402
-from tests.support import create_pg_database, drop_pg_database  # noqa: E402
+from tests.support import create_pg_database, drop_pg_database, pg_database_url  # noqa: E402
 
 
 async def fill(db: Database, count: int) -> str:
@@ -84,7 +84,7 @@ async def main() -> None:
     for count in counts:
         name = await create_pg_database()
         try:
-            results.setdefault("postgresql", []).extend(await measure(f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}", [count], args.repeats))
+            results.setdefault("postgresql", []).extend(await measure(pg_database_url(name), [count], args.repeats))
         finally:
             await drop_pg_database(name)
     print(f"{'database':<11} {'queued':>8} {'get ms':>8} {'position ms':>12} {'position/get':>13} {'snapshot ms':>12} {'snapshot/get':>13}")

@@ -5,7 +5,7 @@ or completed twice, if the killed worker's requests were not retried after their
 expired, if an image's file is missing from S3, or if the ledger is off by a micro-dollar.
 
 The S3-compatible server is moto's server mode on loopback (a stand-in for AWS S3,
-MinIO or R2); PostgreSQL is the local server on 127.0.0.1:5432.
+MinIO or R2); PostgreSQL is the test server (tests/support.PG_ADMIN: `OPENFAL_TEST_PG`, else 127.0.0.1:5432).
 
     .venv/bin/python benchmarks/soak.py --requests 2000 --clients 32
 """
@@ -32,7 +32,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.support import ServerProcess, create_pg_database, drop_pg_database, free_port  # noqa: E402
+from tests.support import ServerProcess, create_pg_database, drop_pg_database, free_port, pg_database_url  # noqa: E402
 
 
 @dataclass
@@ -255,7 +255,7 @@ async def soak(requests: int, clients: int, image_share: float) -> Report:
     data = Path(tempfile.mkdtemp(prefix="openfal-soak-"))
     db_name = await create_pg_database()
     s3, s3_url = start_s3()
-    database_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db_name}"
+    database_url = pg_database_url(db_name)
     env = {
         "OPENFAL_DATA_DIR": str(data),
         "OPENFAL_DATABASE_URL": database_url,

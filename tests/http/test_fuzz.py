@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 from openfal.backends.builtin import BuiltinBackend
 from openfal.backends.local import LocalBackend
-from tests.support import create_pg_database, drop_pg_database, make_settings, running_app
+from tests.support import create_pg_database, drop_pg_database, make_settings, pg_database_url, running_app
 
 EXAMPLES = 120
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None, derandomize=True)
@@ -172,7 +172,7 @@ class FuzzTarget:
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)], scope="module")
 def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzTarget]:
     name = asyncio.run(create_pg_database()) if request.param == "postgresql" else None
-    fuzz = FuzzTarget(tmp_path_factory.mktemp("fuzz"), f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}" if name else None)
+    fuzz = FuzzTarget(tmp_path_factory.mktemp("fuzz"), pg_database_url(name) if name else None)
     try:
         yield fuzz
     finally:

@@ -1,6 +1,6 @@
 """Output streaming (``POST /run/{endpoint}/stream``), ``GET /run/{endpoint}`` and 405s
 for methods a route does not take, in process (the official clients drive the same
-routes in tests/e2e/test_stream_new.py)."""
+routes in tests/e2e/test_fal_client_stream.py)."""
 
 from __future__ import annotations
 

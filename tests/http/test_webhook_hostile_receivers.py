@@ -24,7 +24,7 @@ from openfal.runtime import Runtime
 from openfal.store import outbox
 from openfal.store.schema import webhooks
 from openfal.webhooks import ANSWER_PREFIX_BYTES, WebhookDeliverer
-from tests.support import App, Receiver, create_pg_database, drop_pg_database, make_settings, running_app
+from tests.support import App, Receiver, create_pg_database, drop_pg_database, make_settings, pg_database_url, running_app
 
 #: what the loopback socket buffers of both ends may hold once the reader stops
 #: reading (tcp_wmem + tcp_rmem maxima are a few MB each); far below the 400 MB sent
@@ -42,7 +42,7 @@ async def configure(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
 
     def make(**overrides: Any) -> Settings:
         if name is not None:
-            overrides["database_url"] = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+            overrides["database_url"] = pg_database_url(name)
         return make_settings(tmp_path, auth_enabled=False, **overrides)
 
     try:

@@ -16,7 +16,7 @@ from openfal.models import RequestRecord
 from openfal.store.db import Database
 from openfal.store.requests import RequestStore
 from openfal.store.schema import workers
-from tests.support import App, create_pg_database, drop_pg_database, make_settings, running_app, sample, scrape
+from tests.support import App, create_pg_database, drop_pg_database, make_settings, pg_database_url, running_app, sample, scrape
 
 
 async def _registered(app: App, timeout: float = 10.0) -> list[dict]:
@@ -94,7 +94,7 @@ async def test_ready_and_submits_are_503_when_the_database_is_gone(tmp_path: Pat
     and a submit gets a retryable 503 in fal's shape, not a 500."""
     name = await create_pg_database()
     try:
-        settings = make_settings(tmp_path, database_url=f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}", in_process_workers=False)
+        settings = make_settings(tmp_path, database_url=pg_database_url(name), in_process_workers=False)
         async with running_app(settings) as app:
             auth = {"Authorization": f"Key {await app.key()}"}
             assert (await app.client.get("/api/me", headers=auth)).status_code == 200  # the key is now cached

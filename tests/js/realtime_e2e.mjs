@@ -2,14 +2,16 @@
 // is the literal wss://fal.run/...; a user points that name at openfal with DNS (or a
 // hosts entry) and a certificate. Here the same redirection is done by a WebSocket
 // subclass that rewrites that one host, standing in for DNS; the client is unchanged.
+// OPENFAL_REALTIME_PREFIX=/run sends it under /run/ instead (a reverse proxy mapping fal.run there).
 // Usage: OPENFAL_URL=http://127.0.0.1:PORT FAL_KEY=id:secret node --experimental-websocket realtime_e2e.mjs
 import { createFalClient } from "@fal-ai/client";
 
 const base = process.env.OPENFAL_URL;
+const prefix = process.env.OPENFAL_REALTIME_PREFIX ?? "";
 const NativeWebSocket = globalThis.WebSocket;
 globalThis.WebSocket = class extends NativeWebSocket {
   constructor(url, protocols) {
-    super(String(url).replace(/^wss:\/\/fal\.run\//, `${base.replace(/^http/, "ws")}/`), protocols);
+    super(String(url).replace(/^wss:\/\/fal\.run\//, `${base.replace(/^http/, "ws")}${prefix}/`), protocols);
   }
 };
 

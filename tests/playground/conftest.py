@@ -1,8 +1,9 @@
-"""The playground in headless Chromium (Debian's /usr/bin/chromium, driven by Playwright)
-against a real ``openfal serve --demo`` process."""
+"""The playground in headless Chromium (Debian's package, driven by Playwright) against a
+real ``openfal serve --demo`` process."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +15,8 @@ from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_
 from tests.e2e.conftest import Server, create_key, start_server
 from tests.support import ROOT
 
-CHROMIUM = "/usr/bin/chromium"
+#: ``OPENFAL_TEST_CHROMIUM``, else the ``chromium`` on PATH (scripts/test installs Debian's when there is none)
+CHROMIUM = os.environ.get("OPENFAL_TEST_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -50,10 +52,9 @@ def playwright() -> Iterator[Playwright]:
 
 @pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
-    # CI installs Debian's chromium (.ci/run); a missing browser is a failure, not a skip
+    # scripts/test installs Debian's chromium; a missing browser is a failure, not a skip
     if not Path(CHROMIUM).exists():
-        found = shutil.which("chromium")
-        pytest.fail(f"{CHROMIUM} not found (which chromium: {found}); install it with: apt-get install -y chromium")
+        pytest.fail(f"{CHROMIUM} not found; run the tests with scripts/test, or apt-get install -y chromium, or set OPENFAL_TEST_CHROMIUM")
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
     yield browser
     browser.close()

@@ -13,6 +13,8 @@ import sqlalchemy as sa
 from openfal.store import db as db_module
 from openfal.store.db import Database
 
+pytestmark = pytest.mark.postgres
+
 
 async def _kill_others(url: str) -> None:
     conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))

@@ -64,6 +64,7 @@ async def test_a_metered_key_is_never_short(db: Database, new_request: Callable[
     assert await ledger.balance(db, key.id) is None
 
 
+@pytest.mark.postgres
 async def test_the_notice_of_a_new_request_carries_its_seq(pg_url: str, new_request: Callable[..., dict]) -> None:
     """Other processes place it in their queue snapshots by the seq its INSERT chose."""
     db = Database(pg_url)
@@ -81,6 +82,7 @@ async def test_the_notice_of_a_new_request_carries_its_seq(pg_url: str, new_requ
         await db.close()
 
 
+@pytest.mark.postgres
 async def test_a_refused_submit_of_a_limited_key_tells_nobody(pg_url: str, new_request: Callable[..., dict]) -> None:
     """Its notice was sent inside the transaction the limit rolled back: the first one
     another process hears is the next request's."""

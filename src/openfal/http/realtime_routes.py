@@ -52,8 +52,10 @@ async def tokens(request: Request, key: ApiKey | None = Depends(current_key)) ->
     return JSONResponse(token)
 
 
-@router.websocket("/run/{path:path}/realtime")
+# decorators register bottom-up and the router tries routes in that order: /run/ must be
+# registered first, or the catch-all would take "run/..." as part of the endpoint id
 @router.websocket("/{path:path}/realtime")
+@router.websocket("/run/{path:path}/realtime")
 async def realtime_socket(websocket: WebSocket, path: str) -> None:
     rt: Runtime = websocket.app.state.runtime
     endpoint_id = normalize_endpoint(path)

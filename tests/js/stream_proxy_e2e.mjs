@@ -1,6 +1,6 @@
 // Drives the calls of the official @fal-ai/client 1.10.1 that tests/js/client_e2e.mjs does
 // not: fal.stream, GET runs and proxy mode (proxyUrl, no middleware), against openfal.
-// Usage: OPENFAL_URL=http://127.0.0.1:PORT FAL_KEY=id:secret node new_calls_e2e.mjs
+// Usage: OPENFAL_URL=http://127.0.0.1:PORT FAL_KEY=id:secret node stream_proxy_e2e.mjs
 import { createFalClient } from "@fal-ai/client";
 
 const base = process.env.OPENFAL_URL;

@@ -18,10 +18,15 @@ from tests.e2e.conftest import Server
 TINY = {"prompt": "a lighthouse", "image_size": {"width": 64, "height": 64}, "num_inference_steps": 2, "seed": 9}
 
 
-@pytest.fixture
-def client(server: Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[fal_client.SyncClient]:
+#: the README's two forms of the client's realtime URL: openfal's root, and its run host
+#: ``host/run`` (``REALTIME_URL_FORMAT = "ws://host/run/"``, or ``FAL_RUN_HOST=host/run`` over TLS)
+URL_FORMS = pytest.mark.parametrize("prefix", ["", "/run"], ids=["at-the-root", "under-run"])
+
+
+@pytest.fixture(params=["", "/run"], ids=["at-the-root", "under-run"])
+def client(request: pytest.FixtureRequest, server: Server, monkeypatch: pytest.MonkeyPatch) -> Iterator[fal_client.SyncClient]:
     monkeypatch.setattr(fal_module, "REST_URL", server.url)
-    monkeypatch.setattr(fal_module, "REALTIME_URL_FORMAT", server.url.replace("http://", "ws://") + "/")
+    monkeypatch.setattr(fal_module, "REALTIME_URL_FORMAT", server.url.replace("http://", "ws://") + request.param + "/")
     yield fal_client.SyncClient(key=server.key)
 
 
@@ -61,14 +66,15 @@ def test_realtime_with_the_key_on_the_handshake(client: fal_client.SyncClient) -
         assert connection.recv() == {"echo": {"k": 1}}
 
 
-def test_a_token_for_another_app_is_refused(client: fal_client.SyncClient, server: Server) -> None:
+@URL_FORMS
+def test_a_token_for_another_app_is_refused(prefix: str, server: Server) -> None:
     token = httpx.post(f"{server.url}/tokens/", json={"allowed_apps": ["flux-1"]}, headers={"Authorization": f"Key {server.key}"}).json()
     from websockets.sync.client import connect
 
     with pytest.raises(InvalidStatus) as caught:
-        connect(f"{server.url.replace('http', 'ws')}/openfal/utils/echo/realtime?fal_jwt_token={token}")
+        connect(f"{server.url.replace('http', 'ws')}{prefix}/openfal/utils/echo/realtime?fal_jwt_token={token}")
     assert caught.value.response.status_code == 403
-    with connect(f"{server.url.replace('http', 'ws')}/fal-ai/flux-1/schnell/realtime?fal_jwt_token={token}"):
+    with connect(f"{server.url.replace('http', 'ws')}{prefix}/fal-ai/flux-1/schnell/realtime?fal_jwt_token={token}"):
         pass
 
 
@@ -80,9 +86,10 @@ def test_realtime_needs_a_token_or_a_key(server: Server) -> None:
             connect(f"{server.url.replace('http', 'ws')}/openfal/utils/echo/realtime{query}")
 
 
-async def test_the_async_client_realtime(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+@URL_FORMS
+async def test_the_async_client_realtime(prefix: str, server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(fal_module, "REST_URL", server.url)
-    monkeypatch.setattr(fal_module, "REALTIME_URL_FORMAT", server.url.replace("http://", "ws://") + "/")
+    monkeypatch.setattr(fal_module, "REALTIME_URL_FORMAT", server.url.replace("http://", "ws://") + prefix + "/")
     client = fal_client.AsyncClient(key=server.key)
     async with client.realtime("openfal/utils/echo") as connection:
         await connection.send({"a": 1})

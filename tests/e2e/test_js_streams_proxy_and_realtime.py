@@ -4,28 +4,17 @@ tests/e2e/test_js_client.py does not make: ``fal.stream``, GET runs and proxy mo
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Server
-from tests.support import ROOT
-
-JS = ROOT / "tests" / "js"
+from tests.e2e.conftest import Server, run_node
 
 
 @pytest.fixture(scope="module")
-def js(server: Server) -> dict:
-    assert shutil.which("node"), "node is required (CI installs it from Debian if missing)"
-    if not (JS / "node_modules" / "@fal-ai" / "client").exists():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=JS, check=True, capture_output=True)
-    env = {**os.environ, "OPENFAL_URL": server.url, "FAL_KEY": server.key}
-    out = subprocess.run(["node", "new_calls_e2e.mjs"], cwd=JS, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def js(js_packages: Path, server: Server) -> dict:
+    return run_node(js_packages, "stream_proxy_e2e.mjs", server)
 
 
 def test_stream_of_a_local_image_endpoint(js: dict, server: Server) -> None:
@@ -80,15 +69,14 @@ def test_proxy_mode_keeps_validation_errors(js: dict) -> None:
     assert "body.prompt" in js["proxy"]["validation"]["error"]["fields"]
 
 
-@pytest.fixture(scope="module")
-def js_realtime(server: Server) -> dict:
-    """realtime_e2e.mjs; Node before 22 needs --experimental-websocket for the WebSocket global."""
+@pytest.fixture(scope="module", params=["", "/run"], ids=["at-the-root", "under-run"])
+def js_realtime(request: pytest.FixtureRequest, js_packages: Path, server: Server) -> dict:
+    """realtime_e2e.mjs, with ``wss://fal.run/`` sent to openfal's root (DNS pointing fal.run
+    at openfal) and to ``/run/`` (a reverse proxy mapping fal.run onto that prefix). Node
+    before 22 needs --experimental-websocket for the WebSocket global."""
     major = int(subprocess.run(["node", "--version"], capture_output=True, text=True, check=True).stdout.strip().lstrip("v").split(".")[0])
     flags = ["--experimental-websocket"] if major < 22 else []
-    env = {**os.environ, "OPENFAL_URL": server.url, "FAL_KEY": server.key}
-    out = subprocess.run(["node", *flags, "realtime_e2e.mjs"], cwd=JS, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_node(js_packages, "realtime_e2e.mjs", server, *flags, OPENFAL_REALTIME_PREFIX=request.param)
 
 
 def test_realtime_connect_answers_each_message(js_realtime: dict, server: Server) -> None:
@@ -106,13 +94,8 @@ def test_realtime_errors_reach_on_error_and_the_connection_lives_on(js_realtime:
 
 
 @pytest.fixture(scope="module")
-def js_openai(server: Server) -> dict:
-    if not (JS / "node_modules" / "openai").exists():
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=JS, check=True, capture_output=True)
-    env = {**os.environ, "OPENFAL_URL": server.url, "FAL_KEY": server.key}
-    out = subprocess.run(["node", "openai_e2e.mjs"], cwd=JS, env=env, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def js_openai(js_packages: Path, server: Server) -> dict:
+    return run_node(js_packages, "openai_e2e.mjs", server)
 
 
 def test_openai_npm_package_generates_and_edits(js_openai: dict, server: Server) -> None:
