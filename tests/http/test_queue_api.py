@@ -82,6 +82,20 @@ async def test_request_is_found_under_its_app_whatever_the_subpath(app: App, aut
     assert (await app.client.get(f"/fal-ai/flux-1/requests/{rid}", headers=auth)).status_code == 404
 
 
+async def test_the_full_endpoint_id_in_a_request_url_answers_as_the_app_does(app: App, auth: dict[str, str]) -> None:
+    """A reader who builds the URL from the id they submitted to (``owner/app/sub/requests/{id}``)
+    gets the status, the status stream, the result and the cancel the app's URLs give."""
+    body = await submit(app, auth)
+    rid = body["request_id"]
+    full = f"{ECHO}/requests/{rid}"
+    assert (await wait_status(app.client, f"{full}/status", auth)).json()["status"] == "COMPLETED"
+    assert (await app.client.get(full, headers=auth)).json() == {"echo": {"x": 1}}
+    async with app.client.stream("GET", f"{full}/status/stream", headers=auth) as stream:
+        assert stream.status_code == 200 and b"COMPLETED" in await stream.aread()
+    cancel = await app.client.put(f"{full}/cancel", headers=auth)
+    assert (cancel.status_code, cancel.json()) == (400, {"status": "ALREADY_COMPLETED"})
+
+
 async def test_trailing_slashes_are_tolerated(app: App, auth: dict[str, str]) -> None:
     """The fal SDK's /status/ and /requests/{id}/ forms work."""
     body = await submit(app, auth)
@@ -243,6 +257,8 @@ def test_endpoint_ids_and_request_paths_follow_fals_rules() -> None:
     target = parse_request_path("comfy/me/graph/requests/abc/status/stream/")
     assert (target.app, target.request_id, target.action) == ("comfy/me/graph", "abc", "stream")
     assert parse_request_path("fal-ai/flux-1/requests/abc/unknown") is None
+    target = parse_request_path("fal-ai/flux-1/dev/image-to-image/requests/abc")
+    assert (target.app, target.request_id, target.action) == ("fal-ai/flux-1", "abc", "result")
 
 
 async def test_configured_public_base_url_is_used_for_every_returned_url(tmp_path) -> None:

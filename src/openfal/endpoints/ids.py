@@ -50,12 +50,16 @@ class RequestPath:
 
 
 def parse_request_path(path: str) -> RequestPath | None:
-    """``{app}/requests/{id}[/status[/stream]|/cancel]``, trailing slashes tolerated."""
+    """``{app}/requests/{id}[/status[/stream]|/cancel]``, trailing slashes tolerated. The
+    full endpoint id in place of the app (``fal-ai/flux-1/dev/requests/{id}``, the URL a
+    reader builds from the id they submitted to) names the same request: requests are
+    found from their app, whatever subpath they were submitted to."""
     parts = [p for p in path.strip("/").split("/") if p]
     size = 3 if parts and parts[0] in NAMESPACES else 2
-    if len(parts) < size + 2 or parts[size] != "requests":
+    at = next((i for i in range(size, len(parts) - 1) if parts[i] == "requests"), None)
+    if at is None or not all(_SEGMENT.match(p) for p in parts[size:at]):
         return None
-    app, request_id, rest = "/".join(parts[:size]), parts[size + 1], parts[size + 2 :]
+    app, request_id, rest = "/".join(parts[:size]), parts[at + 1], parts[at + 2 :]
     actions: dict[tuple[str, ...], RequestAction] = {
         (): "result",
         ("status",): "status",
