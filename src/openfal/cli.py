@@ -23,6 +23,18 @@ def _settings(**overrides: Any) -> Settings:
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
 
+#: libraries whose INFO lines are one per routine call: alembic's per migration step, httpx's
+#: per request (every read of the server's own files through media/own.py, every relay poll,
+#: every webhook check); openfal logs what matters of those itself
+QUIET_LOGGERS = ("alembic", "httpx")
+
+
+def quiet_libraries() -> None:
+    """Only warnings and errors from QUIET_LOGGERS."""
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 @click.group()
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Folder for the database, media and models [OPENFAL_DATA_DIR].")
 @click.option("--database-url", default=None, help="SQLAlchemy URL [OPENFAL_DATABASE_URL].")
@@ -30,7 +42,7 @@ def _settings(**overrides: Any) -> Settings:
 def main(ctx: click.Context, data_dir: Path | None, database_url: str | None) -> None:
     """openfal: a self-hosted fal.ai-compatible queue server."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    quiet_libraries()
     ctx.obj = {"data_dir": data_dir, "database_url": database_url}
 
 

@@ -4,12 +4,16 @@ network (which the private-address guard refuses)."""
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 
+import httpx
+import pytest
 from PIL import Image
 
+from openfal.cli import QUIET_LOGGERS, quiet_libraries
 from openfal.media.local import LocalMediaStore
-from openfal.media.own import inline_own_media
+from openfal.media.own import OwnMediaTransport, inline_own_media
 from openfal.runtime import make_backends
 from tests.support import make_settings, running_app, wait_status
 
@@ -65,3 +69,20 @@ async def test_relayed_inputs_carry_own_files_as_data_uris(tmp_path: Path) -> No
     assert out["image_urls"][0] == "data:image/png;base64,cG5nLWJ5dGVz"
     assert out["image_urls"][1] == "https://example.com/a.png" and out["n"] == 1
     assert await inline_own_media(f"http://h/files/{key}", store, 4) == f"http://h/files/{key}"  # over the size limit
+
+
+async def test_reading_the_servers_own_files_logs_no_line_per_read(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """With the server's logging (``openfal`` commands), a read of an own file through the
+    guarded client is not an ``httpx: HTTP Request: GET .../files/...`` line."""
+    for name in QUIET_LOGGERS:  # restored after the test: the levels are process-wide
+        caplog.set_level(logging.getLogger(name).level, logger=name)
+    quiet_libraries()
+    store = LocalMediaStore(tmp_path)
+    key = "C" * 24 + "/in.png"
+    (tmp_path / key).parent.mkdir(parents=True)
+    (tmp_path / key).write_bytes(png())
+    with caplog.at_level(logging.INFO):
+        async with httpx.AsyncClient(transport=OwnMediaTransport(httpx.AsyncHTTPTransport(), store)) as client:
+            response = await client.get(f"http://openfal.test/files/{key}")
+    assert response.status_code == 200 and response.content == png()
+    assert [r.getMessage() for r in caplog.records if r.name == "httpx"] == []

@@ -195,7 +195,26 @@ def test_cancel_a_running_and_a_queued_sleep(page: Page, server: Server, artifac
     expect(page.locator("#status-pill")).to_have_text("Cancelled", timeout=10_000)
     expect(page.locator("#error")).to_contain_text("Request cancelled by the client.")
     expect(page.locator("#error")).to_have_attribute("data-tone", "neutral")
+    # the bar stays where the run was stopped, not drawn full
+    expect(page.locator("#progress-text")).to_have_text(re.compile(r"cancelled at step \d+ / 120"))
+    bar = page.get_by_role("progressbar")
+    expect(bar).to_have_attribute("data-outcome", "cancelled")
+    assert int(bar.get_attribute("aria-valuenow") or "100") < 100
     shot(page, artifacts, "06-cancelled")
+
+
+def test_a_failed_run_leaves_the_bar_at_its_last_step(page: Page, server: Server) -> None:
+    """A run that fails (here after its 2nd of 2 steps, an input the endpoint rejects
+    while running) is drawn as failed at that step, in the error colour."""
+    open_playground(page, server, "openfal/utils/sleep")
+    field(page, "Seconds").fill("0")
+    field(page, "Steps").fill("2")
+    page.locator("#advanced summary").click()
+    field(page, "Fail with").fill("boom")
+    page.get_by_role("button", name="Run", exact=True).click()
+    expect(page.locator("#status-pill")).to_have_text("Failed")
+    expect(page.locator("#progress-text")).to_have_text("failed at step 2 / 2")
+    expect(page.get_by_role("progressbar")).to_have_attribute("data-outcome", "failed")
 
 
 # ---- history ---------------------------------------------------------------------------
@@ -249,6 +268,11 @@ def test_flux_schnell_image_in_the_gallery(page: Page, server: Server, artifacts
     field(page, "Prompt").fill("a lighthouse at dawn, watercolor")
     size = page.get_by_label("Image size")
     expect(size).to_have_value("landscape_4_3")
+    # the presets as fal's playground names them
+    assert size.locator("option").all_text_contents() == [
+        "Square HD · 1024 × 1024", "Square · 512 × 512", "Portrait 3:4 · 768 × 1024",
+        "Portrait 9:16 · 576 × 1024", "Landscape 4:3 · 1024 × 768", "Landscape 16:9 · 1024 × 576", "Custom…",
+    ]  # fmt: skip
     size.select_option("custom")
     page.get_by_label("Width", exact=True).fill("320")
     page.get_by_label("Height", exact=True).fill("208")

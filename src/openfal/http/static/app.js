@@ -268,6 +268,7 @@ function tick(run) {
 function setProgress(run, status, progress) {
   ui.progressWrap.hidden = false;
   const bar = ui.progress;
+  delete bar.dataset.outcome;
   if (progress && progress.total) {
     const pct = Math.max(0, Math.min(100, Math.round((progress.step / progress.total) * 100)));
     bar.classList.remove("indeterminate");
@@ -287,6 +288,22 @@ function setProgress(run, status, progress) {
     bar.setAttribute("aria-valuetext", status === "IN_QUEUE" ? "waiting in the queue" : "running");
     ui.progressText.textContent = status === "IN_QUEUE" ? "waiting" : "running";
   }
+}
+
+/** A request that ended without its output (cancelled, failed, its input refused at run
+ * time): the bar stays at the last step it reached, in the outcome's colour, never full. */
+function stopProgress(outcome, progress) {
+  ui.progressWrap.hidden = false;
+  const bar = ui.progress;
+  const reached = progress && progress.total ? progress : null;
+  const pct = reached ? Math.max(0, Math.min(100, Math.round((reached.step / reached.total) * 100))) : 0;
+  bar.classList.remove("indeterminate");
+  bar.dataset.outcome = outcome;
+  bar.style.setProperty("--pct", `${pct}%`);
+  bar.setAttribute("aria-valuenow", String(pct));
+  const where = reached ? ` at step ${reached.step} / ${reached.total}` : "";
+  bar.setAttribute("aria-valuetext", `${outcome}${where}`);
+  ui.progressText.textContent = `${outcome}${where}`;
 }
 
 function appendLogs(entries) {
@@ -376,13 +393,13 @@ async function finish(run, status) {
   tick(run);
   ui.cancel.hidden = true;
   ui.preview.hidden = true;
-  setProgress(run, "COMPLETED", status.progress && status.progress.total ? { step: status.progress.total, total: status.progress.total } : null);
   const cancelled = status.error_type === "client_cancelled";
   if (status.error) {
+    stopProgress(cancelled ? "cancelled" : "failed", status.progress);
     setPill(cancelled ? "Cancelled" : "Failed", cancelled ? "neutral" : "error");
     showError(ERROR_TITLES[status.error_type] || "The request failed", status.error, status.error_type, cancelled ? "neutral" : "error");
-    if (cancelled) ui.progressText.textContent = "cancelled";
   } else {
+    setProgress(run, "COMPLETED", status.progress && status.progress.total ? { step: status.progress.total, total: status.progress.total } : null);
     setPill("Completed", "ok");
   }
   if (!cancelled) {

@@ -13,15 +13,21 @@ const ADVANCED = new Set([
   "safety_tolerance", "enhance_prompt", "negative_prompt", "fail_with",
 ]);
 
-/** Sizes of fal's image_size presets, for the select's labels. */
+/** fal's image_size presets as fal's own playground names them, and their sizes. */
 const SIZE_PRESETS = {
-  square_hd: "1024 × 1024",
-  square: "512 × 512",
-  portrait_4_3: "768 × 1024",
-  portrait_16_9: "576 × 1024",
-  landscape_4_3: "1024 × 768",
-  landscape_16_9: "1024 × 576",
+  square_hd: ["Square HD", "1024 × 1024"],
+  square: ["Square", "512 × 512"],
+  portrait_4_3: ["Portrait 3:4", "768 × 1024"],
+  portrait_16_9: ["Portrait 9:16", "576 × 1024"],
+  landscape_4_3: ["Landscape 4:3", "1024 × 768"],
+  landscape_16_9: ["Landscape 16:9", "1024 × 576"],
 };
+
+/** A preset's label: "Landscape 4:3 · 1024 × 768"; an unknown one as its value. */
+function presetLabel(value) {
+  const preset = SIZE_PRESETS[value];
+  return preset ? `${preset[0]} · ${preset[1]}` : value;
+}
 
 const WORDS = { url: "URL", urls: "URLs", num: "Number of", hd: "HD", id: "ID", loras: "LoRAs" };
 
@@ -452,8 +458,8 @@ function imageSizeWidget(name, schema, required, defs) {
   const presets = members.find((s) => Array.isArray(s.enum)).enum;
   const custom = members.find((s) => s.type === "object");
   const select = h("select", { id, name }, [
-    ...presets.map((p) => h("option", { value: p }, SIZE_PRESETS[p] ? `${p.replace(/_/g, " ")} · ${SIZE_PRESETS[p]}` : p)),
-    h("option", { value: "custom" }, "custom…"),
+    ...presets.map((p) => h("option", { value: p }, presetLabel(p))),
+    h("option", { value: "custom" }, "Custom…"),
   ]);
   const dim = (axis) => {
     const s = custom.properties[axis];
