@@ -14,16 +14,14 @@ raise as an error."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import json
-import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgpack
 from pydantic import BaseModel, ConfigDict, Field
+
+from openfal.signed_claims import SignedClaims
 
 PREFIX = "ofrt."
 #: fal's clients ask for 120 s; a token is for opening a connection, not for keeping
@@ -57,33 +55,18 @@ class Claims:
 
 class RealtimeTokens:
     def __init__(self, secret: bytes) -> None:
-        self.secret = secret
+        self.claims = SignedClaims(secret)
 
     def issue(self, key_id: str | None, apps: list[str], seconds: int) -> str:
-        claims = {"kid": key_id, "apps": apps, "exp": time.time() + seconds}
-        payload = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode()).rstrip(b"=").decode()
-        return f"{PREFIX}{payload}.{self._mac(payload)}"
+        return self.claims.sign(PREFIX, {"kid": key_id, "apps": apps}, seconds)[0]
 
     def open(self, token: str) -> Claims | None:
         """The claims of a valid, unexpired token, else None."""
-        if not token.startswith(PREFIX):
-            return None
-        payload, _, mac = token[len(PREFIX) :].rpartition(".")
-        if not payload or not hmac.compare_digest(mac, self._mac(payload)):
-            return None
-        try:
-            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        except ValueError:
-            return None
-        if not isinstance(claims, dict) or not isinstance(claims.get("exp"), int | float) or claims["exp"] <= time.time():
-            return None
-        apps = claims.get("apps")
-        if not isinstance(apps, list) or not all(isinstance(a, str) for a in apps):
+        claims = self.claims.open(PREFIX, token)
+        apps = claims.get("apps") if claims else None
+        if claims is None or not isinstance(apps, list) or not all(isinstance(a, str) for a in apps):
             return None
         return Claims(claims.get("kid"), tuple(apps), float(claims["exp"]))
-
-    def _mac(self, payload: str) -> str:
-        return hmac.new(self.secret, (PREFIX + payload).encode(), hashlib.sha256).hexdigest()
 
 
 class FrameError(ValueError):

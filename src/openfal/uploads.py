@@ -2,22 +2,18 @@
 the CDN token the Python client fetches before ``/files/upload``, and the one-shot
 upload tickets the JS client PUTs to (without auth headers, as fal's CDN URLs work).
 
-Both are ``<prefix><base64url json>.<hex hmac-sha256>`` with an expiry inside."""
+Both are signed claims (signed_claims.py), each kind under its own prefix."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
 import secrets as pysecrets
-import time
 from dataclasses import dataclass
 from typing import Any
 
 from openfal.media.retention import DEFAULT as DEFAULT_LIFECYCLE
 from openfal.media.retention import MediaLifecycle
 from openfal.store import secrets
+from openfal.signed_claims import SignedClaims
 from openfal.store.db import Database
 
 SECRET_NAME = "upload_hmac"
@@ -43,48 +39,30 @@ class Ticket:
 class UploadSigner:
     def __init__(self, secret: bytes) -> None:
         self.secret = secret
+        self.claims = SignedClaims(secret)
 
     @classmethod
     async def load(cls, db: Database) -> UploadSigner:
         value = await secrets.get_or_create(db, SECRET_NAME, lambda: pysecrets.token_hex(32))
         return cls(bytes.fromhex(value))
 
-    def _sign(self, prefix: str, claims: dict[str, Any]) -> str:
-        payload = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode()).rstrip(b"=").decode()
-        mac = hmac.new(self.secret, (prefix + payload).encode(), hashlib.sha256).hexdigest()
-        return f"{prefix}{payload}.{mac}"
-
-    def _open(self, prefix: str, value: str) -> dict[str, Any] | None:
-        if not value.startswith(prefix) or "." not in value[len(prefix) :]:
-            return None
-        payload, _, mac = value[len(prefix) :].rpartition(".")
-        expected = hmac.new(self.secret, (prefix + payload).encode(), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(mac, expected):
-            return None
-        try:
-            claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-        except ValueError:
-            return None
-        return claims if isinstance(claims, dict) and claims.get("exp", 0) > time.time() else None
-
     def token(self, key_id: str | None) -> tuple[str, float]:
-        expires = time.time() + TOKEN_SECONDS
-        return self._sign(TOKEN_PREFIX, {"kid": key_id, "exp": expires}), expires
+        return self.claims.sign(TOKEN_PREFIX, {"kid": key_id}, TOKEN_SECONDS)
 
     def token_key(self, token: str) -> tuple[bool, str | None]:
         """(valid, key id) of a CDN token."""
-        claims = self._open(TOKEN_PREFIX, token)
+        claims = self.claims.open(TOKEN_PREFIX, token)
         return (claims is not None, claims.get("kid") if claims else None)
 
     def ticket(self, ticket: Ticket) -> str:
-        claims: dict[str, Any] = {"mk": ticket.media_key, "ct": ticket.content_type, "kid": ticket.key_id, "exp": time.time() + TICKET_SECONDS}
+        claims: dict[str, Any] = {"mk": ticket.media_key, "ct": ticket.content_type, "kid": ticket.key_id}
         if ticket.upload_id is not None:
             claims.update(up=ticket.upload_id, ttl=ticket.lifecycle.ttl, fv=ticket.lifecycle.keep_forever)
-        return self._sign(TICKET_PREFIX, claims)
+        return self.claims.sign(TICKET_PREFIX, claims, TICKET_SECONDS)[0]
 
     def open_ticket(self, value: str, *, multipart: bool) -> Ticket | None:
         """The ticket, if valid, unexpired and of the asked kind (single or multipart)."""
-        claims = self._open(TICKET_PREFIX, value)
+        claims = self.claims.open(TICKET_PREFIX, value)
         if claims is None or ("up" in claims) != multipart:
             return None
         return Ticket(
