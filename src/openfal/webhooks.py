@@ -17,7 +17,6 @@ import asyncio
 import base64
 import hashlib
 import logging
-import random
 import re
 import time
 from typing import Any
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from openfal import metrics
 from openfal.aio import wait_event
+from openfal.backoff import Backoff
 from openfal.config import Settings
 from openfal.fetch import AddressRefused, make_client
 from openfal.store import secrets
@@ -100,10 +100,18 @@ def verify(jwks: dict[str, Any], headers: dict[str, str], body: bytes, *, tolera
     return False
 
 
-def retry_delay(attempt: int, settings: Settings) -> float:
-    """Exponential backoff with jitter: 15 s, 30 s, 1 min ... capped at 40 min."""
-    base = settings.webhook_base_delay_seconds * 2 ** max(0, attempt - 1)
-    return min(base, settings.webhook_max_delay_seconds) * random.uniform(0.8, 1.2)
+#: the spread of each wait between attempts, ±20 %
+RETRY_JITTER = 0.2
+
+
+def retry_at(attempts: int, settings: Settings, now: float) -> float | None:
+    """When a delivery that has failed ``attempts`` times is tried again: exponential
+    backoff with jitter (15 s, 30 s, 1 min ... capped at 40 min), or None once
+    ``webhook_max_attempts`` are spent."""
+    if attempts >= settings.webhook_max_attempts:
+        return None
+    backoff = Backoff(settings.webhook_base_delay_seconds, settings.webhook_max_delay_seconds, jitter=RETRY_JITTER)
+    return now + backoff.delay(max(0, attempts - 1))
 
 
 def check_url(value: str) -> httpx.URL:
@@ -272,11 +280,10 @@ class WebhookDeliverer:
                 metrics.WEBHOOKS.labels("delivered").inc()
                 return
             error = f"HTTP {status}: {answer}" if answer else f"HTTP {status}"
-        last = delivery.attempts >= self.settings.webhook_max_attempts
-        retry_at = None if last else time.time() + retry_delay(delivery.attempts, self.settings)
-        log.info("webhook for %s failed (%s), attempt %d%s", delivery.request_id, error, delivery.attempts, "; giving up" if last else "")
-        await self.outbox.failed(delivery.id, error=error, status=status, retry_at=retry_at)
-        metrics.WEBHOOKS.labels("failed" if last else "retry").inc()
+        again = retry_at(delivery.attempts, self.settings, time.time())
+        log.info("webhook for %s failed (%s), attempt %d%s", delivery.request_id, error, delivery.attempts, "; giving up" if again is None else "")
+        await self.outbox.failed(delivery.id, error=error, status=status, retry_at=again)
+        metrics.WEBHOOKS.labels("failed" if again is None else "retry").inc()
 
     async def _post(self, delivery: Delivery, url: httpx.URL) -> tuple[int, str]:
         """POST the signed body; (status, the first bytes of a non-2xx answer). One

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from openfal.backends.relay.retry import TRY_AGAIN, Answer, Backoff, classify
+from openfal.backends.relay.retry import TRY_AGAIN, Answer, classify
 
 
 @pytest.mark.parametrize("code", [200, 201, 202, 204])
@@ -44,18 +44,3 @@ def test_1xx_and_3xx_are_unexpected(code: int) -> None:
 
 def test_only_rate_limited_and_retryable_answers_are_tried_again() -> None:
     assert TRY_AGAIN == {Answer.RATE_LIMITED, Answer.RETRYABLE}
-
-
-def test_backoff_doubles_from_its_base_up_to_its_cap() -> None:
-    assert [Backoff(0.5, 3.0).delay(attempt) for attempt in range(5)] == [0.5, 1.0, 2.0, 3.0, 3.0]
-
-
-def test_backoff_takes_its_factor() -> None:
-    assert [Backoff(1.0, 100.0, factor=3.0).delay(attempt) for attempt in range(3)] == [1.0, 3.0, 9.0]
-
-
-def test_backoff_grows_a_wait_by_its_factor_and_never_from_below_its_base() -> None:
-    backoff = Backoff(0.2, 1.0, factor=1.5)
-    assert backoff.grow(0.4) == pytest.approx(0.6)
-    assert backoff.grow(0.0) == pytest.approx(0.3)
-    assert backoff.grow(0.9) == 1.0

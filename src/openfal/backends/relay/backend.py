@@ -37,7 +37,8 @@ from openfal.backends.relay.config import UpstreamConfig, origin_of
 from openfal.backends.relay.follow import Mirror, valid_status
 from openfal.backends.relay.key_pool import KeyHealth, KeyPool
 from openfal.backends.relay.media import RehostFailed, download, rehost
-from openfal.backends.relay.retry import TRY_AGAIN, Answer, Backoff, classify
+from openfal.backends.relay.retry import TRY_AGAIN, Answer, classify
+from openfal.backoff import Backoff
 from openfal.config import Settings
 from openfal.errors import InternalError, RunCancelled, RunError, UpstreamFailed
 from openfal.fetch import make_client

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 
 from openfal.backends.relay.config import UpstreamConfig, key_id
-from openfal.backends.relay.retry import Backoff
+from openfal.backoff import Backoff
 
 
 @dataclass

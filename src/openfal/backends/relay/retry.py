@@ -1,8 +1,8 @@
 """What an upstream's HTTP answer means for trying again, and how long to wait first.
 
 Every relay loop that asks the upstream more than once (submit, status polls, result
-fetch, cancel) reads a status code through ``classify`` and spaces its tries with a
-``Backoff``, so 429 means the same thing at submit as at the result fetch. 408, 409 and
+fetch, cancel) reads a status code through ``classify`` and spaces its tries with
+``openfal.backoff.Backoff``, so 429 means the same thing at submit as at the result fetch. 408, 409 and
 429 are fal's "try again later" codes (its Python client retries them silently).
 Two callers keep their older, narrower reading on top: the result fetch passes a 409
 through as final, and a cancel is sent again only after a 429 or a 5xx.
@@ -10,7 +10,6 @@ through as final, and a cancel is sent again only after a 429 or a 5xx.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
 
 
@@ -48,20 +47,3 @@ def classify(status_code: int) -> Answer:
     if 400 <= status_code < 500:
         return Answer.FATAL
     return Answer.UNEXPECTED
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential waits from ``base``, multiplied by ``factor`` each time, at most ``cap``."""
-
-    base: float
-    cap: float
-    factor: float = 2.0
-
-    def delay(self, attempt: int) -> float:
-        """The wait before retry number ``attempt`` (0: the first retry)."""
-        return min(self.base * self.factor**attempt, self.cap)
-
-    def grow(self, seconds: float) -> float:
-        """The wait after one of ``seconds`` (never less than ``base`` grown once)."""
-        return min(max(seconds, self.base) * self.factor, self.cap)
