@@ -1,4 +1,5 @@
-"""FastAPI dependencies: the runtime, the caller's key, the public base URL, the body."""
+"""FastAPI dependencies: the runtime, the caller's key (``current_key``, from
+http/credentials.py), the public base URL, the body."""
 
 from __future__ import annotations
 
@@ -7,17 +8,15 @@ from typing import Any
 from fastapi import Request
 
 from openfal.errors import InputInvalid, PayloadTooLarge
-from openfal.models import ApiKey
+from openfal.http.credentials import current_key
 from openfal.runtime import Runtime
 from openfal.validation import loads_strict
+
+__all__ = ["base_url", "current_key", "json_body", "read_body", "runtime"]
 
 
 def runtime(request: Request) -> Runtime:
     return request.app.state.runtime
-
-
-async def current_key(request: Request) -> ApiKey | None:
-    return await runtime(request).auth.authenticate(request.headers.get("authorization"))
 
 
 def base_url(request: Request) -> str:

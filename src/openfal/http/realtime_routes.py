@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from typing import Any
 
 import anyio
@@ -23,8 +22,9 @@ from fastapi.responses import JSONResponse
 from starlette.websockets import WebSocketDisconnect
 
 from openfal import realtime
-from openfal.endpoints.ids import app_of, normalize_endpoint
+from openfal.endpoints.ids import normalize_endpoint
 from openfal.errors import InputInvalid, OpenfalError, Unauthorized
+from openfal.http.credentials import key_or_token, realtime_tokens
 from openfal.http.deps import current_key, json_body, runtime
 from openfal.models import ApiKey, RequestRecord
 from openfal.runtime import Runtime
@@ -38,17 +38,12 @@ log = logging.getLogger("openfal.realtime")
 REFUSED = 1008
 
 
-def _tokens(rt: Runtime) -> realtime.RealtimeTokens:
-    assert rt.uploads is not None, "the runtime is not started"
-    return realtime.RealtimeTokens(rt.uploads.secret)
-
-
 @router.post("/tokens/", tags=["realtime"], summary="A short-lived token for realtime connections (fal's REST API)")
 @router.post("/tokens", include_in_schema=False)
 async def tokens(request: Request, key: ApiKey | None = Depends(current_key)) -> JSONResponse:
     """``{"allowed_apps": [alias], "token_expiration": seconds}`` -> the token, as a JSON string."""
     body = parse_body(realtime.TokenRequest, await json_body(request))
-    token = _tokens(runtime(request)).issue(key.id if key else None, body.allowed_apps, body.token_expiration)
+    token = realtime_tokens(runtime(request)).issue(key.id if key else None, body.allowed_apps, body.token_expiration)
     return JSONResponse(token)
 
 
@@ -63,7 +58,7 @@ async def realtime_socket(websocket: WebSocket, path: str) -> None:
         if endpoint_id is None:
             raise Unauthorized(f"Path /{path}/realtime not found")
         buffering = realtime.parse_buffering(websocket.query_params.get("max_buffering"))
-        key = await _authenticate(rt, websocket, endpoint_id)
+        key = await _authenticate(websocket, endpoint_id)
         rt.router.resolve(endpoint_id)
     except (OpenfalError, ValueError) as exc:
         log.info("realtime handshake for /%s refused: %s", path, exc)
@@ -80,28 +75,10 @@ async def realtime_socket(websocket: WebSocket, path: str) -> None:
             await runner
 
 
-async def _authenticate(rt: Runtime, websocket: WebSocket, endpoint_id: str) -> ApiKey | None:
-    token = websocket.query_params.get("fal_jwt_token")
-    if token is None:
-        key = await rt.auth.authenticate(websocket.headers.get("authorization"))
-    else:
-        key = await token_key(rt, token, endpoint_id)
+async def _authenticate(websocket: WebSocket, endpoint_id: str) -> ApiKey | None:
+    key = await key_or_token(websocket, endpoint_id)
     if key is not None and not key.may_use(endpoint_id):
         raise Unauthorized(f"This API key may not use {endpoint_id}")
-    return key
-
-
-async def token_key(rt: Runtime, token: str, endpoint_id: str) -> ApiKey | None:
-    """The key a ``fal_jwt_token`` from ``/tokens/`` stands for, if it covers the
-    endpoint's app and its key is still active; else ``Unauthorized``."""
-    claims = _tokens(rt).open(token)
-    if claims is None or not claims.allows(app_of(endpoint_id)):
-        raise Unauthorized("Invalid, expired or foreign realtime token")
-    key = await rt.keys.get(claims.key_id) if claims.key_id else None
-    if claims.key_id and (key is None or not key.active or key.expired(time.time())):
-        raise Unauthorized("The key behind this token is revoked or expired")
-    if key is None and rt.settings.auth_enabled:
-        raise Unauthorized("This token names no key")
     return key
 
 

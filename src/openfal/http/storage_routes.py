@@ -17,13 +17,13 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from openfal.auth import parse_authorization
 from openfal.errors import BadRequest, Unauthorized
+from openfal.http.credentials import signer, uploader
 from openfal.http.deps import base_url, current_key, json_body, read_body, runtime
 from openfal.media.names import new_key
 from openfal.media.retention import MediaLifecycle, parse_lifecycle
 from openfal.models import ApiKey, MediaBlob
-from openfal.uploads import TOKEN_PREFIX, Ticket
+from openfal.uploads import Ticket, UploadSigner
 from openfal.validation import parse_body
 
 router = APIRouter(tags=["storage"])
@@ -33,22 +33,8 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MAX_PARTS = 10_000
 
 
-def _signer(request: Request) -> Any:
-    signer = runtime(request).uploads
-    assert signer is not None
-    return signer
-
-
-async def _uploader(request: Request) -> str | None:
-    """The key id behind a CDN token or an API key (the Python client sends the token)."""
-    token = parse_authorization(request.headers.get("authorization"))
-    if token and token.startswith(TOKEN_PREFIX):
-        valid, key_id = _signer(request).token_key(token)
-        if not valid:
-            raise Unauthorized("Invalid or expired upload token")
-        return key_id
-    key = await current_key(request)
-    return key.id if key else None
+def _signer(request: Request) -> UploadSigner:
+    return signer(runtime(request))
 
 
 def _lifecycle(request: Request) -> MediaLifecycle:
@@ -83,7 +69,7 @@ async def cdn_token(request: Request, key: ApiKey | None = Depends(current_key))
 
 @router.post("/files/upload")
 async def upload(request: Request) -> dict[str, Any]:
-    await _uploader(request)
+    await uploader(request)
     data = await read_body(request, runtime(request).settings.max_upload_bytes)
     content_type = request.headers.get("content-type") or DEFAULT_CONTENT_TYPE
     key = new_key(content_type, request.headers.get("x-fal-file-name"))
@@ -175,7 +161,7 @@ async def _complete(request: Request, ticket: Ticket) -> str:
 @router.post("/files/upload/multipart")
 async def python_multipart_begin(request: Request) -> dict[str, Any]:
     """The Python client's form: the part URLs hang off the file's own URL."""
-    key_id = await _uploader(request)
+    key_id = await uploader(request)
     content_type = request.headers.get("content-type") or DEFAULT_CONTENT_TYPE
     media_key, ticket = await _begin_multipart(request, key_id, content_type, request.headers.get("x-fal-file-name"))
     return {"access_url": _files_url(request, media_key), "uploadId": ticket}

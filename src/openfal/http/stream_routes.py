@@ -35,7 +35,8 @@ from starlette.types import Send
 from openfal.endpoints.catalog import CATALOG
 from openfal.endpoints.ids import normalize_endpoint, parse_request_path
 from openfal.errors import UnknownEndpoint
-from openfal.http import queue_routes, realtime_routes
+from openfal.http import queue_routes
+from openfal.http.credentials import TOKEN_PARAM, key_or_token
 from openfal.http.deps import current_key, runtime
 from openfal.models import ApiKey, RequestRecord, Status
 from openfal.service import QueueService, Result
@@ -45,7 +46,6 @@ log = logging.getLogger("openfal.http")
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SUFFIX = "/stream"
-TOKEN_PARAM = "fal_jwt_token"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,23 +105,15 @@ async def status_stream(path: str, request: Request, logs: str | None = None) ->
     ``streamStatus({connectionMode: "client"})``, which sends a ``/tokens/`` token as
     ``?fal_jwt_token=`` instead of a key."""
     full = f"{path}/status/stream"
-    token = request.query_params.get(TOKEN_PARAM)
     target = parse_request_path(full)
-    if token is None or request.headers.get("authorization") or target is None:
-        key = await current_key(request)
-    else:
-        key = await realtime_routes.token_key(runtime(request), token, target.app)
+    key = await key_or_token(request, target.app if target else None)
     return await queue_routes.read(full, request, logs, key)
 
 
 async def _stream_key(request: Request, path: str) -> ApiKey | None:
     """The caller's key, or (the JS client's ``connectionMode: "client"``, which calls
     with ``?fal_jwt_token=`` and no Authorization) the key behind a ``/tokens/`` token."""
-    token = request.query_params.get(TOKEN_PARAM)
-    endpoint_id = normalize_endpoint(path)
-    if token is None or request.headers.get("authorization") or endpoint_id is None:
-        return await current_key(request)
-    return await realtime_routes.token_key(runtime(request), token, endpoint_id)
+    return await key_or_token(request, normalize_endpoint(path))
 
 
 async def stream(path: str, request: Request, key: ApiKey | None) -> Response:
