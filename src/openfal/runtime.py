@@ -162,9 +162,9 @@ class Runtime:
     def warming(self) -> list[str]:
         """Backends (one per GPU under ``--gpus``) still warming up their preloaded models."""
         return [
-            getattr(backend, "label", None) or name
+            backend.label or name
             for name, backend in [*self.backends.items(), *self._engine_backends.items()]
-            if not getattr(backend, "ready", True)
+            if not backend.ready
         ]
 
     async def stop(self) -> None:

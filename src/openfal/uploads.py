@@ -12,8 +12,8 @@ from typing import Any
 
 from openfal.media.retention import DEFAULT as DEFAULT_LIFECYCLE
 from openfal.media.retention import MediaLifecycle
-from openfal.store import secrets
 from openfal.signed_claims import SignedClaims
+from openfal.store import secrets
 from openfal.store.db import Database
 
 SECRET_NAME = "upload_hmac"

@@ -117,6 +117,15 @@ class Worker:
         # or the drain (and the hand-back of running requests) waits that long to begin
         self.notifier.work_available()
 
+    async def _claim_gate(self, backend: Backend) -> bool:
+        """Wait for the backend's claim gate (a GPU's second slot claims once the GPU is
+        free); False when the worker stops first."""
+        opened, stop = asyncio.ensure_future(backend.claim_gate()), asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({opened, stop}, return_when=asyncio.FIRST_COMPLETED)
+        opened.cancel()
+        stop.cancel()
+        return not self._stopping.is_set()
+
     async def _dispatch(self, backend: Backend) -> None:
         """One claimer per backend hands work to free slots: an idle backend costs one
         claim per poll interval, and a new request wakes exactly one claim."""
@@ -127,15 +136,9 @@ class Worker:
         self._slots[backend.name] = (slots, running)
         try:
             while await self._slot_or_stop(free):
-                gate = getattr(backend, "claim_gate", None)  # a GPU's second slot claims once the GPU is free
-                if gate is not None:
-                    opened, stop = asyncio.ensure_future(gate()), asyncio.ensure_future(self._stopping.wait())
-                    await asyncio.wait({opened, stop}, return_when=asyncio.FIRST_COMPLETED)
-                    opened.cancel()
-                    stop.cancel()
-                    if self._stopping.is_set():
-                        free.release()
-                        break
+                if not await self._claim_gate(backend):
+                    free.release()
+                    break
                 try:
                     records = await self.store.claim(
                         backends=[backend.name],
@@ -151,7 +154,7 @@ class Worker:
                     free.release()
                     await self.notifier.wait_work(await self.store.idle_seconds(backend.name, self.settings.poll_interval_seconds))
                     # a batching backend's gather window: requests arriving together share a claim
-                    await asyncio.sleep(getattr(backend, "gather_seconds", 0.0))
+                    await asyncio.sleep(backend.gather_seconds)
                     continue
                 task = asyncio.create_task(self._run_slot(backend, records), name=f"run-{records[0].id}")
                 running.add(task)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from openfal.accounting import Accounts, PriceList
-from openfal.backends.base import Backend, Job, Output
+from openfal.backends.base import Backend, BackendBase, Job, Output
 from openfal.errors import RunError
 from openfal.lifecycle import Lifecycle
 from openfal.media import MediaStore
@@ -34,32 +34,13 @@ from openfal.worker import Worker
 from tests.support import make_settings, request_values
 
 
-class ScriptedBackend:
+class ScriptedBackend(BackendBase):
     """A backend whose ``run`` is the test's coroutine; it counts its calls."""
-
-    max_batch_size = 1
-    default_concurrency = 1
-    max_run_seconds: float | None = None
 
     def __init__(self, run: Callable[[Sequence[Job]], Awaitable[Sequence[Output | RunError]]], name: str = "builtin") -> None:
         self.name = name
         self._run = run
         self.calls: list[list[str]] = []
-
-    def admit(self, endpoint_id: str, input: dict[str, Any]) -> None:
-        return None
-
-    def batch_key(self, endpoint_id: str, input: dict[str, Any]) -> str | None:
-        return None
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    def status(self) -> dict[str, Any]:
-        return {}
 
     async def run(self, jobs: Sequence[Job]) -> Sequence[Output | RunError]:
         self.calls.append([job.request_id for job in jobs])

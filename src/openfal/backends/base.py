@@ -121,3 +121,59 @@ class Backend(Protocol):
         """What an operator wants to see of this backend in this process (loaded models,
         upstream key health), as JSON; called from the event loop every few seconds."""
         ...
+
+    # -- what the worker and the runtime read besides running -----------------------------
+
+    #: what ``/health/ready`` and logs call it (one local engine per GPU: ``gpu0``...); None: ``name``
+    label: str | None
+    #: seconds the dispatcher waits after an empty claim, so requests arriving together
+    #: are claimed together (0 unless the backend batches)
+    gather_seconds: float
+
+    @property
+    def ready(self) -> bool:
+        """False while the backend warms up (preloaded models loading and compiling):
+        ``/health/ready`` answers 503 ``warming_up``."""
+        ...
+
+    async def claim_gate(self) -> None:
+        """Return when a free slot may claim: at once for most backends; a local GPU
+        engine's second slot waits until the GPU is free."""
+        ...
+
+
+class BackendBase:
+    """The contract's defaults for a backend that does not batch, warm up or gate its
+    claims: subclass it and write only what the backend does (``name``, ``run``)."""
+
+    name: str
+    max_batch_size = 1
+    default_concurrency = 1
+    label: str | None = None
+    gather_seconds = 0.0
+
+    @property
+    def max_run_seconds(self) -> float | None:
+        return None
+
+    @property
+    def ready(self) -> bool:
+        return True
+
+    def admit(self, endpoint_id: str, input: dict[str, Any]) -> None:
+        return None
+
+    def batch_key(self, endpoint_id: str, input: dict[str, Any]) -> str | None:
+        return None
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def status(self) -> dict[str, Any]:
+        return {}
+
+    async def claim_gate(self) -> None:
+        return None

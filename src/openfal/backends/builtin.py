@@ -5,33 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
 
-from openfal.backends.base import Job, Output
+from openfal.backends.base import BackendBase, Job, Output
 from openfal.errors import RunCancelled, RunError, SleepFailed
 from openfal.events import Log, Progress
 
 
-class BuiltinBackend:
+class BuiltinBackend(BackendBase):
     name = "builtin"
-    max_batch_size = 1
-    default_concurrency = 1
-    max_run_seconds: float | None = None
-
-    def admit(self, endpoint_id: str, input: dict[str, Any]) -> None:
-        return None
-
-    def batch_key(self, endpoint_id: str, input: dict[str, Any]) -> str | None:
-        return None
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
-
-    def status(self) -> dict[str, Any]:
-        return {}
 
     async def run(self, jobs: Sequence[Job]) -> Sequence[Output | RunError]:
         return [await self._one(job) for job in jobs]

@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from openfal.aio import wait_event
-from openfal.backends.base import Job, Output
+from openfal.backends.base import BackendBase, Job, Output
 from openfal.backends.relay import errors
 from openfal.backends.relay.client import Handle, Reply, UpstreamClient, UpstreamUnreachable
 from openfal.backends.relay.config import UpstreamConfig, origin_of
@@ -61,8 +61,7 @@ CANCEL_TRIES = 3
 CANCEL_BACKOFF = Backoff(0.2, 0.8)
 
 
-class RelayBackend:
-    max_batch_size = 1
+class RelayBackend(BackendBase):
 
     def __init__(
         self,
@@ -94,12 +93,7 @@ class RelayBackend:
 
     # -- Backend protocol -------------------------------------------------------------
 
-    def admit(self, endpoint_id: str, input: dict[str, Any]) -> None:
-        """The upstream decides what it runs."""
-        return None
-
-    def batch_key(self, endpoint_id: str, input: dict[str, Any]) -> str | None:
-        return None
+    # admit and batch_key: BackendBase's (the upstream decides what it runs; one request a call)
 
     async def start(self) -> None:
         limits = httpx.Limits(max_connections=max(10, self.config.concurrency * 2), max_keepalive_connections=20)
