@@ -4,7 +4,7 @@ folded into the store, and how the attempt ends.
 The worker supervises (slots, leases, cancels, time limits, stuck runs); what happens to
 one request between its claim and its ending is here. ``decide`` is the policy and is
 pure, so every way a run can end is a plain value in and a plain value out;
-``Attempt.end`` carries the decision out through the store and ``Lifecycle``.
+``Attempt.end`` carries the decision out through the store and ``Endings``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 
 from openfal import events
 from openfal.backends.base import Job, Output
+from openfal.endings import Endings
 from openfal.errors import InternalError, RunCancelled, RunError, RunTimedOut
-from openfal.lifecycle import Lifecycle
 from openfal.media import MediaStore
 from openfal.media.publish import discard_files, publish, publish_preview
 from openfal.models import LogEntry, Priority, RequestRecord
@@ -78,7 +78,7 @@ class Attempts:
     """What every attempt of one worker process writes through."""
 
     store: RequestStore
-    lifecycle: Lifecycle
+    endings: Endings
     media: MediaStore
     media_index: MediaIndex
     worker_id: str
@@ -136,7 +136,7 @@ class Attempt:
 
     async def _fail(self, error: RunError, elapsed: float | None) -> None:
         record = self.record
-        await self.through.lifecycle.fail(record, error, worker_id=self.through.worker_id, attempt=record.attempts, inference_time=elapsed)
+        await self.through.endings.fail(record, error, worker_id=self.through.worker_id, attempt=record.attempts, inference_time=elapsed)
 
     async def _publish(self, output: Output, elapsed: float) -> None:
         record, through = self.record, self.through
@@ -146,7 +146,7 @@ class Attempt:
             log.exception("publishing media of %s failed", record.id)
             await self._fail(InternalError(f"Storing the result's media failed: {type(exc).__name__}: {exc}"), None)
             return
-        done = await through.lifecycle.succeed(
+        done = await through.endings.succeed(
             record, body, inference_time=elapsed, worker_id=through.worker_id, attempt=record.attempts, video_seconds=output.usage.video_seconds
         )
         if done is None:

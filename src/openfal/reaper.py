@@ -10,8 +10,8 @@ import time
 
 from openfal.aio import wait_event
 from openfal.config import Settings
+from openfal.endings import Endings
 from openfal.errors import RunCancelled, RunnerLost, StartTimeout
-from openfal.lifecycle import Lifecycle
 from openfal.media import MediaStore
 from openfal.models import Status
 from openfal.store.media_index import MediaIndex
@@ -41,14 +41,14 @@ class Reaper:
         *,
         settings: Settings,
         store: RequestStore,
-        lifecycle: Lifecycle,
+        endings: Endings,
         media: MediaStore,
         media_index: MediaIndex,
         registry: WorkerRegistry | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
-        self.lifecycle = lifecycle
+        self.endings = endings
         self.media = media
         self.media_index = media_index
         self.registry = registry
@@ -97,16 +97,16 @@ class Reaper:
         now = time.time()
         for record in await self.store.expired_leases(now):
             if record.cancel_requested:
-                await self.lifecycle.fail(record, RunCancelled(), attempt=record.attempts, lease_expired_before=now)
+                await self.endings.fail(record, RunCancelled(), attempt=record.attempts, lease_expired_before=now)
             elif record.may_retry(self.settings.max_attempts):
                 if await self.store.requeue(record, lease_expired_before=now):
                     log.warning("lease of %s expired; attempt %d of %d queued", record.id, record.attempts + 1, self.settings.max_attempts)
             else:
                 times = "and X-Fal-No-Retry was set" if record.no_retry else f"{record.attempts} times"
                 error = RunnerLost(f"The worker running this request stopped answering {times}")
-                await self.lifecycle.fail(record, error, attempt=record.attempts, lease_expired_before=now)
+                await self.endings.fail(record, error, attempt=record.attempts, lease_expired_before=now)
         for record in await self.store.missed_deadlines(now):
-            await self.lifecycle.fail(record, StartTimeout(), expect=Status.IN_QUEUE)
+            await self.endings.fail(record, StartTimeout(), expect=Status.IN_QUEUE)
 
     async def retention(self) -> None:
         now = time.time()

@@ -16,7 +16,7 @@ from openfal.backends.base import Backend
 from openfal.backends.builtin import BuiltinBackend
 from openfal.backends.relay import make_relay_backends
 from openfal.config import Settings
-from openfal.lifecycle import Lifecycle
+from openfal.endings import Endings
 from openfal.media import MediaStore, open_media
 from openfal.notify import Notifier
 from openfal.reaper import Reaper
@@ -66,7 +66,7 @@ class Runtime:
         self.media = open_media(settings)
         self.media_index = MediaIndex(self.db, settings.media_ttl_seconds)
         self.accounts = Accounts(PriceList(settings.prices))
-        self.lifecycle = Lifecycle(self.requests, self.accounts)
+        self.endings = Endings(self.requests, self.accounts)
         self.backends = backends if backends is not None else make_backends(settings, media=self.media)
         self.router = Router(settings.routes, set(self.backends))
         self.auth = Authenticator(self.keys, enabled=settings.auth_enabled)
@@ -75,7 +75,7 @@ class Runtime:
             store=self.requests,
             router=self.router,
             backends=self.backends,
-            lifecycle=self.lifecycle,
+            endings=self.endings,
             accounts=self.accounts,
         )
         self.worker: Worker | None = None
@@ -117,7 +117,7 @@ class Runtime:
         reaper = Reaper(
             settings=self.settings,
             store=self.requests,
-            lifecycle=self.lifecycle,
+            endings=self.endings,
             media=self.media,
             media_index=self.media_index,
             registry=self.registry,
@@ -151,7 +151,7 @@ class Runtime:
         return Worker(
             settings=self.settings,
             store=self.requests,
-            lifecycle=self.lifecycle,
+            endings=self.endings,
             media=self.media,
             media_index=self.media_index,
             backends=backends,

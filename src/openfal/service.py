@@ -16,6 +16,7 @@ from openfal.accounting import Accounts
 from openfal.aio import wait_event
 from openfal.backends.base import Backend
 from openfal.config import Settings
+from openfal.endings import Endings
 from openfal.endpoints.catalog import validate_input
 from openfal.endpoints.ids import app_of
 from openfal.errors import (
@@ -27,7 +28,6 @@ from openfal.errors import (
     RunCancelled,
     StillInProgress,
 )
-from openfal.lifecycle import Lifecycle
 from openfal.media.retention import DEFAULT as DEFAULT_LIFECYCLE
 from openfal.media.retention import MediaLifecycle
 from openfal.models import ApiKey, LogEntry, Priority, RequestRecord, Status
@@ -94,7 +94,7 @@ class QueueService:
         store: RequestStore,
         router: Router,
         backends: Mapping[str, Backend],
-        lifecycle: Lifecycle,
+        endings: Endings,
         accounts: Accounts,
     ) -> None:
         self.settings = settings
@@ -103,7 +103,7 @@ class QueueService:
         self.backends = backends
         #: the store's: woken by every change it commits and, through its feed, by others'
         self.notifier = store.notifier
-        self.lifecycle = lifecycle
+        self.endings = endings
         self.accounts = accounts
 
     # -- submit -------------------------------------------------------------------
@@ -269,7 +269,7 @@ class QueueService:
             if record.status is Status.COMPLETED:
                 return "ALREADY_COMPLETED"
             if record.status is Status.IN_QUEUE:
-                if await self.lifecycle.fail(record, RunCancelled(), expect=Status.IN_QUEUE):
+                if await self.endings.fail(record, RunCancelled(), expect=Status.IN_QUEUE):
                     return "CANCELLATION_REQUESTED"
             elif await self.store.request_cancel(record.id):
                 return "CANCELLATION_REQUESTED"

@@ -187,7 +187,7 @@ class WebhookDeliverer:
         #: guarded at connect time: private addresses only with allow_private_urls
         self.client = client or make_client(settings)
         self.client.event_hooks = {**self.client.event_hooks, "response": [*self.client.event_hooks["response"], _refuse_redirects]}
-        #: set on enqueue (Lifecycle), when a delivery ends, and by stop()
+        #: set on enqueue (Endings), when a delivery ends, and by stop()
         self.wake = asyncio.Event()
         self._stop = asyncio.Event()
 

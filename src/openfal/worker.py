@@ -3,7 +3,7 @@
 Each backend gets ``concurrency[backend]`` slots in this process. A slot claims the
 next request (and compatible ones for batching backends), holds a lease that a
 heartbeat renews, and hands each request to an ``Attempt`` (``openfal.attempt``), which
-folds the run's events and ends the request through ``Lifecycle`` with a compare-and-swap
+folds the run's events and ends the request through ``Endings`` with a compare-and-swap
 on (worker, attempt): a worker that lost its lease cannot complete a request twice.
 """
 
@@ -23,8 +23,8 @@ from openfal.aio import wait_event
 from openfal.attempt import Attempt, Attempts
 from openfal.backends.base import Backend, Job, Output
 from openfal.config import Settings
+from openfal.endings import Endings
 from openfal.errors import InternalError, RunCancelled, RunError
-from openfal.lifecycle import Lifecycle
 from openfal.media import MediaStore
 from openfal.media.publish import discard_files
 from openfal.models import RequestRecord
@@ -45,7 +45,7 @@ class Worker:
         *,
         settings: Settings,
         store: RequestStore,
-        lifecycle: Lifecycle,
+        endings: Endings,
         media: MediaStore,
         media_index: MediaIndex,
         backends: Mapping[str, Backend],
@@ -54,7 +54,7 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.lifecycle = lifecycle
+        self.endings = endings
         self.media = media
         self.media_index = media_index
         self.backends = backends
@@ -64,7 +64,7 @@ class Worker:
         self.registry = registry
         self._attempts = Attempts(
             store=store,
-            lifecycle=lifecycle,
+            endings=endings,
             media=media,
             media_index=media_index,
             worker_id=self.worker_id,

@@ -17,7 +17,7 @@ from openfal.store.changes import CHANNEL, Notice, Transactions, apply
 from openfal.store.db import Database
 from openfal.store.listener import change_feed
 from openfal.store.requests import RequestStore
-from openfal.store.views import QueueSnapshot, StatusViews
+from openfal.store.views import QueueSnapshot, StatusCache
 
 CLAIM = {"backends": ["builtin"], "lease_seconds": 30}
 
@@ -28,7 +28,7 @@ def test_a_notice_reads_back_from_its_payload_with_its_sender() -> None:
 
 
 def test_a_work_notice_wakes_a_worker_and_moves_the_queue_snapshot_in_place() -> None:
-    views, notifier = StatusViews(), Notifier()
+    views, notifier = StatusCache(), Notifier()
     views.set_live(True)
     views.keep_snapshot("builtin", QueueSnapshot([], {}, epoch=views.epoch("builtin"), generation=views.generation))
     apply(Notice("work", "builtin", {"add": [[7, 1, "", 0.0]]}), views, notifier)
@@ -40,14 +40,14 @@ def test_a_work_notice_wakes_a_worker_and_moves_the_queue_snapshot_in_place() ->
 def test_a_cancel_notice_runs_the_cancel_hook_of_the_running_job() -> None:
     notifier, cancelled = Notifier(), []
     notifier.on_cancel("r1", lambda: cancelled.append("r1"))
-    apply(Notice("cancel", "r1"), StatusViews(), notifier)
+    apply(Notice("cancel", "r1"), StatusCache(), notifier)
     assert cancelled == ["r1"]
 
 
 def test_a_webhook_notice_wakes_the_deliverer() -> None:
     notifier, woken = Notifier(), []
     notifier.on_webhooks(lambda: woken.append(True))
-    apply(Notice("webhook", "r1"), StatusViews(), notifier)
+    apply(Notice("webhook", "r1"), StatusCache(), notifier)
     assert woken == [True]
 
 
@@ -122,7 +122,7 @@ async def test_a_transactions_notices_reach_listeners_all_and_in_order(pg_url: s
     """Sent together at commit (one round trip), each notice is its own notification."""
     database = Database(pg_url)
     await database.migrate()
-    views = StatusViews()
+    views = StatusCache()
     received: list[str] = []
     listener = await asyncpg.connect(pg_url.replace("postgresql+asyncpg", "postgresql"))
     try:

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 
 from openfal.accounting import Accounts, PriceList
 from openfal.config import Settings
+from openfal.endings import Endings
 from openfal.errors import RunnerLost
-from openfal.lifecycle import Lifecycle
 from openfal.media.local import LocalMediaStore
 from openfal.models import LogEntry, RequestRecord, Status
 from openfal.reaper import Reaper
@@ -31,7 +31,7 @@ def make_reaper(db: Database, store: RequestStore, tmp_path: Path, **settings: o
     return Reaper(
         settings=Settings(data_dir=tmp_path, **settings),
         store=store,
-        lifecycle=Lifecycle(store, Accounts(PriceList())),
+        endings=Endings(store, Accounts(PriceList())),
         media=LocalMediaStore(tmp_path / "media"),
         media_index=MediaIndex(db, 60),
     )

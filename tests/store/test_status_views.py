@@ -15,7 +15,7 @@ from openfal.notify import Notifier
 from openfal.store.db import Database
 from openfal.store.listener import change_feed
 from openfal.store.requests import RequestStore
-from openfal.store.views import StatusViews
+from openfal.store.views import StatusCache
 
 CLAIM = {"backends": ["builtin"], "lease_seconds": 30}
 
@@ -144,7 +144,7 @@ def test_a_read_that_raced_a_change_is_not_kept(new_request: Callable[..., dict]
     """A database read begun before a change (its answer may predate it) is discarded."""
     from openfal.models import RequestRecord
 
-    views = StatusViews()
+    views = StatusCache()
     views.set_live(True)
     values = new_request()
     record = RequestRecord(**{k: values[k] for k in ("id", "app", "endpoint_id", "backend", "key_id", "priority", "input", "base_url")},
@@ -211,7 +211,7 @@ def test_a_queue_read_that_raced_changes_lands_with_them_applied() -> None:
     load is not read again at every poll."""
     from openfal.store.views import QueueSnapshot
 
-    views = StatusViews()
+    views = StatusCache()
     views.set_live(True)
     epoch, generation = views.epoch("builtin"), views.generation
     token = views.begin_read("builtin")
@@ -226,7 +226,7 @@ def test_a_queue_read_that_raced_changes_lands_with_them_applied() -> None:
 def test_a_queue_read_that_raced_an_unknown_change_is_read_again() -> None:
     from openfal.store.views import QueueSnapshot
 
-    views = StatusViews()
+    views = StatusCache()
     views.set_live(True)
     epoch, generation = views.epoch("builtin"), views.generation
     token = views.begin_read("builtin")

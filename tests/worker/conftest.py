@@ -1,5 +1,5 @@
 """The worker at its own boundary: a real store (a SQLite file and the real PostgreSQL),
-the real Lifecycle, Reaper, media index and local media folder, and backends written for
+the real Endings, Reaper, media index and local media folder, and backends written for
 each test.
 
 The backends here are scripted on purpose: the branches under test are the worker's
@@ -20,8 +20,8 @@ import pytest
 
 from openfal.accounting import Accounts, PriceList
 from openfal.backends.base import Backend, BackendBase, Job, Output
+from openfal.endings import Endings
 from openfal.errors import RunError
-from openfal.lifecycle import Lifecycle
 from openfal.media import MediaStore
 from openfal.media.local import LocalMediaStore
 from openfal.models import RequestRecord, Status
@@ -55,7 +55,7 @@ class Parts:
         self.settings = make_settings(tmp_path, **{"lease_seconds": 5.0, "heartbeat_seconds": 0.1, **settings})
         self.notifier = Notifier()
         self.store = RequestStore(db, notifier=self.notifier)
-        self.lifecycle = Lifecycle(self.store, Accounts(PriceList()))
+        self.endings = Endings(self.store, Accounts(PriceList()))
         self.media: MediaStore = LocalMediaStore(tmp_path / "media")
         self.media_index = MediaIndex(db, 3600.0)
 
@@ -67,7 +67,7 @@ class Parts:
         return Worker(
             settings=self.settings,
             store=self.store,
-            lifecycle=self.lifecycle,
+            endings=self.endings,
             media=media or self.media,
             media_index=self.media_index,
             backends={backend.name: backend},
@@ -78,7 +78,7 @@ class Parts:
         return Reaper(
             settings=self.settings,
             store=self.store,
-            lifecycle=self.lifecycle,
+            endings=self.endings,
             media=self.media,
             media_index=self.media_index,
         )

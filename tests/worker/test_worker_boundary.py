@@ -139,7 +139,7 @@ async def test_a_request_ended_elsewhere_keeps_that_ending(parts: Parts, caplog:
     async def run(jobs: Sequence[Job]) -> list[Output]:
         current = await parts.store.get(jobs[0].request_id)
         assert current is not None
-        assert await parts.lifecycle.fail(current, RunnerLost("gone"), attempt=current.attempts)
+        assert await parts.endings.fail(current, RunnerLost("gone"), attempt=current.attempts)
         return [Output({"images": [image()]})]
 
     backend = ScriptedBackend(run)

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openfal.notify import Notifier
 from openfal.store.db import Database
-from openfal.store.views import QueueSnapshot, StatusViews
+from openfal.store.views import QueueSnapshot, StatusCache
 
 CHANNEL = "openfal"
 #: stands for a new request's seq in a payload its own INSERT sends (see submit_statements.py)
@@ -62,7 +62,7 @@ class Notice:
         return delta.pop("o", None), cls(kind, value, delta)
 
 
-def apply(notice: Notice, views: StatusViews, notifier: Notifier) -> None:
+def apply(notice: Notice, views: StatusCache, notifier: Notifier) -> None:
     """A committed change, to what this process keeps in memory and whoever waits."""
     kind, value, delta = notice.kind, notice.value, notice.delta
     if kind in {"work", "queue"}:
@@ -120,7 +120,7 @@ class Transactions:
     """Opens write transactions for the stores of one process, and tells what they
     changed: to other processes as they commit, to this one right after."""
 
-    def __init__(self, db: Database, views: StatusViews, notifier: Notifier) -> None:
+    def __init__(self, db: Database, views: StatusCache, notifier: Notifier) -> None:
         self.db = db
         self.views = views
         self.notifier = notifier

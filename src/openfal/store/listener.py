@@ -24,7 +24,7 @@ from sqlalchemy.engine import make_url
 from openfal.notify import Notifier
 from openfal.store.changes import CHANNEL, Notice, apply
 from openfal.store.db import Database
-from openfal.store.views import StatusViews
+from openfal.store.views import StatusCache
 
 log = logging.getLogger("openfal.listener")
 
@@ -32,10 +32,10 @@ RECONNECT_SECONDS = 2.0
 
 
 class PgListener:
-    def __init__(self, database_url: str, notifier: Notifier, views: StatusViews | None = None) -> None:
+    def __init__(self, database_url: str, notifier: Notifier, views: StatusCache | None = None) -> None:
         self.dsn = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
         self.notifier = notifier
-        self.views = views or StatusViews()
+        self.views = views or StatusCache()
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -77,7 +77,7 @@ class PgListener:
 class SqliteWatcher:
     """Another process committed to the SQLite file: what this one keeps is dropped."""
 
-    def __init__(self, db: Database, notifier: Notifier, views: StatusViews, interval: float) -> None:
+    def __init__(self, db: Database, notifier: Notifier, views: StatusCache, interval: float) -> None:
         self.db = db
         self.notifier = notifier
         self.views = views
@@ -122,7 +122,7 @@ class SqliteWatcher:
 ChangeFeed = PgListener | SqliteWatcher
 
 
-def change_feed(db: Database, notifier: Notifier, views: StatusViews, *, database_url: str, interval: float) -> ChangeFeed:
+def change_feed(db: Database, notifier: Notifier, views: StatusCache, *, database_url: str, interval: float) -> ChangeFeed:
     """The feed for this database, not yet started."""
     if db.is_sqlite:
         return SqliteWatcher(db, notifier, views, interval)

@@ -13,7 +13,7 @@ from openfal.notify import Notifier
 from openfal.store.changes import Transaction, Transactions
 from openfal.store.db import Database
 from openfal.store.schema import webhooks
-from openfal.store.views import StatusViews
+from openfal.store.views import StatusCache
 
 _W = webhooks.c
 
@@ -43,7 +43,7 @@ class OutboxStore:
     def __init__(self, db: Database, changes: Transactions | None = None) -> None:
         self.db = db
         #: the process's transactions, so a redelivery wakes the deliverers as it commits
-        self.changes = changes or Transactions(db, StatusViews(), Notifier())
+        self.changes = changes or Transactions(db, StatusCache(), Notifier())
 
     async def next_due(self) -> float | None:
         """When the next pending delivery may be claimed (its retry time, or its lock's

@@ -25,7 +25,7 @@ from openfal.store.db import Database
 from openfal.store.ledger import entry as ledger_entry
 from openfal.store.schema import api_keys, queue_turns, request_logs, requests, workers
 from openfal.store.submit_statements import NotCovered, SubmitStatements
-from openfal.store.views import QueueSnapshot, StatusViews
+from openfal.store.views import QueueSnapshot, StatusCache
 
 _FIELDS = {f.name for f in fields(RequestRecord)}
 #: a new request's columns, before the submit's own values
@@ -97,7 +97,7 @@ class RequestStore:
         #: told of every change this store commits (wakes streams, waits and workers)
         self.notifier = notifier or Notifier()
         #: what status polls read (see store/views.py); kept current by every commit's notices
-        self.views = StatusViews()
+        self.views = StatusCache()
         self.changes = Transactions(db, self.views, self.notifier)
         insert = (sqlite.insert if db.is_sqlite else postgresql.insert)(queue_turns)
         self._submits = SubmitStatements(sqlite=db.is_sqlite)

@@ -143,7 +143,10 @@ class QueueSnapshot:
                 waited[key] = (1, float(served))
 
 
-class StatusViews:
+class StatusCache:
+    """This process's cache of what status polls read: request records and queue
+    snapshots (one answer built from them is a ``service.StatusView``)."""
+
     def __init__(self) -> None:
         self._records: OrderedDict[str, _Entry] = OrderedDict()
         self._fills: dict[str, object] = {}

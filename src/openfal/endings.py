@@ -33,7 +33,11 @@ def webhook_body(record: RequestRecord) -> str:
         return json.dumps(body)
 
 
-class Lifecycle:
+class Endings:
+    """Every way a request ends (succeed, fail, cancel) goes through `_end`: one
+    transaction, one compare-and-swap. Not to be confused with a file's retention
+    (media/retention.MediaLifecycle, fal's "object lifecycle")."""
+
     def __init__(self, store: RequestStore, accounts: Accounts) -> None:
         self.store = store
         self.accounts = accounts
