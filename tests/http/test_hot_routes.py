@@ -7,12 +7,13 @@ import re
 
 import pytest
 from fastapi.routing import APIRoute
+from starlette.requests import Request
 from starlette.routing import BaseRoute, Match
 
 from openfal.http import queue_routes
 from openfal.http.app import ROUTERS
 from openfal.http.hot_routes import HotRoutes
-from tests.support import App
+from tests.support import App, wait_status
 
 ROUTES: list[BaseRoute] = [route for router in ROUTERS for route in router.routes]
 
@@ -59,3 +60,26 @@ async def test_a_refused_submit_keeps_fals_error_shape(app: App, auth: dict[str,
     assert unknown.status_code == 404 and "detail" in unknown.json()
     assert malformed.status_code == 422 and isinstance(malformed.json()["detail"], list)
     assert anonymous.status_code == 401
+
+
+async def test_the_routers_own_status_route_answers_as_the_hot_route_does(app: App, auth: dict[str, str]) -> None:
+    """The router's documented ``GET …/status`` (the route OpenAPI lists; HotRoutes answers
+    it first) gives the same answer, not the 405 it once fell through to."""
+    body = (await app.client.post("/openfal/utils/echo", json={"i": 1}, headers=auth)).json()
+    hot = await wait_status(app.client, body["status_url"], auth)
+    routed = await queue_routes.read(
+        f"openfal/utils/requests/{body['request_id']}/status", _request(app, body["status_url"]), logs=None, key=await app.runtime.auth.authenticate(auth["Authorization"])
+    )
+    assert (routed.status_code, routed.body) == (hot.status_code, hot.content)
+
+
+def _request(app: App, url: str) -> Request:
+    """A request as the router hands it to a route: the app it reached carries the runtime."""
+
+    class State:
+        runtime = app.runtime
+
+    class Application:
+        state = State()
+
+    return Request({"type": "http", "method": "GET", "path": url, "query_string": b"", "headers": [], "app": Application()})

@@ -16,7 +16,6 @@ goes on to the router, which documents both routes for OpenAPI."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Awaitable, Sequence
 from typing import Any
@@ -32,7 +31,6 @@ from openfal.endpoints.ids import parse_request_path
 from openfal.http import queue_routes
 from openfal.http.deps import current_key
 from openfal.http.errors import HANDLERS
-from openfal.http.wire import status_body
 from openfal.runtime import Runtime
 
 
@@ -97,13 +95,7 @@ async def _status(scope: Scope, app: str, request_id: str) -> Response:
     runtime: Runtime = scope["app"].state.runtime
     key = await runtime.auth.authenticate(_header(scope, b"authorization"))
     logs = dict(parse_qsl(scope["query_string"].decode("latin-1"))).get("logs", "") if scope["query_string"] else ""
-    view = await runtime.service.status(app, request_id, key, with_logs=logs.lower() in queue_routes.TRUE)
-    code, body = status_body(view)
-    return Response(_dumps(body), status_code=code, media_type="application/json")
-
-
-def _dumps(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return await queue_routes.status_response(runtime, app, request_id, key, with_logs=logs.lower() in queue_routes.TRUE)
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -17,6 +17,7 @@ from openfal.errors import RequestNotFound, UnknownEndpoint
 from openfal.http.deps import base_url, current_key, json_body, runtime
 from openfal.http.wire import status_body, submit_body, submit_options
 from openfal.models import ApiKey, RequestRecord
+from openfal.runtime import Runtime
 from openfal.service import Result, Submitted
 
 router = APIRouter()
@@ -110,7 +111,8 @@ async def read(path: str, request: Request, logs: str | None = None, key: ApiKey
     request.state.fal_request_id = target.request_id
     service = runtime(request).service
     with_logs = (logs or "").lower() in TRUE
-    # GET .../status (the polled one) is answered ahead of the router: http/hot_routes.py
+    if target.action == "status":  # usually answered ahead of the router (http/hot_routes.py), by the same function
+        return await status_response(runtime(request), target.app, target.request_id, key, with_logs=with_logs)
     if target.action == "stream":
         await service.get(target.app, target.request_id, key)
         return StreamingResponse(
@@ -120,7 +122,14 @@ async def read(path: str, request: Request, logs: str | None = None, key: ApiKey
         )
     if target.action == "result":
         return _result_response(await service.result(target.app, target.request_id, key))
-    return JSONResponse({"detail": "Use PUT to cancel"}, status_code=405, headers={"Allow": "PUT"})
+    return JSONResponse({"detail": "Use PUT to cancel"}, status_code=405, headers={"Allow": "PUT"})  # GET .../cancel
+
+
+async def status_response(rt: Runtime, app: str, request_id: str, key: ApiKey | None, *, with_logs: bool) -> Response:
+    """A request's status: 202 while it is queued or running, 200 once COMPLETED."""
+    code, body = status_body(await rt.service.status(app, request_id, key, with_logs=with_logs))
+    content = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return Response(content, status_code=code, media_type="application/json")
 
 
 @router.put("/{path:path}", tags=["queue"], summary="Cancel a request")
