@@ -77,6 +77,7 @@ class Runtime:
             backends=self.backends,
             endings=self.endings,
             accounts=self.accounts,
+            registry=self.registry,
         )
         self.worker: Worker | None = None
         self.signer: Signer | None = None

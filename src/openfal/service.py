@@ -33,6 +33,7 @@ from openfal.media.retention import MediaLifecycle
 from openfal.models import ApiKey, LogEntry, Priority, RequestRecord, Status
 from openfal.routing import Route, Router
 from openfal.store.requests import DuplicateIdempotencyKey, KeyQueueFull, RequestStore
+from openfal.store.workers import WorkerRegistry
 
 CancelOutcome = Literal["CANCELLATION_REQUESTED", "ALREADY_COMPLETED"]
 
@@ -96,9 +97,12 @@ class QueueService:
         backends: Mapping[str, Backend],
         endings: Endings,
         accounts: Accounts,
+        registry: WorkerRegistry,
     ) -> None:
         self.settings = settings
         self.store = store
+        #: the live workers, whose slots spread a queued request's ETA
+        self.registry = registry
         self.router = router
         self.backends = backends
         #: the store's: woken by every change it commits and, through its feed, by others'
@@ -211,7 +215,7 @@ class QueueService:
         run_seconds = await self.store.recent_run_seconds(record.backend)
         if run_seconds is None:
             return None
-        slots = max(1, await self.store.slots(record.backend))
+        slots = max(1, await self.registry.slots(record.backend))
         return round(run_seconds * (position + 1) / slots, 3)
 
     async def result(self, app: str, request_id: str, key: ApiKey | None) -> Result:

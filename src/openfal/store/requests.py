@@ -23,7 +23,7 @@ from openfal.store.changes import CHANNEL, SEQ_PLACEHOLDER, Notice, Transaction,
 from openfal.store.claim_statements import NO_KEY, ClaimStatements
 from openfal.store.db import Database
 from openfal.store.ledger import entry as ledger_entry
-from openfal.store.schema import api_keys, queue_turns, request_logs, requests, workers
+from openfal.store.schema import api_keys, queue_turns, request_logs, requests
 from openfal.store.submit_statements import NotCovered, SubmitStatements
 from openfal.store.views import QueueSnapshot, StatusCache
 
@@ -70,8 +70,6 @@ ETA_SECONDS = 10.0
 #: an idle claimer with nothing queued sleeps this long unless new work wakes it first
 #: (a notification lost while the change feed reconnects)
 IDLE_CLAIM_SECONDS = 5.0
-#: a worker that reported within this long counts for eta_seconds' slots
-WORKER_ALIVE_SECONDS = 30.0
 #: the optional guards of a completion, by the name their value is bound under
 _GUARDS = {
     "w_worker": _T.worker_id == sa.bindparam("w_worker"),
@@ -114,8 +112,6 @@ class RequestStore:
         self._refreshing: dict[str, tuple[int, int, asyncio.Task[QueueSnapshot]]] = {}
         #: backend -> (taken at, mean seconds of its recent runs)
         self._run_seconds: dict[str, tuple[float, float | None]] = {}
-        #: (taken at, backend -> slots of the live workers)
-        self._slots: tuple[float, dict[str, int]] | None = None
 
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         """A write transaction other writes can join (a submit's credit reserve, an
@@ -290,19 +286,6 @@ class RequestStore:
             mean = (await conn.execute(sa.select(sa.func.avg(recent.c.run)))).scalar()
         self._run_seconds[backend] = (time.monotonic(), float(mean) if mean is not None else None)
         return self._run_seconds[backend][1]
-
-    async def slots(self, backend: str) -> int:
-        """Slots the live workers have for ``backend`` (their registry reports), read at
-        most every ``ETA_SECONDS``."""
-        if self._slots is None or time.monotonic() - self._slots[0] >= ETA_SECONDS:
-            query = sa.select(workers.c.backends).where(workers.c.last_seen >= time.time() - WORKER_ALIVE_SECONDS)
-            totals: dict[str, int] = {}
-            async with self.db.read() as conn:
-                for reported in (await conn.execute(query)).scalars():
-                    for name, info in (reported or {}).items():
-                        totals[name] = totals.get(name, 0) + int(info.get("slots", 0))
-            self._slots = (time.monotonic(), totals)
-        return self._slots[1].get(backend, 0)
 
     async def counts_by_backend(self) -> dict[tuple[str, str], int]:
         """(status, backend) -> count of pending requests, for the metrics gauges."""

@@ -14,13 +14,20 @@ from openfal.store.schema import workers
 
 _W = workers.c
 
+#: how long the live workers' slot count is reused (every queued status poll asks for it)
+SLOTS_CACHE_SECONDS = 10.0
+
+
 class WorkerRegistry:
     """Workers report on their heartbeat period; one silent for ``alive_seconds`` (three
-    periods by default, as for leases) counts as gone."""
+    periods by default, as for leases) counts as gone. This is the one definition of a
+    live worker: the admin listing, ``/health/ready``, the metrics and queued requests'
+    ``eta_seconds`` all count through here."""
 
     def __init__(self, db: Database, alive_seconds: float = 15.0) -> None:
         self.db = db
         self.alive_seconds = alive_seconds
+        self._slots: tuple[float, dict[str, int]] | None = None
 
     async def report(self, worker_id: str, *, hostname: str, pid: int, started_at: float, backends: dict[str, Any]) -> None:
         now = time.time()
@@ -57,6 +64,12 @@ class WorkerRegistry:
                 total["slots"] += int(info.get("slots", 0))
                 total["busy"] += int(info.get("busy", 0))
         return totals
+
+    async def slots(self, backend: str) -> int:
+        """Slots the live workers have for ``backend``, read at most every ``SLOTS_CACHE_SECONDS``."""
+        if self._slots is None or time.monotonic() - self._slots[0] >= SLOTS_CACHE_SECONDS:
+            self._slots = (time.monotonic(), {name: total["slots"] for name, total in (await self.capacity()).items()})
+        return self._slots[1].get(backend, 0)
 
     async def forget_before(self, cutoff: float) -> int:
         """Drop workers that stopped reporting (killed rather than stopped) before ``cutoff``."""
