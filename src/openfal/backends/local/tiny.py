@@ -119,6 +119,56 @@ def t5_tokenizer() -> T5TokenizerFast:
     return T5TokenizerFast(vocab=pieces, extra_ids=0)
 
 
+#: Qwen's special tokens, in Qwen2.5/Qwen3's order after the byte vocabulary
+QWEN_SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<think>", "</think>")
+#: Qwen3's chat template, reduced to what the pipelines use: user turns, the assistant
+#: prompt, and ``enable_thinking=False``'s empty thinking block
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}"
+    "{% else %}<|vision_start|><|image_pad|><|vision_end|>{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+
+
+def qwen_tokenizer() -> Any:
+    """A byte-level BPE tokenizer with no merges (every byte is a token) and Qwen's
+    special tokens and chat template: what Qwen2.5-VL and Qwen3 text encoders (FLUX.2
+    [klein], Z-Image, Qwen-Image) are fed with. 264 ids."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import Qwen2TokenizerFast
+
+    vocab = {char: i for i, char in enumerate(bytes_to_unicode().values())}
+    for token in QWEN_SPECIAL:
+        vocab[token] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = Qwen2TokenizerFast(
+        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None, bos_token=None,
+        additional_special_tokens=list(QWEN_SPECIAL[1:]), model_max_length=32768,
+    )  # fmt: skip
+    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
+    return tokenizer
+
+
+def qwen3_encoder(*, hidden_size: int = 16, layers: int = 28, seed: int = 3) -> Any:
+    """A tiny Qwen3 causal LM as a text encoder. 28 layers as the real Qwen3-4B/8B's
+    hidden-state taps go that deep (FLUX.2 [klein] reads layers 9, 18 and 27), 16 wide."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        config = Qwen3Config(
+            vocab_size=len(bytes_to_unicode()) + len(QWEN_SPECIAL), hidden_size=hidden_size, intermediate_size=32,
+            num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=1024,
+            tie_word_embeddings=True, pad_token_id=256, eos_token_id=258,
+        )  # fmt: skip
+        return Qwen3ForCausalLM(config).eval()
+
+
 # -- shared components ------------------------------------------------------------------
 
 
