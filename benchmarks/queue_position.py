@@ -19,6 +19,7 @@ from pathlib import Path
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from openfal.models import RequestRecord  # noqa: E402
 from openfal.store.db import Database  # noqa: E402
 from openfal.store.requests import RequestStore  # noqa: E402
 from openfal.store.schema import requests  # noqa: E402
@@ -61,12 +62,12 @@ async def measure(url: str, counts: list[int], repeats: int) -> list[tuple[int, 
         assert await store.queue_position(last) == count - 1
         store.views.live = True  # as under a running change feed: the snapshot serves until the queue changes
 
-        async def after_a_change() -> None:
+        async def after_a_change(store: RequestStore = store, last: RequestRecord = last) -> None:
             store.views.everything_changed()  # what a deep queue's snapshot outlives for up to a second
             await store.queue_position(last)
 
-        position = await timed(lambda: store.queue_position(last), repeats)  # what pollers pay
-        get = await timed(lambda: store.get(last.id), repeats)
+        position = await timed(lambda store=store, last=last: store.queue_position(last), repeats)  # what pollers pay
+        get = await timed(lambda store=store, last=last: store.get(last.id), repeats)
         snapshot = await timed(after_a_change, max(5, repeats // 10))
         out.append((count, get, position, snapshot))
         await db.close()

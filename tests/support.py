@@ -142,7 +142,8 @@ class ServerProcess:
     def __init__(self, args: list[str], env: dict[str, str], port: int | None = None, log_path: Path | None = None) -> None:
         self.port = port
         self.log_path = log_path
-        self.log = open(log_path, "ab") if log_path else subprocess.DEVNULL
+        # open for the process's life, closed by stop()
+        self.log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "openfal", *args],
             env={**os.environ, "HF_HUB_OFFLINE": "1", **env},

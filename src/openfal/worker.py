@@ -274,7 +274,7 @@ class Worker:
             elapsed = time.monotonic() - started
             for attempt in attempts:
                 await attempt.events.close()
-            for attempt, result in zip(attempts, results):
+            for attempt, result in zip(attempts, results, strict=True):  # _call answers one result per job
                 await attempt.end(result, elapsed=elapsed, run_limit=limit)
         except asyncio.CancelledError:
             # shutting down mid-run: give the requests back now instead of at lease expiry

@@ -114,13 +114,12 @@ def test_cli_lists_workers(tmp_path: Path) -> None:
     """`openfal workers --json` reads the registry of the configured database."""
 
     async def register() -> None:
-        async with running_app(make_settings(tmp_path)) as app:
-            async with app.runtime.db.write() as conn:
-                await conn.execute(
-                    workers.insert().values(
-                        id="gpu-1", hostname="gpu", pid=7, started_at=0, last_seen=time.time(), backends={"local": {"slots": 1, "busy": 0}}
-                    )
+        async with running_app(make_settings(tmp_path)) as app, app.runtime.db.write() as conn:
+            await conn.execute(
+                workers.insert().values(
+                    id="gpu-1", hostname="gpu", pid=7, started_at=0, last_seen=time.time(), backends={"local": {"slots": 1, "busy": 0}}
                 )
+            )
 
     asyncio.run(register())
     out = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "workers", "--json"])

@@ -67,7 +67,7 @@ def test_preferred_kontext_resolutions_match_diffusers() -> None:
     """The copy kept to compute batch keys without diffusers equals diffusers' list."""
     from diffusers.pipelines.flux.pipeline_flux_kontext import PREFERRED_KONTEXT_RESOLUTIONS
 
-    assert sizes.PREFERRED_KONTEXT_RESOLUTIONS == list(PREFERRED_KONTEXT_RESOLUTIONS)
+    assert list(PREFERRED_KONTEXT_RESOLUTIONS) == sizes.PREFERRED_KONTEXT_RESOLUTIONS
 
 
 # -- the cache -----------------------------------------------------------------------------------

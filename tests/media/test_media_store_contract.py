@@ -24,11 +24,7 @@ PART = 5 * 1024 * 1024
 
 @pytest.fixture(params=["local", "s3"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[MediaStore]:
-    media: MediaStore
-    if request.param == "s3":
-        media = S3MediaStore(request.getfixturevalue("s3_settings"))
-    else:
-        media = LocalMediaStore(tmp_path / "media")
+    media: MediaStore = S3MediaStore(request.getfixturevalue("s3_settings")) if request.param == "s3" else LocalMediaStore(tmp_path / "media")
     yield media
     await media.close()
 

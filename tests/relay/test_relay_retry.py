@@ -43,4 +43,4 @@ def test_1xx_and_3xx_are_unexpected(code: int) -> None:
 
 
 def test_only_rate_limited_and_retryable_answers_are_tried_again() -> None:
-    assert TRY_AGAIN == {Answer.RATE_LIMITED, Answer.RETRYABLE}
+    assert {Answer.RATE_LIMITED, Answer.RETRYABLE} == TRY_AGAIN

@@ -46,7 +46,7 @@ class PgListener:
             lost = asyncio.Event()
             try:
                 conn = await asyncpg.connect(self.dsn)
-                conn.add_termination_listener(lambda _: lost.set())
+                conn.add_termination_listener(lambda _, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, self._on_notify)
                 self.views.set_live(True)  # what committed before LISTEN may have been missed
                 self.notifier.everything_changed()

@@ -11,6 +11,7 @@ keys never loads them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import dataclasses
 import logging
@@ -171,10 +172,9 @@ class LocalBackend:
         condition = self._condition()
         async with condition:
             while any(token.live() for token in self._on_gpu):
-                try:  # a cancel or a time limit stops a run without a notification: look again
+                # a cancel or a time limit stops a run without a notification: look again
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(condition.wait(), GATE_POLL_SECONDS)
-                except TimeoutError:
-                    pass
 
     def _condition(self) -> asyncio.Condition:
         if self._gpu_free is None:

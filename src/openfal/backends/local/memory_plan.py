@@ -102,7 +102,7 @@ class ModelPlan:
 # -- sizes from the real configs --------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def component_sizes(model: str) -> dict[str, ComponentSize]:
     """Bytes of each component of ``model``, from its real config on the meta device."""
     from openfal.backends.local.registry import MODELS

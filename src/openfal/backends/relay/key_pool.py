@@ -58,10 +58,7 @@ class KeyPool:
         """Cool the key down; returns the cool-down in seconds."""
         key.failures += 1
         key.last_problem = problem
-        if auth:
-            seconds = self.config.auth_cooldown
-        else:
-            seconds = Backoff(self.config.cooldown, self.config.cooldown_max).delay(key.failures - 1)
+        seconds = self.config.auth_cooldown if auth else Backoff(self.config.cooldown, self.config.cooldown_max).delay(key.failures - 1)
         key.cooling_until = self.clock() + seconds
         return seconds
 

@@ -161,7 +161,7 @@ async def rehost(payload: Any, fetch: Fetch, *, max_bytes: int) -> tuple[Any, Us
             if isinstance(blob, MediaBlob):
                 _discard(blob.data)
         raise
-    replaced = {id(ref.file): blob for ref, blob in zip(refs, blobs)}
+    replaced = {id(ref.file): blob for ref, blob in zip(refs, blobs, strict=True)}
     return _replace(payload, replaced), _usage(refs, blobs)
 
 
@@ -243,7 +243,7 @@ def _image_size(data: bytes | Path) -> tuple[int | None, int | None]:
 
 def _usage(refs: list[MediaRef], blobs: list[MediaBlob]) -> Usage:
     seconds = 0.0
-    for ref, blob in zip(refs, blobs):
+    for ref, blob in zip(refs, blobs, strict=True):
         if blob.content_type.startswith("video/"):
             duration = ref.file.get("duration")
             if isinstance(duration, int | float) and not isinstance(duration, bool) and duration > 0:
