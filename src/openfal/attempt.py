@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from openfal import events
 from openfal.backends.base import Job, Output
@@ -220,7 +220,7 @@ class EventFolder:
             logs=logs,
             progress=progress,
             preview_url=preview_url,
-            **({} if position is _UNCHANGED else {"upstream_position": position}),
+            **({} if position is _UNCHANGED else {"upstream_position": cast(int | None, position)}),
         )
 
     async def _store_preview(self, preview: events.Preview) -> str:

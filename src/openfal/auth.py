@@ -41,10 +41,11 @@ class Authenticator:
         if cached and cached[0] > time.monotonic():
             key = cached[1]
         else:
-            key = await self.keys.verify(token)
-            if key is None:
+            verified = await self.keys.verify(token)
+            if verified is None:
                 self._cache.pop(token, None)
                 raise Unauthorized("Invalid or revoked API key")
+            key = verified
             if len(self._cache) > 10_000:
                 self._cache.clear()
             self._cache[token] = (time.monotonic() + CACHE_SECONDS, key)

@@ -6,6 +6,7 @@ way (a 404, an exit status)."""
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -63,7 +64,7 @@ class KeyAdmin:
 
     async def usage(
         self, *, key_id: str | None = None, since: float | None = None, until: float | None = None, period: str = "day"
-    ) -> list[dict[str, Any]]:
+    ) -> builtins.list[dict[str, Any]]:  # builtins: this class has a method named list
         """Charges per key, endpoint and period (``hour``, ``day`` or ``total``)."""
         rows = await ledger.usage(self.db, key_id=key_id, since=since, until=until, period=period)
         return [usage_json(row) for row in rows]

@@ -15,6 +15,7 @@ raise as an error."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -73,7 +74,7 @@ class FrameError(ValueError):
     """A frame that is not one input object."""
 
 
-def decode_frame(message: dict[str, Any]) -> dict[str, Any]:
+def decode_frame(message: Mapping[str, Any]) -> dict[str, Any]:
     """The input carried by one WebSocket ``receive`` message (binary msgpack or text JSON)."""
     try:
         if message.get("bytes") is not None:

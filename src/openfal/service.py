@@ -120,7 +120,7 @@ class QueueService:
         client retrying after a lost answer never runs (or pays for) it twice."""
         route, data = self._accept(endpoint_id, body, key)
         idempotency = _idempotency(options.idempotency_key, key, endpoint_id, data)
-        values = {
+        values: dict[str, Any] = {
             "id": str(uuid.uuid4()),
             "app": app_of(endpoint_id),
             "endpoint_id": endpoint_id,
@@ -143,7 +143,7 @@ class QueueService:
             return await self._replay(earlier, idempotency[1])
         await self._check_queue_length(route.backend, options.max_queue_length)
         try:
-            limits = {"max_queued": key.max_queued, "rpm": key.rpm} if key else {}
+            limits: dict[str, Any] = {"max_queued": key.max_queued, "rpm": key.rpm} if key else {}
             reserve = self.accounts.estimate(endpoint_id, data)
             record = await self.store.insert(reserve=reserve, **limits, **values)
         except KeyQueueFull as full:

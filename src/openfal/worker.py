@@ -158,7 +158,7 @@ class Worker:
                     continue
                 task = asyncio.create_task(self._run_slot(backend, records), name=f"run-{records[0].id}")
                 running.add(task)
-                task.add_done_callback(lambda t: (running.discard(t), free.release()))
+                task.add_done_callback(lambda t: _slot_done(running, free, t))
         finally:
             # drain: give running requests the grace period, then hand them back
             if running:
@@ -354,3 +354,9 @@ class Worker:
             log.info("abandoned run of %s returned; its result was discarded", ids)
 
         run.add_done_callback(finished)
+
+
+def _slot_done(running: set[asyncio.Task[None]], free: asyncio.Semaphore, task: asyncio.Task[None]) -> None:
+    """A slot's run ended: forget its task and give the slot back."""
+    running.discard(task)
+    free.release()

@@ -80,3 +80,22 @@ async def test_a_job_cancelled_before_it_starts_never_runs(backend: LocalBackend
     job.cancel()
     (result,) = await backend.run([job])
     assert isinstance(result, RunCancelled) and recorder.of(Progress) == []
+
+
+def test_a_family_without_a_cheap_preview_sends_no_preview_event() -> None:
+    """A family whose ``preview`` answers None (``families/images.py``'s default) gets
+    progress and logs but no empty Preview for the worker to publish."""
+    import torch
+
+    from openfal.backends.local.progress import StepReporter
+
+    job, recorder = make_job(DEV, t2i(3))
+    reporter = StepReporter([job], first_index=[0], preview=lambda latents, row: None, preview_interval=0.0)
+
+    class Pipe:
+        num_timesteps = 3
+
+    for index in range(3):
+        reporter(Pipe(), index, None, {"latents": torch.zeros(1, 4, 8, 8)})
+    assert [(p.step, p.total) for p in recorder.of(Progress)] == [(1, 3), (2, 3), (3, 3)]
+    assert recorder.of(Preview) == []

@@ -64,10 +64,10 @@ class HotRoutes:
 def _posts_ahead_of_submit(routers: Sequence[APIRouter]) -> list[re.Pattern[str]]:
     """The path patterns of the POST routes the router tries before the queue's submit
     catch-all (``routers`` in the order the app includes them)."""
-    patterns = []
+    patterns: list[re.Pattern[str]] = []
     for router in routers:
         for route in router.routes:
-            if not isinstance(route, APIRoute) or "POST" not in route.methods:
+            if not isinstance(route, APIRoute) or "POST" not in (route.methods or ()):
                 continue
             if route.endpoint is queue_routes.submit:
                 return patterns

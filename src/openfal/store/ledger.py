@@ -87,6 +87,7 @@ async def usage(
     db: Database, *, key_id: str | None = None, since: float | None = None, until: float | None = None, period: str = "day"
 ) -> list[UsageRow]:
     seconds = PERIODS[period]
+    bucket: sa.Label[Any]
     if not seconds:
         bucket = sa.literal(None).label("period_start")
     elif db.is_sqlite:

@@ -376,7 +376,8 @@ class RequestStore:
         ``max_concurrent`` requests (they wait, they are not refused)."""
         if self.db.is_sqlite and candidates is self._claims.next_of_backends and limit == 1:
             return await self._take(conn, self._claims.take_next, {**values, "limit": 1})
-        chosen, taken = [], {}
+        chosen: list[Any] = []
+        taken: dict[str, int] = {}
         for seq, key_id, limited in (await conn.execute(candidates, {**values, "limit": limit})).all():
             # only a limited key's count is checked (under its row lock on PostgreSQL)
             if key_id is None or limited is None or await self._within_limit(conn, key_id, taken.get(key_id, 0)):

@@ -161,7 +161,7 @@ class Inline:
 
 
 def _inline(adapted: Any) -> Inline:
-    return adapted._connection.openfal_inline  # type: ignore[no-any-return]
+    return adapted._connection.openfal_inline
 
 
 class InlineCursor(adapter.AsyncAdapt_aiosqlite_cursor):

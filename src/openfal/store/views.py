@@ -277,8 +277,9 @@ class StatusCache:
         if token is not None and self._reading.get(backend) is token:
             self.end_read(backend, token)
             changes: list[Callable[[QueueSnapshot], None] | None] = token  # type: ignore[assignment]
-            if snap.generation == self.generation and None not in changes:
-                for change in changes:
+            known = [change for change in changes if change is not None]
+            if snap.generation == self.generation and len(known) == len(changes):
+                for change in known:
                     change(snap)  # idempotent: the read may already hold it
                 snap.epoch = self.epoch(backend)
         current = self._queues.get(backend)

@@ -152,12 +152,13 @@ def apply(pipe: Any, acceleration: Acceleration, *, quantize_on: torch.device | 
     return steps
 
 
-def fuse(transformer: torch.nn.Module) -> list[str]:
-    """Fuse Q/K/V into one Linear per attention and drop the unfused copies."""
+def fuse(transformer: Any) -> list[str]:
+    """Fuse Q/K/V into one Linear per attention and drop the unfused copies. (Any: a
+    diffusers model, whose methods beyond torch's Module no stub declares.)"""
     if not hasattr(transformer, "fuse_qkv_projections") or getattr(transformer, "_openfal_fused", False):
         return []
     transformer.fuse_qkv_projections()
-    transformer._openfal_fused = True  # type: ignore[assignment]
+    transformer._openfal_fused = True
     dropped = drop_unfused(transformer)
     return [f"fused QKV projections ({dropped} unfused Linear layers dropped)"]
 
@@ -210,7 +211,7 @@ def compile_transformer(transformer: torch.nn.Module, acceleration: Acceleration
     return steps
 
 
-def accelerate_vae(vae: torch.nn.Module) -> list[str]:
+def accelerate_vae(vae: Any) -> list[str]:
     steps = []
     if hasattr(vae, "fuse_qkv_projections"):
         try:

@@ -137,7 +137,7 @@ class Engine:
             self._announce_loads(jobs, specs)
             pipes = self.cache.get(*specs)
             pipe = pipes[-1]
-            self.adapters.apply(pipe, call.loras, say=lambda message: [job.emit(Log(message)) for job in jobs])
+            self.adapters.apply(pipe, call.loras, say=lambda message: _tell(jobs, message))
             self._warm_model(main.model, pipe, jobs)
             shape = warmup.Shape(main.model, call.width, call.height, sum(item.num_images for item in items))
             started = time.perf_counter()
@@ -391,3 +391,9 @@ def _first_rows(counts: Sequence[int]) -> list[int]:
         rows.append(row)
         row += count
     return rows
+
+
+def _tell(jobs: Sequence[Job], message: str) -> None:
+    """One log line to every job of a call."""
+    for job in jobs:
+        job.emit(Log(message))

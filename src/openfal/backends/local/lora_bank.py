@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -132,7 +133,7 @@ def pairs(transformer: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> di
 
 def stack(fused: torch.nn.Module, parts: Sequence[tuple[torch.Tensor, torch.Tensor] | None]) -> tuple[torch.Tensor, torch.Tensor]:
     """One LoRA for a fused [q; k; v] layer equal to separate ones on q, k and v."""
-    base = getattr(fused, "base_layer", fused)
+    base: Any = getattr(fused, "base_layer", fused)  # a PEFT-wrapped layer keeps the Linear inside
     out = base.out_features // len(parts)
     present = [p for p in parts if p is not None]
     ref = present[0][0]

@@ -10,7 +10,7 @@ hooks move weights between calls, which compiled graphs do not expect).
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -124,8 +124,8 @@ def group_offload(pipe: Any, device: torch.device) -> list[str]:
     for name, module in pipe.components.items():
         if not isinstance(module, torch.nn.Module):
             continue
-        if hasattr(module, "enable_group_offload"):
-            module.enable_group_offload(onload_device=device, offload_type="block_level", num_blocks_per_group=1, use_stream=stream)
+        if hasattr(module, "enable_group_offload"):  # diffusers' models: a method torch's stubs do not know
+            cast(Any, module).enable_group_offload(onload_device=device, offload_type="block_level", num_blocks_per_group=1, use_stream=stream)
         else:
             apply_group_offloading(module, onload_device=device, offload_type="block_level", num_blocks_per_group=1, use_stream=stream)
         log.debug("group offload on %s", name)

@@ -22,7 +22,8 @@ from openfal.events import Log, Preview, Progress
 #: at most one preview per job per this many seconds
 PREVIEW_INTERVAL_SECONDS = 1.0
 
-PreviewFn = Callable[[torch.Tensor, int], bytes]
+#: a preview of one batch row as JPEG bytes, or None when the family has no cheap one
+PreviewFn = Callable[[torch.Tensor, int], bytes | None]
 
 
 class StepReporter:
@@ -72,8 +73,13 @@ class StepReporter:
                 self._copy_off_device(latents, live)
             else:
                 for job, row in live:
-                    job.emit(Preview(self.preview(latents, row)))
+                    self._emit_preview(job, self.preview(latents, row))
         return {}
+
+    @staticmethod
+    def _emit_preview(job: Job, data: bytes | None) -> None:
+        if data is not None:
+            job.emit(Preview(data))
 
     def _copy_off_device(self, latents: torch.Tensor, live: list[tuple[Job, int]]) -> None:
         """Start copying each job's preview row into pinned host memory on the current
@@ -97,7 +103,8 @@ class StepReporter:
             if landed.query():
                 for job, host in copies:
                     if not job.cancelled:
-                        job.emit(Preview(self.preview(host, 0)))  # type: ignore[misc]
+                        assert self.preview is not None  # only previews are copied
+                        self._emit_preview(job, self.preview(host, 0))
             elif not final:
                 keep.append((landed, copies))
         self._pending = keep

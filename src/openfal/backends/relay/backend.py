@@ -209,7 +209,8 @@ class RelayBackend(BackendBase):
         """Hand the input to the upstream, trying other keys until one accepts it."""
         client = self._client()
         upstream_input = await self._inlined(job.input)
-        tries, last = 0, (None, "every key is cooling down after errors")
+        tries = 0
+        last: tuple[str | None, str] = (None, "every key is cooling down after errors")
         while tries < self.config.submit_attempts:
             key = self.keys.pick()
             if key is None:
@@ -310,7 +311,7 @@ class RelayBackend(BackendBase):
                     failures = 0
                     changed, saved_at = await self._mirror(job, mirror, reply.body, saved_at)
                     if reply.body["status"] == "COMPLETED":
-                        return reply.body  # type: ignore[no-any-return]
+                        return reply.body
                     interval = backoff.base if changed else min(interval * backoff.factor, backoff.cap)
                 else:
                     failures, problem = failures + 1, bad

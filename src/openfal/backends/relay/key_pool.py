@@ -9,6 +9,7 @@ the key that submitted it (the pin is stored with the request), cooling or not.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from openfal.backends.relay.config import UpstreamConfig, key_id
@@ -25,7 +26,7 @@ class KeyHealth:
 
 
 class KeyPool:
-    def __init__(self, config: UpstreamConfig, clock=time.monotonic) -> None:
+    def __init__(self, config: UpstreamConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
         self.clock = clock
         self.keys = [KeyHealth(key_id(k), k) for k in config.keys]
