@@ -17,7 +17,6 @@ import asyncio
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import tempfile
@@ -172,16 +171,16 @@ async def chaos(load: Load, cluster: Cluster, total: int, clients: int, demo: bo
                 return
             await asyncio.sleep(0.05)
         if kind == "worker":
-            cluster.workers[0].proc.send_signal(signal.SIGKILL)
-            cluster.workers[0].proc.wait()
+            cluster.workers[0].kill()  # SIGKILL
+            cluster.workers[0].stop()  # closes its log
             killed.extend(held)
             log.append(f"SIGKILL worker 0 at {len(load.submitted)} submitted, holding {len(held)} requests")
             await asyncio.sleep(2)
             cluster.workers[0] = cluster.start_worker(0, demo)
         else:
             port = cluster.apis[0].port
-            cluster.apis[0].proc.send_signal(signal.SIGKILL)
-            cluster.apis[0].proc.wait()
+            cluster.apis[0].kill()  # SIGKILL
+            cluster.apis[0].stop()  # closes its log
             log.append(f"SIGKILL api 0 at {len(load.submitted)} submitted")
             await asyncio.sleep(2)
             cluster.apis[0] = await asyncio.to_thread(cluster.start_api, 0, port)

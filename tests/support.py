@@ -156,10 +156,14 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def wait_healthy(self, timeout: float = 60.0, scheme: str = "http", verify: Any = True) -> None:
+    def wait_healthy(self, timeout: float = 180.0, scheme: str = "http", verify: Any = True) -> None:
+        """Until ``/health`` answers 200 (a start imports torch: on a machine busy with
+        parallel test workers that alone can take a minute); a server that never does is
+        stopped before the error is raised, so nothing of it outlives the test."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self.stop()
                 raise RuntimeError(f"server exited with {self.proc.returncode}; log: {self.tail()}")
             try:
                 if httpx.get(f"{scheme}://127.0.0.1:{self.port}/health", timeout=1, verify=verify).status_code == 200:
@@ -167,7 +171,8 @@ class ServerProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
-        raise RuntimeError(f"server did not become healthy; log: {self.tail()}")
+        self.stop()
+        raise RuntimeError(f"server did not become healthy within {timeout:g} s; log: {self.tail()}")
 
     def tail(self) -> str:
         return self.log_path.read_text()[-3000:] if self.log_path and self.log_path.exists() else ""
