@@ -7,6 +7,7 @@ import ipaddress
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -48,7 +49,7 @@ def start_server(data_dir: Path, *extra: str, env: dict[str, str] | None = None,
     process = ServerProcess(
         args, {"OPENFAL_ALLOW_PRIVATE_URLS": "1", "OPENFAL_POLL_INTERVAL_SECONDS": "0.05", **(env or {})}, port=port, log_path=data_dir / "server.log"
     )
-    process.wait_healthy(scheme="https" if tls else "http", verify=str(tls[0]) if tls else True)
+    process.wait_healthy(scheme="https" if tls else "http", verify=ssl.create_default_context(cafile=str(tls[0])) if tls else True)
     scheme = "https" if tls else "http"
     return Server(f"{scheme}://127.0.0.1:{port}", "", data_dir, process)
 
