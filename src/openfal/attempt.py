@@ -116,9 +116,9 @@ class Attempt:
         return job
 
     async def hand_back(self) -> None:
-        """Give the request back unfinished (shutting down mid-run); one that has already
-        ended is not IN_PROGRESS, so this does nothing to it."""
-        await self.through.store.requeue(self.record)
+        """Give the request back unfinished (the worker is draining), the attempt not
+        counted; one that has already ended is not IN_PROGRESS, so this does nothing to it."""
+        await self.through.store.hand_back(self.record, self.through.worker_id)
 
     async def end(self, outcome: Output | RunError, *, elapsed: float, run_limit: float) -> None:
         match decide(self.record, self.job, outcome, max_attempts=self.through.max_attempts, run_limit=run_limit):

@@ -144,7 +144,7 @@ async def test_upstream_media_is_copied_into_openfal(tmp_path: Path, upstream: S
 
 #: no grace at stop: the running request is handed back to the queue at once (a lease
 #: never has to run out, so a loaded machine's slow heartbeat cannot add an attempt)
-STOPPED_MID_RUN = {"shutdown_grace_seconds": 0}
+STOPPED_MID_RUN = {"drain_seconds": 0}
 
 
 async def test_worker_crash_resumes_the_upstream_request_without_resubmitting(tmp_path: Path, upstream: Server) -> None:

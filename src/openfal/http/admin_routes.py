@@ -154,4 +154,8 @@ async def prometheus(request: Request, _: ApiKey | None = Depends(admin_key)) ->
         metrics.RUNNING.labels(backend).set(counts.get(("IN_PROGRESS", backend), 0))
         metrics.CLUSTER_SLOTS.labels(backend).set(capacity.get(backend, {}).get("slots", 0))
         metrics.CLUSTER_BUSY.labels(backend).set(capacity.get(backend, {}).get("busy", 0))
+    for pool in await runtime(request).pool_queues.queues():
+        metrics.POOL_QUEUED.labels(pool.pool).set(pool.queued)
+        metrics.POOL_RUNNING.labels(pool.pool).set(pool.running)
+        metrics.POOL_OLDEST_WAIT.labels(pool.pool).set(pool.oldest_wait_seconds)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

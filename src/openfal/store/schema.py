@@ -146,6 +146,16 @@ workers = sa.Table(
     sa.Index("ix_workers_last_seen", "last_seen"),
 )
 
+#: the endpoints of each worker pool (``OPENFAL_POOLS``, written at start): what the
+#: ``openfal_pool_queue`` view (migration 0005; KEDA's postgresql trigger reads it)
+#: counts queued and running requests by
+worker_pools = sa.Table(
+    "worker_pools",
+    metadata,
+    sa.Column("pool", sa.String(64), primary_key=True),
+    sa.Column("endpoint_id", sa.String(255), primary_key=True),
+)
+
 media = sa.Table(
     "media",
     metadata,
