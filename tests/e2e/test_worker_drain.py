@@ -100,7 +100,7 @@ async def test_sigterm_completes_the_running_request_and_leaves_the_queued_one_t
     store: RequestStore, workers: list[ServerProcess], db_url: str, tmp_path: Path
 ) -> None:
     first = start_worker(workers, db_url, tmp_path, "first", drain_seconds=20)
-    running = await sleep_request(store, 1.5)
+    running = await sleep_request(store, 3)
     held = await until(store, running.id, Status.IN_PROGRESS)
     queued = await sleep_request(store, 0.2)
 
@@ -109,6 +109,7 @@ async def test_sigterm_completes_the_running_request_and_leaves_the_queued_one_t
     async with httpx.AsyncClient(base_url=first.url) as client:
         assert (await client.get("/health/ready")).status_code == 503  # draining: not ready
         assert (await client.get("/health")).status_code == 200  # but alive
+        assert "openfal_worker_busy_slots" in (await client.get("/metrics")).text
     assert await exit_code(first) == 0, first.tail()
 
     done = await store.get(running.id)
@@ -127,13 +128,14 @@ async def test_sigterm_completes_the_running_request_and_leaves_the_queued_one_t
 async def test_sigterm_hands_back_a_run_that_outlasts_the_drain_and_another_worker_takes_it_at_once(
     store: RequestStore, workers: list[ServerProcess], db_url: str, tmp_path: Path
 ) -> None:
-    first = start_worker(workers, db_url, tmp_path, "first", drain_seconds=0.5)
+    pair = [start_worker(workers, db_url, tmp_path, name, drain_seconds=0.5) for name in ("one", "two")]
+    ids = {httpx.get(f"{p.url}/health/ready").json()["workers"][0]: p for p in pair}
     long = await sleep_request(store, 4)
     held = await until(store, long.id, Status.IN_PROGRESS)
-    start_worker(workers, db_url, tmp_path, "second", drain_seconds=20)  # idle: its one request is the first's
+    holder = ids[held.worker_id]  # the other one is idle: its one request is the holder's
 
-    first.proc.send_signal(signal.SIGTERM)
-    assert await exit_code(first) == 0, first.tail()
+    holder.proc.send_signal(signal.SIGTERM)
+    assert await exit_code(holder) == 0, holder.tail()
     exited_at = time.time()
 
     retaken = await until(store, long.id, Status.IN_PROGRESS, timeout=5)

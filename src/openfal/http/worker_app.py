@@ -34,7 +34,8 @@ def worker_app(runtime: Runtime) -> Starlette:
             return JSONResponse({"status": "warming_up", "warming": warming}, status_code=503)
         if not runtime.workers or not all(worker.claiming for worker in runtime.workers):
             return JSONResponse({"status": "not_claiming"}, status_code=503)
-        return JSONResponse({"status": "ok", "endpoints": sorted(runtime.worker_endpoints or [])})
+        workers = [worker.worker_id for worker in runtime.workers]
+        return JSONResponse({"status": "ok", "workers": workers, "endpoints": sorted(runtime.worker_endpoints or [])})
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
