@@ -10,16 +10,15 @@ name given to ``openfal worker --models`` / ``OPENFAL_WORKER_MODELS`` (and in
 - a model: ``flux-dev``, ``flux-kontext-dev``, ``ltx-video`` (the endpoints needing it);
 - an endpoint id: ``fal-ai/flux-1/schnell``.
 
-This is the one place names become endpoint ids: the families come from the local
-backend's family table once it has one (``backends/local/families``), until then from
-the model registry.
+This is the one place names become endpoint ids, from the local backend's family table
+(``backends/local/families``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from openfal.backends.local.registry import ENDPOINT_MODELS, MODELS
+from openfal.backends.local.families import FAMILIES, all_endpoints
 from openfal.endpoints.catalog import CATALOG
 
 
@@ -28,30 +27,18 @@ class UnknownPoolName(ValueError):
     worker that claims nothing, forever)."""
 
 
-#: until ``backends/local/families`` exists: family -> the models it is made of
-_FAMILY_MODELS: dict[str, tuple[str, ...]] = {
-    "flux1": ("flux-dev", "flux-schnell", "flux-kontext-dev", "flux-redux-dev"),
-    "ltx": ("ltx-video",),
-}
-
-
 def families() -> dict[str, frozenset[str]]:
     """Family name -> its endpoint ids."""
-    try:
-        from openfal.backends.local.families import FAMILIES  # type: ignore[import-not-found,unused-ignore]
-    except ModuleNotFoundError as exc:
-        if exc.name != "openfal.backends.local.families":
-            raise
-        return {
-            family: frozenset(e for e, needs in ENDPOINT_MODELS.items() if set(needs) & set(models))
-            for family, models in _FAMILY_MODELS.items()
-        }
     return {name: frozenset(family.endpoint_ids) for name, family in FAMILIES.items()}
 
 
 def _models() -> dict[str, frozenset[str]]:
     """Model name -> the endpoints that need it."""
-    return {name: frozenset(e for e, needs in ENDPOINT_MODELS.items() if name in needs) for name in MODELS}
+    needs: dict[str, set[str]] = {}
+    for endpoint in all_endpoints():
+        for model in endpoint.models:
+            needs.setdefault(model, set()).add(endpoint.endpoint_id)
+    return {model: frozenset(endpoints) for model, endpoints in needs.items()}
 
 
 def endpoints_of(names: Iterable[str]) -> frozenset[str]:
@@ -61,13 +48,14 @@ def endpoints_of(names: Iterable[str]) -> frozenset[str]:
     for name in names:
         if name in by_family:
             endpoints |= by_family[name]
-        elif by_model.get(name):
+        elif name in by_model:
             endpoints |= by_model[name]
         elif name in CATALOG:
             endpoints.add(name)
         else:
-            known = ", ".join(sorted(by_family))
-            raise UnknownPoolName(f"{name!r} is no model family ({known}), model ({', '.join(sorted(n for n, e in by_model.items() if e))}) or endpoint id")
+            raise UnknownPoolName(
+                f"{name!r} is no model family ({', '.join(sorted(by_family))}), model ({', '.join(sorted(by_model))}) or endpoint id"
+            )
     return frozenset(endpoints)
 
 
