@@ -1,6 +1,6 @@
 """Prometheus metrics. Counters and histograms live in the process that does the work
 (API nodes count submits, worker processes count completions and serve them with
-``openfal worker --metrics-port``); gauges of shared state (queue depth) are read from
+``openfal worker --port``); gauges of shared state (queue depth) are read from
 the store at scrape time, so every node reports the same truth."""
 
 from __future__ import annotations

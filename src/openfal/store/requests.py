@@ -79,6 +79,16 @@ _GUARDS = {
     "w_lease": _T.lease_expires_at < sa.bindparam("w_lease", type_=sa.Float()),
 }
 
+#: a running request's columns as it goes back to the queue (requeued or handed back)
+_BACK_IN_QUEUE = {
+    "status": Status.IN_QUEUE.value,
+    "worker_id": None,
+    "lease_expires_at": None,
+    "progress_step": None,
+    "progress_total": None,
+    "version": _T.version + 1,
+}
+
 
 def _turn_key(key_id: str | None) -> str:
     return key_id if key_id is not None else NO_KEY
@@ -596,14 +606,7 @@ class RequestStore:
             result = await tx.conn.execute(
                 requests.update()
                 .where(*guard)
-                .values(
-                    status=Status.IN_QUEUE.value,
-                    worker_id=None,
-                    lease_expires_at=None,
-                    progress_step=None,
-                    progress_total=None,
-                    version=_T.version + 1,
-                )
+                .values(**_BACK_IN_QUEUE)
             )
             if result.rowcount == 1:
                 tx.notice("work", record.backend, add=[_entry(record)])
@@ -628,16 +631,11 @@ class RequestStore:
                 requests.update()
                 .where(*guard)
                 .values(
-                    status=Status.IN_QUEUE.value,
-                    worker_id=None,
-                    lease_expires_at=None,
-                    progress_step=None,
-                    progress_total=None,
+                    **_BACK_IN_QUEUE,
                     preview_url=None,
                     attempts=_T.attempts - 1,
                     # its queue wait goes on: the first start is yet to come
                     started_at=None if first_attempt else _T.started_at,
-                    version=_T.version + 1,
                 )
             )
             if result.rowcount != 1:
