@@ -56,8 +56,14 @@ def serve(ctx: click.Context, host: str, port: int, demo: bool, workers: bool | 
     if settings.demo and settings.auth_enabled:
         key = asyncio.run(_demo_key(settings))
         click.echo(f"demo API key: {key}  (also in {settings.data_dir / DEMO_KEY_FILE})")
+    from openfal.pools import UnknownPoolName
+
+    try:
+        app = create_app(settings)
+    except UnknownPoolName as exc:
+        raise click.BadParameter(str(exc), param_hint="OPENFAL_POOLS") from None
     uvicorn.run(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         ssl_certfile=ssl_certfile,
