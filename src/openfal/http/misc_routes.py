@@ -12,6 +12,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from openfal.endpoints.catalog import CATALOG
 from openfal.errors import UnknownEndpoint
 from openfal.http.deps import base_url, current_key, runtime
+from openfal.http.errors import error_response
 from openfal.http.openapi import endpoint_openapi
 from openfal.http.wire import request_urls
 from openfal.key_admin import key_json
@@ -64,11 +65,11 @@ async def files(key: str, request: Request) -> Response:
     store = runtime(request).media
     if not isinstance(store, LocalMediaStore):
         if not is_valid_key(key):
-            return JSONResponse({"detail": "File not found"}, status_code=404)
+            return error_response({"detail": "File not found"}, 404)
         return RedirectResponse(store.url(key, base_url(request)), status_code=307)
     path = store.path(key)
     if path is None:
-        return JSONResponse({"detail": "File not found"}, status_code=404)
+        return error_response({"detail": "File not found"}, 404)
     # Anyone with a key may upload any file, and these URLs share the playground's origin
     # (where the API key lives): uploaded HTML or SVG must never run as a page here.
     headers = {"Cache-Control": "public, max-age=604800, immutable", "X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}

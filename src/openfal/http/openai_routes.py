@@ -23,6 +23,7 @@ from openfal import openai_images
 from openfal.errors import OpenfalError, PayloadTooLarge
 from openfal.http import queue_routes, stream_routes
 from openfal.http.deps import base_url, current_key, json_body, runtime
+from openfal.http.errors import error_response
 from openfal.http.wire import submit_options
 from openfal.media.names import new_key
 from openfal.models import ApiKey, MediaBlob
@@ -36,7 +37,8 @@ IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/avif
 
 
 def _error(exc: OpenAIError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status_code)
+    """OpenAI's error shape, with fal's ``error_type`` and ``X-Fal-Error-Type`` beside it."""
+    return error_response(exc.body(), exc.status_code)
 
 
 @router.post("/images/generations", summary="Create images (OpenAI Images API)")
