@@ -54,10 +54,9 @@ class Price:
         return next((getattr(self, field) for field, unit in UNITS if unit == self.unit), 0.0)
 
     def units(self, usage: Usage) -> float:
-        """How many billing units a delivery is: what ``x-fal-billable-units`` says and
-        usage line items add up (nothing delivered, nothing billable)."""
-        if usage == Usage():
-            return 0.0
+        """How many billing units a successful request's delivery is: what
+        ``x-fal-billable-units`` says and usage line items add up (a per-request price
+        bills one unit per request)."""
         return {"megapixels": usage.megapixels, "image": float(usage.images), "second": usage.video_seconds, "request": 1.0}[self.unit]
 
     def micros(self, usage: Usage) -> int:
@@ -164,7 +163,8 @@ class Accounts:
         got = delivered(record.result_body, video_seconds) if record.error is None else Usage()
         price = self.prices.price(record.endpoint_id)
         charge = price.micros(got) if record.error is None else 0
-        billed = ledger.Billed(unit=price.unit, units=round(price.units(got), 6), status_code=record.result_status or 200)
+        units = round(price.units(got), 6) if record.error is None else 0.0
+        billed = ledger.Billed(unit=price.unit, units=units, status_code=record.result_status or 200)
         await ledger.settle(tx, record, reserved=record.reserved_micros or 0, charge=charge, got=got, billed=billed)
 
 

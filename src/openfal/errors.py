@@ -14,6 +14,7 @@ status codes.
     - StillInProgress           400, result asked for before COMPLETED
     - QueueFull                 429, ``fal_max_queue_length`` or the key's ``max_queued`` exceeded
     - EndpointNotAllowed        403, the key is limited to other endpoints
+    - LicenceNotAllowed         403, the key is limited to commercially licensed models
     - InsufficientCredit        403, the key's balance is spent
     - RateLimited               429, the key's requests per minute
     - Forbidden                 403, an admin route asked for with a user key
@@ -140,6 +141,12 @@ class QueueFull(ClientError):
 
 class EndpointNotAllowed(ClientError):
     """The API key is scoped to other endpoints."""
+
+    status_code = 403
+
+
+class LicenceNotAllowed(ClientError):
+    """The API key may only use models whose licence allows commercial use."""
 
     status_code = 403
 

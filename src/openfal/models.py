@@ -99,6 +99,8 @@ class ApiKey:
     expires_at: float | None = None
     #: requests it may have waiting in the queue at once; None: no limit
     max_queued: int | None = None
+    #: only endpoints whose catalog licence allows commercial use
+    commercial_only: bool = False
 
     @property
     def active(self) -> bool:

@@ -21,6 +21,7 @@ from openfal.endpoints.ids import app_of
 from openfal.errors import (
     BadRequest,
     EndpointNotAllowed,
+    LicenceNotAllowed,
     IdempotencyConflict,
     QueueFull,
     RequestNotFound,
@@ -157,6 +158,8 @@ class QueueService:
         route = self.router.resolve(endpoint_id)
         if key is not None and not key.may_use(endpoint_id):
             raise EndpointNotAllowed(f"This API key may not use {endpoint_id}")
+        if key is not None and key.commercial_only:
+            _check_licence(endpoint_id, route)
         if route.spec is not None:
             data = validate_input(route.spec, body)
         elif isinstance(body, dict):
@@ -300,6 +303,16 @@ class QueueService:
     ) -> list[RequestRecord]:
         owner = None if key is None or key.is_admin else key.id
         return await self.store.history(owner, limit=limit, before_seq=before, status=status, endpoint_id=endpoint_id)
+
+
+def _check_licence(endpoint_id: str, route: Route) -> None:
+    """A key limited to commercial use calls only endpoints whose catalog licence
+    allows it; the refusal names the licence (or that none is recorded)."""
+    licence = route.spec.licence if route.spec is not None else None
+    if licence is None:
+        raise LicenceNotAllowed(f"This API key may only use commercially licensed models; {endpoint_id} has no licence on record")
+    if not licence.commercial:
+        raise LicenceNotAllowed(f"This API key may only use commercially licensed models; {endpoint_id} is under the {licence.name} licence ({licence.url})")
 
 
 def _may_see(key: ApiKey | None, record: RequestRecord) -> bool:

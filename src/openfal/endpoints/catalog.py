@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from openfal.endpoints import flux, utility, video
+from openfal.endpoints.licences import Licence
 from openfal.validation import parse_body
 
 
@@ -23,6 +24,8 @@ class EndpointSpec:
     backend: str
     #: what kind of media it produces (the playground's gallery uses it)
     kind: str = "image"
+    #: the weights' licence; None: not recorded (keys limited to commercial use refuse it)
+    licence: Licence | None = None
 
 
 _SPECS = [

@@ -49,6 +49,7 @@ class LimitsIn(BaseModel):
     )
     expires_at: float | None = Field(None, gt=0, le=MAX_TIME, description="unix time after which the key stops working")
     max_queued: int | None = Field(None, ge=1, le=MAX_INT32, description="requests the key may have waiting at once (more: 429)")
+    commercial_only: bool = Field(False, description="only endpoints whose catalog licence allows commercial use (others: 403 naming it)")
 
 
 class KeyIn(LimitsIn):

@@ -14,6 +14,7 @@ from openfal.http import (
     admin_routes,
     misc_routes,
     openai_routes,
+    platform_routes,
     playground,
     queue_routes,
     realtime_routes,
@@ -33,6 +34,7 @@ ROUTERS = (
     misc_routes.router,
     admin_routes.router,
     admin_routes.metrics_router,
+    platform_routes.router,  # before the OpenAI routes: /v1/models answers both
     storage_routes.router,
     relay_routes.router,
     openai_routes.router,

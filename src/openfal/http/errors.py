@@ -43,9 +43,17 @@ def internal_error() -> JSONResponse:
     return error_response({"detail": "Internal Server Error"}, 500, error_type="internal_error")
 
 
+#: the Platform API's error ``type`` per status (``/v1``: fal's platform clients and
+#: OpenAI's SDKs read an ``error: {type, message}`` object)
+_PLATFORM_TYPES = {401: "authorization_error", 403: "authorization_error", 404: "not_found", 429: "rate_limited"}
+
+
 def _client_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ClientError)
-    return error_response({"detail": exc.message}, exc.status_code, error_type=exc.error_type)
+    body: dict[str, Any] = {"detail": exc.message}
+    if request.url.path.startswith("/v1/"):
+        body["error"] = {"type": _PLATFORM_TYPES.get(exc.status_code, "validation_error"), "message": exc.message}
+    return error_response(body, exc.status_code, error_type=exc.error_type)
 
 
 def _input_invalid(request: Request, exc: Exception) -> JSONResponse:

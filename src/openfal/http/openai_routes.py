@@ -95,40 +95,6 @@ async def edits(request: Request) -> Response:
         return _error(exc)
 
 
-@router.get("/models", summary="Models usable with the Images API")
-async def models(request: Request) -> Response:
-    """The aliases, then every image endpoint this server serves."""
-    try:
-        await current_key(request)
-    except OpenfalError as exc:
-        return _error(openai_images.from_openfal(exc))
-    return JSONResponse({"object": "list", "data": [_model(name) for name in _model_names(request)]})
-
-
-@router.get("/models/{model:path}", summary="One model")
-async def model(model: str, request: Request) -> Response:
-    try:
-        await current_key(request)
-    except OpenfalError as exc:
-        return _error(openai_images.from_openfal(exc))
-    if model not in _model_names(request):
-        return _error(OpenAIError(404, f"The model '{model}' does not exist", param="model", code="model_not_found"))
-    return JSONResponse(_model(model))
-
-
-def _model_names(request: Request) -> list[str]:
-    rt = runtime(request)
-    names = dict.fromkeys([*rt.settings.openai_model_aliases, *rt.settings.openai_edit_model_aliases])
-    for route in rt.router.endpoints():
-        if route.spec is not None and route.spec.kind == "image":
-            names[route.endpoint_id] = None
-    return list(names)
-
-
-def _model(name: str) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": 0, "owned_by": "openfal"}
-
-
 async def _store_image(request: Request, upload: UploadFile) -> str:
     """An uploaded image, kept in openfal's media (as a storage upload is) so the worker
     reads it like any other input URL."""

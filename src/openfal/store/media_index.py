@@ -33,6 +33,16 @@ class MediaIndex:
         async with self.db.write() as conn:
             await conn.execute(upsert)
 
+    async def of_request(self, request_id: str) -> list[str]:
+        """The files a request made (its outputs and previews; not its inputs)."""
+        async with self.db.read() as conn:
+            return list((await conn.execute(sa.select(media.c.key).where(media.c.request_id == request_id))).scalars())
+
+    async def forget(self, keys: list[str]) -> None:
+        """Drop deleted files from the index."""
+        async with self.db.write() as conn:
+            await conn.execute(media.delete().where(media.c.key.in_(keys)))
+
     async def expire(self, store: MediaStore, now: float, limit: int = 500) -> int:
         """Delete files past their time from the store, then forget them."""
         query = sa.select(media.c.key).where(media.c.expires_at < now).limit(limit)
