@@ -76,6 +76,8 @@ class RequestRecord:
     no_retry: bool = False
     media_ttl: float | None = None
     media_keep_forever: bool = False
+    media_acl: dict[str, Any] | None = None
+    runner_hint: str | None = None
     idempotency_key: str | None = None
     idempotency_hash: str | None = None
 

@@ -132,6 +132,7 @@ class QueueService:
             "no_retry": options.no_retry,
             "media_ttl": options.lifecycle.ttl,
             "media_keep_forever": options.lifecycle.keep_forever,
+            "media_acl": options.lifecycle.acl,
             "start_deadline": options.start_deadline,
             "idempotency_key": idempotency[0] if idempotency else None,
             "idempotency_hash": idempotency[1] if idempotency else None,

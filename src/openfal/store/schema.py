@@ -55,6 +55,8 @@ requests = sa.Table(
     #: X-Fal-Object-Lifecycle-Preference for the files this request makes
     sa.Column("media_ttl", sa.Float(), nullable=True),
     sa.Column("media_keep_forever", sa.Boolean(), nullable=False, server_default=sa.false()),
+    #: the ACL its files start with (``initial_acl``); None: the key's storage settings
+    sa.Column("media_acl", sa.JSON(), nullable=True),
     #: "<api key id>:<Idempotency-Key>", and a hash of what was submitted under it
     sa.Column("idempotency_key", sa.String(320), nullable=True),
     sa.Column("idempotency_hash", sa.String(64), nullable=True),

@@ -40,12 +40,14 @@ def upgrade() -> None:
         batch_op.create_index('ix_media_request', ['request_id'], unique=False)
 
     with op.batch_alter_table('requests', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('media_acl', sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column('runner_hint', sa.String(length=255), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('requests', schema=None) as batch_op:
         batch_op.drop_column('runner_hint')
+        batch_op.drop_column('media_acl')
     with op.batch_alter_table('media', schema=None) as batch_op:
         batch_op.drop_index('ix_media_request')
         batch_op.drop_column('acl')
