@@ -109,8 +109,7 @@ async def usage(db: Database, filters: Filters, edges: Sequence[float] | None) -
             .where(*where)
             .group_by(bucket, _L.endpoint_id, _L.key_id, unit)
         )
-        async with db.read() as conn:
-            rows = (await conn.execute(query)).all()
+        rows = await _aggregate(db, query)
         items = [LineItem(None if r[0] is None else int(r[0]), r[1], r[2], r[3], float(r[4] or 0), int(r[5] or 0), int(r[6])) for r in rows]
     else:
         query = sa.select(_L.created_at, _L.endpoint_id, _L.key_id, unit, sa.func.coalesce(_L.units, 0.0), _L.amount_micros).where(*where)
@@ -149,13 +148,23 @@ async def analytics(db: Database, filters: Filters, edges: Sequence[float] | Non
         .where(*filters.where())
         .group_by(bucket, _L.endpoint_id)
     )
-    async with db.read() as conn:
-        rows = (await conn.execute(query)).all()
+    rows = await _aggregate(db, query)
     stats = [
         Stats(None if r[0] is None else int(r[0]), r[1], int(r[2]), int(r[3]), int(r[4]), int(r[5]), _three(r[6]), _three(r[7]))
         for r in rows
     ]
     return sorted(stats, key=lambda s: (s.bucket or 0, s.endpoint_id or ""))
+
+
+#: room for a report's grouping and percentile sorts (PostgreSQL's default 4 MB spills
+#: a month of charge rows to disk), for the report's transaction only
+_WORK_MEM = sa.text("SET LOCAL work_mem = '64MB'")
+
+
+async def _aggregate(db: Database, query: Any) -> list[sa.Row[Any]]:
+    async with db.read() as conn:
+        await conn.execute(_WORK_MEM)
+        return list((await conn.execute(query)).all())
 
 
 def _three(values: Sequence[float | None] | None) -> tuple[float | None, ...]:

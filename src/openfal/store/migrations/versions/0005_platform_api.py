@@ -13,6 +13,9 @@ from alembic import op
 revision = '0005'
 down_revision = '0004'
 
+#: what the reports read from charge rows (kept in the covering indexes)
+_REPORTED = ("endpoint_id", "key_id", "outcome", "status_code", "unit", "units", "amount_micros", "queue_seconds", "run_seconds")
+
 
 def upgrade() -> None:
     op.create_table('storage_settings',
@@ -29,7 +32,14 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('units', sa.Float(), nullable=True))
         batch_op.add_column(sa.Column('queue_seconds', sa.Float(), nullable=True))
         batch_op.add_column(sa.Column('run_seconds', sa.Float(), nullable=True))
-        batch_op.create_index('ix_ledger_kind_created', ['kind', 'created_at'], unique=False)
+        batch_op.create_index(
+            'ix_ledger_charges', ['created_at'], unique=False,
+            postgresql_include=list(_REPORTED), postgresql_where=sa.text("kind = 'charge'"), sqlite_where=sa.text("kind = 'charge'"),
+        )
+        batch_op.create_index(
+            'ix_ledger_key_charges', ['key_id', 'created_at'], unique=False,
+            postgresql_include=[c for c in _REPORTED if c != 'key_id'], postgresql_where=sa.text("kind = 'charge'"), sqlite_where=sa.text("kind = 'charge'"),
+        )
 
     with op.batch_alter_table('api_keys', schema=None) as batch_op:
         batch_op.add_column(sa.Column('commercial_only', sa.Boolean(), server_default=sa.false(), nullable=False))
@@ -55,7 +65,8 @@ def downgrade() -> None:
     with op.batch_alter_table('api_keys', schema=None) as batch_op:
         batch_op.drop_column('commercial_only')
     with op.batch_alter_table('ledger', schema=None) as batch_op:
-        batch_op.drop_index('ix_ledger_kind_created')
+        batch_op.drop_index('ix_ledger_key_charges')
+        batch_op.drop_index('ix_ledger_charges')
         batch_op.drop_column('run_seconds')
         batch_op.drop_column('queue_seconds')
         batch_op.drop_column('units')
