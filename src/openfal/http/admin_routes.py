@@ -137,6 +137,26 @@ async def redeliver(
     return {"id": delivery_id, "state": "pending"}
 
 
+@router.get("/queues")
+async def queues(request: Request, _: ApiKey | None = Depends(admin_key)) -> list[dict[str, Any]]:
+    """Each worker pool (backend): requests waiting and running, live slots and busy
+    slots (the console's queue view; Prometheus has the same as gauges)."""
+    rt = runtime(request)
+    counts = await rt.requests.counts_by_backend()
+    capacity = await rt.registry.capacity()
+    return [
+        {
+            "backend": backend,
+            "queued": counts.get(("IN_QUEUE", backend), 0),
+            "running": counts.get(("IN_PROGRESS", backend), 0),
+            "slots": capacity.get(backend, {}).get("slots", 0),
+            "busy": capacity.get(backend, {}).get("busy", 0),
+            "endpoints": [route.endpoint_id for route in rt.router.endpoints() if route.backend == backend],
+        }
+        for backend in rt.backends
+    ]
+
+
 @router.get("/workers")
 async def worker_list(request: Request, _: ApiKey | None = Depends(admin_key)) -> list[dict[str, Any]]:
     """Processes running workers as they last reported: slots, busy slots and each

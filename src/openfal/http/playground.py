@@ -33,6 +33,12 @@ async def index() -> Response:
     return FileResponse(STATIC / "index.html", media_type=TYPES[".html"], headers=HEADERS)
 
 
+@router.get("/console")
+async def console() -> Response:
+    """The operator's console (an admin key; built on the Platform API)."""
+    return FileResponse(STATIC / "console.html", media_type=TYPES[".html"], headers=HEADERS)
+
+
 @router.get("/playground")
 async def playground_root() -> Response:
     return RedirectResponse("/", status_code=307)

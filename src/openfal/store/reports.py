@@ -93,7 +93,16 @@ def percentiles(values: Sequence[float], quantiles: Iterable[float] = QUANTILES)
 
 
 def _bucket(edges: Sequence[float]) -> Any:
-    """PostgreSQL: the 0-based bucket of a row's time (edges[0] <= t < edges[-1])."""
+    """PostgreSQL: the 0-based bucket of a row's time (edges[0] <= t < edges[-1]).
+    Evenly spaced edges (minutes, hours; days and weeks without a DST change) are one
+    division; others (months, a DST day) a binary search with ``width_bucket``, which
+    costs about 1 us a row more."""
+    steps = {round(b - a, 6) for a, b in zip(edges[:-2], edges[1:-1], strict=True)}
+    if len(steps) <= 1 and len(edges) > 1:
+        step = steps.pop() if steps else edges[-1] - edges[0]
+        if edges[-1] - edges[-2] <= step:
+            origin = sa.bindparam("origin", edges[0], type_=sa.Float())
+            return sa.cast(sa.func.floor((_L.created_at - origin) / sa.bindparam("step", step, type_=sa.Float())), sa.Integer)
     return sa.func.width_bucket(_L.created_at, sa.bindparam("edges", list(edges), type_=postgresql.ARRAY(sa.Float()))) - 1
 
 
@@ -158,7 +167,7 @@ async def analytics(db: Database, filters: Filters, edges: Sequence[float] | Non
 
 #: room for a report's grouping and percentile sorts (PostgreSQL's default 4 MB spills
 #: a month of charge rows to disk), for the report's transaction only
-_WORK_MEM = sa.text("SET LOCAL work_mem = '64MB'")
+_WORK_MEM = sa.text("SET LOCAL work_mem = '16MB'")
 
 
 async def _aggregate(db: Database, query: Any) -> list[sa.Row[Any]]:
