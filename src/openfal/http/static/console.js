@@ -25,7 +25,7 @@ function cell(value, numeric = false) {
 
 function fill(table, rows, empty) {
   const body = $(`#${table} tbody`);
-  body.replaceChildren(...(rows.length ? rows : [h("tr", {}, h("td", { class: "empty", colspan: 8 }, empty))]));
+  body.replaceChildren(...(rows.length ? rows : [h("tr", {}, h("td", { class: "none", colspan: 8 }, empty))]));
 }
 
 function day(bucket) {
