@@ -69,26 +69,14 @@ class Price:
         return round(dollars * MICROS)
 
 
-DEFAULT_PRICES: dict[str, Price] = {
-    "fal-ai/flux-1/dev": Price(per_megapixel=0.025),
-    "fal-ai/flux-1/dev/image-to-image": Price(per_megapixel=0.03),
-    "fal-ai/flux-1/dev/redux": Price(per_megapixel=0.025),
-    "fal-ai/flux-1/schnell": Price(per_megapixel=0.003),
-    "fal-ai/flux-1/schnell/redux": Price(per_megapixel=0.025),
-    "fal-ai/flux-lora": Price(per_megapixel=0.035),
-    "fal-ai/flux-lora/image-to-image": Price(per_megapixel=0.035),
-    "fal-ai/flux-kontext-lora": Price(per_megapixel=0.035),
-    "fal-ai/flux-kontext/dev": Price(per_image=0.025),
-    "fal-ai/flux/dev": Price(per_megapixel=0.025),
-    "fal-ai/flux/dev/image-to-image": Price(per_megapixel=0.03),
-    "fal-ai/flux/schnell": Price(per_megapixel=0.003),
-    "fal-ai/flux-pro/kontext": Price(per_image=0.04),
-    "fal-ai/flux-pro/kontext/multi": Price(per_image=0.04),
-    "fal-ai/flux-pro/kontext/text-to-image": Price(per_image=0.04),
-    "fal-ai/flux-pro/kontext/max*": Price(per_image=0.08),
-    "fal-ai/ltx-video": Price(per_request=0.02),
-    "openfal/utils/*": Price(),
-}
+def default_prices() -> dict[str, Price]:
+    """fal's list prices of every catalog endpoint (the families declare them)."""
+    from openfal.endpoints.catalog import CATALOG
+
+    return {**{spec.endpoint_id: Price(**spec.price) for spec in CATALOG.values() if spec.price}, "openfal/utils/*": Price()}
+
+
+DEFAULT_PRICES: dict[str, Price] = default_prices()
 
 
 class PriceList:

@@ -153,6 +153,12 @@ class Settings(BaseSettings):
     acceleration: Literal["off", "compile", "fp8", "auto"] = "auto"
     #: diffusers attention backend; ``auto``: FlashAttention 3/2 when installed, else SDPA
     attention_backend: str = "auto"
+    #: serve only endpoints whose weights allow commercial use (the catalog's licence);
+    #: the others answer 404 naming their licence
+    commercial_only: bool = False
+    #: models whose maker sold this operator a commercial licence (``flux-dev``,
+    #: ``flux-2-dev``...): served under ``commercial_only`` despite a non-commercial licence
+    licensed_models: Annotated[tuple[str, ...], NoDecode] = ()
     #: models loaded (and warmed, when compiled) at start, before /health/ready says ok
     preload_models: Annotated[tuple[str, ...], NoDecode] = ()
     #: shapes compiled at warm-up: fal image_size presets or WIDTHxHEIGHT (default:
@@ -200,7 +206,7 @@ class Settings(BaseSettings):
     #: upstream name -> {"base_url": ..., "keys": [...]}
     upstreams: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
-    @field_validator("preload_models", "warmup_sizes", mode="before")
+    @field_validator("preload_models", "warmup_sizes", "licensed_models", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         """``OPENFAL_PRELOAD_MODELS=flux-dev,flux-schnell`` (a JSON list works too)."""

@@ -68,7 +68,12 @@ class Runtime:
         self.accounts = Accounts(PriceList(settings.prices))
         self.lifecycle = Lifecycle(self.requests, self.accounts)
         self.backends = backends if backends is not None else make_backends(settings, media=self.media)
-        self.router = Router(settings.routes, set(self.backends))
+        self.router = Router(
+            settings.routes,
+            set(self.backends),
+            commercial_only=settings.commercial_only,
+            licensed_models=frozenset(settings.licensed_models),
+        )
         self.auth = Authenticator(self.keys, enabled=settings.auth_enabled)
         self.service = QueueService(
             settings=settings,

@@ -159,8 +159,8 @@ class QueueService:
         route = self.router.resolve(endpoint_id)
         if key is not None and not key.may_use(endpoint_id):
             raise EndpointNotAllowed(f"This API key may not use {endpoint_id}")
-        if key is not None and key.commercial_only:
-            _check_licence(endpoint_id, route)
+        if key is not None and key.commercial_only and not self.router.commercially_usable(route.spec):
+            raise LicenceNotAllowed(_licence_refusal(endpoint_id, route))
         if route.spec is not None:
             data = validate_input(route.spec, body)
         elif isinstance(body, dict):
@@ -306,14 +306,11 @@ class QueueService:
         return await self.store.history(owner, limit=limit, before_seq=before, status=status, endpoint_id=endpoint_id)
 
 
-def _check_licence(endpoint_id: str, route: Route) -> None:
-    """A key limited to commercial use calls only endpoints whose catalog licence
-    allows it; the refusal names the licence (or that none is recorded)."""
-    licence = route.spec.licence if route.spec is not None else None
-    if licence is None:
-        raise LicenceNotAllowed(f"This API key may only use commercially licensed models; {endpoint_id} has no licence on record")
-    if not licence.commercial:
-        raise LicenceNotAllowed(f"This API key may only use commercially licensed models; {endpoint_id} is under the {licence.name} licence ({licence.url})")
+def _licence_refusal(endpoint_id: str, route: Route) -> str:
+    """Why a key limited to commercial use may not call an endpoint: its licence."""
+    assert route.spec is not None and route.spec.licence is not None
+    licence = route.spec.licence
+    return f"This API key may only use commercially usable models; {endpoint_id} is under the {licence.name} licence ({licence.url})"
 
 
 def _may_see(key: ApiKey | None, record: RequestRecord) -> bool:

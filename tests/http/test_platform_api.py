@@ -252,10 +252,10 @@ async def test_a_commercial_only_key_is_refused_a_non_commercial_model_naming_it
     app: App, keys: Keys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The catalog's licence decides (here set on the utility endpoints for the test:
-    the real families carry their own)."""
+    the real families carry their own), as the server-wide OPENFAL_COMMERCIAL_ONLY does."""
     research = Licence("flux-1-dev-non-commercial", "https://example.test/flux-dev-licence", commercial=False)
     apache = Licence("apache-2.0", "https://www.apache.org/licenses/LICENSE-2.0", commercial=True)
-    monkeypatch.setitem(CATALOG, "openfal/utils/sleep", replace(CATALOG["openfal/utils/sleep"], licence=research))
+    monkeypatch.setitem(CATALOG, "openfal/utils/sleep", replace(CATALOG["openfal/utils/sleep"], licence=research, models=("flux-dev",)))
     monkeypatch.setitem(CATALOG, "openfal/utils/echo", replace(CATALOG["openfal/utils/echo"], licence=apache))
     created = (await app.client.post("/v1/keys", json={"alias": "shop", "commercial_only": True}, headers=keys.admin)).json()
     shop = {"Authorization": f"Key {created['key']}"}

@@ -99,6 +99,8 @@ async def endpoints(request: Request) -> list[dict[str, Any]]:
             "title": route.spec.title,
             "kind": route.spec.kind,
             "backend": route.backend,
+            "family": route.spec.family,
+            "licence": route.spec.licence.as_json() if route.spec.licence is not None else None,
             "input_schema": route.spec.input_model.model_json_schema(),
         }
         for route in runtime(request).router.endpoints()

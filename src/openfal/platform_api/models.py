@@ -51,7 +51,7 @@ def metadata(route: Route, base_url: str) -> dict[str, Any]:
         "thumbnail_url": None,
         "model_url": f"{base_url}/openapi/queue/openapi.json?endpoint_id={spec.endpoint_id}",
         "license_type": None if licence is None else ("commercial" if licence.commercial else "research"),
-        "licence": None if licence is None else {"name": licence.name, "url": licence.url, "commercial": licence.commercial},
+        "licence": None if licence is None else licence.as_json(),
         "date": None,
         "highlighted": False,
         "kind": "inference",
