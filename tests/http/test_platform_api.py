@@ -295,3 +295,13 @@ async def test_usage_reads_back_after_many_requests_without_double_counting(app:
     summary = (await app.client.get("/v1/models/usage", params={"expand": "summary"}, headers=keys.alice)).json()["summary"]
     assert summary[0]["quantity"] == 5.0 and summary[0]["cost"] == pytest.approx(0.05)
     assert base64.urlsafe_b64decode((await app.client.get("/v1/models", params={"limit": 1}, headers=keys.alice)).json()["next_cursor"]) == b"1"
+
+
+async def test_month_buckets_of_uneven_length_put_usage_in_the_current_month(app: App, keys: Keys) -> None:
+    """Months differ in length (a binary search over the edges, not a division)."""
+    await run(app, keys.alice)
+    now = datetime.now(ZoneInfo("UTC"))
+    params = {"start": f"{now.year - 1}-{now.month:02d}-01", "timeframe": "month", "expand": "time_series"}
+    series = (await app.client.get("/v1/models/usage", params=params, headers=keys.alice)).json()["time_series"]
+    assert len(series) == 13 and series[-1]["bucket"].startswith(f"{now.year}-{now.month:02d}-01")
+    assert [len(b["results"]) for b in series] == [0] * 12 + [1]

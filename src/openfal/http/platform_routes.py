@@ -10,6 +10,7 @@ Platform API's ``error: {type, message}`` beside them, which OpenAI's SDKs read 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -23,7 +24,7 @@ from openfal.http.openapi import endpoint_openapi
 from openfal.key_admin import KeyAdmin, key_json
 from openfal.models import ApiKey
 from openfal.platform_api import access, models, reports
-from openfal.platform_api.timeframes import buckets, parse_time, parse_zone
+from openfal.platform_api.timeframes import Buckets, buckets, parse_time, parse_zone
 from openfal.store import reports as store_reports
 from openfal.validation import Text, parse_body
 
@@ -134,62 +135,63 @@ async def estimate(request: Request, _: ApiKey | None = Depends(current_key)) ->
 # -- usage and analytics --------------------------------------------------------------
 
 
-@router.get("/models/usage", summary="Usage line items: billing units x unit price")
-async def usage(
-    request: Request,
+@dataclass(frozen=True, slots=True)
+class Report:
+    """What a usage or analytics call asks: its buckets, the rows it may read (a user
+    key only its own), ``expand`` and the page of buckets."""
+
+    span: Buckets
+    filters: store_reports.Filters
+    expand: list[str]
+    limit: int
+    cursor: str | None
+
+
+async def report(
     endpoint_id: Ids = None,
     expand: Ids = None,
-    key_id: str | None = Query(None, max_length=64, description="one key's usage (admin keys; fal's user filter)"),
-    start: str | None = Query(None, max_length=64),
-    end: str | None = Query(None, max_length=64),
-    timezone: str | None = Query(None, max_length=64),
+    key_id: str | None = Query(None, max_length=64, description="one key's data (admin keys; fal's user filter)"),
+    start: str | None = Query(None, max_length=64, description="ISO 8601; default 24 hours before end"),
+    end: str | None = Query(None, max_length=64, description="ISO 8601, exclusive; default now"),
+    timezone: str | None = Query(None, max_length=64, description="IANA name the buckets follow; default UTC"),
     timeframe: Literal["minute", "hour", "day", "week", "month"] | None = None,
     limit: Limit = 100,
     cursor: Cursor = None,
     caller: ApiKey | None = Depends(current_key),
-) -> dict[str, Any]:
-    """``time_series`` (default) of ``{bucket, results: [line items]}`` and, with
-    ``expand=summary``, the range's line items; a user key sees its own."""
-    wanted = reports.expansions(expand or [], reports.SECTIONS) or {"time_series"}
+) -> Report:
     span = buckets(start, end, timeframe=timeframe, timezone=timezone)
     filters = store_reports.Filters(span.start, span.end, access.owner_filter(caller, key_id), models.endpoint_ids(endpoint_id or []))
+    return Report(span, filters, expand or [], limit, cursor)
+
+
+@router.get("/models/usage", summary="Usage line items: billing units x unit price")
+async def usage(request: Request, asked: Report = Depends(report)) -> dict[str, Any]:
+    """``time_series`` (default) of ``{bucket, results: [line items]}`` and, with
+    ``expand=summary``, the range's line items; a user key sees its own."""
+    wanted = reports.expansions(asked.expand, reports.SECTIONS) or {"time_series"}
     db = runtime(request).db
     answer: dict[str, Any] = {"next_cursor": None, "has_more": False}
     if "time_series" in wanted:
-        rows = await store_reports.usage(db, filters, span.edges)
-        series, chosen = reports.time_series(span, rows, reports.line_item_json, cursor, limit)
+        rows = await store_reports.usage(db, asked.filters, asked.span.edges)
+        series, chosen = reports.time_series(asked.span, rows, reports.line_item_json, asked.cursor, asked.limit)
         answer |= {"time_series": series, "next_cursor": chosen.next_cursor, "has_more": chosen.has_more}
     if "summary" in wanted:
-        answer["summary"] = [reports.line_item_json(item) for item in await store_reports.usage(db, filters, None)]
+        answer["summary"] = [reports.line_item_json(item) for item in await store_reports.usage(db, asked.filters, None)]
     return answer
 
 
 @router.get("/models/analytics", summary="Analytics: counts by outcome, queue-wait and run-time percentiles")
-async def analytics(
-    request: Request,
-    endpoint_id: Ids = None,
-    expand: Ids = None,
-    key_id: str | None = Query(None, max_length=64),
-    start: str | None = Query(None, max_length=64),
-    end: str | None = Query(None, max_length=64),
-    timezone: str | None = Query(None, max_length=64),
-    timeframe: Literal["minute", "hour", "day", "week", "month"] | None = None,
-    limit: Limit = 100,
-    cursor: Cursor = None,
-    caller: ApiKey | None = Depends(current_key),
-) -> dict[str, Any]:
+async def analytics(request: Request, asked: Report = Depends(report)) -> dict[str, Any]:
     """``expand`` names the metrics (default all ten) and ``summary``; ``time_series``
     is always given. Buckets follow ``timezone``; seconds throughout."""
-    wanted = reports.expansions(expand or [], (*reports.METRICS, *reports.SECTIONS))
+    wanted = reports.expansions(asked.expand, (*reports.METRICS, *reports.SECTIONS))
     metrics = (wanted & set(reports.METRICS)) or set(reports.METRICS)
-    span = buckets(start, end, timeframe=timeframe, timezone=timezone)
-    filters = store_reports.Filters(span.start, span.end, access.owner_filter(caller, key_id), models.endpoint_ids(endpoint_id or []))
     db = runtime(request).db
-    rows = await store_reports.analytics(db, filters, span.edges)
-    series, chosen = reports.time_series(span, rows, lambda s: reports.stats_json(s, metrics), cursor, limit)
-    answer: dict[str, Any] = {"time_series": series, "next_cursor": chosen.next_cursor, "has_more": chosen.has_more, "timeframe": span.timeframe}
+    rows = await store_reports.analytics(db, asked.filters, asked.span.edges)
+    series, chosen = reports.time_series(asked.span, rows, lambda s: reports.stats_json(s, metrics), asked.cursor, asked.limit)
+    answer: dict[str, Any] = {"time_series": series, "next_cursor": chosen.next_cursor, "has_more": chosen.has_more, "timeframe": asked.span.timeframe}
     if "summary" in wanted:
-        answer["summary"] = [reports.stats_json(s, metrics) for s in await store_reports.analytics(db, filters, None)]
+        answer["summary"] = [reports.stats_json(s, metrics) for s in await store_reports.analytics(db, asked.filters, None)]
     return answer
 
 
