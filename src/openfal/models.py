@@ -77,7 +77,6 @@ class RequestRecord:
     media_ttl: float | None = None
     media_keep_forever: bool = False
     media_acl: dict[str, Any] | None = None
-    runner_hint: str | None = None
     idempotency_key: str | None = None
     idempotency_hash: str | None = None
 

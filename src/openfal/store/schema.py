@@ -60,8 +60,6 @@ requests = sa.Table(
     #: "<api key id>:<Idempotency-Key>", and a hash of what was submitted under it
     sa.Column("idempotency_key", sa.String(320), nullable=True),
     sa.Column("idempotency_hash", sa.String(64), nullable=True),
-    #: X-Fal-Runner-Hint: a worker advertising this string is preferred when one is free
-    sa.Column("runner_hint", sa.String(255), nullable=True),
     sa.Index("ix_requests_queue", "status", "backend", "priority", "seq"),
     sa.Index("ix_requests_lease", "status", "lease_expires_at"),
     sa.Index("ix_requests_deadline", "status", "start_deadline"),

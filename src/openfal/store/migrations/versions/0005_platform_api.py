@@ -1,7 +1,7 @@
 """fal's Platform API: ledger rows that carry what analytics and usage line items read
 (status code, billing unit and units, queue and run seconds), keys limited to
 commercially licensed models, file ACLs and owners, per-key storage defaults, and the
-runner hint a request asked for
+ACL a request's files start with
 
 Revision ID: 0005
 Revises: 0004
@@ -51,12 +51,10 @@ def upgrade() -> None:
 
     with op.batch_alter_table('requests', schema=None) as batch_op:
         batch_op.add_column(sa.Column('media_acl', sa.JSON(), nullable=True))
-        batch_op.add_column(sa.Column('runner_hint', sa.String(length=255), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table('requests', schema=None) as batch_op:
-        batch_op.drop_column('runner_hint')
         batch_op.drop_column('media_acl')
     with op.batch_alter_table('media', schema=None) as batch_op:
         batch_op.drop_index('ix_media_request')
