@@ -104,7 +104,7 @@ async def test_ready_and_submits_are_503_when_the_database_is_gone(tmp_path: Pat
             assert down.status_code == 503 and down.json()["status"] == "unavailable"
             assert (await app.client.get("/health")).status_code == 200
             submit = await app.client.post("/openfal/utils/echo", json={}, headers=auth)
-            assert submit.status_code == 503 and submit.json()["error_type"] == "store_unavailable"
+            assert submit.status_code == 503 and submit.json()["error_type"] == "runner_scheduling_failure"
             assert submit.headers["retry-after"] == "2"
     finally:
         await drop_pg_database(name)

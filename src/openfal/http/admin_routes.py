@@ -49,6 +49,7 @@ class LimitsIn(BaseModel):
     )
     expires_at: float | None = Field(None, gt=0, le=MAX_TIME, description="unix time after which the key stops working")
     max_queued: int | None = Field(None, ge=1, le=MAX_INT32, description="requests the key may have waiting at once (more: 429)")
+    commercial_only: bool = Field(False, description="only endpoints whose catalog licence allows commercial use (others: 403 naming it)")
 
 
 class KeyIn(LimitsIn):
@@ -134,6 +135,26 @@ async def redeliver(
     if not await runtime(request).outbox.redeliver(delivery_id):
         raise RequestNotFound(f"Webhook delivery {delivery_id} not found")
     return {"id": delivery_id, "state": "pending"}
+
+
+@router.get("/queues")
+async def queues(request: Request, _: ApiKey | None = Depends(admin_key)) -> list[dict[str, Any]]:
+    """Each worker pool (backend): requests waiting and running, live slots and busy
+    slots (the console's queue view; Prometheus has the same as gauges)."""
+    rt = runtime(request)
+    counts = await rt.requests.counts_by_backend()
+    capacity = await rt.registry.capacity()
+    return [
+        {
+            "backend": backend,
+            "queued": counts.get(("IN_QUEUE", backend), 0),
+            "running": counts.get(("IN_PROGRESS", backend), 0),
+            "slots": capacity.get(backend, {}).get("slots", 0),
+            "busy": capacity.get(backend, {}).get("busy", 0),
+            "endpoints": [route.endpoint_id for route in rt.router.endpoints() if route.backend == backend],
+        }
+        for backend in rt.backends
+    ]
 
 
 @router.get("/workers")

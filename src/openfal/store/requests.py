@@ -579,6 +579,26 @@ class RequestStore:
         if self._run_seconds.get(done.backend, (0.0, 0.0))[1] is None:
             del self._run_seconds[done.backend]  # the first timed run: no need to wait for the next read
 
+    async def drop_payloads(self, request_id: str) -> RequestRecord | None:
+        """fal's payload deletion: forget a completed request's input and result (its
+        result then answers 410, as one sent with ``X-Fal-Store-IO: 0`` after expiry);
+        None when it is not completed. Every process's status view drops them too."""
+        async with self.changes.begin() as tx:
+            row = (
+                await tx.conn.execute(
+                    requests.update()
+                    .where(_T.id == request_id, _T.status == Status.COMPLETED.value)
+                    .values(input={}, result_body=None, version=_T.version + 1)
+                    .returning(*requests.c)
+                )
+            ).first()
+            if row is None:
+                return None
+            done = _record(row)
+            tx.notice("changed", done.id)
+            tx.after_commit(partial(self.views.put, done))
+        return done
+
     async def request_cancel(self, request_id: str) -> RequestRecord | None:
         """Flag a running request for cancellation; its worker stops at the next step
         (told at once: its process's cancel hook runs as this commits)."""
