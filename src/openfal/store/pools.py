@@ -1,7 +1,7 @@
 """The worker pools' rows, and their queues as autoscalers see them.
 
 The pools are written at start from ``OPENFAL_POOLS`` (every process of a deployment
-shares that setting); ``openfal_pool_queue`` (migration 0005) counts by them. The
+shares that setting); ``openfal_pool_queue`` (migration 0006) counts by them. The
 Prometheus gauges read that view too, so KEDA's ``postgresql`` trigger and its
 ``prometheus`` one see the same figure.
 """

@@ -151,7 +151,7 @@ workers = sa.Table(
 )
 
 #: the endpoints of each worker pool (``OPENFAL_POOLS``, written at start): what the
-#: ``openfal_pool_queue`` view (migration 0005; KEDA's postgresql trigger reads it)
+#: ``openfal_pool_queue`` view (migration 0006; KEDA's postgresql trigger reads it)
 #: counts queued and running requests by
 worker_pools = sa.Table(
     "worker_pools",

@@ -4,15 +4,15 @@
 one row per pool, with its queued and running requests and how long the oldest queued
 one has waited, in seconds. Change it only by a new migration that keeps these columns.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0005'
-down_revision = '0004'
+revision = '0006'
+down_revision = '0005'
 
 #: now, as float epoch seconds (the requests' times)
 _NOW = {
