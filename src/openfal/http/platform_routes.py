@@ -125,7 +125,7 @@ async def estimate(request: Request, _: ApiKey | None = Depends(current_key)) ->
     rt = runtime(request)
     if isinstance(body, HistoricalEstimate):
         quantities = {e: q.call_quantity for e, q in body.endpoints.items()}
-        history = await store_reports.mean_call_cost(rt.db, list(quantities), time.time() - HISTORY_SECONDS)
+        history = await store_reports.mean_call_cost(rt.db, list(quantities), time.time() - HISTORY_SECONDS, time.time() + 1)
     else:
         quantities, history = {e: q.unit_quantity for e, q in body.endpoints.items()}, {}
     total = models.estimate(rt.accounts.prices, body.estimate_type, quantities, history)

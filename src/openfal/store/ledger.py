@@ -87,6 +87,7 @@ def entry(
         "units": None,
         "queue_seconds": None,
         "run_seconds": None,
+        "rolled_up": False,
     }
 
 

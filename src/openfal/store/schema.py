@@ -227,7 +227,16 @@ ledger = sa.Table(
     #: on charge rows: seconds queued before a worker started it, and seconds it ran
     sa.Column("queue_seconds", sa.Float(), nullable=True),
     sa.Column("run_seconds", sa.Float(), nullable=True),
+    #: on charge rows: already added into charge_rollup (the reaper rolls them up)
+    sa.Column("rolled_up", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Index("ix_ledger_key_created", "key_id", "created_at"),
+    #: the charge rows not rolled up yet: the reaper's next batch, and the reports' tail
+    sa.Index(
+        "ix_ledger_unrolled",
+        "created_at",
+        postgresql_where=sa.text("kind = 'charge' AND NOT rolled_up"),
+        sqlite_where=sa.text("kind = 'charge' AND NOT rolled_up"),
+    ),
     #: the Platform API's reports read charge rows by time (all keys) or by key and
     #: time: these partial covering indexes answer them from the index alone (PostgreSQL
     #: index-only scans; SQLite keeps plain partial indexes)
@@ -247,4 +256,36 @@ ledger = sa.Table(
         sqlite_where=sa.text("kind = 'charge'"),
     ),
     sa.Index("ix_ledger_request", "request_id"),
+)
+
+#: the ledger's charge rows added up per UTC day and per hour, endpoint, key and billing
+#: unit, so a month's reports read hundreds of cells, not every request (see
+#: store/rollup.py): counts and sums exact, queue waits and run times as log-histograms
+#: (openfal.loghist)
+charge_rollup = sa.Table(
+    "charge_rollup",
+    metadata,
+    sa.Column("id", Seq, primary_key=True, autoincrement=True),
+    #: the cell's length, seconds: 86400 (a UTC day) or 3600 (an hour)
+    sa.Column("span", sa.Float(), nullable=False),
+    #: its start, epoch seconds (a multiple of span)
+    sa.Column("start", sa.Float(), nullable=False),
+    #: '' where the charge row had none (a key: auth off)
+    sa.Column("endpoint_id", sa.String(255), nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("unit", sa.String(16), nullable=False),
+    #: every request, and by status class (2xx/3xx, 4xx, 5xx)
+    sa.Column("request_count", sa.Integer(), nullable=False),
+    sa.Column("success_count", sa.Integer(), nullable=False),
+    sa.Column("user_error_count", sa.Integer(), nullable=False),
+    sa.Column("error_count", sa.Integer(), nullable=False),
+    #: the requests that delivered (outcome ok): usage line items
+    sa.Column("ok_count", sa.Integer(), nullable=False),
+    sa.Column("ok_units", sa.Float(), nullable=False),
+    sa.Column("ok_cost_micros", sa.BigInteger(), nullable=False),
+    #: log-histograms of queue waits and run times (openfal.loghist's bytes)
+    sa.Column("queue_hist", sa.LargeBinary(), nullable=False),
+    sa.Column("run_hist", sa.LargeBinary(), nullable=False),
+    sa.UniqueConstraint("span", "start", "endpoint_id", "key_id", "unit", name="uq_charge_rollup_cell"),
+    sa.Index("ix_charge_rollup_key", "key_id", "span", "start"),
 )
