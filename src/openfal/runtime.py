@@ -181,6 +181,7 @@ class Runtime:
             registry=self.registry,
             worker_id=worker_id,
             endpoints=self.worker_endpoints,
+            files_signer=self.uploads,
         )
 
     def warming(self) -> list[str]:

@@ -31,6 +31,7 @@ from openfal.models import RequestRecord
 from openfal.store.media_index import MediaIndex
 from openfal.store.requests import RequestStore
 from openfal.store.workers import WorkerRegistry
+from openfal.uploads import UploadSigner
 
 log = logging.getLogger("openfal.worker")
 
@@ -57,6 +58,7 @@ class Worker:
         worker_id: str | None = None,
         registry: WorkerRegistry | None = None,
         endpoints: frozenset[str] | None = None,
+        files_signer: UploadSigner | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -77,6 +79,7 @@ class Worker:
             media_index=media_index,
             worker_id=self.worker_id,
             max_attempts=settings.max_attempts,
+            files_signer=files_signer,
         )
         self._running: dict[str, Job] = {}
         #: request id -> seconds its run may take

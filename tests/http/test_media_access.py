@@ -15,6 +15,7 @@ import pytest
 from openfal.backends.base import Job, Output
 from openfal.backends.builtin import BuiltinBackend
 from openfal.errors import RunError
+from openfal.events import Preview
 from openfal.models import MediaBlob
 from tests.support import App, make_settings, running_app, wait_status
 
@@ -131,3 +132,53 @@ async def test_deleting_a_requests_payloads_deletes_its_output_files(app: App, t
     deleted = (await app.client.delete(f"/v1/models/requests/{body['request_id']}/payloads", headers=alice)).json()
     assert deleted == {"cdn_delete_results": [{"link": url, "exception": None}]}
     assert (await app.client.get(url)).status_code == 404
+
+
+class Sketcher(BuiltinBackend):
+    """Draws a step preview, then one image; ``{"nsfw": true}`` plays a result the
+    safety checker flagged (a real published output and preview, without diffusers)."""
+
+    async def run(self, jobs: Sequence[Job]) -> Sequence[Output | RunError]:
+        for job in jobs:
+            job.emit(Preview(b"\xff\xd8 a step preview"))
+        return [Output({"images": [MediaBlob(b"\x89PNG-ish", "image/png")], "has_nsfw_concepts": [bool(job.input.get("nsfw"))]}) for job in jobs]
+
+
+@pytest.fixture
+async def sketching(tmp_path: Path, database_url: str | None) -> AsyncIterator[App]:
+    async with running_app(make_settings(tmp_path, database_url=database_url), {"builtin": Sketcher()}) as app:
+        yield app
+
+
+async def preview_of(app: App, auth: dict[str, str], body: dict[str, Any]) -> str:
+    """The preview URL the request's status carried while it ran (kept on its record)."""
+    submitted = (await app.client.post(ECHO, json=body, headers=auth)).json()
+    await wait_status(app.client, submitted["status_url"], auth)
+    record = await app.runtime.requests.get(submitted["request_id"])
+    assert record is not None and record.preview_url
+    return record.preview_url
+
+
+async def test_a_step_preview_is_never_public_only_its_own_key_and_its_signed_url_read_it(sketching: App) -> None:
+    """Drawn before the safety check, a preview is 404 to no key and to another key,
+    even when the request asked for public outputs; its own key reads it, and so does
+    the signed URL the request's status handed out."""
+    app = sketching
+    (_, alice), (_, bob) = await app.credited_key(1.0), await app.credited_key(1.0)
+    signed = await preview_of(app, {**alice, "X-Fal-Object-Lifecycle-Preference": json.dumps({"initial_acl": {"default": "allow"}})}, {})
+    assert "fal_signature=" in signed
+    bare = signed.split("?", 1)[0]
+    assert (await app.client.get(bare)).status_code == 404
+    assert (await app.client.get(bare, headers=bob)).status_code == 404
+    mine = await app.client.get(bare, headers=alice)
+    assert mine.status_code == 200 and mine.content == b"\xff\xd8 a step preview" and mine.headers["cache-control"] == "private, no-store"
+    assert (await app.client.get(signed)).status_code == 200
+
+
+async def test_previews_of_a_result_the_safety_check_flagged_are_deleted(sketching: App) -> None:
+    app = sketching
+    _, alice = await app.credited_key(1.0)
+    clean, flagged = await preview_of(app, alice, {}), await preview_of(app, alice, {"nsfw": True})
+    assert (await app.client.get(clean)).status_code == 200
+    assert (await app.client.get(flagged)).status_code == 404
+    assert (await app.client.get(flagged.split("?", 1)[0], headers=alice)).status_code == 404

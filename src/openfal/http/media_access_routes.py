@@ -7,22 +7,19 @@ from __future__ import annotations
 
 import time
 from typing import Any
-from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
 from openfal.errors import ClientError, Forbidden, RequestNotFound, Unauthorized
 from openfal.http.deps import base_url, current_key, json_body, runtime
-from openfal.media.access import MAX_SIGNED_SECONDS, Acl, decide, parse_acl
+from openfal.media.access import MAX_SIGNED_SECONDS, SIGNATURE, Acl, decide, parse_acl, signed_url
 from openfal.media.retention import MediaLifecycle
 from openfal.models import ApiKey
 from openfal.platform_api import access
 from openfal.validation import parse_body
 
 router = APIRouter(prefix="/v1/storage", tags=["storage"])
-#: the query parameter a signed URL carries
-SIGNATURE = "fal_signature"
 
 
 class FileForbidden(ClientError):
@@ -104,8 +101,8 @@ async def sign(request: Request, url: str = Url, caller: ApiKey | None = Depends
     expires = time.time() + body.expiration_seconds
     signer = runtime(request).uploads
     assert signer is not None
-    served = f"{base_url(request)}/files/{media_key}"  # the ACL is checked where openfal serves the file
-    return {"signed_url": f"{served}?{urlencode({SIGNATURE: signer.file_signature(media_key, expires)})}", "expires_at": expires}
+    # the ACL is checked where openfal serves the file
+    return {"signed_url": signed_url(base_url(request), media_key, signer.file_signature(media_key, expires)), "expires_at": expires}
 
 
 class StorageSettings(BaseModel):

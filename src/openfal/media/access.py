@@ -7,6 +7,7 @@ did not exist). A file without an ACL is public, as every file was before ACLs."
 from __future__ import annotations
 
 from typing import Any, Literal
+from urllib.parse import urlencode
 
 from pydantic import BaseModel, Field
 
@@ -17,6 +18,17 @@ from openfal.validation import Text, parse_body
 Decision = Literal["allow", "forbid", "hide"]
 #: fal's limit on a signed URL's life: 7 days
 MAX_SIGNED_SECONDS = 7 * 86400
+#: the query parameter a signed URL carries
+SIGNATURE = "fal_signature"
+#: a step preview's ACL: the request's own key (and admins) only, 404 to everyone else
+#: whatever the request's initial_acl (a preview is drawn before the safety check)
+OWNER_ONLY: dict[str, Any] = {"default": "hide", "rules": []}
+
+
+def signed_url(base_url: str, media_key: str, signature: str) -> str:
+    """A file's URL where openfal serves it (and checks its ACL), with a signature
+    (``UploadSigner.file_signature``) that opens it until the signature expires."""
+    return f"{base_url}/files/{media_key}?{urlencode({SIGNATURE: signature})}"
 
 
 class Rule(BaseModel):
