@@ -287,7 +287,8 @@ class Worker:
                 status = backend.status()
             except Exception as exc:
                 status = {"error": f"{type(exc).__name__}: {exc}"}
-            report[name] = {"slots": slots, "busy": len(busy), "status": status}
+            # the endpoints it claims (None: all): the console counts its slots in the pool they make
+            report[name] = {"slots": slots, "busy": len(busy), "status": status, "endpoints": sorted(self.endpoints) if self.endpoints is not None else None}
         return report
 
     def _run_limit(self, backend: Backend) -> float:

@@ -4,6 +4,7 @@ endpoint, and the revenue of the key that paid), and a key created there works."
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from tests.playground.conftest import shot
 from tests.support import ROOT
 
 pytestmark = pytest.mark.slow  # a server process and a browser
+UTILS = ("openfal/utils/echo", "openfal/utils/sleep")
 
 
 def admin_key(data_dir) -> str:  # noqa: ANN001
@@ -30,11 +32,17 @@ def admin_key(data_dir) -> str:  # noqa: ANN001
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """A demo server with priced utility endpoints, an admin key and a customer key."""
+    """A demo server with priced utility endpoints, an admin key and a customer key; its
+    workers are the "utils" pool (OPENFAL_POOLS, claiming only its endpoints)."""
     data_dir = tmp_path_factory.mktemp("console")
     customer = create_key(data_dir, "customer")
     operator = admin_key(data_dir)
-    server = start_server(data_dir, "--demo", env={"OPENFAL_PRICES": '{"openfal/utils/*": {"per_request": 0.01}}'})
+    env = {
+        "OPENFAL_PRICES": '{"openfal/utils/*": {"per_request": 0.01}}',
+        "OPENFAL_POOLS": json.dumps({"utils": [UTILS[0], UTILS[1]]}),
+        "OPENFAL_WORKER_MODELS": ",".join(UTILS),
+    }
+    server = start_server(data_dir, "--demo", env=env)
     server.key = operator
     server.customer = customer  # type: ignore[attr-defined]
     yield server
@@ -71,7 +79,11 @@ def test_the_console_shows_the_requests_made_and_a_key_created_there_works(page:
     expect(echo.nth(1)).to_have_text("3")
     expect(page.locator("#requests-chart svg rect").first).to_be_attached()
     expect(page.locator("#revenue-table")).to_contain_text(customer_id)
-    expect(page.locator('#queues-table tr[data-pool="builtin"]')).to_be_visible()
+    utils = page.locator('#queues-table tr[data-pool="utils"] td')
+    expect(page.locator("#queues-title")).to_have_text("Queues per worker pool")
+    expect(utils.nth(1)).to_have_text("0")  # nothing waits
+    expect(utils.nth(4)).to_have_text("1")  # the server's worker claims only the pool's endpoints
+    expect(utils.nth(8)).to_have_text(", ".join(UTILS))
     expect(page.locator("#workers-table")).to_contain_text("builtin")
     expect(page.locator(f'#keys-table tr[data-key="{customer_id}"]')).to_contain_text("customer")
     shot(page, artifacts, "console", full_page=True)

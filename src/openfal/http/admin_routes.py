@@ -138,23 +138,41 @@ async def redeliver(
 
 
 @router.get("/queues")
-async def queues(request: Request, _: ApiKey | None = Depends(admin_key)) -> list[dict[str, Any]]:
-    """Each worker pool (backend): requests waiting and running, live slots and busy
-    slots (the console's queue view; Prometheus has the same as gauges)."""
+async def queues(request: Request, _: ApiKey | None = Depends(admin_key)) -> dict[str, list[dict[str, Any]]]:
+    """The console's queue view. ``pools``: each worker pool of ``OPENFAL_POOLS``, from
+    the ``openfal_pool_queue`` view KEDA reads (requests waiting and running, the oldest
+    wait) with its endpoints and the live workers that claim only them (workers, slots,
+    busy slots). ``backends``: the same counts per backend, pooled or not (Prometheus has
+    both as gauges)."""
     rt = runtime(request)
+    members = await rt.pool_queues.members()
+    pool_capacity = await rt.registry.pool_capacity(members)
+    pools = [
+        {
+            "pool": q.pool,
+            "queued": q.queued,
+            "running": q.running,
+            "oldest_wait_seconds": round(q.oldest_wait_seconds, 3),
+            **pool_capacity.get(q.pool, {"workers": 0, "slots": 0, "busy": 0}),
+            "endpoints": sorted(members.get(q.pool, ())),
+        }
+        for q in await rt.pool_queues.queues()
+    ]
     counts = await rt.requests.counts_by_backend()
     capacity = await rt.registry.capacity()
-    return [
+    backends = [
         {
             "backend": backend,
             "queued": counts.get(("IN_QUEUE", backend), 0),
             "running": counts.get(("IN_PROGRESS", backend), 0),
+            "workers": capacity.get(backend, {}).get("workers", 0),
             "slots": capacity.get(backend, {}).get("slots", 0),
             "busy": capacity.get(backend, {}).get("busy", 0),
             "endpoints": [route.endpoint_id for route in rt.router.endpoints() if route.backend == backend],
         }
         for backend in rt.backends
     ]
+    return {"pools": pools, "backends": backends}
 
 
 @router.get("/workers")

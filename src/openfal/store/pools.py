@@ -48,6 +48,15 @@ class PoolStore:
             if rows:
                 await conn.execute(worker_pools.insert(), rows)
 
+    async def members(self) -> dict[str, frozenset[str]]:
+        """pool -> its endpoint ids, as defined at start."""
+        async with self.db.read() as conn:
+            rows = (await conn.execute(sa.select(worker_pools.c.pool, worker_pools.c.endpoint_id))).all()
+        out: dict[str, set[str]] = {}
+        for pool, endpoint in rows:
+            out.setdefault(pool, set()).add(endpoint)
+        return {pool: frozenset(endpoints) for pool, endpoints in out.items()}
+
     async def queues(self) -> list[PoolQueue]:
         async with self.db.read() as conn:
             rows = (await conn.execute(_READ)).all()

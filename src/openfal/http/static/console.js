@@ -109,13 +109,20 @@ async function usage() {
 }
 
 async function queues(summary) {
-  const pools = await json("GET", "/api/admin/queues");
+  const answer = await json("GET", "/api/admin/queues");
   const waits = Object.fromEntries(summary.map((r) => [r.endpoint_id, r.p50_prepare_duration]));
-  fill("queues-table", pools.map((p) => {
+  // the worker pools of OPENFAL_POOLS; without any, each backend stands for one
+  const pooled = answer.pools.length > 0;
+  const rows = pooled ? answer.pools : answer.backends.map((b) => ({ ...b, pool: b.backend, oldest_wait_seconds: null }));
+  $("#queues-title").textContent = pooled ? "Queues per worker pool" : "Queues per backend";
+  fill("queues-table", rows.map((p) => {
     const wait = p.endpoints.map((e) => waits[e]).filter((w) => w != null);
-    return h("tr", { "data-pool": p.backend }, [
-      cell(p.backend), cell(p.queued, true), cell(p.running, true), cell(p.slots, true), cell(p.busy, true),
+    return h("tr", { "data-pool": p.pool }, [
+      cell(p.pool), cell(p.queued, true), cell(p.running, true),
+      cell(p.oldest_wait_seconds == null ? null : p.oldest_wait_seconds.toFixed(1), true),
+      cell(p.workers, true), cell(p.slots, true), cell(p.busy, true),
       cell(wait.length ? Math.max(...wait).toFixed(3) : null, true),
+      cell(p.endpoints.join(", ")),
     ]);
   }), "No pools");
 }
