@@ -170,6 +170,12 @@ async def test_every_flux2_endpoint_completes_through_the_queue(models_dir: Path
             size = (512, 512) if "image_size" in BODIES[endpoint_id] else (96, 80)
             assert (image["width"], image["height"], image["content_type"]) == (*size, "image/png"), endpoint_id
             assert result["seed"] == 3 and result["has_nsfw_concepts"] == [False] and result["prompt"] == BODIES[endpoint_id]["prompt"]
+        admin = {"Authorization": f"Key {await app.key('admin', admin=True)}"}
+        metrics = (await app.client.get("/metrics", headers=admin)).text
+        assert all(f'endpoint="{endpoint_id}"' in metrics for endpoint_id in BODIES)
+        spec = (await app.client.get("/openapi/queue/openapi.json", params={"endpoint_id": "fal-ai/flux-2/edit"})).json()
+        assert spec["info"]["license"]["name"] == "flux-non-commercial" and spec["info"]["x-openfal-licence"]["commercial"] is False
+        assert "image_urls" in json.dumps(spec["components"]["schemas"])
 
 
 # -- sizes, references, formats ------------------------------------------------------------
