@@ -364,3 +364,12 @@ def test_dev_does_not_fit_24_gib_and_says_so() -> None:
 def test_an_edit_plans_for_its_reference_tokens() -> None:
     estimate = flux2.MODELS[1].activation_bytes
     assert estimate is not None and estimate(1024, 1024, 1) > 2 * 16 * 4096 * 3072 * 2
+
+
+def test_download_fetches_only_the_pipeline_components(models_dir: Path) -> None:
+    """FLUX.2-dev's repository also holds BFL's single-file checkpoints at its root: only
+    model_index.json and the folders it names are downloaded."""
+    from openfal.backends.local.install import pipeline_patterns
+
+    index = json.loads((models_dir / "tiny" / "flux-2-dev" / "model_index.json").read_text())
+    assert pipeline_patterns(index) == ["model_index.json", "scheduler/*", "text_encoder/*", "tokenizer/*", "transformer/*", "vae/*"]
