@@ -1,4 +1,4 @@
-"""FLUX.2 [dev] and [klein] 4B/9B on the local engine (issue 21): fal's schemas, the nine
+"""FLUX.2 [dev] and [klein] 4B/9B on the local engine (issue 21): fal's ranges, the nine
 endpoints through the real queue on the tiny models, edits with one and four reference
 images, LoRAs, clean 503s for missing weights, and memory plans from the real configs.
 
@@ -38,40 +38,6 @@ MODULE_LOOP = pytest.mark.asyncio(loop_scope="module")
 
 TEXT_BODY = {"prompt": "a fox", "image_size": {"width": 512, "height": 512}, "num_inference_steps": 4, "seed": 3}
 
-#: fal-endpoints-2026.md, the defaults of each FLUX.2 input type (fields without a
-#: declared default left out), transcribed
-SPEC_DEFAULTS: dict[str, dict[str, Any]] = {
-    "fal-ai/flux-2": {"acceleration": "regular", "enable_safety_checker": True, "guidance_scale": 2.5, "image_size": "landscape_4_3",
-                      "num_images": 1, "num_inference_steps": 28, "output_format": "png"},
-    "fal-ai/flux-2/edit": {"acceleration": "regular", "enable_safety_checker": True, "guidance_scale": 2.5, "num_images": 1,
-                           "num_inference_steps": 28, "output_format": "png"},
-    "fal-ai/flux-2/lora": {"acceleration": "regular", "enable_safety_checker": True, "guidance_scale": 2.5, "image_size": "landscape_4_3",
-                           "num_images": 1, "num_inference_steps": 28, "output_format": "png"},
-    "fal-ai/flux-2/lora/edit": {"acceleration": "regular", "enable_safety_checker": True, "guidance_scale": 2.5, "num_images": 1,
-                                "num_inference_steps": 28, "output_format": "png"},
-    "fal-ai/flux-2/klein/4b": {"enable_safety_checker": True, "image_size": "landscape_4_3", "num_images": 1, "num_inference_steps": 4,
-                               "output_format": "png"},
-    "fal-ai/flux-2/klein/4b/edit": {"enable_safety_checker": True, "num_images": 1, "num_inference_steps": 4, "output_format": "png"},
-    "fal-ai/flux-2/klein/4b/lora": {"enable_safety_checker": True, "image_size": "landscape_4_3", "num_images": 1,
-                                    "num_inference_steps": 4, "output_format": "png"},
-    "fal-ai/flux-2/klein/9b": {"enable_safety_checker": True, "image_size": "landscape_4_3", "num_images": 1, "num_inference_steps": 4,
-                               "output_format": "png"},
-    "fal-ai/flux-2/klein/9b/edit": {"enable_safety_checker": True, "num_images": 1, "num_inference_steps": 4, "output_format": "png"},
-}  # fmt: skip
-#: every field of each type in the spec (required ones included)
-SPEC_FIELDS = {
-    "dev": {"acceleration", "enable_prompt_expansion", "enable_safety_checker", "guidance_scale", "image_size", "num_images",
-            "num_inference_steps", "output_format", "prompt", "seed", "sync_mode"},
-    "klein": {"enable_safety_checker", "image_size", "num_images", "num_inference_steps", "output_format", "prompt", "seed", "sync_mode"},
-}  # fmt: skip
-
-
-def _fields(endpoint_id: str) -> set[str]:
-    base = SPEC_FIELDS["klein" if "/klein/" in endpoint_id else "dev"]
-    extra = {"image_urls"} if endpoint_id.endswith("/edit") else set()
-    return base | extra | ({"loras"} if "/lora" in endpoint_id else set())
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def backend(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[LocalBackend]:
     """One backend for the module (loading the tiny FLUX.2 pipelines once); installed
@@ -99,14 +65,7 @@ def pixels(result: Any) -> np.ndarray:
 # -- schemas ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("endpoint_id", sorted(SPEC_DEFAULTS))
-def test_fields_and_defaults_are_fals(endpoint_id: str) -> None:
-    model = CATALOG[endpoint_id].input_model
-    assert set(model.model_fields) == _fields(endpoint_id)
-    defaults = {name: f.default for name, f in model.model_fields.items() if name in SPEC_DEFAULTS[endpoint_id]}
-    assert defaults == SPEC_DEFAULTS[endpoint_id]
-    if endpoint_id.endswith("/edit"):  # absent image_size: the first reference's size
-        assert model.model_fields["image_size"].default is None
+# names, required fields, defaults and enumerations against fal's tables: tests/test_fal_schemas.py
 
 
 @pytest.mark.parametrize("size", [{"width": 511, "height": 512}, {"width": 512, "height": 2049}])

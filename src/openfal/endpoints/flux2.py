@@ -52,6 +52,16 @@ class _Common(InputModel):
     output_format: Flux2OutputFormat = "png"
 
 
+class _Text(InputModel):
+    image_size: Size = "landscape_4_3"
+
+
+class _Edit(InputModel):
+    image_urls: ImageUrls
+    #: absent: the output has the first reference image's size
+    image_size: Size | None = None
+
+
 class _Dev(_Common):
     """FLUX.2 [dev]'s fields: guidance-distilled, 28 steps, guidance 2.5."""
 
@@ -62,14 +72,20 @@ class _Dev(_Common):
     enable_prompt_expansion: bool = False
 
 
-class Flux2Input(_Dev):
-    image_size: Size = "landscape_4_3"
+class _Klein4b(_Common):
+    num_inference_steps: Steps = 4
 
 
-class Flux2EditInput(_Dev):
-    image_urls: ImageUrls
-    #: absent: the output has the first reference image's size
-    image_size: Size | None = None
+class _Klein9b(_Common):
+    num_inference_steps: KleinSteps9B = 4
+
+
+class Flux2Input(_Dev, _Text):
+    pass
+
+
+class Flux2EditInput(_Dev, _Edit):
+    pass
 
 
 class Flux2LoraInput(Flux2Input):
@@ -80,30 +96,24 @@ class Flux2LoraEditInput(Flux2EditInput):
     loras: Loras = []
 
 
-class Flux2Klein4bInput(_Common):
-    image_size: Size = "landscape_4_3"
-    num_inference_steps: Steps = 4
+class Flux2Klein4bInput(_Klein4b, _Text):
+    pass
 
 
-class Flux2Klein4bEditInput(_Common):
-    image_urls: ImageUrls
-    image_size: Size | None = None
-    num_inference_steps: Steps = 4
+class Flux2Klein4bEditInput(_Klein4b, _Edit):
+    pass
 
 
 class Flux2Klein4bLoraInput(Flux2Klein4bInput):
     loras: Loras = []
 
 
-class Flux2Klein9bInput(_Common):
-    image_size: Size = "landscape_4_3"
-    num_inference_steps: KleinSteps9B = 4
+class Flux2Klein9bInput(_Klein9b, _Text):
+    pass
 
 
-class Flux2Klein9bEditInput(_Common):
-    image_urls: ImageUrls
-    image_size: Size | None = None
-    num_inference_steps: KleinSteps9B = 4
+class Flux2Klein9bEditInput(_Klein9b, _Edit):
+    pass
 
 
 class Flux2Output(BaseModel):
