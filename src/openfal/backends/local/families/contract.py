@@ -138,3 +138,10 @@ class Family:
 
     def warm_up(self, pipe: Any, width: int, height: int, images: int, model: str) -> None:
         """One call that compiles the graphs a request of this shape runs."""
+
+    def own_components(self, model: str, folder: Path) -> dict[str, Any]:
+        """Components of ``model``'s pipeline the family loads itself from ``folder``
+        (the model cache passes them to ``from_pretrained`` in place of the declared
+        class): a tokenizer whose processor class needs a package the pipeline's call
+        does not (FLUX.2 [dev]'s PixtralProcessor). Default: none."""
+        return {}
