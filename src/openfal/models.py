@@ -77,6 +77,8 @@ class RequestRecord:
     media_ttl: float | None = None
     media_keep_forever: bool = False
     media_acl: dict[str, Any] | None = None
+    #: X-Fal-Runner-Hint (best-effort routing to a worker advertising it)
+    runner_hint: str | None = None
     idempotency_key: str | None = None
     idempotency_hash: str | None = None
 

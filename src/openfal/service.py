@@ -58,6 +58,8 @@ class SubmitOptions:
     lifecycle: MediaLifecycle = DEFAULT_LIFECYCLE
     #: as the client sent it (scoped to the API key here)
     idempotency_key: str | None = None
+    #: X-Fal-Runner-Hint: prefer a worker that advertises this exact string
+    runner_hint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +138,7 @@ class QueueService:
             "start_deadline": options.start_deadline,
             "idempotency_key": idempotency[0] if idempotency else None,
             "idempotency_hash": idempotency[1] if idempotency else None,
+            "runner_hint": options.runner_hint,
         }
         if idempotency is not None and (earlier := await self.store.find_idempotent(idempotency[0])):
             return await self._replay(earlier, idempotency[1])

@@ -28,8 +28,9 @@ from openfal.lifecycle import Lifecycle
 from openfal.media import MediaStore
 from openfal.media.publish import discard_files
 from openfal.models import RequestRecord
+from openfal.store.hinted_claims import GRACE_SECONDS as HINT_GRACE_SECONDS
 from openfal.store.media_index import MediaIndex
-from openfal.store.requests import RequestStore
+from openfal.store.requests import LeftForHint, RequestStore
 from openfal.store.workers import WorkerRegistry
 from openfal.uploads import UploadSigner
 
@@ -43,6 +44,8 @@ STUCK_POLL_SECONDS = 0.25
 CLAIM_LOOP_SILENT_SECONDS = 60.0
 #: a run given up as stuck and still inside its device call this long after: the engine is hung
 HUNG_ENGINE_SECONDS = 300.0
+#: how often a worker leaving a hinted request to its advertiser looks whether it was taken
+HINT_LOOK_SECONDS = 0.05
 
 
 class Worker:
@@ -88,6 +91,13 @@ class Worker:
         self._slots: dict[str, tuple[int, set[asyncio.Task[None]]]] = {}
         #: runs given up as stuck, still finishing in their threads -> when they were given up
         self._abandoned: dict[asyncio.Future[Sequence[Output | RunError]], float] = {}
+        #: backend -> the runner hints this worker advertises (its backend's status()
+        #: ``runner_hints``: loaded models and LoRAs), republished after every run
+        self._hints: dict[str, tuple[str, ...]] = {}
+        #: backend -> hints other live workers with a free slot advertise (from the registry)
+        self._hints_elsewhere: dict[str, frozenset[str]] = {}
+        #: set when this worker's hints changed: the registry hears of it at once
+        self._republish = asyncio.Event()
         self._started = False
         self._stopping = asyncio.Event()
         #: set once the dispatchers have drained: the side loops may end then
@@ -123,6 +133,7 @@ class Worker:
             self._stopping.set()
             await asyncio.gather(*dispatchers, return_exceptions=True)
             self._drained.set()
+            self._republish.set()  # the registry loop ends now
             await asyncio.gather(*sides, return_exceptions=True)
             if self.registry is not None:
                 try:
@@ -146,6 +157,7 @@ class Worker:
         free = asyncio.Semaphore(slots)
         running: set[asyncio.Task[None]] = set()
         self._slots[backend.name] = (slots, running)
+        self._refresh_hints(backend)
         try:
             while self._tick(backend.name, waiting=free.locked()) and await self._slot_or_stop(free):
                 gate = getattr(backend, "claim_gate", None)  # a GPU's second slot claims once the GPU is free
@@ -160,13 +172,20 @@ class Worker:
                         break
                 self._tick(backend.name)
                 try:
+                    leave = self._hints_elsewhere.get(backend.name, frozenset()) - set(self._hints.get(backend.name, ()))
+                    await self._leave_hinted_to_advertisers(backend.name, leave)
                     records = await self.store.claim(
                         backends=[backend.name],
                         worker_id=self.worker_id,
                         lease_seconds=self.settings.lease_seconds,
                         batch_limit=backend.max_batch_size,
                         endpoints=self.endpoints,
+                        hints=self._hints.get(backend.name, ()),
+                        leave=leave,
                     )
+                except LeftForHint:  # it came between the look and the claim: look again
+                    free.release()
+                    continue
                 except Exception:
                     log.exception("claim failed; retrying")
                     records = []
@@ -195,6 +214,37 @@ class Worker:
                         job.cancel()
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+
+    async def _leave_hinted_to_advertisers(self, backend: str, others: frozenset[str]) -> None:
+        """Runner hints, best effort: while the queue holds a request hinted for what
+        another live worker with a free slot advertises (``others``, and this one does
+        not), younger than the grace, wait for that worker to take it; then claim as
+        usual (a claim that takes such a request anyway is undone: ``LeftForHint``).
+        Waits at most the grace; costs nothing while no other worker advertises a hint."""
+        if not others:
+            return
+        give_up = time.monotonic() + HINT_GRACE_SECONDS
+        while not self._stopping.is_set() and time.monotonic() < give_up:
+            oldest = await self.store.hinted_elsewhere(backends=[backend], hints=sorted(others), endpoints=self.endpoints)
+            if oldest is None:
+                return
+            await wait_event(self._stopping, min(HINT_LOOK_SECONDS, oldest + HINT_GRACE_SECONDS - time.time()))
+
+    def _refresh_hints(self, backend: Backend) -> None:
+        try:
+            self._publish_hints(backend, backend.status())
+        except Exception:
+            log.exception("reading %s's status failed", backend.name)
+
+    def _publish_hints(self, backend: Backend, status: dict[str, Any]) -> list[str]:
+        """The hints a backend's status advertises, noted for claims; a change is
+        reported to the registry at once (fal's runners re-publish theirs after every
+        response)."""
+        hints = sorted({str(h) for h in status.get("runner_hints") or ()})
+        if tuple(hints) != self._hints.get(backend.name, ()):
+            self._hints[backend.name] = tuple(hints)
+            self._republish.set()
+        return hints
 
     def _tick(self, backend: str, *, waiting: bool = False) -> bool:
         """The claim loop went round (``waiting``: and now waits, as long as a run may
@@ -258,6 +308,7 @@ class Worker:
             log.exception("running %s failed", [r.id for r in records])
         finally:
             busy.dec()
+            self._refresh_hints(backend)  # a run may have loaded a model or a LoRA
 
     async def _heartbeats(self) -> None:
         while not self._drained.is_set():
@@ -273,11 +324,13 @@ class Worker:
             return
         started, hostname = time.time(), socket.gethostname()
         while not self._drained.is_set():
+            self._republish.clear()
             try:
                 await self.registry.report(self.worker_id, hostname=hostname, pid=os.getpid(), started_at=started, backends=self._report())
+                self._hints_elsewhere = hints_elsewhere(await self.registry.listing(include_gone=False), self.worker_id)
             except Exception:
                 log.exception("reporting to the worker registry failed")
-            await wait_event(self._drained, self.settings.heartbeat_seconds)
+            await wait_event(self._republish, self.settings.heartbeat_seconds)
 
     def _report(self) -> dict[str, Any]:
         report: dict[str, Any] = {}
@@ -287,8 +340,14 @@ class Worker:
                 status = backend.status()
             except Exception as exc:
                 status = {"error": f"{type(exc).__name__}: {exc}"}
-            # the endpoints it claims (None: all): the console counts its slots in the pool they make
-            report[name] = {"slots": slots, "busy": len(busy), "status": status, "endpoints": sorted(self.endpoints) if self.endpoints is not None else None}
+            report[name] = {
+                "slots": slots,
+                "busy": len(busy),
+                "status": status,
+                # the endpoints it claims (None: all): the console counts its slots in the pool they make
+                "endpoints": sorted(self.endpoints) if self.endpoints is not None else None,
+                "hints": self._publish_hints(backend, status),
+            }
         return report
 
     def _run_limit(self, backend: Backend) -> float:
@@ -416,3 +475,16 @@ class Worker:
             log.info("abandoned run of %s returned; its result was discarded", ids)
 
         run.add_done_callback(finished)
+
+
+def hints_elsewhere(live: Sequence[dict[str, Any]], me: str) -> dict[str, frozenset[str]]:
+    """backend -> the runner hints other live workers advertise while they have a free
+    slot (as they last reported)."""
+    out: dict[str, set[str]] = {}
+    for worker in live:
+        if worker["id"] == me:
+            continue
+        for backend, info in (worker.get("backends") or {}).items():
+            if int(info.get("busy", 0)) < int(info.get("slots", 0)):
+                out.setdefault(backend, set()).update(info.get("hints") or ())
+    return {backend: frozenset(hints) for backend, hints in out.items()}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import fields
 from functools import partial
@@ -22,6 +22,7 @@ from openfal.notify import Notifier
 from openfal.store.changes import CHANNEL, SEQ_PLACEHOLDER, Notice, Transaction, Transactions
 from openfal.store.claim_statements import NO_KEY, ClaimStatements
 from openfal.store.db import Database
+from openfal.store.hinted_claims import GRACE_SECONDS, HintedClaims
 from openfal.store.ledger import entry as ledger_entry
 from openfal.store.schema import api_keys, queue_turns, request_logs, requests, workers
 from openfal.store.submit_statements import NotCovered, SubmitStatements
@@ -44,6 +45,11 @@ _T = requests.c
 
 class DuplicateIdempotencyKey(Exception):
     """Another submit with the same idempotency key committed first; nothing was stored."""
+
+
+class LeftForHint(Exception):
+    """A claim took a request whose runner hint another free worker advertises, within
+    its grace: the claim was undone (rolled back), the request stays queued for it."""
 
 
 class KeyQueueFull(Exception):
@@ -112,6 +118,7 @@ class RequestStore:
         insert = (sqlite.insert if db.is_sqlite else postgresql.insert)(queue_turns)
         self._submits = SubmitStatements(sqlite=db.is_sqlite)
         self._claims = ClaimStatements(sqlite=db.is_sqlite, default_key_concurrency=default_key_concurrency)
+        self._hinted = HintedClaims(sqlite=db.is_sqlite, default_key_concurrency=default_key_concurrency)
         #: one statement for every claim's turns (its parameters apart), compiled once
         self._upsert_turn = insert.on_conflict_do_update(
             index_elements=["backend", "key_id"], set_={"last_turn": insert.excluded.last_turn}
@@ -374,6 +381,8 @@ class RequestStore:
         lease_seconds: float,
         batch_limit: int = 1,
         endpoints: Sequence[str] | None = None,
+        hints: Sequence[str] = (),
+        leave: Collection[str] = (),
     ) -> list[RequestRecord]:
         """Take the next queued request and, when it has a batch key, up to
         ``batch_limit - 1`` more queued requests with the same key. The next one is by
@@ -382,7 +391,11 @@ class RequestStore:
         FIFO: round-robin across keys, so one key's burst does not hold back another
         key's single request. A queue this process knows to be empty (its snapshot is
         current) is not asked: an idle slot costs no write transaction. ``endpoints``
-        (a worker pool's): only requests for these (a batch shares its first's endpoint)."""
+        (a worker pool's): only requests for these (a batch shares its first's endpoint).
+        ``hints`` (what this worker advertises): a queued request with one of them as its
+        runner hint is taken first; ``leave`` (hints free workers elsewhere advertise): a
+        request hinted so, younger than the grace, is not taken (``LeftForHint``, the
+        claim rolled back), see hinted_claims.py."""
         if all(self.views.known_empty(backend) for backend in backends):
             return []
         now = time.time()
@@ -393,7 +406,14 @@ class RequestStore:
             candidates, take_one = self._claims.next_of_pool, self._claims.take_next_of_pool
             first["endpoints"] = sorted(endpoints)
         async with self.changes.begin() as tx:
-            claimed = await self._claim_next(tx.conn, candidates, first, 1, take_one=take_one)
+            claimed = []
+            if hints:
+                hinted = self._hinted.candidates if endpoints is None else self._hinted.candidates_of_pool
+                claimed = await self._claim_next(tx.conn, hinted, {**first, "hints": sorted(hints)}, 1)
+            if not claimed:
+                claimed = await self._claim_next(tx.conn, candidates, first, 1, take_one=take_one)
+                if claimed and claimed[0].runner_hint in leave and claimed[0].created_at > now - GRACE_SECONDS:
+                    raise LeftForHint(claimed[0].id)  # undone: nothing of it is committed
             if claimed and batch_limit > 1 and claimed[0].batch_key is not None:
                 batch = {**values, "backend": claimed[0].backend, "batch_key": claimed[0].batch_key}
                 claimed += await self._claim_next(tx.conn, self._claims.next_of_batch, batch, batch_limit - 1)
@@ -403,6 +423,18 @@ class RequestStore:
                 tx.notice("changed", ",".join(r.id for r in claimed))
                 tx.after_commit(partial(self.views.put_all, claimed))
         return claimed
+
+    async def hinted_elsewhere(self, *, backends: Sequence[str], hints: Sequence[str], endpoints: Sequence[str] | None = None) -> float | None:
+        """When the oldest queued request still within its grace came (None: none) that
+        has one of ``hints`` (other workers') as its runner hint: a worker without them
+        leaves it to them until ``hinted_claims.GRACE_SECONDS`` after that."""
+        now = time.time()
+        values: dict[str, Any] = {"now": now, "backends": list(backends), "hints": sorted(hints), "since": now - GRACE_SECONDS}
+        statement = self._hinted.waiting
+        if endpoints is not None:
+            statement, values["endpoints"] = self._hinted.waiting_of_pool, sorted(endpoints)
+        async with self.db.read() as conn:
+            return (await conn.execute(statement, values)).scalar()
 
     async def _take_turns(self, conn: AsyncConnection, claimed: list[RequestRecord], now: float) -> None:
         """Record that these requests' keys just had their turn on this backend."""

@@ -60,6 +60,8 @@ requests = sa.Table(
     #: "<api key id>:<Idempotency-Key>", and a hash of what was submitted under it
     sa.Column("idempotency_key", sa.String(320), nullable=True),
     sa.Column("idempotency_hash", sa.String(64), nullable=True),
+    #: X-Fal-Runner-Hint: a worker advertising this exact string claims it first
+    sa.Column("runner_hint", sa.String(255), nullable=True),
     sa.Index("ix_requests_queue", "status", "backend", "priority", "seq"),
     sa.Index("ix_requests_lease", "status", "lease_expires_at"),
     sa.Index("ix_requests_deadline", "status", "start_deadline"),
@@ -69,6 +71,14 @@ requests = sa.Table(
     sa.Index("ix_requests_key_created", "key_id", "created_at"),
     sa.Index("ix_requests_key_status", "key_id", "status"),
     sa.Index("ix_requests_idempotency", "idempotency_key", unique=True),
+    #: the queued requests with a runner hint (few: the hinted pre-claim reads only them)
+    sa.Index(
+        "ix_requests_hinted",
+        "backend",
+        "runner_hint",
+        postgresql_where=sa.text("status = 'IN_QUEUE' AND runner_hint IS NOT NULL"),
+        sqlite_where=sa.text("status = 'IN_QUEUE' AND runner_hint IS NOT NULL"),
+    ),
 )
 
 request_logs = sa.Table(

@@ -324,6 +324,8 @@ class Engine:
             "dtype": str(cache.dtype).removeprefix("torch."),
             "loaded": loaded,
             "loaded_bytes": loaded_bytes,
+            # X-Fal-Runner-Hint strings this engine is the better place for
+            "runner_hints": sorted({entry["model"] for entry in loaded} | set(self.adapters.hints())),
             "budget_bytes": cache.budget_bytes,
         }
 

@@ -34,6 +34,8 @@ log = logging.getLogger("openfal.local")
 TRANSFORMER, CLIP = "transformer.", "text_encoder."
 #: converted LoRAs kept in host memory for compiled engines' slot copies
 STATES_KEPT = 8
+#: LoRAs advertised as runner hints (the most recently applied)
+HINTS_KEPT = 32
 
 
 def adapter_name(lora: LoraFile) -> str:
@@ -53,6 +55,8 @@ class Adapters:
         self._states: OrderedDict[str, dict[str, torch.Tensor]] = OrderedDict()
         #: id(transformer) -> the (digest, scale) set its slots hold now
         self._in_slots: dict[int, tuple[tuple[str, float], ...]] = {}
+        #: runner hint -> last use, of the LoRAs applied lately
+        self._hinted: OrderedDict[str, float] = OrderedDict()
 
     def apply(self, pipe: Any, loras: Sequence[LoraFile], say: Callable[[str], None]) -> None:
         """Make ``loras`` (and only they, with their scales) active on ``pipe``."""
@@ -66,6 +70,18 @@ class Adapters:
             self._apply_adapters(pipe, loras, say)
         if loras:
             say("LoRAs applied: " + ", ".join(f"{lora.source} (scale {lora.scale:g})" for lora in loras))
+        for lora in loras:
+            if lora.hint:
+                self._hinted[lora.hint] = self.clock()
+                self._hinted.move_to_end(lora.hint)
+        while len(self._hinted) > HINTS_KEPT:
+            self._hinted.popitem(last=False)
+
+    def hints(self) -> list[str]:
+        """The LoRAs applied within ``idle_seconds`` (still loaded, or cheap to load
+        again from host memory): what this engine advertises as runner hints."""
+        cutoff = self.clock() - self.idle_seconds
+        return sorted(hint for hint, used in list(self._hinted.items()) if used >= cutoff)
 
     # -- eager engines: one PEFT adapter per LoRA, switched with set_adapters ------------------
 

@@ -57,6 +57,9 @@ class LoraFile:
     scale: float
     #: what the request named (a URL is shortened for logs)
     source: str
+    #: the runner hint a worker that has it loaded advertises: the path as the request
+    #: named it, without a query string or fragment (None for a data URI)
+    hint: str | None = None
 
 
 def refused(field: str, message: str) -> InputRejected:
@@ -81,7 +84,7 @@ class LoraFiles:
             field = f"loras.{index}.path"
             local = await self._local(path, field, client)
             check_safetensors(local, field)
-            files.append(LoraFile(digest=self._digest_of(local), file=local, scale=scale, source=_short(path)))
+            files.append(LoraFile(digest=self._digest_of(local), file=local, scale=scale, source=_short(path), hint=hint_of(path)))
         self.evict(keep={f.file for f in files})
         return files
 
@@ -204,6 +207,14 @@ def _read_index(path: Path) -> str | None:
     except OSError:
         return None
     return value if re.fullmatch(r"[0-9a-f]{64}", value) else None
+
+
+def hint_of(path: str) -> str | None:
+    """A LoRA's runner hint (X-Fal-Runner-Hint): its URL or name without a query
+    string (which may hold a signature) or fragment; a data URI has none."""
+    if path.startswith("data:"):
+        return None
+    return path.split("#", 1)[0].split("?", 1)[0] or None
 
 
 def _short(text: str) -> str:

@@ -1,5 +1,5 @@
 """the daily and hourly rollup of the ledger's charge rows (the Platform API's reports read it
-and the raw rows not rolled up yet)
+and the raw rows not rolled up yet); requests' runner hints (X-Fal-Runner-Hint)
 
 Rows already in the ledger start not rolled up: the reaper rolls them in batches.
 
@@ -14,6 +14,7 @@ revision = '0007'
 down_revision = '0006'
 
 _UNROLLED = "kind = 'charge' AND NOT rolled_up"
+_HINTED = "status = 'IN_QUEUE' AND runner_hint IS NOT NULL"
 
 
 def upgrade() -> None:
@@ -45,7 +46,15 @@ def upgrade() -> None:
         )
 
 
+    with op.batch_alter_table('requests', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('runner_hint', sa.String(length=255), nullable=True))
+        batch_op.create_index('ix_requests_hinted', ['backend', 'runner_hint'], unique=False, postgresql_where=sa.text(_HINTED), sqlite_where=sa.text(_HINTED))
+
+
 def downgrade() -> None:
+    with op.batch_alter_table('requests', schema=None) as batch_op:
+        batch_op.drop_index('ix_requests_hinted')
+        batch_op.drop_column('runner_hint')
     with op.batch_alter_table('ledger', schema=None) as batch_op:
         batch_op.drop_index('ix_ledger_unrolled')
         batch_op.drop_column('rolled_up')
