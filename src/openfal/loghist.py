@@ -71,14 +71,20 @@ def representative(bin_: int) -> float:
 
 def percentiles(bins: np.ndarray, counts: np.ndarray, quantiles: Sequence[float]) -> tuple[float | None, ...]:
     """``percentile_cont`` of the values the (possibly repeated) bins hold, each within
-    ``RELATIVE_ERROR``; None for an empty histogram."""
-    total = int(counts.sum()) if len(counts) else 0
+    ``RELATIVE_ERROR``; None for an empty histogram. Equal bins are added into a dense
+    array over the bins' span (a month's cells merge in one ``bincount``)."""
+    zero = bins == ZERO_BIN
+    zeros = int(counts[zero].sum()) if zero.any() else 0
+    real, weights = bins[~zero], counts[~zero]
+    total = zeros + (int(weights.sum()) if len(weights) else 0)
     if total == 0:
         return tuple(None for _ in quantiles)
-    order = np.argsort(bins, kind="stable")
-    ordered, cumulative = bins[order], np.cumsum(counts[order])
+    low = int(real.min()) if len(real) else 0
+    cumulative = np.cumsum(np.bincount(real - low, weights=weights)) + zeros if len(real) else np.array([], dtype=np.float64)
     positions = [q * (total - 1) for q in quantiles]
-    ranks = [r for p in positions for r in (int(p), min(int(p) + 1, total - 1))]
-    # the bin of the value at 0-based rank r is the first whose cumulative count exceeds r
-    at = [representative(int(b)) for b in ordered[np.searchsorted(cumulative, ranks, side="right")]]
+    at: list[float] = []
+    for p in positions:
+        for rank in (int(p), min(int(p) + 1, total - 1)):
+            # the value at 0-based rank r: in the zero bin, or the first bin whose cumulative count exceeds r
+            at.append(0.0 if rank < zeros else representative(low + int(np.searchsorted(cumulative, rank, side="right"))))
     return tuple(at[2 * i] + (at[2 * i + 1] - at[2 * i]) * (p - int(p)) for i, p in enumerate(positions))

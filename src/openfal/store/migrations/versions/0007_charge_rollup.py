@@ -46,15 +46,14 @@ def upgrade() -> None:
         )
 
 
-    with op.batch_alter_table('requests', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('runner_hint', sa.String(length=255), nullable=True))
-        batch_op.create_index('ix_requests_hinted', ['backend', 'runner_hint'], unique=False, postgresql_where=sa.text(_HINTED), sqlite_where=sa.text(_HINTED))
+    # not a batch: SQLite's copy-and-rename of requests would break the view that reads it
+    op.add_column('requests', sa.Column('runner_hint', sa.String(length=255), nullable=True))
+    op.create_index('ix_requests_hinted', 'requests', ['backend', 'runner_hint'], unique=False, postgresql_where=sa.text(_HINTED), sqlite_where=sa.text(_HINTED))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('requests', schema=None) as batch_op:
-        batch_op.drop_index('ix_requests_hinted')
-        batch_op.drop_column('runner_hint')
+    op.drop_index('ix_requests_hinted', table_name='requests')
+    op.drop_column('requests', 'runner_hint')
     with op.batch_alter_table('ledger', schema=None) as batch_op:
         batch_op.drop_index('ix_ledger_unrolled')
         batch_op.drop_column('rolled_up')
