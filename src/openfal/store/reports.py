@@ -223,8 +223,9 @@ async def _folded(db: Database, filters: Filters, edges: Sequence[float] | None,
             cell = folds.get(group)
             if cell is None:
                 cell = folds[group] = Cell()
-            for name in _SUMS:
-                setattr(cell, name, getattr(cell, name) + getattr(row, name))
+            for name in _SUMS:  # PostgreSQL's sum of a bigint is a numeric (Decimal)
+                kind = float if name == "ok_units" else int
+                setattr(cell, name, getattr(cell, name) + kind(getattr(row, name) or 0))
             if durations:
                 if row.queue_hist:
                     cell.queue_hists.append(row.queue_hist)
