@@ -377,9 +377,11 @@ def test_flux_preview_streams_while_running(page: Page, server: Server, artifact
 
     preview = page.locator("#preview img")
     expect(preview).to_be_visible(timeout=30_000)
-    assert re.search(r"/files/.+/preview\.jpg$", preview.get_attribute("src") or "")
+    # a preview is never public: its URL is signed for the requester (see README, previews)
+    assert re.search(r"/files/.+/preview\.jpg\?fal_signature=", preview.get_attribute("src") or "")
     expect(page.locator("#progress-text")).to_have_text(re.compile(r"step \d+ / 24"))
     page.wait_for_function("document.querySelector('#preview img').complete")
+    assert page.evaluate("document.querySelector('#preview img').naturalWidth") > 0  # the browser could read it
     shot(page, artifacts, "12-flux-preview")
     expect(page.locator("#status-pill")).to_have_text("Completed", timeout=60_000)
     expect(page.locator("#preview")).to_be_hidden()
