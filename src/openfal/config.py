@@ -142,6 +142,10 @@ class Settings(BaseSettings):
     max_output_pixels: int | None = Field(None, ge=16 * 16)
     #: pixels one request may ask for over all its images (None: 4x max_output_pixels)
     max_call_pixels: int | None = Field(None, ge=16 * 16)
+    #: frames x pixels one video request may ask for (each frame also within
+    #: max_output_pixels; None: 1280x720 at 81 frames on a GPU, the shape memory plans
+    #: count, 768x512 at 121 frames on a CPU); more is a 422 at submit
+    max_video_pixels: int | None = Field(None, ge=16 * 16)
     #: most images in one pipeline call (requests x num_images), VAE decode included:
     #: bounds activation memory and the latency a batch adds
     max_batch_images: int = Field(4, ge=1)
