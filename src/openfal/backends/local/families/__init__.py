@@ -9,7 +9,7 @@ backend's dispatch) is derived from it. Adding a family: write ``families/NAME.p
 
 from __future__ import annotations
 
-from openfal.backends.local.families import flux1, ltx
+from openfal.backends.local.families import flux1, ltx, wan
 from openfal.backends.local.families.contract import Component, Endpoint, Family, Model
 
 FAMILIES: dict[str, Family] = {
@@ -17,6 +17,7 @@ FAMILIES: dict[str, Family] = {
     for family in (
         flux1.FAMILY,
         ltx.FAMILY,
+        wan.FAMILY,
     )
 }
 
