@@ -18,7 +18,7 @@ from openfal.endpoints.schemas import File, InputModel, Seed
 
 ImageUrl = Annotated[str, Field(min_length=1, description="http(s) or data: URL of the first frame")]
 Prompt = Annotated[str, Field(min_length=1)]
-NumFrames = Annotated[int, Field(ge=17, le=161, description="frames to generate (4k+1 frames are made; others round down to 4k+1)")]
+NumFrames = Annotated[int, Field(ge=17, le=161, description="frames to generate (Wan makes 4k+1 frames: other counts are made as num_frames // 4 * 4 + 1)")]
 FramesPerSecond = Annotated[int, Field(ge=4, le=60)]
 Steps = Annotated[int, Field(ge=1, le=50)]
 GuidanceScale = Annotated[float, Field(ge=0, le=20)]
