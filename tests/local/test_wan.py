@@ -268,3 +268,29 @@ def test_a14b_fits_80_gib_with_both_experts_and_the_720p_decode_counted() -> Non
     assert plan.activations_gib * GIB >= decode and decode > 5 * GIB
     assert plan.weights_gib > 2 * 26.5  # two 14.3B experts in bf16
     assert plan_model(wan.T2V_A14B, 48 * GIB).offload != "none"  # 64 GiB of weights cannot all stay
+
+
+# -- catalog, prices, OpenAPI ---------------------------------------------------------------------
+
+
+async def test_wan_endpoints_are_listed_with_licence_price_and_fal_openapi(make_settings: Any) -> None:
+    """/api/endpoints lists the three Wan endpoints as Apache-2.0 video endpoints of the
+    wan family; the A14B has fal's list price; each OpenAPI document carries fal's fields
+    and defaults and the licence."""
+    from openfal.accounting import DEFAULT_PRICES
+    from openfal.backends.builtin import BuiltinBackend
+    from tests.support import running_app
+
+    settings = make_settings()
+    async with running_app(settings, {"builtin": BuiltinBackend(), "local": LocalBackend(settings, options=TEST_OPTIONS)}) as app:
+        listed = {e["endpoint_id"]: e for e in (await app.client.get("/api/endpoints")).json()}
+        for endpoint in (T2V_5B, I2V_5B, T2V_A14B):
+            entry = listed[endpoint]
+            assert (entry["kind"], entry["family"], entry["backend"]) == ("video", "wan", "local")
+            assert entry["licence"]["name"] == "apache-2.0" and entry["licence"]["commercial"] is True
+        doc = (await app.client.get("/openapi/queue/openapi.json", params={"endpoint_id": T2V_A14B})).json()
+    assert doc["info"]["license"]["name"] == "apache-2.0" and f"/{T2V_A14B}" in doc["paths"]
+    fields = doc["components"]["schemas"]["WanA14bTextToVideoInput"]["properties"]
+    assert (fields["guidance_scale_2"]["default"], fields["frames_per_second"]["default"], fields["num_inference_steps"]["default"]) == (4, 16, 27)
+    assert (fields["num_frames"]["minimum"], fields["num_frames"]["maximum"], fields["acceleration"]["default"]) == (17, 161, "regular")
+    assert DEFAULT_PRICES[T2V_A14B].per_video_second == 0.08
