@@ -294,3 +294,20 @@ async def test_wan_endpoints_are_listed_with_licence_price_and_fal_openapi(make_
     assert (fields["guidance_scale_2"]["default"], fields["frames_per_second"]["default"], fields["num_inference_steps"]["default"]) == (4, 16, 27)
     assert (fields["num_frames"]["minimum"], fields["num_frames"]["maximum"], fields["acceleration"]["default"]) == (17, 161, "regular")
     assert DEFAULT_PRICES[T2V_A14B].per_video_second == 0.08
+
+
+async def test_the_24_gib_placement_gives_the_resident_video(make_settings: Any) -> None:
+    """Planned for a 24 GiB card, the 5B's UMT5 encoder waits in host memory and visits
+    the device to encode (its inputs brought along); the video is the resident one's.
+    On CPU the "device" is the CPU: this shows the hooks run and change nothing."""
+    resident = LocalBackend(make_settings(), options=TEST_OPTIONS)
+    planned = LocalBackend(make_settings(), options=TEST_OPTIONS)
+    planned.engine().memory_bytes = 24 * GIB
+    try:
+        expected = output_of((await run_one(resident, T2V_5B, body()))[0]).payload["video"].read()
+        got = output_of((await run_one(planned, T2V_5B, body()))[0]).payload["video"].read()
+        assert planned.engine().plans[wan.TI2V_5B].offload == "text_encoders"
+        assert got == expected
+    finally:
+        await resident.close()
+        await planned.close()
