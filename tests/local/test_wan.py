@@ -311,3 +311,36 @@ async def test_the_24_gib_placement_gives_the_resident_video(make_settings: Any)
     finally:
         await resident.close()
         await planned.close()
+
+
+async def test_the_run_time_limit_stops_a_video_between_decoded_chunks(make_settings: Any) -> None:
+    """A decode that outlasts OPENFAL_MAX_RUN_SECONDS (each chunk held 0.8 s by a hook on
+    the real decoder) ends 504 request_timeout at a chunk boundary, before its last chunk."""
+    import threading
+    import time
+
+    from diffusers.models.autoencoders.autoencoder_kl_wan import WanDecoder3d
+
+    from openfal.backends.builtin import BuiltinBackend
+    from tests.support import running_app, wait_status
+
+    def slow(module: Any, args: Any) -> None:
+        if isinstance(module, WanDecoder3d) and threading.current_thread() is not threading.main_thread():
+            time.sleep(0.8)
+
+    import torch
+
+    settings = make_settings(poll_interval_seconds=0.05, heartbeat_seconds=0.5, max_run_seconds=2.0)
+    async with running_app(settings, {"builtin": BuiltinBackend(), "local": LocalBackend(settings, options=TEST_OPTIONS)}) as app:
+        auth = {"Authorization": f"Key {await app.key()}"}
+        warm = (await app.client.post(f"/{T2V_5B}", json=body(num_inference_steps=1), headers=auth)).json()  # loads the model
+        assert (await wait_status(app.client, warm["status_url"], auth, timeout=60)).json()["status"] == "COMPLETED"
+        handle = torch.nn.modules.module.register_module_forward_pre_hook(slow)
+        try:
+            urls = (await app.client.post(f"/{T2V_5B}", json=body(num_frames=33), headers=auth)).json()
+            done = await wait_status(app.client, urls["status_url"] + "?logs=1", auth, timeout=60)
+        finally:
+            handle.remove()
+    assert done.json()["error_type"] == "request_timeout", done.text
+    messages = [entry["message"] for entry in done.json()["logs"]]
+    assert "decoded frames 1-1 of 33" in messages and "decoded frames 30-33 of 33" not in messages
