@@ -52,59 +52,35 @@ class PixelCap:
         """InputInvalid (fal's 422 detail) when the size or the whole call is over the cap."""
         pixels = width * height
         if pixels > self.per_image:
-            raise InputInvalid(
-                [
-                    {
-                        "loc": ["body", "image_size"],
-                        "msg": f"{width}x{height} is {pixels} pixels; this server makes at most {self.per_image} pixels per image "
-                        "(OPENFAL_MAX_OUTPUT_PIXELS)",
-                        "type": "output_too_large",
-                        "ctx": {"limit": self.per_image},
-                    }
-                ]
-            )
+            raise _too_large(
+                "image_size", f"{width}x{height} is {pixels} pixels; this server makes at most {self.per_image} pixels per image "
+                "(OPENFAL_MAX_OUTPUT_PIXELS)", self.per_image,
+            )  # fmt: skip
         if pixels * num_images > self.per_call:
-            raise InputInvalid(
-                [
-                    {
-                        "loc": ["body", "num_images"],
-                        "msg": f"{num_images} images of {width}x{height} are {pixels * num_images} pixels; this server makes at most "
-                        f"{self.per_call} pixels per request (OPENFAL_MAX_CALL_PIXELS)",
-                        "type": "output_too_large",
-                        "ctx": {"limit": self.per_call},
-                    }
-                ]
-            )
-
+            raise _too_large(
+                "num_images", f"{num_images} images of {width}x{height} are {pixels * num_images} pixels; this server makes at most "
+                f"{self.per_call} pixels per request (OPENFAL_MAX_CALL_PIXELS)", self.per_call,
+            )  # fmt: skip
 
     def check_video(self, width: int, height: int, frames: int, *, size_field: str = "resolution") -> None:
         """InputInvalid when one frame is over the per-image cap or the video over the
         frames x pixels cap (``size_field`` names the field that set the frame size)."""
         pixels = width * height
         if pixels > self.per_image:
-            raise InputInvalid(
-                [
-                    {
-                        "loc": ["body", size_field],
-                        "msg": f"{width}x{height} is {pixels} pixels a frame; this server makes at most {self.per_image} pixels "
-                        "per frame (OPENFAL_MAX_OUTPUT_PIXELS)",
-                        "type": "output_too_large",
-                        "ctx": {"limit": self.per_image},
-                    }
-                ]
-            )
+            raise _too_large(
+                size_field, f"{width}x{height} is {pixels} pixels a frame; this server makes at most {self.per_image} pixels "
+                "per frame (OPENFAL_MAX_OUTPUT_PIXELS)", self.per_image,
+            )  # fmt: skip
         if pixels * frames > self.per_video:
-            raise InputInvalid(
-                [
-                    {
-                        "loc": ["body", "num_frames"],
-                        "msg": f"{frames} frames of {width}x{height} are {pixels * frames} pixels; this server makes at most "
-                        f"{self.per_video} pixels per video (OPENFAL_MAX_VIDEO_PIXELS)",
-                        "type": "output_too_large",
-                        "ctx": {"limit": self.per_video},
-                    }
-                ]
-            )
+            raise _too_large(
+                "num_frames", f"{frames} frames of {width}x{height} are {pixels * frames} pixels; this server makes at most "
+                f"{self.per_video} pixels per video (OPENFAL_MAX_VIDEO_PIXELS)", self.per_video,
+            )  # fmt: skip
+
+
+def _too_large(field: str, message: str, limit: int) -> InputInvalid:
+    """fal's 422 detail for an output past one of the caps."""
+    return InputInvalid([{"loc": ["body", field], "msg": message, "type": "output_too_large", "ctx": {"limit": limit}}])
 
 
 def _gpu_expected(device: str) -> bool:
