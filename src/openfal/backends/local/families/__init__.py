@@ -9,7 +9,7 @@ backend's dispatch) is derived from it. Adding a family: write ``families/NAME.p
 
 from __future__ import annotations
 
-from openfal.backends.local.families import flux1, ltx
+from openfal.backends.local.families import flux1, ltx, qwen_image, z_image
 from openfal.backends.local.families.contract import Component, Endpoint, Family, Model
 
 FAMILIES: dict[str, Family] = {
@@ -17,6 +17,8 @@ FAMILIES: dict[str, Family] = {
     for family in (
         flux1.FAMILY,
         ltx.FAMILY,
+        qwen_image.FAMILY,
+        z_image.FAMILY,
     )
 }
 
