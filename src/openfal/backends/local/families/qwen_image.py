@@ -72,7 +72,7 @@ QWEN_TRANSFORMER: dict[str, Any] = {
     "joint_attention_dim": 3584, "guidance_embeds": False, "axes_dims_rope": (16, 56, 56),
 }  # fmt: skip
 QWEN_VAE: dict[str, Any] = {
-    "base_dim": 96, "z_dim": 16, "dim_mult": (1, 2, 4, 4), "num_res_blocks": 2, "attn_scales": (), "temperal_downsample": (False, True, True),
+    "base_dim": 96, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2, "attn_scales": [], "temperal_downsample": [False, True, True],
     "dropout": 0.0,
 }  # fmt: skip
 #: Qwen2.5-VL-7B-Instruct, the text encoder of every Qwen-Image model (its vision tower reads the edit references)
