@@ -13,12 +13,14 @@ down past ``LocalOptions.image_to_image_max_area``). ``enable_prompt_expansion``
 rewrites the prompt with an LLM) has no local counterpart: it is accepted and the
 request's logs say it was not applied.
 
-Compiled engines: the transformer attends over the image tokens and the caption, which
-Z-Image pads to a multiple of 32 tokens. A compiled block is therefore specialised to
-the output size, the images in the call and the caption's 32-token bucket; warm-up
-compiles each warm-up size with a short caption (one bucket). A prompt of another
-bucket compiles that bucket once, on first use, until the engine marks the token
-dimension dynamic.
+Compiled engines: the transformer attends over the image tokens and the caption, and
+diffusers' Z-Image builds the caption's positions so that a compiled block (static
+shapes) is specialised to the caption's exact token count, not only to the output size
+and the images in the call (measured on CPU: another prompt length fails
+``fail_on_recompile`` on the refiner's ``freqs_cis`` strides; ``dynamic=True`` covers
+lengths within one 32-token bucket only). Warm-up compiles each warm-up size with its
+warm-up prompt; a request with another prompt length compiles its blocks on first use
+until the engine compiles the token dimension dynamically (issue 22).
 """
 
 from __future__ import annotations
