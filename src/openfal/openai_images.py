@@ -15,13 +15,16 @@ Mapping:
   ``aspect_ratio`` on Kontext; ``auto`` (or none) keeps the endpoint's default.
 * ``response_format`` ``url`` (default; ``b64_json`` for ``gpt-image-*`` models, which
   only answer that) or ``b64_json``.
-* ``output_format`` ``png``/``jpeg`` -> ``output_format``.
+* ``output_format`` ``png``/``jpeg``/``webp`` -> ``output_format`` (WebP where the
+  endpoint encodes it: FLUX.2, Qwen-Image 2512/2511, Z-Image; elsewhere a 400).
 * ``quality``, ``style``, ``background``, ``moderation``, ``user``: accepted; FLUX has
   nothing they map onto.
 * ``stream: true`` (with ``partial_images`` 0-3): OpenAI's SSE, the run's previews as
   partial images, then the completed images (``b64_json``).
 * edits: the image(s) -> ``image_url`` (or ``image_urls`` for several, on the
-  endpoint's ``/multi`` twin when it has one). Masks are refused: FLUX Kontext and
+  endpoint's ``/multi`` twin when it has one). The edit aliases send a text-to-image
+  model's name to its edit endpoint (``qwen-image`` -> Qwen-Image-Edit-2511,
+  ``z-image-turbo`` -> Z-Image Turbo image-to-image). Masks are refused: FLUX Kontext and
   image-to-image edit the whole picture from the prompt."""
 
 from __future__ import annotations
@@ -98,8 +101,8 @@ def parse_request(values: dict[str, Any]) -> ImageRequest:
     if response_format not in RESPONSE_FORMATS:
         raise bad(f"'{response_format}' is not one of ['url', 'b64_json'] - 'response_format'", "response_format", "invalid_value")
     output_format = _text(values, "output_format")
-    if output_format not in (None, "png", "jpeg"):
-        raise bad(f"output_format '{output_format}' is not supported here: use 'png' or 'jpeg'", "output_format", "invalid_value")
+    if output_format not in (None, "png", "jpeg", "webp"):
+        raise bad(f"output_format '{output_format}' is not supported here: use 'png', 'jpeg' or 'webp'", "output_format", "invalid_value")
     stream = values.get("stream", False)
     if isinstance(stream, str):  # a multipart form field
         stream = stream.lower() in {"true", "1"}
