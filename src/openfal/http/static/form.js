@@ -446,12 +446,19 @@ function boolWidget(name, schema, required) {
   return widget(parts, [control], () => control.checked, set);
 }
 
-function imageSizeWidget(name, schema, required, defs) {
+/**
+ * fal's image_size: a preset, a custom width × height, and on some endpoints "auto" (a
+ * one-value literal) or nothing at all (the endpoint then follows its input image: the
+ * select's "(not set)" option leaves the field out).
+ */
+function imageSizeWidget(name, schema, required, defs, nullable) {
   const id = nextId(name);
   const members = schema.anyOf.map((s) => resolve(s, defs));
-  const presets = members.find((s) => Array.isArray(s.enum)).enum;
+  const presets = members.flatMap((s) => (Array.isArray(s.enum) ? s.enum : s.const !== undefined ? [s.const] : []));
   const custom = members.find((s) => s.type === "object");
+  const unset = nullable && !required;
   const select = h("select", { id, name }, [
+    ...(unset ? [h("option", { value: "" }, "(not set: the endpoint decides)")] : []),
     ...presets.map((p) => h("option", { value: p }, SIZE_PRESETS[p] ? `${p.replace(/_/g, " ")} · ${SIZE_PRESETS[p]}` : p)),
     h("option", { value: "custom" }, "custom…"),
   ]);
@@ -480,13 +487,16 @@ function imageSizeWidget(name, schema, required, defs) {
       w.input.value = String(v.width ?? 512);
       hgt.input.value = String(v.height ?? 512);
     } else {
-      select.value = v ?? presets[0];
+      select.value = v ?? (unset ? "" : presets[0]);
     }
     toggle();
   };
   set(schema.default);
   const num = (input) => (input.value.trim() === "" ? null : Number(input.value));
-  const get = () => (select.value === "custom" ? { width: num(w.input), height: num(hgt.input) } : select.value);
+  const get = () => {
+    if (select.value === "custom") return { width: num(w.input), height: num(hgt.input) };
+    return select.value === "" ? undefined : select.value;
+  };
   return widget(parts, [select, w.input, hgt.input], get, set);
 }
 
@@ -515,7 +525,7 @@ function jsonWidget(name, schema, required, label = null) {
 
 function makeWidget(name, raw, required, defs) {
   const { schema, nullable } = unwrap(raw, defs);
-  if (isImageSize(schema)) return imageSizeWidget(name, schema, required, defs);
+  if (isImageSize(schema)) return imageSizeWidget(name, schema, required, defs, nullable);
   if (Array.isArray(schema.enum)) return enumWidget(name, schema, required, nullable);
   switch (schema.type) {
     case "boolean":
