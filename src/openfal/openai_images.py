@@ -15,16 +15,17 @@ Mapping:
   ``aspect_ratio`` on Kontext; ``auto`` (or none) keeps the endpoint's default.
 * ``response_format`` ``url`` (default; ``b64_json`` for ``gpt-image-*`` models, which
   only answer that) or ``b64_json``.
-* ``output_format`` ``png``/``jpeg``/``webp`` -> ``output_format`` (WebP where the
-  endpoint encodes it: FLUX.2, Qwen-Image 2512/2511, Z-Image; elsewhere a 400).
+* ``output_format`` ``png``/``jpeg``/``webp`` -> ``output_format`` (``webp`` where the
+  endpoint encodes it, e.g. FLUX.2).
 * ``quality``, ``style``, ``background``, ``moderation``, ``user``: accepted; FLUX has
   nothing they map onto.
 * ``stream: true`` (with ``partial_images`` 0-3): OpenAI's SSE, the run's previews as
   partial images, then the completed images (``b64_json``).
 * edits: the image(s) -> ``image_url`` (or ``image_urls`` for several, on the
-  endpoint's ``/multi`` twin when it has one). The edit aliases send a text-to-image
-  model's name to its edit endpoint (``qwen-image`` -> Qwen-Image-Edit-2511,
-  ``z-image-turbo`` -> Z-Image Turbo image-to-image). Masks are refused: FLUX Kontext and
+  endpoint's ``/multi`` twin when it has one); a text-to-image ``model`` with an
+  ``/edit`` twin edits there (``fal-ai/flux-2/klein/4b`` -> ``.../4b/edit``); families whose
+  edit endpoint has another name are reached through the edit aliases (``qwen-image`` and
+  ``fal-ai/qwen-image`` -> Qwen-Image-Edit-2511, ``z-image-turbo`` -> Z-Image Turbo image-to-image). Masks are refused: FLUX Kontext and
   image-to-image edit the whole picture from the prompt."""
 
 from __future__ import annotations
@@ -164,11 +165,15 @@ def generation_input(endpoint_id: str, request: ImageRequest) -> dict[str, Any]:
 
 
 def edit_endpoint(endpoint_id: str, model: str, images: int) -> str:
-    """The endpoint that edits ``images`` images for ``endpoint_id``: itself, or its
-    ``/multi`` twin for several images when it takes only one."""
+    """The endpoint that edits ``images`` images for ``endpoint_id``: itself, its ``/edit``
+    twin when it generates from text only (``fal-ai/flux-2`` -> ``fal-ai/flux-2/edit``), or
+    its ``/multi`` twin for several images when it takes only one."""
     spec = CATALOG.get(endpoint_id)
     fields = _fields(spec, edit=True)
     if spec is not None and not ({"image_url", "image_urls"} & fields):
+        twin = CATALOG.get(f"{endpoint_id}/edit")
+        if twin is not None and {"image_url", "image_urls"} & set(twin.input_model.model_fields):
+            return edit_endpoint(twin.endpoint_id, model, images)
         raise bad(f"The model '{model}' does not edit images: use an image-to-image or Kontext endpoint", "model", "model_not_supported")
     if images > 1 and "image_urls" not in fields:
         twin = CATALOG.get(f"{endpoint_id}/multi")

@@ -15,7 +15,8 @@ Placements, tried in order of preference (the first that fits wins):
 3. ``none`` with float8 text encoders: every component resident, the text encoders'
    Linear weights in float8 (FLUX.2 [dev]'s 24B Mistral encoder takes 24 GiB instead of
    48, so the whole pipeline stays on an 80 GiB card and each prompt is encoded once,
-   on the GPU);
+   on the GPU); tried before 2. when the text encoders exceed ``TEXT_ROUND_TRIP_BYTES``
+   (moving 45 GiB over PCIe would cost seconds per request);
 4. ``model``: diffusers' model offload (each component on the GPU only while it runs);
 5. ``group``: diffusers' block-level group offload, the last resort (slow: weights
    stream over PCIe every step).
@@ -51,6 +52,9 @@ CONSTRUCTION_LOCK = threading.RLock()
 RESERVE_BYTES = 1 * GIB
 TEXT_ACTIVATION_BYTES = GIB // 4
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
+#: text encoders larger than this stay resident in float8 rather than visit the GPU per
+#: prompt (about a second of PCIe transfer each way at 16 GiB)
+TEXT_ROUND_TRIP_BYTES = 16 * GIB
 
 def planned() -> tuple[str, ...]:
     """The models the local backend plans: every family's (the safety checker is added
@@ -208,7 +212,10 @@ def plan_model(
     # the GPU, which is lossless, and before any offload that streams the transformer
     modes = [("none", False), ("text_encoders", False)] if texts else [("none", False)]
     if texts and fp8_supported:
-        modes.append(("none", True))
+        # text encoders too big to cross PCIe on every prompt (FLUX.2 [dev]'s 45 GiB Mistral
+        # takes seconds a request) stay resident in float8 before being moved off the GPU
+        big = sum(parts[n].bf16 for n in TEXT_ENCODERS if n in parts) > TEXT_ROUND_TRIP_BYTES
+        modes.insert(1 if big else 2, ("none", True))
     modes += [("model", False), ("group", False)]
     candidates = [
         (offload, dtype, text_fp8, decode_batch)

@@ -21,10 +21,12 @@ resizes them; without ``image_size`` the output has the last image's size (floor
 ``use_turbo`` (fal's Lightning LoRA) has no local counterpart unless the request names
 such a LoRA: it is accepted and the request's logs say it was not applied.
 
-Qwen-Image-Edit-2511's processor (``Qwen2VLProcessor``) needs torchvision in
-transformers 5 (its video half does): GPU hosts install it with ``pip install
-'openfal[gpu]'``. The tiny stand-in uses ``ImageQwenProcessor``, the same processor less
-its video half, so it runs where torchvision does not.
+Qwen-Image-Edit-2511's ``processor`` folder is a ``Qwen2VLProcessor``, whose class needs
+torchvision to construct in transformers 5 (its video half does); the edit pipeline only
+gives it images, so the family loads the folder itself as ``ImageQwenProcessor``, the
+same processor less its video half (``own_components``), and no torchvision is needed.
+The tiny edit model is saved in the real layout (model_index.json names
+Qwen2VLProcessor), so it loads the way real weights do.
 
 Compiled engines: the text tokens are part of each block's input, so a compiled block is
 specialised to the prompt's length as well as the size (see z_image.py); warm-up
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -126,10 +129,8 @@ VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD = 259, 260, 261, 264
 def image_qwen_processor() -> type:
     """``ImageQwenProcessor``: Qwen2VLProcessor without its video half. transformers 5
     checks every sub-processor's class when it builds a processor, and the video one
-    needs torchvision; the tiny edit model is saved with this class so it loads where
-    torchvision is absent. Images go through Qwen2VLProcessor's own code. Built on first
-    use (this module is imported without transformers) and found by diffusers through
-    the module's ``__getattr__``."""
+    needs torchvision; images go through Qwen2VLProcessor's own code. Built on first use
+    (this module is imported without transformers)."""
     from transformers import Qwen2VLProcessor
     from transformers.processing_utils import ProcessorMixin
 
@@ -142,18 +143,6 @@ def image_qwen_processor() -> type:
             ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
     return ImageQwenProcessor
-
-
-def __getattr__(name: str) -> Any:
-    """diffusers loads a component of a custom class from the module named in
-    ``model_index.json``, and looks up that class's loading base there too."""
-    if name == "ImageQwenProcessor":
-        return image_qwen_processor()
-    if name == "ProcessorMixin":
-        from transformers.processing_utils import ProcessorMixin
-
-        return ProcessorMixin
-    raise AttributeError(name)
 
 
 def tiny_tokenizer() -> Any:
@@ -228,6 +217,9 @@ def _build_tiny(*, seed: int, edit: bool = False) -> Callable[[Path], None]:
             # Qwen2.5-VL's image processor (14 px patches, 2x2 merge), capped small for CPU
             images = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112)
             QwenImageEditPlusPipeline(processor=image_qwen_processor()(images, tokenizer), **parts).save_pretrained(folder)
+            index = json.loads((folder / "model_index.json").read_text())
+            index["processor"] = ["transformers", "Qwen2VLProcessor"]  # as Qwen/Qwen-Image-Edit-2511 names it
+            (folder / "model_index.json").write_text(json.dumps(index, indent=2))
         else:
             QwenImagePipeline(**parts).save_pretrained(folder)
 
@@ -314,6 +306,12 @@ class QwenImage(ImageFamily):
         from openfal.backends.local.cache import PipelineSpec
 
         return [PipelineSpec(plan.model, folder(plan.model), PIPELINE_CLASS[plan.kind])]
+
+    def own_components(self, model: str, folder: Path) -> dict[str, Any]:
+        """Qwen-Image-Edit-2511's processor, read without its video half (see the module docstring)."""
+        if model != QWEN_EDIT_2511:
+            return {}
+        return {"processor": image_qwen_processor().from_pretrained(folder / "processor")}
 
     def call_pipeline(self, pipes: Sequence[Any], call: ImageCall, items: Sequence[ImageItem], callback: Callback) -> list[Image.Image]:
         plan = call.plan
