@@ -46,7 +46,7 @@ from PIL import Image
 
 from openfal.backends.local import sizes
 from openfal.backends.local.families.contract import Component, Endpoint, Model
-from openfal.backends.local.families.images import Callback, ImageCall, ImageFamily, ImageItem, ImagePlan
+from openfal.backends.local.families.images import Callback, ImageCall, ImageFamily, ImageItem, ImagePlan, lora_refs
 from openfal.endpoints import qwen_image as schemas
 from openfal.endpoints.licences import APACHE_2
 from openfal.fetch import fetch_image
@@ -284,7 +284,7 @@ class QwenImage(ImageFamily):
             guidance=guidance,
             strength=None,
             size=sizes.image_size(input["image_size"]) if input.get("image_size") is not None else None,
-            loras=tuple((str(item["path"]), float(item.get("scale", 1.0))) for item in input.get("loras") or []),
+            loras=lora_refs(input),
             batchable=endpoint.kind == TEXT,
             extra=(("negative_prompt", negative),),
         )

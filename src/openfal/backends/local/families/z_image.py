@@ -34,7 +34,7 @@ from PIL import Image
 from openfal.backends.local import sizes
 from openfal.backends.local.families.contract import Component, Endpoint, Model
 from openfal.backends.local.families.flux1 import FLUX_VAE, tiny_vae
-from openfal.backends.local.families.images import Callback, ImageCall, ImageFamily, ImageItem, ImagePlan
+from openfal.backends.local.families.images import Callback, ImageCall, ImageFamily, ImageItem, ImagePlan, lora_refs
 from openfal.endpoints import z_image as schemas
 from openfal.endpoints.licences import APACHE_2
 from openfal.fetch import fetch_image
@@ -150,7 +150,7 @@ class ZImage(ImageFamily):
             guidance=GUIDANCE,
             strength=float(input["strength"]) if endpoint.kind == IMAGE_TO_IMAGE else None,
             size=size,
-            loras=tuple((str(item["path"]), float(item.get("scale", 1.0))) for item in input.get("loras") or []),
+            loras=lora_refs(input),
             batchable=endpoint.kind == TEXT,
         )
 
