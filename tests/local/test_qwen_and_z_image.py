@@ -34,7 +34,9 @@ CASES: list[tuple[str, dict[str, Any], tuple[int, int]]] = [
 
 
 @pytest.mark.parametrize(("endpoint", "body", "size"), CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-async def test_endpoint_returns_images_of_the_reported_size(backend: LocalBackend, endpoint: str, body: dict[str, Any], size: tuple[int, int]) -> None:
+async def test_endpoint_returns_images_of_the_reported_size(
+    backend: LocalBackend, endpoint: str, body: dict[str, Any], size: tuple[int, int]
+) -> None:
     output = output_of((await run_one(backend, endpoint, body))[0])
     CATALOG[endpoint].output_model.model_validate(published(output.payload))
     (image,) = output.payload["images"]
@@ -122,7 +124,13 @@ async def test_an_edit_takes_several_images_and_follows_the_last_ones_size(backe
 
 async def test_the_edit_depends_on_its_input_images(backend: LocalBackend) -> None:
     """The references reach the model: the same request with another image differs."""
-    body = {"prompt": "make it blue", "num_inference_steps": 2, "seed": 5, "output_format": "png", "image_size": {"width": 64, "height": 64}}
+    body = {
+        "prompt": "make it blue",
+        "num_inference_steps": 2,
+        "seed": 5,
+        "output_format": "png",
+        "image_size": {"width": 64, "height": 64},
+    }
     red = output_of((await run_one(backend, "fal-ai/qwen-image-edit-2511", {**body, "image_urls": [RED]}))[0])
     green = output_of((await run_one(backend, "fal-ai/qwen-image-edit-2511", {**body, "image_urls": [SQUARE]}))[0])
     assert pixels(red.payload["images"][0]).tobytes() != pixels(green.payload["images"][0]).tobytes()
@@ -131,9 +139,7 @@ async def test_the_edit_depends_on_its_input_images(backend: LocalBackend) -> No
 # -- what is not applied is said ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("endpoint", "field"), [("fal-ai/qwen-image", "use_turbo"), ("fal-ai/z-image/turbo", "enable_prompt_expansion")]
-)
+@pytest.mark.parametrize(("endpoint", "field"), [("fal-ai/qwen-image", "use_turbo"), ("fal-ai/z-image/turbo", "enable_prompt_expansion")])
 async def test_fields_the_local_pipeline_cannot_honour_are_named_in_the_logs(backend: LocalBackend, endpoint: str, field: str) -> None:
     body = {"prompt": "a fox", "image_size": {"width": 32, "height": 32}, "num_inference_steps": 2, field: True}
     result, recorder = await run_one(backend, endpoint, body)
@@ -177,7 +183,9 @@ def test_qwen_image_is_resident_bf16_on_80_gib_and_float8_on_48() -> None:
     for gib in (80, 141):
         assert (plan_model("qwen-image", gib * GIB).offload, plan_model("qwen-image", gib * GIB).transformer_dtype) == ("none", "bfloat16")
     assert plan_model("qwen-image", 48 * GIB).transformer_dtype == "float8_e4m3fn"
-    assert plan_model("qwen-image", 48 * GIB, fp8_supported=False).offload == "model"  # no float8: 38 GiB of bf16 weights plus the encoder do not fit
+    assert (
+        plan_model("qwen-image", 48 * GIB, fp8_supported=False).offload == "model"
+    )  # no float8: 38 GiB of bf16 weights plus the encoder do not fit
 
 
 def test_z_image_turbo_is_all_resident_in_bf16_on_24_gib() -> None:

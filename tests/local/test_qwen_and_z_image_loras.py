@@ -60,7 +60,14 @@ def installed(backend: LocalBackend) -> Path:
 
 
 def body(*loras: dict[str, Any], seed: int = 5) -> dict[str, Any]:
-    return {"prompt": "a fox", "image_size": {"width": 32, "height": 32}, "num_inference_steps": 2, "seed": seed, "output_format": "png", "loras": list(loras)}
+    return {
+        "prompt": "a fox",
+        "image_size": {"width": 32, "height": 32},
+        "num_inference_steps": 2,
+        "seed": seed,
+        "output_format": "png",
+        "loras": list(loras),
+    }
 
 
 async def image(backend: LocalBackend, endpoint: str, request: dict[str, Any]) -> np.ndarray:
@@ -115,7 +122,10 @@ async def test_a_qwen_lora_in_the_diffusion_model_layout_loads(lora_backend: Loc
 
 async def test_a_flux_lora_on_z_image_is_refused_on_its_field(lora_backend: LocalBackend) -> None:
     """A LoRA for another family's layers changes nothing here: refused, not ignored."""
-    flux = {"transformer.single_transformer_blocks.0.proj_out.lora_A.weight": torch.ones(4, 48), "transformer.single_transformer_blocks.0.proj_out.lora_B.weight": torch.ones(48, 4)}
+    flux = {
+        "transformer.single_transformer_blocks.0.proj_out.lora_A.weight": torch.ones(4, 48),
+        "transformer.single_transformer_blocks.0.proj_out.lora_B.weight": torch.ones(48, 4),
+    }
     save_file(flux, str(installed(lora_backend) / "flux.safetensors"))
     result, _ = await run_one(lora_backend, "fal-ai/z-image/turbo/lora", body({"path": "flux"}))
     assert isinstance(result, InputRejected)

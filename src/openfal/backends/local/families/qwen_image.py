@@ -184,7 +184,9 @@ def tiny_vae() -> Any:
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(5)
-        return AutoencoderKLQwenImage(base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1, temperal_downsample=[False, True, True]).eval()
+        return AutoencoderKLQwenImage(
+            base_dim=8, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=1, temperal_downsample=[False, True, True]
+        ).eval()
 
 
 def scheduler() -> Any:
@@ -212,7 +214,13 @@ def _build_tiny(*, seed: int, edit: bool = False) -> Callable[[Path], None]:
             joint_attention_dim=16, axes_dims_rope=(8, 4, 4), zero_cond_t=edit,
         ).eval()  # fmt: skip
         tokenizer = tiny_tokenizer()
-        parts = {"scheduler": scheduler(), "vae": tiny_vae(), "text_encoder": tiny_text_encoder(), "tokenizer": tokenizer, "transformer": transformer}
+        parts = {
+            "scheduler": scheduler(),
+            "vae": tiny_vae(),
+            "text_encoder": tiny_text_encoder(),
+            "tokenizer": tokenizer,
+            "transformer": transformer,
+        }
         if edit:
             # Qwen2.5-VL's image processor (14 px patches, 2x2 merge), capped small for CPU
             images = Qwen2VLImageProcessorPil(min_pixels=56 * 56, max_pixels=112 * 112)

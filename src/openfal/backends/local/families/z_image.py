@@ -197,7 +197,9 @@ class ZImage(ImageFamily):
 
     def notes(self, plan: ImagePlan, input: dict[str, Any]) -> list[str]:
         if input.get("enable_prompt_expansion"):
-            return ["enable_prompt_expansion is not applied on this server (fal rewrites the prompt with an LLM): the prompt is used as given"]
+            return [
+                "enable_prompt_expansion is not applied on this server (fal rewrites the prompt with an LLM): the prompt is used as given"
+            ]
         return []
 
     def warm_up(self, pipe: Any, width: int, height: int, images: int, model: str) -> None:
