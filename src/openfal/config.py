@@ -48,12 +48,20 @@ class Settings(BaseSettings):
     #: endpoint ids, name -> endpoint id (OpenAI's own names by default, so clients that
     #: send them work unchanged)
     openai_model_aliases: dict[str, str] = Field(
-        default_factory=lambda: {"dall-e-2": "fal-ai/flux-1/schnell", "dall-e-3": "fal-ai/flux-1/dev", "gpt-image-1": "fal-ai/flux-1/dev"}
+        default_factory=lambda: {
+            "dall-e-2": "fal-ai/flux-1/schnell", "dall-e-3": "fal-ai/flux-1/dev", "gpt-image-1": "fal-ai/flux-1/dev",
+            "qwen-image": "fal-ai/qwen-image", "qwen-image-2512": "fal-ai/qwen-image-2512", "z-image-turbo": "fal-ai/z-image/turbo",
+        }  # fmt: skip
     )
     #: the same for ``/v1/images/edits``: endpoints that take an image (Kontext,
-    #: image-to-image)
+    #: image-to-image); a text-to-image model's names (alias or endpoint id) lead to its
+    #: family's edit endpoint, so one ``model`` serves both calls
     openai_edit_model_aliases: dict[str, str] = Field(
-        default_factory=lambda: {"dall-e-2": "fal-ai/flux-pro/kontext", "dall-e-3": "fal-ai/flux-pro/kontext", "gpt-image-1": "fal-ai/flux-pro/kontext"}
+        default_factory=lambda: {
+            "dall-e-2": "fal-ai/flux-pro/kontext", "dall-e-3": "fal-ai/flux-pro/kontext", "gpt-image-1": "fal-ai/flux-pro/kontext",
+            **dict.fromkeys(("qwen-image", "qwen-image-2512", "fal-ai/qwen-image", "fal-ai/qwen-image-2512"), "fal-ai/qwen-image-edit-2511"),
+            **dict.fromkeys(("z-image-turbo", "fal-ai/z-image/turbo"), "fal-ai/z-image/turbo/image-to-image"),
+        }  # fmt: skip
     )
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     #: largest single upload request or multipart part accepted by the storage endpoints

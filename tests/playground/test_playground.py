@@ -488,3 +488,33 @@ def test_several_reference_images_picked_at_once_fill_image_urls(page: Page, ser
     expect(page.locator("#gallery img")).to_be_visible(timeout=120_000)
     produced = raw_json(page)["images"][0]
     assert (produced["width"], produced["height"]) == (96, 64)
+
+
+def test_qwen_edit_takes_several_uploaded_images(page: Page, server: Server, artifacts: Path) -> None:
+    """Qwen-Image-Edit-2511's form: one image picker per reference, each local file sent
+    as a data: URI; the result has the last image's size."""
+    open_playground(page, server, "fal-ai/qwen-image-edit-2511")
+    page.get_by_role("button", name="+ Add URL").click()
+    for index, (size, color) in enumerate((((64, 64), (200, 40, 40)), ((48, 32), (40, 200, 40))), start=1):
+        png = io.BytesIO()
+        Image.new("RGB", size, color).save(png, "PNG")
+        page.get_by_label(f"Image URLs {index}: choose a local file").set_input_files({"name": f"{index}.png", "mimeType": "image/png", "buffer": png.getvalue()})
+        expect(page.get_by_label(f"Image URLs {index}", exact=True)).to_have_value(re.compile(r"^data:image/png;base64,"))
+    field(page, "Prompt").fill("put the red square on the green field")
+    field(page, "Number of inference steps").fill("2")
+    field(page, "Guidance scale").fill("1")
+    expect(page.get_by_label("Image size")).to_have_value("")  # no image_size on fal's edit: the last image's size
+    shot(page, artifacts, "17-qwen-edit-inputs")
+    page.get_by_role("button", name="Run", exact=True).click()
+    expect(page.locator("#gallery img")).to_be_visible(timeout=120_000)
+    produced = raw_json(page)["images"][0]
+    assert (produced["width"], produced["height"], produced["content_type"]) == (48, 32, "image/png")
+
+
+def test_z_image_image_to_image_offers_auto_as_its_default_size(page: Page, server: Server, artifacts: Path) -> None:
+    open_playground(page, server, "fal-ai/z-image/turbo/image-to-image")
+    expect(page.get_by_label("Image size")).to_have_value("auto")
+    page.get_by_label("Image size").select_option("square")
+    field(page, "Prompt").fill("a fox")
+    page.locator(".request-preview summary").click()
+    assert json.loads(page.locator("#request-json").text_content() or "{}")["image_size"] == "square"

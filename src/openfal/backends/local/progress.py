@@ -72,8 +72,14 @@ class StepReporter:
                 self._copy_off_device(latents, live)
             else:
                 for job, row in live:
-                    job.emit(Preview(self.preview(latents, row)))
+                    self._emit_preview(job, latents, row)
         return {}
+
+    def _emit_preview(self, job: Job, latents: torch.Tensor, row: int) -> None:
+        """A family without a cheap latent->RGB projection (Qwen-Image) returns None: no preview."""
+        data = self.preview(latents, row)  # type: ignore[misc]
+        if data is not None:
+            job.emit(Preview(data))
 
     def _copy_off_device(self, latents: torch.Tensor, live: list[tuple[Job, int]]) -> None:
         """Start copying each job's preview row into pinned host memory on the current
@@ -97,7 +103,7 @@ class StepReporter:
             if landed.query():
                 for job, host in copies:
                     if not job.cancelled:
-                        job.emit(Preview(self.preview(host, 0)))  # type: ignore[misc]
+                        self._emit_preview(job, host, 0)
             elif not final:
                 keep.append((landed, copies))
         self._pending = keep
