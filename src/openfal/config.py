@@ -151,8 +151,18 @@ class Settings(BaseSettings):
     #: ``off``, ``compile``, ``fp8`` or ``auto`` (the fastest the device supports; off
     #: on CPU); see backends/local/acceleration.py
     acceleration: Literal["off", "compile", "fp8", "auto"] = "auto"
-    #: diffusers attention backend; ``auto``: FlashAttention 3/2 when installed, else SDPA
+    #: diffusers attention backend; ``auto``: on CUDA the fastest of FA3 (when installed),
+    #: cuDNN, flash and memory-efficient SDPA, measured at load (backends/local/attention.py)
     attention_backend: str = "auto"
+    #: endpoint pattern -> the highest fal ``acceleration`` tier served there
+    #: (``none``/``regular``/``high``); a request above it runs at the cap
+    acceleration_caps: dict[str, Literal["none", "regular", "high"]] = Field(default_factory=dict)
+    #: First Block Cache threshold of the ``high`` tier (backends/local/tiers.py)
+    acceleration_high_threshold: float = Field(0.12, gt=0, le=1)
+    #: requests batch into one call only when each image has at most this many pixels:
+    #: past 512x512 a FLUX transformer is compute-bound at batch 1 and a batch only adds
+    #: latency
+    batch_max_pixels: int = Field(512 * 512, ge=0)
     #: serve only endpoints whose weights allow commercial use (the catalog's licence);
     #: the others answer 404 naming their licence
     commercial_only: bool = False
