@@ -179,8 +179,14 @@ class Settings(BaseSettings):
     #: inductor/triton cache, so a restart's warm-up reads kernels instead of compiling;
     #: default ``{data_dir}/compile-cache``
     compile_cache_dir: Path | None = None
-    #: ``""``: one engine on ``device``; ``all`` or ``0,1``: one engine per listed GPU
+    #: ``""``: one engine on ``device``; ``all`` or ``0,1``: one worker process per listed
+    #: GPU, supervised by this process (gpu_workers.py)
     gpus: str = ""
+    #: this worker process's id in the registry and on its leases (the GPU supervisor
+    #: names its children); None: ``{hostname}-{random}``
+    worker_id: str | None = None
+    #: the label of this process's engine (``gpu1``: set by the GPU supervisor)
+    gpu_label: str = ""
     #: folder of a safety checker (diffusers StableDiffusionSafetyChecker or a
     #: transformers image classifier with an ``nsfw`` label); none: nothing is flagged
     safety_checker_path: str | None = None

@@ -149,6 +149,19 @@ def test_lora_slots_sit_only_on_the_familys_targets_inside_its_blocks(compiled: 
     assert any(path.endswith("attn.to_qkv") for path in bank.ranks)
 
 
+def test_high_acceleration_caches_around_the_compiled_blocks_without_recompiling(compiled: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compiled, "settings", compiled.settings.model_copy(update={"acceleration_high_threshold": 1.0}))
+    body = {"prompt": "a lighthouse", "image_size": {"width": 64, "height": 64}, "num_inference_steps": 4, "seed": 3, "acceleration": "high"}
+    job, recorder = make_job(ENDPOINT, body)
+    plan = FLUX1.request_plan(ENDPOINT, job.input, TEST_OPTIONS)
+    call = asyncio.run(FLUX1.prepare(plan, job.input, compiled.settings, TEST_OPTIONS, None))
+    graphs = warmup.graphs_compiled()
+    batch = compiled.generate_images(call, [ImageItem.of(job)])
+    assert warmup.graphs_compiled() == graphs
+    assert batch.timings["cached_steps"] > 0
+    assert [e.message for e in recorder.of(Log) if "first-block cache" in e.message]
+
+
 def test_fused_originals_are_gone_from_the_served_transformer(compiled: Engine) -> None:
     (spec,) = [s for s in compiled.cache.loaded() if s.model == "flux-dev"]
     (pipe,) = compiled.cache.get(spec)

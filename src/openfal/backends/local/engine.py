@@ -83,7 +83,7 @@ class Engine:
         self.settings = settings
         self.options = options
         device = torch.device(device) if device is not None else resolve_device(settings.device)
-        self.label = label or str(device)
+        self.label = label or settings.gpu_label or str(device)
         self.acceleration = acceleration or accel.resolve(settings.acceleration, device, attention=settings.attention_backend)
         log.info("%s: acceleration %s (%s)", self.label, self.acceleration.profile, self.acceleration.reason)
         if self.acceleration.compiles:

@@ -32,6 +32,12 @@ from dataclasses import dataclass
 from typing import Any
 
 TIERS = ("none", "regular", "high")
+#: how each engine profile runs the transformer, for the tier's log line
+PROFILES = {
+    "off": "transformer uncompiled (OPENFAL_ACCELERATION=off)",
+    "compile": "transformer compiled, bf16 weights (lossless)",
+    "fp8": "transformer compiled, float8 weights (this server's OPENFAL_ACCELERATION=fp8, for every tier)",
+}
 DEFAULT_HIGH_THRESHOLD = 0.12
 
 
@@ -69,10 +75,8 @@ def applied(pipe: Any, tier: str, *, threshold: float, profile: str, say: Callab
     field: nothing is done or said)."""
     run = TierRun(tier)
     transformer = getattr(pipe, "transformer", None)
-    weights = "float8 weights (this server's OPENFAL_ACCELERATION=fp8)" if profile == "fp8" else f"{profile} profile"
     if tier in ("none", "regular"):
-        exact = "no step cache" if tier == "none" else "compiled path, no step cache"
-        say(f"acceleration {tier}: {exact}; {weights}")
+        say(f"acceleration {tier}: no step cache; {PROFILES.get(profile, profile)}")
     if tier != "high":
         yield run
         return
