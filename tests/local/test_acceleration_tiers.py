@@ -71,3 +71,14 @@ def test_sizes_past_the_batching_pixel_cap_run_alone() -> None:
     options = replace(TEST_OPTIONS, batch_max_pixels=512 * 512)
     assert FLUX1.batch_key(DEV, {"prompt": "x", "image_size": "square"}, options) is not None  # 512x512
     assert FLUX1.batch_key(DEV, {"prompt": "x", "image_size": "landscape_4_3"}, options) is None  # 1024x768
+
+
+async def test_a_rerolled_prompt_skips_the_text_encoders_and_gives_the_same_image(backend: LocalBackend) -> None:
+    engine = backend.engine()
+    first = output_of((await run_one(backend, DEV, {**BODY, "num_inference_steps": 2}))[0])
+    misses = engine.prompts.misses
+    again = output_of((await run_one(backend, DEV, {**BODY, "num_inference_steps": 2}))[0])
+    reroll = output_of((await run_one(backend, DEV, {**BODY, "num_inference_steps": 2, "seed": 9}))[0])
+    assert engine.prompts.misses == misses and engine.prompts.hits >= 2
+    assert np.array_equal(np.asarray(pixels(first.payload["images"][0])), np.asarray(pixels(again.payload["images"][0])))
+    assert not np.array_equal(np.asarray(pixels(first.payload["images"][0])), np.asarray(pixels(reroll.payload["images"][0])))

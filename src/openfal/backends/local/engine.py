@@ -32,6 +32,7 @@ from PIL import Image
 from openfal.backends.base import Job
 from openfal.backends.local import acceleration as accel
 from openfal.backends.local import families, lora_bank, memory_plan, placement, registry, tiers, warmup
+from openfal.backends.local.prompt_cache import PromptCache
 from openfal.backends.local.cache import ModelCache, PipelineSpec
 from openfal.backends.local.device import resolve_device, resolve_dtype
 from openfal.backends.local.families.images import ImageCall, ImageFamily, ImageItem
@@ -103,6 +104,8 @@ class Engine:
         self.adapters = Adapters(max_rank=settings.lora_max_rank, idle_seconds=settings.lora_idle_seconds)
         self._safety = safety_checker
         self._safety_lock = threading.Lock()
+        #: prompt embeddings of recent calls (a re-rolled seed skips the text encoders)
+        self.prompts = PromptCache()
         #: the calls compiled at warm-up (each graph variant once: batch 1 and 2+, LoRA
         #: slots off and on); any size runs on them
         self.warmed: set[warmup.Shape] = set()
@@ -151,6 +154,7 @@ class Engine:
             self._announce_loads(jobs, specs)
             pipes = self.cache.get(*specs)
             pipe = pipes[-1]
+            self.prompts.install(pipe)
             guard(device, f"copying LoRAs into {main.model}", lambda: self.adapters.apply(pipe, call.loras, say=say))
             guard(device, f"warming up {main.model}", lambda: self._warm_model(main.model, pipe, jobs))
             started = time.perf_counter()
@@ -355,6 +359,7 @@ class Engine:
 
     def close(self) -> None:
         with self.lock:
+            self.prompts.clear()
             self.cache.clear()
 
 
