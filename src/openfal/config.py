@@ -79,6 +79,16 @@ class Settings(BaseSettings):
     in_process_workers: bool = True
     #: backends this process's workers serve (empty: all that are configured)
     worker_backends: tuple[str, ...] = ()
+    #: what this process's workers serve, by model family (``flux1``, ``ltx``), model
+    #: (``flux-dev``) or endpoint id; they claim only those endpoints' requests, so a
+    #: pool of GPU workers per family scales on its own queue (empty: everything).
+    #: ``OPENFAL_WORKER_MODELS=flux1,ltx``; see openfal/pools.py
+    worker_models: Annotated[tuple[str, ...], NoDecode] = ()
+    #: worker pools of the deployment, pool name -> the names its workers serve (as
+    #: ``worker_models``): ``{"flux": ["flux1"], "video": ["ltx"]}``. Written to the
+    #: database at start (the ``openfal_pool_queue`` view, which KEDA reads, counts per
+    #: pool) and exported as per-pool gauges on ``/metrics``
+    pools: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     #: concurrent requests (slots) per backend in one worker process; a relay backend
     #: not named here takes its upstream's ``concurrency``
     #: (local: two slots per engine, the second claiming only once the GPU is free, so
@@ -104,8 +114,13 @@ class Settings(BaseSettings):
     #: media files are kept this long (fal: at least 7 days)
     media_ttl_seconds: int = Field(7 * 86400, ge=60)
     maintenance_interval_seconds: float = Field(60.0, gt=0)
-    #: on shutdown, running requests get this long to finish before they are requeued
-    shutdown_grace_seconds: float = Field(20.0, ge=0)
+    #: on SIGTERM a worker stops claiming at once and gives its running requests this
+    #: long to finish; what is still running then is handed back (lease released, back
+    #: at the front of its turn, the attempt not counted) for another worker to take.
+    #: Orchestrators: a pod's termination grace period must be longer
+    drain_seconds: float = Field(20.0, ge=0)
+    #: ``openfal worker``'s HTTP port for /health/live, /health/ready and /metrics (None: none)
+    worker_port: int | None = Field(None, ge=1, le=65535)
 
     # -- webhooks ------------------------------------------------------------------
     webhook_max_attempts: int = Field(10, ge=1)
@@ -222,7 +237,7 @@ class Settings(BaseSettings):
     #: upstream name -> {"base_url": ..., "keys": [...]}
     upstreams: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
-    @field_validator("preload_models", "warmup_sizes", "licensed_models", mode="before")
+    @field_validator("preload_models", "warmup_sizes", "licensed_models", "worker_models", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         """``OPENFAL_PRELOAD_MODELS=flux-dev,flux-schnell`` (a JSON list works too)."""

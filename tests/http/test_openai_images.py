@@ -142,6 +142,28 @@ async def test_edit_several_images_goes_to_the_multi_endpoint(app: App) -> None:
     assert history[0]["endpoint_id"] == "fal-ai/flux-pro/kontext/multi"
 
 
+async def test_a_flux2_model_edits_on_its_edit_endpoint_with_several_images(app: App) -> None:
+    """``model`` = a FLUX.2 text-to-image endpoint: /v1/images/edits goes to its ``/edit``
+    twin with every image in ``image_urls``; the output has the first image's size."""
+    client = sdk(app, await app.key())
+    response = await client.images.edit(
+        model="fal-ai/flux-2/klein/4b", image=[("a.png", png(96, 64), "image/png"), ("b.png", png(), "image/png")],
+        prompt="combine them", extra_body={"output_format": "webp"},
+    )  # fmt: skip
+    (item,) = response.data
+    image = await image_at(app, item.url)
+    assert image.format == "WEBP" and image.size == (96, 64)
+    history = (await app.client.get("/api/requests", headers={"Authorization": f"Key {client.api_key}"})).json()["items"]
+    assert history[0]["endpoint_id"] == "fal-ai/flux-2/klein/4b/edit"
+
+
+async def test_a_flux2_generation_takes_any_flux2_model(app: App) -> None:
+    client = sdk(app, await app.key())
+    response = await client.images.generate(model="fal-ai/flux-2/klein/9b", prompt="a cat", size="512x512")
+    (item,) = response.data
+    assert (await image_at(app, item.url)).size == (512, 512)
+
+
 async def test_edit_onto_image_to_image(app: App) -> None:
     client = sdk(app, await app.key())
     response = await client.images.edit(model="fal-ai/flux-1/dev/image-to-image", image=("in.png", png(), "image/png"), prompt="a painting", response_format="b64_json")

@@ -441,3 +441,26 @@ def test_the_lora_list_editor_uploads_a_lora_and_runs_with_it(page: Page, server
     page.get_by_role("button", name="Run", exact=True).click()
     expect(page.locator("#gallery img")).to_be_visible(timeout=90_000)
     expect(page.locator("#logs")).to_contain_text("LoRAs applied")
+
+
+def test_several_reference_images_picked_at_once_fill_image_urls(page: Page, server: Server, artifacts: Path) -> None:
+    """FLUX.2 [klein] 4B edit: three local files chosen in one picker fill three image_urls
+    rows in order (as data: URIs); the edit runs and takes the first image's size."""
+    open_playground(page, server, "fal-ai/flux-2/klein/4b/edit")
+    files = []
+    for name, size, color in (("a.png", (96, 64), (200, 40, 40)), ("b.png", (64, 64), (40, 200, 40)), ("c.png", (64, 80), (40, 40, 200))):
+        png = io.BytesIO()
+        Image.new("RGB", size, color).save(png, "PNG")
+        files.append({"name": name, "mimeType": "image/png", "buffer": png.getvalue()})
+    page.get_by_label("Image URLs 1: choose a local file").set_input_files(files)
+    urls = page.locator('[data-field="image_urls"] input[type="url"]')
+    expect(urls).to_have_count(3)
+    for index, file in enumerate(files):
+        expect(urls.nth(index)).to_have_value(re.compile(r"^data:image/png;base64,"))
+        assert base64.b64decode(urls.nth(index).input_value().split(",", 1)[1]) == file["buffer"]
+    field(page, "Prompt").fill("put them together")
+    shot(page, artifacts, "15-flux2-references")
+    page.get_by_role("button", name="Run", exact=True).click()
+    expect(page.locator("#gallery img")).to_be_visible(timeout=120_000)
+    produced = raw_json(page)["images"][0]
+    assert (produced["width"], produced["height"]) == (96, 64)

@@ -9,10 +9,9 @@ import re
 import uuid
 from typing import Any
 
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from openfal.http.errors import internal_error
+from openfal.http.errors import error_response, internal_error
 
 HEADER = b"x-fal-request-id"
 log = logging.getLogger("openfal.http")
@@ -24,11 +23,11 @@ def _refuse_nul(scope: Scope) -> ASGIApp | None:
     """A NUL in the path or query can name nothing openfal stores (PostgreSQL refuses it
     in text): answered here, in fal's shape, before any route or the database sees it."""
     if "\x00" in scope.get("path", ""):
-        return JSONResponse({"detail": "Path not found"}, status_code=404)
+        return error_response({"detail": "Path not found"}, 404)
     query: bytes = scope.get("query_string", b"")
     if b"%00" in query or b"\x00" in query:
         detail = [{"loc": ["query"], "msg": "Query parameters must not contain NUL (%00) characters", "type": "value_error"}]
-        return JSONResponse({"detail": detail}, status_code=422)
+        return error_response({"detail": detail}, 422)
     return None
 
 

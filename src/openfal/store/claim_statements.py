@@ -7,7 +7,8 @@ SQLite took to run it, a third of an API process's time under sequential submits
 once, SQLAlchemy finds the compiled form in its cache and only binds the values:
 
 ``backends`` (a list), ``backend`` and ``batch_key`` (a batch's followers), ``now``,
-``limit``, ``worker``, ``lease``, ``chosen`` (a list of seqs), ``key_id``.
+``limit``, ``worker``, ``lease``, ``chosen`` (a list of seqs), ``key_id``, and
+``endpoints`` (a list: a worker pool's endpoints, see ``ClaimStatements.of_pool``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class ClaimStatements:
         #: SQLite, one request: the choice and the claim in one statement (one writer at a
         #: time, so the candidate query's own test of each key's running count is exact)
         self.take_next = self._take(_T.seq == self.next_of_backends.with_only_columns(_T.seq).scalar_subquery(), now)
+        #: the same two for a worker pool (``openfal worker --models``): only its endpoints
+        self.next_of_pool = self._candidates(sa.and_(_T.backend.in_(sa.bindparam("backends", expanding=True)), self.of_pool()), now)
+        self.take_next_of_pool = self._take(_T.seq == self.next_of_pool.with_only_columns(_T.seq).scalar_subquery(), now)
         self.take_chosen = self._take(_T.seq.in_(sa.bindparam("chosen", expanding=True)), now)
         own_limit = sa.select(api_keys.c.max_concurrent).where(api_keys.c.id == sa.bindparam("key_id"))
         #: a key's own limit (its row locked on PostgreSQL: claimers of one key take turns)
@@ -45,6 +49,12 @@ class ClaimStatements:
         self.key_running = sa.select(sa.func.count()).where(
             _T.key_id == sa.bindparam("key_id"), _T.status == Status.IN_PROGRESS.value
         )
+
+    @staticmethod
+    def of_pool() -> Any:
+        """A worker pool's restriction, added to a candidate query's condition: only the
+        endpoints the worker serves (bound as ``endpoints``)."""
+        return _T.endpoint_id.in_(sa.bindparam("endpoints", expanding=True))
 
     def _take(self, which: Any, now: Any) -> Any:
         return (

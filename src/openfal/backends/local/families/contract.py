@@ -14,10 +14,10 @@ price and batch requests without loading either.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pydantic import BaseModel
 
@@ -86,6 +86,16 @@ class Endpoint:
         return self.models[-1]
 
 
+class SubmitChecks(Protocol):
+    """The backend's limits a family applies at submit (``LocalBackend.admit``)."""
+
+    def pixels(self, width: int, height: int, images: int) -> None:
+        """422 past the operator's pixel cap."""
+
+    def loras(self, paths: Sequence[str]) -> None:
+        """422 for LoRA paths that can never be read (pickles)."""
+
+
 class Family:
     """The base every family file instantiates once. Subclasses (``images.ImageFamily``,
     ``videos.VideoFamily``) add how a request runs."""
@@ -120,7 +130,7 @@ class Family:
         """Requests with equal keys may share one pipeline call; None: it runs alone."""
         return None
 
-    def admit(self, endpoint_id: str, input: dict[str, Any], options: LocalOptions, check: Any) -> None:
+    def admit(self, endpoint_id: str, input: dict[str, Any], options: LocalOptions, check: SubmitChecks) -> None:
         """Refuse at submit what the run would refuse (``check`` is the backend's limits)."""
 
     async def run(self, backend: Any, jobs: list[Any]) -> list[Any]:
@@ -128,3 +138,10 @@ class Family:
 
     def warm_up(self, pipe: Any, width: int, height: int, images: int, model: str) -> None:
         """One call that compiles the graphs a request of this shape runs."""
+
+    def own_components(self, model: str, folder: Path) -> dict[str, Any]:
+        """Components of ``model``'s pipeline the family loads itself from ``folder``
+        (the model cache passes them to ``from_pretrained`` in place of the declared
+        class): a tokenizer whose processor class needs a package the pipeline's call
+        does not (FLUX.2 [dev]'s PixtralProcessor). Default: none."""
+        return {}

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from openfal.backends.base import Job, Output
-from openfal.backends.local.families.contract import Family
+from openfal.backends.local.families.contract import Family, SubmitChecks
 from openfal.errors import InputInvalid, InputRejected
 from openfal.events import Log
 from openfal.models import MediaBlob
@@ -181,7 +181,7 @@ class ImageFamily(Family):
     def batch_key(self, endpoint_id: str, input: dict[str, Any], options: LocalOptions) -> str | None:
         return self.request_plan(endpoint_id, input, options).batch_key()
 
-    def admit(self, endpoint_id: str, input: dict[str, Any], options: LocalOptions, check: Any) -> None:
+    def admit(self, endpoint_id: str, input: dict[str, Any], options: LocalOptions, check: SubmitChecks) -> None:
         plan = self.plan(endpoint_id, input, options)
         if plan.size is not None:
             check.pixels(*plan.size, int(input.get("num_images") or 1))
