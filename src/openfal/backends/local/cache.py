@@ -98,6 +98,7 @@ class ModelCache:
     def adopt(self, spec: PipelineSpec, pipe: DiffusionPipeline) -> None:
         """Serve ``pipe``, built in memory, as ``spec`` (the GPU benchmark: random weights
         of the real shapes), placed and accelerated like a loaded one."""
+        self.reusing = frozenset()
         self._place(spec, pipe)
         if self._prepare is not None:
             self._prepare(spec, pipe)

@@ -319,7 +319,7 @@ class Engine:
             self._announce_loads([item.job], [spec])
             (pipe,) = self.cache.get(spec)
             started = time.perf_counter()
-            frames = family.call_pipeline(pipe, item, shape, reporter)
+            frames = guard(self.cache.device, f"{spec.model} video", lambda: family.call_pipeline(pipe, item, shape, reporter))
             return frames, time.perf_counter() - started
 
     # -- housekeeping ------------------------------------------------------------------------
