@@ -48,12 +48,20 @@ class Settings(BaseSettings):
     #: endpoint ids, name -> endpoint id (OpenAI's own names by default, so clients that
     #: send them work unchanged)
     openai_model_aliases: dict[str, str] = Field(
-        default_factory=lambda: {"dall-e-2": "fal-ai/flux-1/schnell", "dall-e-3": "fal-ai/flux-1/dev", "gpt-image-1": "fal-ai/flux-1/dev"}
+        default_factory=lambda: {
+            "dall-e-2": "fal-ai/flux-1/schnell", "dall-e-3": "fal-ai/flux-1/dev", "gpt-image-1": "fal-ai/flux-1/dev",
+            "qwen-image": "fal-ai/qwen-image", "qwen-image-2512": "fal-ai/qwen-image-2512", "z-image-turbo": "fal-ai/z-image/turbo",
+        }  # fmt: skip
     )
     #: the same for ``/v1/images/edits``: endpoints that take an image (Kontext,
-    #: image-to-image)
+    #: image-to-image); a text-to-image model's names (alias or endpoint id) lead to its
+    #: family's edit endpoint, so one ``model`` serves both calls
     openai_edit_model_aliases: dict[str, str] = Field(
-        default_factory=lambda: {"dall-e-2": "fal-ai/flux-pro/kontext", "dall-e-3": "fal-ai/flux-pro/kontext", "gpt-image-1": "fal-ai/flux-pro/kontext"}
+        default_factory=lambda: {
+            "dall-e-2": "fal-ai/flux-pro/kontext", "dall-e-3": "fal-ai/flux-pro/kontext", "gpt-image-1": "fal-ai/flux-pro/kontext",
+            **dict.fromkeys(("qwen-image", "qwen-image-2512", "fal-ai/qwen-image", "fal-ai/qwen-image-2512"), "fal-ai/qwen-image-edit-2511"),
+            **dict.fromkeys(("z-image-turbo", "fal-ai/z-image/turbo"), "fal-ai/z-image/turbo/image-to-image"),
+        }  # fmt: skip
     )
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     #: largest single upload request or multipart part accepted by the storage endpoints
@@ -157,6 +165,10 @@ class Settings(BaseSettings):
     max_output_pixels: int | None = Field(None, ge=16 * 16)
     #: pixels one request may ask for over all its images (None: 4x max_output_pixels)
     max_call_pixels: int | None = Field(None, ge=16 * 16)
+    #: frames x pixels one video request may ask for (each frame also within
+    #: max_output_pixels; None: 1280x720 at 81 frames on a GPU, the shape memory plans
+    #: count, 768x512 at 121 frames on a CPU); more is a 422 at submit
+    max_video_pixels: int | None = Field(None, ge=16 * 16)
     #: most images in one pipeline call (requests x num_images), VAE decode included:
     #: bounds activation memory and the latency a batch adds
     max_batch_images: int = Field(4, ge=1)

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 from typing import Any
 
-
 #: fal's request-error vocabulary (docs: model-apis/request-errors): every error openfal
 #: answers carries one of these in its body's ``error_type`` and ``X-Fal-Error-Type``
 FAL_ERROR_TYPES = frozenset(

@@ -21,8 +21,8 @@ from openfal.endpoints.ids import app_of
 from openfal.errors import (
     BadRequest,
     EndpointNotAllowed,
-    LicenceNotAllowed,
     IdempotencyConflict,
+    LicenceNotAllowed,
     QueueFull,
     RequestNotFound,
     RunCancelled,

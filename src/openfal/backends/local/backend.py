@@ -69,6 +69,9 @@ class Limits:
     def pixels(self, width: int, height: int, images: int) -> None:
         self.pixel_cap.check(width, height, images)
 
+    def video(self, width: int, height: int, frames: int) -> None:
+        self.pixel_cap.check_video(width, height, frames)
+
     def loras(self, paths: Sequence[str]) -> None:
         for index, path in enumerate(paths):
             if (refusal := pickle_refusal(path)) is not None:

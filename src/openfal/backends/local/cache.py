@@ -258,9 +258,12 @@ def _pipeline_class(name: str) -> type[DiffusionPipeline]:
 
 
 def _derive(cls: type[DiffusionPipeline], base: DiffusionPipeline, without: frozenset[str]) -> DiffusionPipeline:
-    """A ``cls`` pipeline over ``base``'s modules, with a fresh scheduler."""
+    """A ``cls`` pipeline over ``base``'s modules, with a fresh scheduler, and the
+    settings ``base`` registered in its config (Wan's ``expand_timesteps`` and
+    ``boundary_ratio``: they make the same folder a different model)."""
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     components = {k: v for k, v in base.components.items() if k in accepted}
+    components.update({k: v for k, v in base.config.items() if k in accepted and k not in components and not k.startswith("_")})
     components.update({name: None for name in without if name in accepted})
     if "scheduler" in components:
         scheduler = components["scheduler"]

@@ -40,7 +40,7 @@ from openfal.backends.local.families.videos import VideoFamily, VideoItem, Video
 from openfal.backends.local.lora_adapters import Adapters
 from openfal.backends.local.oom import guard
 from openfal.backends.local.options import LocalOptions
-from openfal.backends.local.progress import StepReporter
+from openfal.backends.local.progress import StepReporter, VideoReporter
 from openfal.backends.local.safety import NoSafetyChecker, SafetyChecker, blacken, load_safety_checker
 from openfal.config import Settings
 from openfal.events import Log
@@ -311,15 +311,19 @@ class Engine:
 
     # -- video -------------------------------------------------------------------------------
 
-    def generate_video(self, family: VideoFamily, item: VideoItem, shape: VideoShape) -> tuple[list[Any], float]:
+    def generate_video(self, family: VideoFamily, item: VideoItem, shape: VideoShape) -> tuple[Sequence[Any], float]:
+        """The frames of one video (the family reports steps and decoded chunks); the
+        caller encodes them after this returns, with the lock released."""
         spec = family.pipeline_spec(item.job.endpoint_id, self.folder)
-        reporter = StepReporter([item.job], first_index=[0])
+        reporter = VideoReporter(item.job, decode_chunks=family.decode_chunks(shape))
         with self.lock:
             reporter.check_cancelled()
             self._announce_loads([item.job], [spec])
             (pipe,) = self.cache.get(spec)
             started = time.perf_counter()
-            frames = guard(self.cache.device, f"{spec.model} video", lambda: family.call_pipeline(pipe, item, shape, reporter))
+            frames = guard(
+                self.cache.device, f"{spec.model} at {shape.width}x{shape.height}, {shape.frames} frames", lambda: family.call_pipeline(pipe, item, shape, reporter)
+            )
             return frames, time.perf_counter() - started
 
     # -- housekeeping ------------------------------------------------------------------------

@@ -1,7 +1,8 @@
-"""LoRA adapters on the loaded FLUX pipelines, set per call without reloading the base.
+"""LoRA adapters on the loaded pipelines (FLUX, Qwen-Image, Z-Image), set per call
+without reloading the base.
 
 Adapters live on the modules (PEFT injects them into the transformer and the CLIP text
-encoder), and pipelines of one model share those modules, so every FLUX call states
+encoder), and pipelines of one model share those modules, so every call states
 its adapter set here first: a request without LoRAs disables whatever an earlier one
 loaded. Runs are serialised by the engine's lock, so the set cannot change mid-call.
 
@@ -30,7 +31,7 @@ from openfal.backends.local.lora_files import LoraFile, refused
 
 log = logging.getLogger("openfal.local")
 
-#: state-dict prefixes diffusers' FLUX loader consumes
+#: state-dict prefixes diffusers' loaders consume (CLIP: FLUX only)
 TRANSFORMER, CLIP = "transformer.", "text_encoder."
 #: converted LoRAs kept in host memory for compiled engines' slot copies
 STATES_KEPT = 8
@@ -133,13 +134,13 @@ class Adapters:
         self._in_slots[id(pipe.transformer)] = wanted
 
     def _read(self, pipe: Any, lora: LoraFile, field: str, say: Callable[[str], None], *, on_compiled: bool = False) -> dict[str, torch.Tensor]:
-        """The LoRA as diffusers' FLUX loader converts it, with what openfal cannot apply
+        """The LoRA as diffusers' loader for the pipeline converts it, with what openfal cannot apply
         dropped (and said)."""
         try:
-            read = pipe.lora_state_dict(str(lora.file), return_alphas=True, return_lora_metadata=True)
+            read = _state_alphas_metadata(pipe, lora)
         except Exception as exc:  # diffusers' converters raise anything on a foreign layout
-            raise refused(field, f"{lora.source} is not a FLUX LoRA diffusers can read: {type(exc).__name__}: {exc}") from None
-        state, alphas, metadata = read if isinstance(read, tuple) and len(read) == 3 else (read, None, None)
+            raise refused(field, f"{lora.source} is not a LoRA diffusers can read for this model: {type(exc).__name__}: {exc}") from None
+        state, alphas, metadata = read
         state = fold_alphas(state, alphas, metadata)
         kept = (TRANSFORMER,) if on_compiled else (TRANSFORMER, CLIP)
         skipped = sorted({key.split(".", 1)[0] for key in state if not key.startswith(kept)})
@@ -150,6 +151,23 @@ class Adapters:
 
     def loaded(self, pipe: Any) -> list[str]:
         return sorted(self._used.get(id(pipe.transformer), {}))
+
+
+def _state_alphas_metadata(pipe: Any, lora: LoraFile) -> tuple[dict[str, torch.Tensor], dict[str, Any] | None, dict[str, Any] | None]:
+    """The converted state dict, the ``.alpha`` values and the adapter metadata, asking
+    the pipeline's loader for as much of that as its ``lora_state_dict`` returns (FLUX's
+    returns all three; some families' loaders know no ``return_alphas``)."""
+    import inspect
+
+    accepted = inspect.signature(pipe.lora_state_dict).parameters
+    kwargs = {name: True for name in ("return_alphas", "return_lora_metadata") if name in accepted}
+    read = pipe.lora_state_dict(str(lora.file), **kwargs)
+    if not isinstance(read, tuple):
+        return read, None, None
+    state, rest = read[0], list(read[1:])
+    alphas = rest.pop(0) if "return_alphas" in kwargs and rest else None
+    metadata = rest.pop(0) if "return_lora_metadata" in kwargs and rest else None
+    return state, alphas, metadata
 
 
 def fold_alphas(state: dict[str, torch.Tensor], alphas: dict[str, Any] | None, metadata: dict[str, Any] | None) -> dict[str, torch.Tensor]:
@@ -187,16 +205,16 @@ def check_pairs(
     field: str,
     source: str,
 ) -> None:
-    """Refuse a LoRA that would not change this FLUX transformer as it claims: no
+    """Refuse a LoRA that would not change this transformer as it claims: no
     transformer weights at all, layers it does not have, shapes that do not fit those
     layers, or a rank above what is served."""
     if not pairs:
-        raise refused(field, f"{source} holds no LoRA weights for the FLUX transformer (wrong model family or not a LoRA)")
+        raise refused(field, f"{source} holds no LoRA weights for this model's transformer (wrong model family or not a LoRA)")
     for path, (down, up) in pairs.items():
         try:
             layer = transformer.get_submodule(path)
         except AttributeError:
-            raise refused(field, f"{source} targets {path!r}, which this FLUX transformer does not have") from None
+            raise refused(field, f"{source} targets {path!r}, which this model's transformer does not have (a LoRA for another model family?)") from None
         base = getattr(layer, "base_layer", layer)
         fan_in, fan_out = getattr(base, "in_features", None), getattr(base, "out_features", None)
         if down.ndim != 2 or up.ndim != 2 or down.shape[1] != fan_in or up.shape[0] != fan_out or up.shape[1] != down.shape[0]:

@@ -30,7 +30,10 @@ Activation estimates (bf16, inference mode; conservative):
 * transformer: each model's own estimate (``Model.activation_bytes``; for the FLUX
   families ``16 * N * D * 2`` bytes per image, ``N`` tokens, ``D`` the hidden width);
 * VAE decode: ``4 * H * W * 256 * 2`` bytes per image (the 256-channel full-resolution
-  upsample and the resnet tensors around it);
+  upsample and the resnet tensors around it), or the model's own estimate
+  (``Model.vae_decode_bytes``: a video VAE's peak for all frames of the largest video);
+* video models are planned for their ``Model.largest_call`` (width, height, frames), one
+  video per call, instead of the warm-up sizes at ``max_batch_images``;
 * text encoders: 0.25 GiB; CUDA context and allocator slack: 1 GiB.
 """
 
@@ -52,6 +55,8 @@ CONSTRUCTION_LOCK = threading.RLock()
 RESERVE_BYTES = 1 * GIB
 TEXT_ACTIVATION_BYTES = GIB // 4
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
+#: the denoisers (Wan 2.2 A14B has two experts; under model offload one is on the GPU at a time)
+TRANSFORMERS = ("transformer", "transformer_2")
 #: text encoders larger than this stay resident in float8 rather than visit the GPU per
 #: prompt (about a second of PCIe transfer each way at 16 GiB)
 
@@ -146,7 +151,7 @@ def _measure(component: Component, *, float8: bool) -> ComponentSize:
             if isinstance(sub, torch.nn.Linear) and sub.in_features % 16 == 0 and sub.out_features % 16 == 0:
                 fp8 -= sub.weight.numel() * 2
                 fp8 += sub.weight.numel() * 1 + sub.out_features * 4
-    blocks = [b for name in ("transformer_blocks", "single_transformer_blocks", "layers") for b in getattr(module, name, [])]
+    blocks = [b for name in ("transformer_blocks", "single_transformer_blocks", "layers", "blocks") for b in getattr(module, name, [])]
     block = getattr(getattr(module, "encoder", None), "block", None)
     blocks += list(block) if block is not None else []
     largest = max((sum(p.numel() * 2 for p in b.parameters()) for b in blocks), default=bf16)
@@ -180,6 +185,14 @@ def vae_activation_bytes(width: int, height: int, images: int) -> int:
     return 4 * width * height * 256 * 2 * images
 
 
+def vae_decode_bytes(model: str, width: int, height: int, count: int) -> int:
+    """The VAE decode's peak for ``count`` images (or a video's ``count`` frames)."""
+    from openfal.backends.local.registry import MODELS
+
+    estimate = MODELS[model].vae_decode_bytes
+    return estimate(width, height, count) if estimate is not None else vae_activation_bytes(width, height, count)
+
+
 def largest_size(size_names: tuple[str, ...]) -> tuple[int, int]:
     from openfal.backends.local.warmup import parse_size
 
@@ -207,6 +220,7 @@ def plan_model(
     components this pipeline leaves out (the Redux base has no text encoders)."""
     from openfal.backends.local.families import family_of_model
     from openfal.backends.local.families.images import ImageFamily
+    from openfal.backends.local.registry import MODELS
 
     family = family_of_model(model)
     parts = {name: part for name, part in component_sizes(model).items() if name not in without}
@@ -216,8 +230,16 @@ def plan_model(
         parts["transformer"] = ComponentSize(t.bf16 + extra, t.fp8 + extra if t.fp8 is not None else None, t.largest_block, t.linear_sides)
     if safety_checker and isinstance(family, ImageFamily):
         parts["safety_checker"] = component_sizes("safety-checker")["classifier"]
-    width, height = largest_size(sizes)
-    act_t = transformer_activation_bytes(model, width, height, max_images)
+    largest_call = MODELS[model].largest_call
+    if largest_call is not None:  # a video model: one video of its largest shape per call
+        width, height, count = largest_call
+        decode_batches = [1]
+        act_vae = {1: vae_decode_bytes(model, width, height, count)}
+    else:
+        (width, height), count = largest_size(sizes), max_images
+        decode_batches = sorted({max_images, 1}, reverse=True)
+        act_vae = {n: vae_decode_bytes(model, width, height, n) for n in decode_batches}
+    act_t = transformer_activation_bytes(model, width, height, count)
     has_transformer = "transformer" in parts
     dtypes = ["bf16"]
     if has_transformer and family.accelerated and fp8_supported and parts["transformer"].fp8 is not None:
@@ -236,11 +258,12 @@ def plan_model(
         (offload, dtype, text_fp8, decode_batch)
         for offload, text_fp8 in modes
         for dtype in dtypes
-        for decode_batch in sorted({max_images, 1}, reverse=True)
+        for decode_batch in decode_batches
     ]
     best: ModelPlan | None = None
     for offload, dtype, text_fp8, decode_batch in candidates:
-        plan = _evaluate(model, parts, offload, dtype, text_fp8, decode_batch, act_t, width, height, gpu_memory_bytes)
+        act = act_vae[decode_batch] if "vae" in parts else 0
+        plan = _evaluate(model, parts, offload, dtype, text_fp8, decode_batch, act_t, act, gpu_memory_bytes)
         if plan.fits:
             return plan
         if best is None or plan.resident_gib < best.resident_gib:
@@ -266,8 +289,7 @@ def _evaluate(
     text_fp8: bool,
     decode_batch: int,
     act_t: int,
-    width: int,
-    height: int,
+    act_vae: int,
     budget: int,
 ) -> ModelPlan:
     def float8(name: str) -> bool:
@@ -277,7 +299,6 @@ def _evaluate(
         part = parts[name]
         return part.fp8 if float8(name) and part.fp8 is not None else part.bf16
 
-    act_vae = vae_activation_bytes(width, height, decode_batch) if "vae" in parts else 0
     act_run = max(act_t if "transformer" in parts else 0, act_vae)
     weights, peak = _weights_and_peak(parts, size, offload, act_t, act_vae, act_run)
     peak += RESERVE_BYTES
@@ -323,7 +344,7 @@ def _weights_and_peak(
         return weights, max(encoding, weights + act_run)
     if offload == "model":
         peak = max(
-            size("transformer") + act_t if "transformer" in parts else 0,
+            max((size(n) + act_t for n in TRANSFORMERS if n in parts), default=0),
             size("vae") + act_vae if "vae" in parts else 0,
             max((size(n) for n in texts), default=0) + TEXT_ACTIVATION_BYTES,
             max(size(n) for n in parts),

@@ -95,7 +95,7 @@ def offload_text_encoders(pipe: Any, device: torch.device) -> list[str]:
     for module in texts:
         module.to("cpu")
         if not getattr(module, "_openfal_visits", False):  # shared encoders are hooked once
-            module.register_forward_pre_hook(lambda mod, args, d=device: _visit(mod, d))
+            module.register_forward_pre_hook(lambda mod, args, kwargs, d=device: _visit(mod, d, args, kwargs), with_kwargs=True)
             module._openfal_visits = True  # type: ignore[assignment]
     transformer = getattr(pipe, "transformer", None)
     if transformer is not None and texts:
@@ -103,9 +103,17 @@ def offload_text_encoders(pipe: Any, device: torch.device) -> list[str]:
     return [f"{len(texts)} text encoders offloaded after encoding"]
 
 
-def _visit(module: torch.nn.Module, device: torch.device) -> None:
+def _visit(module: torch.nn.Module, device: torch.device, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Bring the encoder to ``device``, and its inputs: a pipeline that places them on
+    the encoder's own device between calls (Wan's ``get_module_execution_device``) put
+    them in host memory."""
     if next(module.parameters()).device != device:
         module.to(device)
+    return tuple(_on(a, device) for a in args), {k: _on(v, device) for k, v in kwargs.items()}
+
+
+def _on(value: Any, device: torch.device) -> Any:
+    return value.to(device) if isinstance(value, torch.Tensor) else value
 
 
 def _send_home(modules: list[torch.nn.Module]) -> None:

@@ -191,6 +191,11 @@ class ImageFamily(Family):
         return await run_images(self, backend, jobs)
 
 
+def lora_refs(input: dict[str, Any]) -> tuple[tuple[str, float], ...]:
+    """(path, scale) of each LoRA of fal's ``loras`` field, for ``ImagePlan.loras``."""
+    return tuple((str(item["path"]), float(item.get("scale", 1.0))) for item in input.get("loras") or [])
+
+
 def stitch(images: Sequence[Image.Image]) -> Image.Image:
     """The images scaled to the first one's height and pasted left to right."""
     height = images[0].height
