@@ -23,7 +23,9 @@ Mapping:
   partial images, then the completed images (``b64_json``).
 * edits: the image(s) -> ``image_url`` (or ``image_urls`` for several, on the
   endpoint's ``/multi`` twin when it has one); a text-to-image ``model`` with an
-  ``/edit`` twin edits there (``fal-ai/flux-2/klein/4b`` -> ``.../4b/edit``). Masks are refused: FLUX Kontext and
+  ``/edit`` twin edits there (``fal-ai/flux-2/klein/4b`` -> ``.../4b/edit``); families whose
+  edit endpoint has another name are reached through the edit aliases (``qwen-image`` and
+  ``fal-ai/qwen-image`` -> Qwen-Image-Edit-2511, ``z-image-turbo`` -> Z-Image Turbo image-to-image). Masks are refused: FLUX Kontext and
   image-to-image edit the whole picture from the prompt."""
 
 from __future__ import annotations

@@ -467,7 +467,8 @@ function boolWidget(name, schema, required) {
 function imageSizeWidget(name, schema, required, defs, nullable = false) {
   const id = nextId(name);
   const members = schema.anyOf.map((s) => resolve(s, defs));
-  const presets = members.find((s) => Array.isArray(s.enum)).enum;
+  // enum presets, and one-value literals (Z-Image image-to-image's "auto")
+  const presets = members.flatMap((s) => (Array.isArray(s.enum) ? s.enum : s.const !== undefined ? [s.const] : []));
   const custom = members.find((s) => s.type === "object");
   const select = h("select", { id, name }, [
     ...(nullable ? [h("option", { value: "" }, "auto · from the input image")] : []),

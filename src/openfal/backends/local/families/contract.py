@@ -59,9 +59,15 @@ class Model:
     gated: bool = False
     #: serves LoRA endpoints (compiled engines reserve LoRA slots on its transformer)
     loras: bool = False
-    #: transformer activation bytes for (width, height, images) at the largest call;
-    #: None: the model has no transformer (an image prior)
+    #: transformer activation bytes for (width, height, images) at the largest call (a
+    #: video model: (width, height, frames)); None: the model has no transformer (an image prior)
     activation_bytes: Callable[[int, int, int], int] | None = None
+    #: the VAE decode's peak bytes for (width, height, images or frames); None: the image
+    #: VAE estimate of ``memory_plan`` (per image)
+    vae_decode_bytes: Callable[[int, int, int], int] | None = None
+    #: (width, height, frames) of the largest call a video model's plan is sized for;
+    #: None: the warm-up sizes at ``max_batch_images`` images
+    largest_call: tuple[int, int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
