@@ -33,19 +33,6 @@ async def echo(jobs: Sequence[Job]) -> Sequence[Output | RunError]:
     return [Output({"ran": job.request_id}) for job in jobs]
 
 
-def worker(parts: Parts, backend: ScriptedBackend, name: str, registry: WorkerRegistry) -> Worker:
-    return Worker(
-        settings=parts.settings,
-        store=parts.store,
-        lifecycle=parts.lifecycle,
-        media=parts.media,
-        media_index=parts.media_index,
-        backends={backend.name: backend},
-        worker_id=name,
-        registry=registry,
-    )
-
-
 async def registered(workers: Sequence[Worker], hint: str, timeout: float = 10.0) -> None:
     """Until each worker has read the others' reports (the advertiser's hint known)."""
     deadline = time.monotonic() + timeout
@@ -56,8 +43,8 @@ async def registered(workers: Sequence[Worker], hint: str, timeout: float = 10.0
 
 async def test_a_runner_hint_lands_on_the_advertising_worker_when_two_are_free(parts: Parts) -> None:
     registry = WorkerRegistry(parts.db)
-    advertiser = worker(parts, Advertising(echo, ["lora-a"]), "advertiser", registry)
-    plain = worker(parts, ScriptedBackend(echo), "plain", registry)
+    advertiser = parts.worker(Advertising(echo, ["lora-a"]), worker_id="advertiser", registry=registry)
+    plain = parts.worker(ScriptedBackend(echo), worker_id="plain", registry=registry)
     async with running(advertiser), running(plain):
         await registered([advertiser, plain], "lora-a")
         ran_on = []
@@ -78,8 +65,8 @@ async def test_a_hinted_request_runs_elsewhere_while_its_advertiser_is_busy(part
 
     parts.tune(concurrency={"builtin": 1})  # one slot each: the held run fills the advertiser
     registry = WorkerRegistry(parts.db)
-    advertiser = worker(parts, Advertising(hold, ["lora-a"]), "advertiser", registry)
-    plain = worker(parts, ScriptedBackend(echo), "plain", registry)
+    advertiser = parts.worker(Advertising(hold, ["lora-a"]), worker_id="advertiser", registry=registry)
+    plain = parts.worker(ScriptedBackend(echo), worker_id="plain", registry=registry)
     async with running(advertiser), running(plain):
         await registered([advertiser, plain], "lora-a")
         first = await parts.submit(runner_hint="lora-a")
