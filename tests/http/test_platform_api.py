@@ -15,13 +15,16 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import sqlalchemy as sa
 
 from openfal import loghist
 from openfal.endpoints.catalog import CATALOG
 from openfal.endpoints.licences import Licence
 from openfal.errors import FAL_ERROR_TYPES
-from openfal.store import ledger
+from openfal.store import ledger, rollup
 from openfal.store.reports import percentiles
+from openfal.store.schema import charge_rollup
+from openfal.store.schema import ledger as ledger_table
 from tests.support import App, make_settings, running_app, wait_status
 
 PRICED = {"openfal/utils/*": {"per_request": 0.01}}
@@ -307,3 +310,36 @@ async def test_month_buckets_of_uneven_length_put_usage_in_the_current_month(app
     series = (await app.client.get("/v1/models/usage", params=params, headers=keys.alice)).json()["time_series"]
     assert len(series) == 13 and series[-1]["bucket"].startswith(f"{now.year}-{now.month:02d}-01")
     assert [len(b["results"]) for b in series] == [0] * 12 + [1]
+
+
+async def test_the_reaper_rolls_settled_charges_up_and_the_reports_read_the_same(app: App, keys: Keys) -> None:
+    """Reports read raw charge rows until the running server's reaper rolls them into
+    day and hour cells (woken here instead of waiting for its idle sweep), then the
+    cells: the same counts, line items and (histogram) percentiles either way."""
+    for _ in range(3):
+        await run(app, keys.alice)
+    await run(app, keys.alice, "/openfal/utils/sleep", {"seconds": 0, "steps": 1, "fail_with": "boom"})
+
+    async def reports() -> tuple[Any, Any]:
+        usage = (await app.client.get("/v1/models/usage", params={"expand": "summary"}, headers=keys.alice)).json()["summary"]
+        analytics = (await app.client.get("/v1/models/analytics", params={"expand": "summary"}, headers=keys.alice)).json()["summary"]
+        return usage, analytics
+
+    async def unrolled() -> int:
+        async with app.runtime.db.read() as conn:
+            return int((await conn.execute(sa.select(sa.func.count()).select_from(ledger_table).where(rollup.UNROLLED))).scalar() or 0)
+
+    raw = await reports()
+    deadline = time.monotonic() + 30
+    while await unrolled():
+        assert time.monotonic() < deadline, "the reaper never rolled the charges up"
+        app.runtime.notifier.work_available()
+        await asyncio.sleep(0.2)
+    async with app.runtime.db.read() as conn:
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(charge_rollup))).scalar()
+    rolled = await reports()
+    assert rolled[0] == raw[0]
+    assert [{k: v for k, v in r.items() if "duration" not in k} for r in rolled[1]] == [{k: v for k, v in r.items() if "duration" not in k} for r in raw[1]]
+    for before, after in zip(raw[1], rolled[1], strict=True):
+        for name in ("p50_prepare_duration", "p90_prepare_duration", "p50_duration", "p90_duration"):
+            assert after[name] == pytest.approx(before[name], rel=loghist.RELATIVE_ERROR, abs=2e-6)
