@@ -424,7 +424,7 @@ class RequestStore:
                 tx.after_commit(partial(self.views.put_all, claimed))
         return claimed
 
-    async def hinted_elsewhere(self, *, backends: Sequence[str], hints: Sequence[str], endpoints: Sequence[str] | None = None) -> float | None:
+    async def hinted_elsewhere(self, *, backends: Sequence[str], hints: Collection[str], endpoints: Collection[str] | None = None) -> float | None:
         """When the oldest queued request still within its grace came (None: none) that
         has one of ``hints`` (other workers') as its runner hint: a worker without them
         leaves it to them until ``hinted_claims.GRACE_SECONDS`` after that."""
