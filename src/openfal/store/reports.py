@@ -55,7 +55,7 @@ class LineItem:
     range: bucket None)."""
 
     bucket: int | None
-    endpoint_id: str
+    endpoint_id: str | None
     key_id: str | None
     unit: str
     quantity: float
@@ -68,7 +68,7 @@ class Stats:
     """One bucket's (or the whole range's: bucket None) analytics of one endpoint."""
 
     bucket: int | None
-    endpoint_id: str
+    endpoint_id: str | None
     request_count: int = 0
     success_count: int = 0
     user_error_count: int = 0
@@ -254,7 +254,7 @@ def _grouped(flat: Any, edges: Sequence[float] | None, *, per_key: bool, duratio
     sums = [sa.func.sum(rows.c[name]).label(name) for name in _SUMS]
     hists = []
     if durations:
-        nothing = sa.literal_column("''::bytea")
+        nothing: Any = sa.literal_column("''::bytea")
         hists = [
             sa.func.string_agg(rows.c.queue_hist, nothing).label("queue_hist"),
             sa.func.string_agg(rows.c.run_hist, nothing).label("run_hist"),
@@ -355,6 +355,8 @@ async def mean_call_cost(db: Database, endpoint_ids: Sequence[str], since: float
     as usage; endpoints never called are absent."""
     totals: dict[str, list[int]] = {}
     for item in await usage(db, Filters(since, until, None, tuple(endpoint_ids)), None):
+        if item.endpoint_id is None:
+            continue
         entry = totals.setdefault(item.endpoint_id, [0, 0])
         entry[0] += item.cost_micros
         entry[1] += item.requests
