@@ -22,6 +22,7 @@ from openfal.http import (
     stream_routes,
 )
 from openfal.http.errors import HANDLERS
+from openfal.http.guard import RequestGuard
 from openfal.http.hot_routes import HotRoutes
 from openfal.http.middleware import RequestIdMiddleware
 from openfal.http.proxy import FalProxyMiddleware
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     for exc_type, handler in HANDLERS.items():
         app.add_exception_handler(exc_type, handler)
     app.add_middleware(HotRoutes, routers=ROUTERS)  # submit and status, answered before routing
+    app.add_middleware(RequestGuard)  # NUL, the admin door and body bounds, on the path a proxied call names
     app.add_middleware(FalProxyMiddleware)  # a proxied call is routed as the call it names
     app.add_middleware(RequestIdMiddleware)
     if settings.cors_origins:

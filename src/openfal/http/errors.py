@@ -25,6 +25,11 @@ def internal_error() -> JSONResponse:
 
 def _client_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ClientError)
+    return client_error(exc)
+
+
+def client_error(exc: ClientError) -> JSONResponse:
+    """fal's shape for a client error (also answered where no route runs yet)."""
     body: dict[str, Any] = {"detail": exc.message}
     headers = {}
     if exc.error_type:
