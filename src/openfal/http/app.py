@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from openfal import __version__
+from openfal import __version__, log_redaction
 from openfal.config import Settings
 from openfal.http import (
     admin_routes,
@@ -48,6 +48,7 @@ EXPOSED_HEADERS = ("x-fal-request-id", "x-fal-error-type", "x-fal-request-timeou
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     settings = settings or (runtime.settings if runtime else Settings())
     rt = runtime or Runtime(settings)
+    log_redaction.install()  # uvicorn logs handshakes' query strings: realtime tokens
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
