@@ -94,10 +94,6 @@ class ClaimStatements:
         self.backends = self._claimable(of_backends, now)
         #: requests sharing a batch key with the one just claimed
         self.batch = self._claimable(of_batch, now)
-        #: SQLite, one request: the choice and the claim in one statement (one writer at a
-        #: time, so the candidate query's own test of each key's running count is exact)
-        first = self.backends.candidates.subquery("next")
-        self.take_next = self._take(_T.seq == sa.select(first.c.seq).scalar_subquery(), now)
         own_limit = sa.select(api_keys.c.max_concurrent).where(api_keys.c.id == sa.bindparam("key_id"))
         #: a key's own limit (its row locked on PostgreSQL: claimers of one key take turns)
         self.key_limit = own_limit if sqlite else own_limit.with_for_update()
@@ -115,8 +111,8 @@ class ClaimStatements:
             in_time = sa.or_(_T.start_deadline.is_(None), _T.start_deadline > now)
             rows = sa.select(_T.seq).where(*where(requests), own, in_time).order_by(_T.key_id, _T.priority, _T.seq)
             rows = rows.limit(sa.bindparam("n", type_=sa.Integer()))
-            if self.sqlite:
-                return self._take(_T.seq.in_(rows.scalar_subquery()), now)
+            if self.sqlite:  # one writer: the rows cannot change between choice and update
+                return self._take(_T.seq.in_(rows.scalar_subquery()), now, guarded=False)
             # chosen once, in a CTE: as ``IN (subquery)`` the planner may run the locking
             # subquery again for each row it updates, each time taking another request
             chosen = rows.with_for_update(skip_locked=True).cte("chosen")
@@ -139,10 +135,13 @@ class ClaimStatements:
 
         return conditions
 
-    def _take(self, which: Any, now: Any) -> Any:
+    def _take(self, which: Any, now: Any, *, guarded: bool = True) -> Any:
+        """The move of ``which`` to IN_PROGRESS. ``guarded``: only if still queued (on
+        SQLite the guard is left out: the planner would scan the queued rows by status
+        instead of finding the few chosen by rowid, and one writer needs no guard)."""
         return (
             requests.update()
-            .where(which, _T.status == Status.IN_QUEUE.value)
+            .where(which, *([_T.status == Status.IN_QUEUE.value] if guarded else []))
             .values(
                 status=Status.IN_PROGRESS.value,
                 worker_id=sa.bindparam("worker", type_=_T.worker_id.type),

@@ -397,8 +397,6 @@ class RequestStore:
         keys already running ``max_concurrent`` requests are skipped (they wait, they
         are not refused). A key whose requests other claimers hold yields nothing and
         the next key is asked: so the spare candidates."""
-        if self.db.is_sqlite and claimable is self._claims.backends and limit == 1:
-            return await self._take(conn, self._claims.take_next, {**values, "limit": 1})
         rows = (await conn.execute(claimable.candidates, {**values, "limit": limit + CLAIM_SPARES})).all()
         claimed: list[RequestRecord] = []
         taken: dict[str | None, int] = {}

@@ -1,0 +1,92 @@
+"""Deep queues for the benchmarks: bulk-filled queued requests, and the cost of a claim
+at a given depth (queue_overhead.py's ``--depth`` figures).
+
+A queue made here waits on its keys' limits: each key has ``max_concurrent = 1`` and
+one request already running (a lease a day long), so no worker drains it while the
+figures beside it are taken, and every claim still has to look past it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+import uuid
+from typing import Any
+
+import sqlalchemy as sa
+
+from openfal.store.db import Database
+from openfal.store.requests import RequestStore
+from openfal.store.schema import api_keys, requests
+
+CHUNK = 10_000
+
+
+def _row(backend: str, key_id: str, status: str, at: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()), "app": "openfal/utils", "endpoint_id": "openfal/utils/echo", "backend": backend,
+        "key_id": key_id, "status": status, "priority": 0, "input": {"i": 1}, "base_url": "http://bench", "store_io": True,
+        "created_at": at, "attempts": 0, "cancel_requested": False, "backend_state": {}, "version": 0, **extra,
+    }
+
+
+async def fill(db: Database, *, depth: int, keys: int, backend: str, held: bool) -> str:
+    """``depth`` queued requests of ``backend``, round-robin over ``keys`` new keys;
+    ``held``: each key at its limit (one request running on a lease a day long). Returns
+    the id of the last queued request (the deepest)."""
+    now = time.time()
+    names = [f"deep{uuid.uuid4().hex[:8]}{i}" for i in range(keys)]
+    async with db.write() as conn:
+        await conn.execute(
+            api_keys.insert(),
+            [{"id": k, "name": k, "secret_hash": "-", "created_at": now, "is_admin": False, "max_concurrent": 1 if held else None} for k in names],
+        )
+        if held:
+            lease = now + 86_400
+            await conn.execute(requests.insert(), [_row(backend, k, "IN_PROGRESS", now, worker_id="bench-holder", lease_expires_at=lease, attempts=1, started_at=now) for k in names])
+        last = ""
+        for start in range(0, depth, CHUNK):
+            rows = [_row(backend, names[i % keys], "IN_QUEUE", now + i * 1e-6) for i in range(start, min(depth, start + CHUNK))]
+            await conn.execute(requests.insert(), rows)
+            last = rows[-1]["id"]
+    if not db.is_sqlite:  # what autovacuum does to a real queue: statistics, visibility map
+        async with db.engine.connect() as conn:
+            await (await conn.execution_options(isolation_level="AUTOCOMMIT")).execute(sa.text("VACUUM ANALYZE requests"))
+    return last
+
+
+async def claim_p50(url: str, *, depth: int, keys: int, claims: int = 200) -> float:
+    """Median seconds of one claim (one request taken) from a queue ``depth`` deep over
+    ``keys`` keys, on a fresh database at ``url``; each claimed request is given back
+    (untimed), so the depth holds."""
+    db = Database(url)
+    try:
+        await db.migrate()
+        await fill(db, depth=depth, keys=keys, backend="bench", held=False)
+        store = RequestStore(db)
+        times = []
+        for i in range(claims):
+            started = time.perf_counter()
+            taken = await store.claim(backends=["bench"], worker_id=f"w{i % 4}", lease_seconds=60)
+            times.append(time.perf_counter() - started)
+            assert taken, "the queue ran dry"
+            for record in taken:
+                await store.requeue(record)
+        return statistics.median(times)
+    finally:
+        await db.close()
+
+
+def fill_deployment(database_url: str, *, depth: int, keys: int) -> str:
+    """Fill a deployment's database (migrated, no server running yet) with a held
+    queue of ``builtin``; the id of its deepest request."""
+
+    async def run() -> str:
+        db = Database(database_url)
+        try:
+            return await fill(db, depth=depth, keys=keys, backend="builtin", held=True)
+        finally:
+            await db.close()
+
+    return asyncio.run(run())
