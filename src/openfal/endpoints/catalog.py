@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from openfal.endpoints import flux, utility, video
+from openfal.endpoints.limits import check_prompts
 from openfal.validation import parse_body
 
 
@@ -54,4 +55,5 @@ CATALOG: dict[str, EndpointSpec] = {spec.endpoint_id: spec for spec in _SPECS}
 
 def validate_input(spec: EndpointSpec, body: Any) -> dict[str, Any]:
     """The input with defaults filled in, or ``InputInvalid`` in fal's 422 shape."""
+    check_prompts(spec.endpoint_id, body)  # endpoints/limits.py
     return parse_body(spec.input_model, body).model_dump(mode="json", exclude_none=False)
