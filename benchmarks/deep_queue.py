@@ -18,7 +18,8 @@ import sqlalchemy as sa
 
 from openfal.store.db import Database
 from openfal.store.requests import RequestStore
-from openfal.store.schema import api_keys, requests
+from openfal.store.api_keys import KeyStore
+from openfal.store.schema import requests
 
 CHUNK = 10_000
 
@@ -31,17 +32,14 @@ def _row(backend: str, key_id: str, status: str, at: float, **extra: Any) -> dic
     }
 
 
-async def fill(db: Database, *, depth: int, keys: int, backend: str, held: bool) -> str:
+async def fill(db: Database, *, depth: int, keys: int, backend: str, held: bool) -> tuple[str, str]:
     """``depth`` queued requests of ``backend``, round-robin over ``keys`` new keys;
-    ``held``: each key at its limit (one request running on a lease a day long). Returns
-    the id of the last queued request (the deepest)."""
+    ``held``: each key at its limit (one request running on a lease a day long).
+    Returns the id of the last queued request (the deepest) and its key's secret."""
     now = time.time()
-    names = [f"deep{uuid.uuid4().hex[:8]}{i}" for i in range(keys)]
+    made = [await KeyStore(db).create(f"deep{i}", limits={"max_concurrent": 1} if held else None) for i in range(keys)]
+    names = [key.id for key, _ in made]
     async with db.write() as conn:
-        await conn.execute(
-            api_keys.insert(),
-            [{"id": k, "name": k, "secret_hash": "-", "created_at": now, "is_admin": False, "max_concurrent": 1 if held else None} for k in names],
-        )
         if held:
             lease = now + 86_400
             await conn.execute(requests.insert(), [_row(backend, k, "IN_PROGRESS", now, worker_id="bench-holder", lease_expires_at=lease, attempts=1, started_at=now) for k in names])
@@ -53,7 +51,7 @@ async def fill(db: Database, *, depth: int, keys: int, backend: str, held: bool)
     if not db.is_sqlite:  # what autovacuum does to a real queue: statistics, visibility map
         async with db.engine.connect() as conn:
             await (await conn.execution_options(isolation_level="AUTOCOMMIT")).execute(sa.text("VACUUM ANALYZE requests"))
-    return last
+    return last, made[(depth - 1) % keys][1]
 
 
 async def claim_p50(url: str, *, depth: int, keys: int, claims: int = 200) -> float:
@@ -78,11 +76,11 @@ async def claim_p50(url: str, *, depth: int, keys: int, claims: int = 200) -> fl
         await db.close()
 
 
-def fill_deployment(database_url: str, *, depth: int, keys: int) -> str:
+def fill_deployment(database_url: str, *, depth: int, keys: int) -> tuple[str, str]:
     """Fill a deployment's database (migrated, no server running yet) with a held
-    queue of ``builtin``; the id of its deepest request."""
+    queue of ``builtin``; the id of its deepest request and its key's secret."""
 
-    async def run() -> str:
+    async def run() -> tuple[str, str]:
         db = Database(database_url)
         try:
             return await fill(db, depth=depth, keys=keys, backend="builtin", held=True)

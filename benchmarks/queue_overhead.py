@@ -270,7 +270,7 @@ def deployment(name: str, depth: int = 0, depth_keys: int = 1) -> Iterator[tuple
     key = cli(env, "keys", "create", "--name", "bench").strip().splitlines()[-1]
     if depth:
         url = env.get("OPENFAL_DATABASE_URL") or f"sqlite+aiosqlite:///{data.resolve() / 'openfal.db'}"
-        env["DEEPEST"] = fill_deployment(url, depth=depth, keys=depth_keys)
+        env["DEEPEST"], env["DEEPEST_KEY"] = fill_deployment(url, depth=depth, keys=depth_keys)
     processes: list[ServerProcess] = []
     try:
         api_count = 2 if name.endswith("2api") else 1
@@ -355,10 +355,11 @@ def measure_deep(name: str, args: argparse.Namespace, *, empty_submits: float) -
             for bare in bares:
                 bare.wait()
             deepest = f"/openfal/utils/requests/{env['DEEPEST']}/status"
+            owner = env["DEEPEST_KEY"]  # its key's: another key's poll is a 404
             for api in apis:  # the first poll reads the queue once; later ones are answered from memory
-                first = httpx.get(api.url + deepest, headers={"Authorization": f"Key {key}"}, timeout=120).json()
+                first = httpx.get(api.url + deepest, headers={"Authorization": f"Key {owner}"}, timeout=120).json()
             baseline = wrk([wrk_command(b.url, args) for b in bares])[0]
-            rate = wrk([wrk_command(api.url + deepest, args, key=key) for api in apis])[0]
+            rate = wrk([wrk_command(api.url + deepest, args, key=owner) for api in apis])[0]
             rows.append((f"status IN_QUEUE @{depth} queued", rate, baseline, "req/s", f"position {first.get('queue_position')}; bare handler as baseline"))
             script = Path(tempfile.mkdtemp()) / "submit.lua"
             script.write_text(SUBMIT_LUA)
