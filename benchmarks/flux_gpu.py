@@ -56,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from openfal.backends.local import model_configs  # noqa: E402
+from openfal.backends.local.families import flux1  # noqa: E402
 
 #: dense peaks (TFLOP/s) by device name fragment: (bf16, fp8); shown beside the measured ceiling
 DATASHEET = {"H200": (989.0, 1979.0), "H100": (989.0, 1979.0), "A100": (312.0, 0.0), "L40S": (362.0, 733.0), "4090": (165.0, 330.0)}
@@ -66,8 +67,8 @@ STEPS = {"flux-dev": 28, "flux-schnell": 4}
 ENDPOINT = {"flux-dev": "fal-ai/flux-1/dev", "flux-schnell": "fal-ai/flux-1/schnell"}
 T5_XXL = model_configs.T5_XXL_ENCODER
 CLIP_L = model_configs.CLIP_L_TEXT
-VAE = model_configs.FLUX_VAE
-FLUX_DEV = model_configs.FLUX_TRANSFORMER
+VAE = flux1.FLUX_VAE
+FLUX_DEV = flux1.FLUX_TRANSFORMER
 
 
 @dataclass(frozen=True)
@@ -325,8 +326,8 @@ def run_lora(engine: Any, profile: str, case: Case, args: argparse.Namespace, de
     from dataclasses import replace
 
     from openfal.backends.base import Job
-    from openfal.backends.local import flux
-    from openfal.backends.local.plans import make_plan
+    from openfal.backends.local.families import images
+    from openfal.backends.local.families.flux1 import FAMILY as FLUX1
     from openfal.endpoints.catalog import CATALOG, validate_input
 
     (spec,) = [s for s in engine.cache.loaded() if s.model == case.model]
@@ -341,13 +342,13 @@ def run_lora(engine: Any, profile: str, case: Case, args: argparse.Namespace, de
 
     def request(lora: Any) -> float:
         job = Job(request_id="bench-lora", endpoint_id=endpoint, input=validate_input(CATALOG[endpoint], body), emit=lambda event: None)
-        item = flux.FluxItem.of(job)
-        plan = make_plan(endpoint, job.input, engine.options)
-        call = replace(asyncio.run(flux.prepare_call(plan, job.input, engine.settings, engine.options, None)), loras=(lora,))
+        item = images.ImageItem.of(job)
+        plan = FLUX1.plan(endpoint, job.input, engine.options)
+        call = replace(asyncio.run(FLUX1.prepare(plan, job.input, engine.settings, engine.options, None)), loras=(lora,))
         _sync(device)
         started = time.perf_counter()
         batch = engine.generate_images(call, [item])
-        flux.make_output(item, batch.images[0], batch.flags[0], batch.seconds, report_prompt=True)
+        images.make_output(item, batch.images[0], batch.flags[0], batch.seconds, report_prompt=True)
         _sync(device)
         return time.perf_counter() - started
 
@@ -365,8 +366,8 @@ def run_lora(engine: Any, profile: str, case: Case, args: argparse.Namespace, de
 
 def run_case(engine: Any, profile: str, case: Case, args: argparse.Namespace, device: torch.device, ceiling: float) -> Row:
     from openfal.backends.base import Job
-    from openfal.backends.local import flux
-    from openfal.backends.local.plans import make_plan
+    from openfal.backends.local.families import images
+    from openfal.backends.local.families.flux1 import FAMILY as FLUX1
     from openfal.endpoints.catalog import CATALOG, validate_input
 
     steps = 2 if args.smoke else STEPS[case.model]
@@ -379,14 +380,14 @@ def run_case(engine: Any, profile: str, case: Case, args: argparse.Namespace, de
 
     def request() -> tuple[float, float]:
         job = Job(request_id="bench", endpoint_id=endpoint, input=validate_input(CATALOG[endpoint], body), emit=lambda event: None)
-        item = flux.FluxItem.of(job)
-        plan = make_plan(endpoint, job.input, engine.options)
-        call = asyncio.run(flux.prepare_call(plan, job.input, engine.settings, engine.options, None))
+        item = images.ImageItem.of(job)
+        plan = FLUX1.plan(endpoint, job.input, engine.options)
+        call = asyncio.run(FLUX1.prepare(plan, job.input, engine.settings, engine.options, None))
         timer.reset()
         _sync(device)
         started = time.perf_counter()
         batch = engine.generate_images(call, [item])
-        flux.make_output(item, batch.images[0], batch.flags[0], batch.seconds, report_prompt=True)  # JPEG encoding
+        images.make_output(item, batch.images[0], batch.flags[0], batch.seconds, report_prompt=True)  # JPEG encoding
         _sync(device)
         return time.perf_counter() - started, timer.seconds()
 

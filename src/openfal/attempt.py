@@ -21,6 +21,7 @@ from openfal.errors import InternalError, RunCancelled, RunError, RunTimedOut
 from openfal.lifecycle import Lifecycle
 from openfal.media import MediaStore
 from openfal.media.publish import discard_files, publish, publish_preview
+from openfal.media.retention import MediaLifecycle
 from openfal.models import LogEntry, Priority, RequestRecord
 from openfal.store.media_index import MediaIndex
 from openfal.store.requests import RequestStore
@@ -116,9 +117,9 @@ class Attempt:
         return job
 
     async def hand_back(self) -> None:
-        """Give the request back unfinished (shutting down mid-run); one that has already
-        ended is not IN_PROGRESS, so this does nothing to it."""
-        await self.through.store.requeue(self.record)
+        """Give the request back unfinished (the worker is draining), the attempt not
+        counted; one that has already ended is not IN_PROGRESS, so this does nothing to it."""
+        await self.through.store.hand_back(self.record, self.through.worker_id)
 
     async def end(self, outcome: Output | RunError, *, elapsed: float, run_limit: float) -> None:
         match decide(self.record, self.job, outcome, max_attempts=self.through.max_attempts, run_limit=run_limit):
@@ -156,6 +157,9 @@ class Attempt:
         """The output's body with its media stored; the temporary files behind it are
         gone afterwards, stored or not."""
         record, index = self.record, self.through.media_index
+        asked = MediaLifecycle(ttl=record.media_ttl, keep_forever=record.media_keep_forever, acl=record.media_acl)
+        # what the request left open comes from its key's storage settings
+        kept = asked.over(await index.defaults(record.key_id)) if record.key_id and (asked.keeps_default or asked.acl is None) else asked
         try:
             return await publish(
                 output.payload,
@@ -163,7 +167,7 @@ class Attempt:
                 base_url=record.base_url,
                 inline=bool(record.input.get("sync_mode")),
                 on_stored=lambda key, size: index.add(
-                    key, size, request_id=record.id, ttl=record.media_ttl, keep_forever=record.media_keep_forever
+                    key, size, request_id=record.id, ttl=kept.ttl, keep_forever=kept.keep_forever, key_id=record.key_id, acl=kept.acl
                 ),
             )
         finally:
@@ -229,5 +233,5 @@ class EventFolder:
             preview,
             media=self.through.media,
             base_url=record.base_url,
-            on_stored=lambda key, size: index.add(key, size, request_id=record.id, ttl=PREVIEW_TTL_SECONDS),
+            on_stored=lambda key, size: index.add(key, size, request_id=record.id, ttl=PREVIEW_TTL_SECONDS, key_id=record.key_id, acl=record.media_acl),
         )

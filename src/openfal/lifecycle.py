@@ -33,6 +33,11 @@ def webhook_body(record: RequestRecord) -> str:
         return json.dumps(body)
 
 
+def _number(units: float) -> str:
+    """A header value fal-js parses as a number: ``2``, ``1.048``."""
+    return f"{units:.6f}".rstrip("0").rstrip(".") or "0"
+
+
 class Lifecycle:
     def __init__(self, store: RequestStore, accounts: Accounts) -> None:
         self.store = store
@@ -48,11 +53,13 @@ class Lifecycle:
         attempt: int,
         video_seconds: float = 0.0,
     ) -> RequestRecord | None:
+        units = self.accounts.billable_units(record.endpoint_id, body, video_seconds)
         return await self._end(
             record,
             video_seconds,
             result_status=200,
             result_body=body,
+            result_headers={"x-fal-billable-units": _number(units)},
             inference_time=inference_time,
             worker_id=worker_id,
             attempt=attempt,

@@ -19,6 +19,7 @@ from openfal.config import Settings
 from openfal.lifecycle import Lifecycle
 from openfal.media import MediaStore, open_media
 from openfal.notify import Notifier
+from openfal.pools import endpoints_of, pool_endpoints
 from openfal.reaper import Reaper
 from openfal.routing import Router
 from openfal.service import QueueService
@@ -27,6 +28,7 @@ from openfal.store.db import Database
 from openfal.store.listener import ChangeFeed, change_feed
 from openfal.store.media_index import MediaIndex
 from openfal.store.outbox import OutboxStore
+from openfal.store.pools import PoolStore
 from openfal.store.requests import RequestStore
 from openfal.store.workers import WorkerRegistry
 from openfal.uploads import UploadSigner
@@ -68,7 +70,12 @@ class Runtime:
         self.accounts = Accounts(PriceList(settings.prices))
         self.lifecycle = Lifecycle(self.requests, self.accounts)
         self.backends = backends if backends is not None else make_backends(settings, media=self.media)
-        self.router = Router(settings.routes, set(self.backends))
+        self.router = Router(
+            settings.routes,
+            set(self.backends),
+            commercial_only=settings.commercial_only,
+            licensed_models=frozenset(settings.licensed_models),
+        )
         self.auth = Authenticator(self.keys, enabled=settings.auth_enabled)
         self.service = QueueService(
             settings=settings,
@@ -79,6 +86,8 @@ class Runtime:
             accounts=self.accounts,
         )
         self.worker: Worker | None = None
+        #: every worker of this process (``worker`` and, under ``--gpus``, one per GPU)
+        self.workers: list[Worker] = []
         self.signer: Signer | None = None
         self.uploads: UploadSigner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -87,9 +96,16 @@ class Runtime:
         self._stoppers: list[Callable[[], None]] = []
         #: per-GPU local backends (``--gpus``), each run by a worker of its own
         self._engine_backends: dict[str, Backend] = {}
+        #: the endpoints this process's workers serve (``worker_models``; None: all)
+        self.worker_endpoints = endpoints_of(settings.worker_models) if settings.worker_models else None
+        #: ``OPENFAL_POOLS`` resolved, pool -> endpoint ids (the view KEDA reads counts by them)
+        self.pools = pool_endpoints(settings.pools)
+        self.pool_queues = PoolStore(self.db)
 
     async def start(self, *, workers: bool) -> None:
         await self.db.migrate()
+        if self.pools:
+            await self.pool_queues.define(self.pools)
         self._listener = change_feed(
             self.db,
             self.notifier,
@@ -114,6 +130,7 @@ class Runtime:
             for label, backend in self._engine_backends.items()
         ]
         self.worker = self._worker(run_backends)
+        self.workers = [self.worker, *gpu_workers]
         reaper = Reaper(
             settings=self.settings,
             store=self.requests,
@@ -134,18 +151,24 @@ class Runtime:
             task.add_done_callback(_report_crash)
 
     def _run_backends(self) -> dict[str, Backend]:
-        """The backends this process's worker runs (``worker_backends``); under ``--gpus``
+        """The backends this process's worker runs (``worker_backends``, and of those the
+        ones serving ``worker_models``' endpoints); under ``--gpus``
         the local one is replaced by one engine per GPU, each with a worker of its own."""
+        serving = set(self.backends) if self.worker_endpoints is None else self._backends_of(self.worker_endpoints)
         run_backends = {
             name: backend
             for name, backend in self.backends.items()
-            if not self.settings.worker_backends or name in self.settings.worker_backends
+            if (not self.settings.worker_backends or name in self.settings.worker_backends) and name in serving
         }
         if self.settings.gpus and "local" in run_backends:
             from openfal.backends.local.gpus import gpu_backends
 
             self._engine_backends = dict(gpu_backends(self.settings, run_backends.pop("local")))  # type: ignore[arg-type]
         return run_backends
+
+    def _backends_of(self, endpoints: frozenset[str]) -> set[str]:
+        """The backends that serve these endpoints (as submits are routed)."""
+        return {self.router.resolve(endpoint).backend for endpoint in endpoints}
 
     def _worker(self, backends: dict[str, Backend], *, worker_id: str | None = None) -> Worker:
         return Worker(
@@ -157,6 +180,7 @@ class Runtime:
             backends=backends,
             registry=self.registry,
             worker_id=worker_id,
+            endpoints=self.worker_endpoints,
         )
 
     def warming(self) -> list[str]:

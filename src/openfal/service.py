@@ -22,6 +22,7 @@ from openfal.errors import (
     BadRequest,
     EndpointNotAllowed,
     IdempotencyConflict,
+    LicenceNotAllowed,
     QueueFull,
     RequestNotFound,
     RunCancelled,
@@ -131,6 +132,7 @@ class QueueService:
             "no_retry": options.no_retry,
             "media_ttl": options.lifecycle.ttl,
             "media_keep_forever": options.lifecycle.keep_forever,
+            "media_acl": options.lifecycle.acl,
             "start_deadline": options.start_deadline,
             "idempotency_key": idempotency[0] if idempotency else None,
             "idempotency_hash": idempotency[1] if idempotency else None,
@@ -157,6 +159,8 @@ class QueueService:
         route = self.router.resolve(endpoint_id)
         if key is not None and not key.may_use(endpoint_id):
             raise EndpointNotAllowed(f"This API key may not use {endpoint_id}")
+        if key is not None and key.commercial_only and not self.router.commercially_usable(route.spec):
+            raise LicenceNotAllowed(_licence_refusal(endpoint_id, route))
         if route.spec is not None:
             data = validate_input(route.spec, body)
         elif isinstance(body, dict):
@@ -300,6 +304,13 @@ class QueueService:
     ) -> list[RequestRecord]:
         owner = None if key is None or key.is_admin else key.id
         return await self.store.history(owner, limit=limit, before_seq=before, status=status, endpoint_id=endpoint_id)
+
+
+def _licence_refusal(endpoint_id: str, route: Route) -> str:
+    """Why a key limited to commercial use may not call an endpoint: its licence."""
+    assert route.spec is not None and route.spec.licence is not None
+    licence = route.spec.licence
+    return f"This API key may only use commercially usable models; {endpoint_id} is under the {licence.name} licence ({licence.url})"
 
 
 def _may_see(key: ApiKey | None, record: RequestRecord) -> bool:

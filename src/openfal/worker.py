@@ -37,6 +37,11 @@ log = logging.getLogger("openfal.worker")
 CANCEL_POLL_SECONDS = 1.0
 #: how often a running call is checked for being stuck after its jobs were stopped
 STUCK_POLL_SECONDS = 0.25
+#: a claim loop with a free slot goes round at least every IDLE_CLAIM_SECONDS (5 s);
+#: silent this long, it is hung (liveness fails)
+CLAIM_LOOP_SILENT_SECONDS = 60.0
+#: a run given up as stuck and still inside its device call this long after: the engine is hung
+HUNG_ENGINE_SECONDS = 300.0
 
 
 class Worker:
@@ -51,6 +56,7 @@ class Worker:
         backends: Mapping[str, Backend],
         worker_id: str | None = None,
         registry: WorkerRegistry | None = None,
+        endpoints: frozenset[str] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -62,6 +68,8 @@ class Worker:
         self.notifier = store.notifier
         self.worker_id = worker_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.registry = registry
+        #: a worker pool's endpoints (``--models``): only their requests are claimed (None: all)
+        self.endpoints = endpoints
         self._attempts = Attempts(
             store=store,
             lifecycle=lifecycle,
@@ -75,11 +83,17 @@ class Worker:
         self._limits: dict[str, float] = {}
         #: backend -> (slots, the tasks of its busy slots), for the registry
         self._slots: dict[str, tuple[int, set[asyncio.Task[None]]]] = {}
-        #: runs given up as stuck, still finishing in their threads
-        self._abandoned: set[asyncio.Future[Sequence[Output | RunError]]] = set()
+        #: runs given up as stuck, still finishing in their threads -> when they were given up
+        self._abandoned: dict[asyncio.Future[Sequence[Output | RunError]], float] = {}
+        self._started = False
         self._stopping = asyncio.Event()
         #: set once the dispatchers have drained: the side loops may end then
         self._drained = asyncio.Event()
+        #: backend -> its dispatcher task, and when its claim loop last went round
+        self._dispatchers: dict[str, asyncio.Task[None]] = {}
+        self._ticks: dict[str, float | None] = {}
+        #: a busy slot's task -> the requests it runs (to stop them when the drain ends)
+        self._slot_requests: dict[asyncio.Task[None], list[str]] = {}
 
     # -- supervision --------------------------------------------------------------
 
@@ -90,9 +104,11 @@ class Worker:
         the connection (and SQLite's write lock) held while the rest shuts down, so the
         loops finish their current step and return. Dispatchers stop claiming and drain
         their running requests; heartbeats and cancel polls go on until they have."""
-        dispatchers = [
-            asyncio.create_task(self._dispatch(backend), name=f"dispatch-{name}") for name, backend in self.backends.items()
-        ]
+        self._dispatchers = {
+            name: asyncio.create_task(self._dispatch(backend), name=f"dispatch-{name}") for name, backend in self.backends.items()
+        }
+        dispatchers = list(self._dispatchers.values())
+        self._started = True
         sides = [
             asyncio.create_task(self._heartbeats(), name="heartbeats"),
             asyncio.create_task(self._cancel_poll(), name="cancel-poll"),
@@ -112,6 +128,8 @@ class Worker:
                     log.exception("leaving the worker registry failed")
 
     def stop(self) -> None:
+        """Stop claiming now and drain: running requests get ``drain_seconds`` to finish,
+        then what is left is handed back (see ``_dispatch``)."""
         self._stopping.set()
         # an idle dispatcher sleeps until work arrives (up to IDLE_CLAIM_SECONDS): wake it,
         # or the drain (and the hand-back of running requests) waits that long to begin
@@ -126,9 +144,10 @@ class Worker:
         running: set[asyncio.Task[None]] = set()
         self._slots[backend.name] = (slots, running)
         try:
-            while await self._slot_or_stop(free):
+            while self._tick(backend.name, waiting=free.locked()) and await self._slot_or_stop(free):
                 gate = getattr(backend, "claim_gate", None)  # a GPU's second slot claims once the GPU is free
                 if gate is not None:
+                    self._tick(backend.name, waiting=True)
                     opened, stop = asyncio.ensure_future(gate()), asyncio.ensure_future(self._stopping.wait())
                     await asyncio.wait({opened, stop}, return_when=asyncio.FIRST_COMPLETED)
                     opened.cancel()
@@ -136,12 +155,14 @@ class Worker:
                     if self._stopping.is_set():
                         free.release()
                         break
+                self._tick(backend.name)
                 try:
                     records = await self.store.claim(
                         backends=[backend.name],
                         worker_id=self.worker_id,
                         lease_seconds=self.settings.lease_seconds,
                         batch_limit=backend.max_batch_size,
+                        endpoints=self.endpoints,
                     )
                 except Exception:
                     log.exception("claim failed; retrying")
@@ -155,14 +176,54 @@ class Worker:
                     continue
                 task = asyncio.create_task(self._run_slot(backend, records), name=f"run-{records[0].id}")
                 running.add(task)
-                task.add_done_callback(lambda t: (running.discard(t), free.release()))
+                self._slot_requests[task] = [r.id for r in records]
+                task.add_done_callback(lambda t: (running.discard(t), self._slot_requests.pop(t, None), free.release()))
         finally:
-            # drain: give running requests the grace period, then hand them back
+            # drain: running requests get drain_seconds to finish; what is left is handed
+            # back, its runs told to stop at their next step (their results are not waited for)
             if running:
-                await asyncio.wait(running, timeout=self.settings.shutdown_grace_seconds)
+                await asyncio.wait(running, timeout=self.settings.drain_seconds)
+            if running:
+                log.info("drained for %g s; handing back %d running claim(s)", self.settings.drain_seconds, len(running))
             for task in running:
+                for request_id in self._slot_requests.get(task, ()):
+                    job = self._running.get(request_id)
+                    if job is not None:
+                        job.cancel()
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+
+    def _tick(self, backend: str, *, waiting: bool = False) -> bool:
+        """The claim loop went round (``waiting``: and now waits, as long as a run may
+        take, for a busy slot or the GPU to free up)."""
+        self._ticks[backend] = None if waiting else time.monotonic()
+        return True
+
+    # -- health ---------------------------------------------------------------------
+
+    @property
+    def claiming(self) -> bool:
+        """Whether this worker takes new work: running, not draining, every claim loop alive."""
+        return self._started and not self._stopping.is_set() and not any(t.done() for t in self._dispatchers.values())
+
+    def unhealthy(self) -> list[str]:
+        """What is wrong with this worker that only a restart mends (empty: nothing): a
+        claim loop that died, or has not gone round in ``CLAIM_LOOP_SILENT_SECONDS``
+        while it had a free slot (one waiting for a busy slot or the GPU waits rightly),
+        or an engine that does not answer: a run given up as stuck that still has not
+        returned ``HUNG_ENGINE_SECONDS`` later is a hung device call, and the device
+        stays held until the process ends."""
+        now, problems = time.monotonic(), []
+        for name, task in self._dispatchers.items():
+            tick = self._ticks.get(name)
+            if task.done() and not self._stopping.is_set():
+                problems.append(f"{name}: the claim loop ended")
+            elif tick is not None and now - tick > CLAIM_LOOP_SILENT_SECONDS:
+                problems.append(f"{name}: the claim loop has not gone round for {now - tick:.0f} s")
+        for since in self._abandoned.values():
+            if now - since > HUNG_ENGINE_SECONDS:
+                problems.append(f"a run given up as stuck {now - since:.0f} s ago has not returned: the engine does not answer")
+        return problems
 
     async def _slot_or_stop(self, free: asyncio.Semaphore) -> bool:
         """Wait for a free slot (True, the slot taken) or for ``stop()`` (False)."""
@@ -338,10 +399,10 @@ class Worker:
         ids = [job.request_id for job in jobs]
         log.warning("%s: still inside a step %g s after being stopped; ending the request(s) and discarding the run", ids, self.settings.stuck_run_grace_seconds)
         metrics.ABANDONED_RUNS.labels(backend.name).inc()
-        self._abandoned.add(run)
+        self._abandoned[run] = time.monotonic()
 
         def finished(done: asyncio.Future[Sequence[Output | RunError]]) -> None:
-            self._abandoned.discard(done)
+            self._abandoned.pop(done, None)
             if done.cancelled() or done.exception() is not None:
                 log.info("abandoned run of %s ended without a result", ids)
                 return

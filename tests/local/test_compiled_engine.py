@@ -23,9 +23,10 @@ import pytest
 import torch
 
 from openfal.backends.local import acceleration as accel
-from openfal.backends.local import flux, warmup
+from openfal.backends.local import warmup
 from openfal.backends.local.engine import Engine
-from openfal.backends.local.plans import make_plan
+from openfal.backends.local.families.flux1 import FAMILY as FLUX1
+from openfal.backends.local.families.images import ImageItem
 from openfal.config import Settings
 from openfal.events import Log
 from tests.local.helpers import TEST_OPTIONS, make_job
@@ -48,9 +49,9 @@ def _generate(engine: Engine, width: int = 64, height: int = 64, seed: int = 3) 
         "seed": seed, "output_format": "png", "enable_safety_checker": False,
     }  # fmt: skip
     job, recorder = make_job(ENDPOINT, body)
-    plan = make_plan(ENDPOINT, job.input, TEST_OPTIONS)
-    call = asyncio.run(flux.prepare_call(plan, job.input, engine.settings, TEST_OPTIONS, None))
-    batch = engine.generate_images(call, [flux.FluxItem.of(job)])
+    plan = FLUX1.plan(ENDPOINT, job.input, TEST_OPTIONS)
+    call = asyncio.run(FLUX1.prepare(plan, job.input, engine.settings, TEST_OPTIONS, None))
+    batch = engine.generate_images(call, [ImageItem.of(job)])
     logs = [e.message for e in recorder.of(Log)]
     return np.asarray(batch.images[0][0].convert("RGB"), dtype=np.int16), logs
 

@@ -19,10 +19,11 @@ import numpy as np
 import pytest
 import torch
 
-from openfal.backends.local import flux, lora_bank, warmup
+from openfal.backends.local import lora_bank, warmup
 from openfal.backends.local.engine import Engine
+from openfal.backends.local.families.flux1 import FAMILY as FLUX1
+from openfal.backends.local.families.images import ImageItem
 from openfal.backends.local.lora_files import LoraFile
-from openfal.backends.local.plans import make_plan
 from openfal.config import Settings
 from openfal.errors import InputRejected
 from tests.local.helpers import TEST_OPTIONS, make_job
@@ -49,9 +50,9 @@ def _generate(engine: Engine, *loras: LoraFile, seed: int = 3) -> np.ndarray:
         "seed": seed, "output_format": "png", "enable_safety_checker": False,
     }  # fmt: skip
     job, _ = make_job(ENDPOINT, body)
-    plan = make_plan(ENDPOINT, job.input, TEST_OPTIONS)
-    call = asyncio.run(flux.prepare_call(plan, job.input, engine.settings, TEST_OPTIONS, None))
-    batch = engine.generate_images(replace(call, loras=tuple(loras)), [flux.FluxItem.of(job)])
+    plan = FLUX1.plan(ENDPOINT, job.input, TEST_OPTIONS)
+    call = asyncio.run(FLUX1.prepare(plan, job.input, engine.settings, TEST_OPTIONS, None))
+    batch = engine.generate_images(replace(call, loras=tuple(loras)), [ImageItem.of(job)])
     return np.asarray(batch.images[0][0].convert("RGB"), dtype=np.int16)
 
 

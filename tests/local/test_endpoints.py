@@ -39,6 +39,10 @@ CASES: list[tuple[str, dict[str, Any], tuple[int, int]]] = [
     ("fal-ai/flux/dev", {"prompt": "a fox", "image_size": {"width": 64, "height": 48}, "num_inference_steps": 2}, (64, 48)),
     ("fal-ai/flux/schnell", {"prompt": "a fox", "image_size": {"width": 96, "height": 64}, "num_inference_steps": 2}, (96, 64)),
     ("fal-ai/flux/dev/image-to-image", {"prompt": "a fox", "image_url": IMAGE, "num_inference_steps": 10, "strength": 0.3}, (80, 64)),
+    # FLUX.1 Krea [dev]: FLUX.1 [dev]'s architecture and pipelines, its own weights
+    ("fal-ai/flux/krea", {"prompt": "a fox", "image_size": {"width": 64, "height": 48}, "num_inference_steps": 2}, (64, 48)),
+    ("fal-ai/flux/krea/image-to-image", {"prompt": "a fox", "image_url": IMAGE, "num_inference_steps": 10, "strength": 0.3}, (80, 64)),
+    ("fal-ai/flux-krea-lora", {"prompt": "a fox", "image_size": {"width": 48, "height": 64}, "num_inference_steps": 2}, (48, 64)),
 ]
 
 

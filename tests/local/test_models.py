@@ -15,7 +15,7 @@ from openfal.backends.local import LocalBackend, registry, sizes
 from openfal.backends.local.cache import ModelCache, PipelineSpec
 from openfal.backends.local.cli import models as models_cli
 from openfal.backends.local.install import DownloadFailed, download_model, list_models
-from openfal.backends.local.tiny import TINY_MODELS, build_tiny_models, tiny_dir
+from openfal.backends.local.tiny import build_tiny_models, tiny_dir, tiny_models
 from openfal.errors import ModelUnavailable
 from tests.local.helpers import TEST_OPTIONS, output_of, run_one
 
@@ -36,7 +36,7 @@ def spec(models_dir: Path, model: str, class_name: str = "FluxPipeline", without
 def test_the_tiny_set_is_saved_in_the_diffusers_layout(models_dir: Path) -> None:
     """Every model has a folder with its index (pipelines) or config (checker)."""
     root = tiny_dir(models_dir)
-    for name in TINY_MODELS:
+    for name in tiny_models():
         assert registry.is_installed(root / name), name
     index = json.loads((root / "flux-dev" / "model_index.json").read_text())
     assert index["_class_name"] == "FluxPipeline" and index["transformer"] == ["diffusers", "FluxTransformer2DModel"]

@@ -9,7 +9,7 @@ from PIL import Image
 
 from openfal.backends.local import sizes
 from openfal.backends.local.device import resolve_device, resolve_dtype
-from openfal.backends.local.flux import stitch
+from openfal.backends.local.families.images import stitch
 from openfal.errors import ConfigError
 
 

@@ -1,15 +1,18 @@
-"""Which endpoints openfal knows, with their schemas and the backend that serves them
-by default. Endpoints not listed here can still be served by a relay route; their input
+"""Which endpoints openfal knows, with their schemas, licence, list price and the backend
+that serves them by default. The local endpoints come from the model families
+(``backends/local/families``); this module adds the built-in utilities. Endpoints not listed here can still be served by a relay route; their input
 then passes through unvalidated, as the upstream will validate it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
-from openfal.endpoints import flux, utility, video
+from openfal.endpoints import utility
+from openfal.endpoints.licences import Licence
 from openfal.endpoints.limits import check_prompts
 from openfal.validation import parse_body
 
@@ -24,28 +27,39 @@ class EndpointSpec:
     backend: str
     #: what kind of media it produces (the playground's gallery uses it)
     kind: str = "image"
+    #: the licence of the weights behind it (None: no model, e.g. the utilities)
+    licence: Licence | None = None
+    #: the local model family that serves it (None: not a local endpoint)
+    family: str | None = None
+    #: fal's list price in dollars (per_request / per_image / per_megapixel / per_video_second)
+    price: Mapping[str, float] = field(default_factory=dict)
+    #: the local models it runs (empty: none)
+    models: tuple[str, ...] = ()
+
+
+def _local_specs() -> list[EndpointSpec]:
+    """Every model family's endpoints (``backends/local/families``)."""
+    from openfal.backends.local.families import FAMILIES
+    from openfal.backends.local.registry import MODELS
+
+    return [
+        EndpointSpec(
+            e.endpoint_id, e.title, e.input_model, e.output_model, "local", kind=e.media,
+            licence=_strictest(MODELS[m].licence for m in e.models), family=family.name, price=e.price, models=e.models,
+        )
+        for family in FAMILIES.values()
+        for e in family.endpoints
+    ]  # fmt: skip
+
+
+def _strictest(licences: Iterable[Licence]) -> Licence:
+    """An endpoint that runs several models is as usable as the least usable of them."""
+    ordered = sorted(licences, key=lambda licence: licence.commercial)
+    return ordered[0]
 
 
 _SPECS = [
-    EndpointSpec("fal-ai/flux-1/dev", "FLUX.1 [dev] text to image", flux.FluxDevInput, flux.FluxOutput, "local"),
-    EndpointSpec("fal-ai/flux-1/dev/image-to-image", "FLUX.1 [dev] image to image", flux.FluxDevImageToImageInput, flux.FluxOutput, "local"),
-    EndpointSpec("fal-ai/flux-1/dev/redux", "FLUX.1 [dev] Redux", flux.FluxDevReduxInput, flux.FluxOutput, "local"),
-    EndpointSpec("fal-ai/flux-1/schnell", "FLUX.1 [schnell] text to image", flux.FluxSchnellInput, flux.FluxOutput, "local"),
-    EndpointSpec("fal-ai/flux-1/schnell/redux", "FLUX.1 [schnell] Redux", flux.FluxSchnellReduxInput, flux.FluxOutput, "local"),
-    EndpointSpec("fal-ai/flux-pro/kontext", "FLUX.1 Kontext [pro] (local: Kontext [dev])", flux.KontextInput, flux.FluxOutput, "local"),
-    EndpointSpec("fal-ai/flux-pro/kontext/max", "FLUX.1 Kontext [max] (local: Kontext [dev])", flux.KontextInput, flux.FluxOutput, "local"),
-    EndpointSpec("fal-ai/flux-pro/kontext/multi", "FLUX.1 Kontext [pro] multi-image", flux.KontextMultiInput, flux.KontextRegistryOutput, "local"),
-    EndpointSpec("fal-ai/flux-pro/kontext/max/multi", "FLUX.1 Kontext [max] multi-image", flux.KontextMultiInput, flux.KontextRegistryOutput, "local"),
-    EndpointSpec("fal-ai/flux-pro/kontext/text-to-image", "FLUX.1 Kontext [pro] text to image", flux.KontextTextToImageInput, flux.KontextRegistryOutput, "local"),
-    EndpointSpec("fal-ai/flux-pro/kontext/max/text-to-image", "FLUX.1 Kontext [max] text to image", flux.KontextTextToImageInput, flux.KontextRegistryOutput, "local"),
-    EndpointSpec("fal-ai/flux-lora", "FLUX.1 [dev] with LoRAs", flux.FluxLoraInput, flux.FluxOutput, "local"),
-    EndpointSpec("fal-ai/flux-lora/image-to-image", "FLUX.1 [dev] image to image with LoRAs", flux.FluxLoraImageToImageInput, flux.FluxOutput, "local"),
-    EndpointSpec("fal-ai/flux-kontext/dev", "FLUX.1 Kontext [dev]", flux.KontextDevInput, flux.FluxOutput, "local"),
-    EndpointSpec("fal-ai/flux-kontext-lora", "FLUX.1 Kontext [dev] with LoRAs", flux.KontextLoraInput, flux.FluxOutput, "local"),
-    EndpointSpec("fal-ai/flux/dev", "FLUX.1 [dev] text to image (classic id)", flux.ClassicFluxDevInput, flux.FluxOutput, "local"),
-    EndpointSpec("fal-ai/flux/dev/image-to-image", "FLUX.1 [dev] image to image (classic id)", flux.ClassicFluxDevImageToImageInput, flux.FluxOutput, "local"),
-    EndpointSpec("fal-ai/flux/schnell", "FLUX.1 [schnell] text to image (classic id)", flux.ClassicFluxSchnellInput, flux.FluxOutput, "local"),
-    EndpointSpec("fal-ai/ltx-video", "LTX-Video text to video", video.LtxVideoInput, video.VideoOutput, "local", kind="video"),
+    *_local_specs(),
     EndpointSpec("openfal/utils/echo", "No-op: returns its input", utility.EchoInput, utility.EchoOutput, "builtin", kind="json"),
     EndpointSpec("openfal/utils/sleep", "Sleeps in steps, with progress", utility.SleepInput, utility.SleepOutput, "builtin", kind="json"),
 ]

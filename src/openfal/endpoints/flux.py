@@ -1,5 +1,5 @@
-"""Inputs and outputs of the eleven FLUX endpoints, field for field as fal publishes them
-(spec: fal-queue-api.md section 3).
+"""Inputs and outputs of the FLUX.1 endpoints, field for field as fal publishes them
+(spec: fal-queue-api.md section 3; Krea [dev]: fal-endpoints-2026.md).
 
 ``acceleration`` defaults to ``regular`` as in fal's 2025-12 generated types (the
 sibling docs say ``none``; the field has no effect on local runs either way).
@@ -133,6 +133,41 @@ class ClassicFluxDevImageToImageInput(_Classic, FluxDevImageToImageInput):
 
 class ClassicFluxSchnellInput(_Classic, FluxSchnellInput):
     pass
+
+
+class FluxKreaInput(_Common):
+    """``fal-ai/flux/krea``: FLUX.1 [dev]'s fields, ``acceleration`` defaulting to ``none``."""
+
+    prompt: Prompt
+    image_size: ImageSize | ImageSizePreset = "landscape_4_3"
+    num_inference_steps: Steps = 28
+    guidance_scale: Guidance = 3.5
+    acceleration: Acceleration = "none"
+
+
+class FluxKreaImageToImageInput(_Common):
+    prompt: Prompt
+    image_url: ImageUrl
+    strength: Annotated[float, Field(ge=0.01, le=1)] = 0.95
+    num_inference_steps: Annotated[int, Field(ge=10, le=50)] = 40
+    guidance_scale: Guidance = 3.5
+    acceleration: Acceleration = "none"
+
+
+class KreaLoraWeight(LoraWeight):
+    """fal's ``LoraWeight`` of ``fal-ai/flux-krea-lora``: ``force`` is accepted (it forces
+    a re-download on fal; openfal re-reads a LoRA whenever its file changes)."""
+
+    force: bool = False
+
+
+class FluxKreaLoraInput(_Common):
+    prompt: Prompt
+    image_size: ImageSize | ImageSizePreset = "landscape_4_3"
+    num_inference_steps: Steps = 28
+    guidance_scale: Annotated[float, Field(ge=0, le=35)] = 3.5
+    loras: Annotated[list[KreaLoraWeight], Field(max_length=MAX_LORAS, description="LoRAs merged together for this image")] = []
+    acceleration: LoraAcceleration = "none"
 
 
 #: Kontext [dev]'s output size: ``match_input`` keeps the input's (sides to multiples of

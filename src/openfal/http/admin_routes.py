@@ -49,6 +49,7 @@ class LimitsIn(BaseModel):
     )
     expires_at: float | None = Field(None, gt=0, le=MAX_TIME, description="unix time after which the key stops working")
     max_queued: int | None = Field(None, ge=1, le=MAX_INT32, description="requests the key may have waiting at once (more: 429)")
+    commercial_only: bool = Field(False, description="only endpoints whose catalog licence allows commercial use (others: 403 naming it)")
 
 
 class KeyIn(LimitsIn):
@@ -136,6 +137,26 @@ async def redeliver(
     return {"id": delivery_id, "state": "pending"}
 
 
+@router.get("/queues")
+async def queues(request: Request, _: ApiKey | None = Depends(admin_key)) -> list[dict[str, Any]]:
+    """Each worker pool (backend): requests waiting and running, live slots and busy
+    slots (the console's queue view; Prometheus has the same as gauges)."""
+    rt = runtime(request)
+    counts = await rt.requests.counts_by_backend()
+    capacity = await rt.registry.capacity()
+    return [
+        {
+            "backend": backend,
+            "queued": counts.get(("IN_QUEUE", backend), 0),
+            "running": counts.get(("IN_PROGRESS", backend), 0),
+            "slots": capacity.get(backend, {}).get("slots", 0),
+            "busy": capacity.get(backend, {}).get("busy", 0),
+            "endpoints": [route.endpoint_id for route in rt.router.endpoints() if route.backend == backend],
+        }
+        for backend in rt.backends
+    ]
+
+
 @router.get("/workers")
 async def worker_list(request: Request, _: ApiKey | None = Depends(admin_key)) -> list[dict[str, Any]]:
     """Processes running workers as they last reported: slots, busy slots and each
@@ -154,4 +175,8 @@ async def prometheus(request: Request, _: ApiKey | None = Depends(admin_key)) ->
         metrics.RUNNING.labels(backend).set(counts.get(("IN_PROGRESS", backend), 0))
         metrics.CLUSTER_SLOTS.labels(backend).set(capacity.get(backend, {}).get("slots", 0))
         metrics.CLUSTER_BUSY.labels(backend).set(capacity.get(backend, {}).get("busy", 0))
+    for pool in await runtime(request).pool_queues.queues():
+        metrics.POOL_QUEUED.labels(pool.pool).set(pool.queued)
+        metrics.POOL_RUNNING.labels(pool.pool).set(pool.running)
+        metrics.POOL_OLDEST_WAIT.labels(pool.pool).set(pool.oldest_wait_seconds)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

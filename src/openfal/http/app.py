@@ -12,8 +12,10 @@ from openfal import __version__, log_redaction
 from openfal.config import Settings
 from openfal.http import (
     admin_routes,
+    media_access_routes,
     misc_routes,
     openai_routes,
+    platform_routes,
     playground,
     queue_routes,
     realtime_routes,
@@ -34,6 +36,8 @@ ROUTERS = (
     misc_routes.router,
     admin_routes.router,
     admin_routes.metrics_router,
+    platform_routes.router,  # before the OpenAI routes: /v1/models answers both
+    media_access_routes.router,
     storage_routes.router,
     relay_routes.router,
     openai_routes.router,

@@ -18,12 +18,12 @@ the router (``hot_routes.py``); this answers in fal's shape, by path.
 from __future__ import annotations
 
 import re
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openfal.config import Settings
 from openfal.errors import ClientError, Forbidden, PayloadTooLarge
-from openfal.http.errors import client_error
+from openfal.http.errors import client_error, error_response
 
 #: the admin API: small JSON bodies (a key's name and limits), only from admin keys
 ADMIN_PREFIX = "/api/admin/"
@@ -45,11 +45,11 @@ def refuse_nul(scope: Scope) -> Response | None:
     """A NUL in the path or query can name nothing openfal stores (PostgreSQL refuses it
     in text): answered here, in fal's shape, before any route or the database sees it."""
     if "\x00" in scope.get("path", ""):
-        return JSONResponse({"detail": "Path not found"}, status_code=404)
+        return error_response({"detail": "Path not found"}, 404)
     query: bytes = scope.get("query_string", b"")
     if b"%00" in query or b"\x00" in query:
         detail = [{"loc": ["query"], "msg": "Query parameters must not contain NUL (%00) characters", "type": "value_error"}]
-        return JSONResponse({"detail": detail}, status_code=422)
+        return error_response({"detail": detail}, 422)
     return None
 
 
@@ -75,7 +75,7 @@ class RequestGuard:
         limit = body_limit(scope["path"], runtime.settings)
         declared = _header(scope, b"content-length")
         if refusal is None and declared is not None and declared.strip().isdigit() and int(declared) > limit:
-            refusal = client_error(PayloadTooLarge(f"Request body larger than {limit} bytes"))
+            refusal = client_error(PayloadTooLarge(f"Request body larger than {limit} bytes"), scope["path"])
         if refusal is not None:
             await refusal(scope, receive, send)
             return
@@ -91,7 +91,7 @@ async def _admin_refusal(scope: Scope) -> Response | None:
         if key is not None and not key.is_admin:
             raise Forbidden()
     except ClientError as exc:
-        return client_error(exc)
+        return client_error(exc, scope["path"])
     return None
 
 
@@ -145,4 +145,4 @@ class _Bounded:
 
     async def _too_large(self) -> None:
         self.started = True
-        await client_error(self._exception())(self.scope, self._receive, self._send)
+        await client_error(self._exception(), self.scope["path"])(self.scope, self._receive, self._send)

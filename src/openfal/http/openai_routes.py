@@ -23,6 +23,7 @@ from openfal import openai_images
 from openfal.errors import OpenfalError, PayloadTooLarge
 from openfal.http import queue_routes, stream_routes
 from openfal.http.deps import base_url, current_key, json_body, runtime
+from openfal.http.errors import error_response
 from openfal.http.wire import submit_options
 from openfal.media.names import new_key
 from openfal.models import ApiKey, MediaBlob
@@ -38,7 +39,8 @@ MAX_FIELD_BYTES = 1024 * 1024
 
 
 def _error(exc: OpenAIError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status_code)
+    """OpenAI's error shape, with fal's ``error_type`` and ``X-Fal-Error-Type`` beside it."""
+    return error_response(exc.body(), exc.status_code)
 
 
 @router.post("/images/generations", summary="Create images (OpenAI Images API)")
@@ -91,40 +93,6 @@ async def edits(request: Request) -> Response:
         return _error(openai_images.from_openfal(exc))
     except OpenAIError as exc:
         return _error(exc)
-
-
-@router.get("/models", summary="Models usable with the Images API")
-async def models(request: Request) -> Response:
-    """The aliases, then every image endpoint this server serves."""
-    try:
-        await current_key(request)
-    except OpenfalError as exc:
-        return _error(openai_images.from_openfal(exc))
-    return JSONResponse({"object": "list", "data": [_model(name) for name in _model_names(request)]})
-
-
-@router.get("/models/{model:path}", summary="One model")
-async def model(model: str, request: Request) -> Response:
-    try:
-        await current_key(request)
-    except OpenfalError as exc:
-        return _error(openai_images.from_openfal(exc))
-    if model not in _model_names(request):
-        return _error(OpenAIError(404, f"The model '{model}' does not exist", param="model", code="model_not_found"))
-    return JSONResponse(_model(model))
-
-
-def _model_names(request: Request) -> list[str]:
-    rt = runtime(request)
-    names = dict.fromkeys([*rt.settings.openai_model_aliases, *rt.settings.openai_edit_model_aliases])
-    for route in rt.router.endpoints():
-        if route.spec is not None and route.spec.kind == "image":
-            names[route.endpoint_id] = None
-    return list(names)
-
-
-def _model(name: str) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": 0, "owned_by": "openfal"}
 
 
 async def _store_image(request: Request, upload: UploadFile) -> str:

@@ -28,6 +28,13 @@ _QUEUE_STATUS = {
 }
 
 
+def _licence(spec: EndpointSpec) -> dict[str, Any]:
+    """OpenAPI's own ``info.license`` plus whether commercial use is allowed."""
+    if spec.licence is None:
+        return {}
+    return {"license": {"name": spec.licence.name, "url": spec.licence.url}, "x-openfal-licence": spec.licence.as_json()}
+
+
 def endpoint_openapi(spec: EndpointSpec, server_url: str) -> dict[str, Any]:
     (refs, schemas) = models_json_schema(
         [(spec.input_model, "validation"), (spec.output_model, "serialization")],
@@ -41,7 +48,7 @@ def endpoint_openapi(spec: EndpointSpec, server_url: str) -> dict[str, Any]:
     status_ref = {"$ref": "#/components/schemas/QueueStatus"}
     return {
         "openapi": "3.1.0",
-        "info": {"title": spec.title, "version": "1.0.0", "x-fal-metadata": {"endpointId": spec.endpoint_id}},
+        "info": {"title": spec.title, "version": "1.0.0", "x-fal-metadata": {"endpointId": spec.endpoint_id}, **_licence(spec)},
         "servers": [{"url": server_url}],
         "components": {"schemas": components, "securitySchemes": {"apiKeyAuth": {"type": "apiKey", "in": "header", "name": "Authorization", "description": "Key <key>"}}},
         "security": [{"apiKeyAuth": []}],

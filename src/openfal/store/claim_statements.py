@@ -24,19 +24,17 @@ each); the store then takes the chosen keys' next requests (``take_of_key``), sk
 rows another claimer locked (PostgreSQL ``FOR UPDATE SKIP LOCKED``), so concurrent
 claimers of one busy key each take a different request of it.
 
-**Adding a filter** (a worker's ``--models``, an endpoint list): put its condition in
-``claimable`` below, against the table alias it is given; it then narrows the key scan
-and every head alike (both must see the same rows, or a key would be found whose head
-is missing). For example, for ``endpoint_id IN (...)``::
-
-    conditions.append(t.c.endpoint_id.in_(sa.bindparam("endpoints", expanding=True)))
-
-and pass ``"endpoints": [...]`` with the claim's values (``RequestStore.claim``). A
-filter on a column outside the index is checked on each probed row, so a key whose
-head does not match walks on to its first row that does.
+**Adding a filter**: write its conditions as a function of the table alias it is
+given (``of_pool`` below: a worker pool's ``endpoint_id IN (...)``, ``openfal worker
+--models``) and make a ``Claimable`` of it (``self.pool``); the conditions then narrow
+the key scan, every head and the take alike (all must see the same rows, or a key would
+be found whose head is missing), and its values are bound with the claim's
+(``"endpoints": [...]``, ``RequestStore.claim``). A condition on a column outside the
+index is checked on each probed row, so a key whose head does not match walks on to
+its first row that does.
 
 Values (named apart from the columns, as UPDATE statements require): ``backends`` (a
-list), ``batch_backend`` and ``batch_key_of`` (a batch's followers), ``now``, ``limit``,
+list), ``endpoints`` (a list: a worker pool's), ``batch_backend`` and ``batch_key_of`` (a batch's followers), ``now``, ``limit``,
 ``worker``, ``lease``, ``take_key`` and ``n`` (a chosen key, and how many of its
 requests to take), ``key_id`` (a key's limit and running count).
 """
@@ -70,6 +68,12 @@ def of_backends(t: Any) -> list[Any]:
     return [t.c.backend.in_(sa.bindparam("backends", expanding=True))]
 
 
+def of_pool(t: Any) -> list[Any]:
+    """A worker pool's requests (``openfal worker --models``): only its endpoints,
+    bound as ``endpoints``."""
+    return [*of_backends(t), t.c.endpoint_id.in_(sa.bindparam("endpoints", expanding=True))]
+
+
 def of_batch(t: Any) -> list[Any]:
     """A batch's followers: the same backend and batch key as the request just claimed."""
     return [t.c.backend == sa.bindparam("batch_backend"), t.c.batch_key == sa.bindparam("batch_key_of")]
@@ -92,6 +96,8 @@ class ClaimStatements:
         now = sa.bindparam("now", type_=sa.Float())
         #: the next requests of some backends
         self.backends = self._claimable(of_backends, now)
+        #: the same for a worker pool: only its endpoints
+        self.pool = self._claimable(of_pool, now)
         #: requests sharing a batch key with the one just claimed
         self.batch = self._claimable(of_batch, now)
         own_limit = sa.select(api_keys.c.max_concurrent).where(api_keys.c.id == sa.bindparam("key_id"))

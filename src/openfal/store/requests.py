@@ -82,6 +82,16 @@ _GUARDS = {
     "w_lease": _T.lease_expires_at < sa.bindparam("w_lease", type_=sa.Float()),
 }
 
+#: a running request's columns as it goes back to the queue (requeued or handed back)
+_BACK_IN_QUEUE = {
+    "status": Status.IN_QUEUE.value,
+    "worker_id": None,
+    "lease_expires_at": None,
+    "progress_step": None,
+    "progress_total": None,
+    "version": _T.version + 1,
+}
+
 
 def _turn_key(key_id: str | None) -> str:
     return key_id if key_id is not None else NO_KEY
@@ -360,7 +370,13 @@ class RequestStore:
     # -- workers ----------------------------------------------------------------
 
     async def claim(
-        self, *, backends: Sequence[str], worker_id: str, lease_seconds: float, batch_limit: int = 1
+        self,
+        *,
+        backends: Sequence[str],
+        worker_id: str,
+        lease_seconds: float,
+        batch_limit: int = 1,
+        endpoints: Sequence[str] | None = None,
     ) -> list[RequestRecord]:
         """Take the next queued request and, when it has a batch key, up to
         ``batch_limit - 1`` more queued requests with the same key. The next one is by
@@ -368,13 +384,19 @@ class RequestStore:
         its last claim, or since its oldest queued request came if that is later), then
         FIFO: round-robin across keys, so one key's burst does not hold back another
         key's single request. A queue this process knows to be empty (its snapshot is
-        current) is not asked: an idle slot costs no write transaction."""
+        current) is not asked: an idle slot costs no write transaction. ``endpoints``
+        (a worker pool's): only requests for these (a batch shares its first's endpoint)."""
         if all(self.views.known_empty(backend) for backend in backends):
             return []
         now = time.time()
         values = {"now": now, "worker": worker_id, "lease": now + lease_seconds}
+        first: dict[str, Any] = {**values, "backends": list(backends)}
+        claimable = self._claims.backends
+        if endpoints is not None:
+            claimable = self._claims.pool
+            first["endpoints"] = sorted(endpoints)
         async with self.changes.begin() as tx:
-            claimed = await self._claim_next(tx.conn, self._claims.backends, {**values, "backends": list(backends)}, 1)
+            claimed = await self._claim_next(tx.conn, claimable, first, 1)
             if claimed and batch_limit > 1 and claimed[0].batch_key is not None:
                 batch = {**values, "batch_backend": claimed[0].backend, "batch_key_of": claimed[0].batch_key}
                 claimed += await self._claim_next(tx.conn, self._claims.batch, batch, batch_limit - 1)
@@ -569,6 +591,26 @@ class RequestStore:
         if self._run_seconds.get(done.backend, (0.0, 0.0))[1] is None:
             del self._run_seconds[done.backend]  # the first timed run: no need to wait for the next read
 
+    async def drop_payloads(self, request_id: str) -> RequestRecord | None:
+        """fal's payload deletion: forget a completed request's input and result (its
+        result then answers 410, as one sent with ``X-Fal-Store-IO: 0`` after expiry);
+        None when it is not completed. Every process's status view drops them too."""
+        async with self.changes.begin() as tx:
+            row = (
+                await tx.conn.execute(
+                    requests.update()
+                    .where(_T.id == request_id, _T.status == Status.COMPLETED.value)
+                    .values(input={}, result_body=None, version=_T.version + 1)
+                    .returning(*requests.c)
+                )
+            ).first()
+            if row is None:
+                return None
+            done = _record(row)
+            tx.notice("changed", done.id)
+            tx.after_commit(partial(self.views.put, done))
+        return done
+
     async def request_cancel(self, request_id: str) -> RequestRecord | None:
         """Flag a running request for cancellation; its worker stops at the next step
         (told at once: its process's cancel hook runs as this commits)."""
@@ -596,19 +638,51 @@ class RequestStore:
             result = await tx.conn.execute(
                 requests.update()
                 .where(*guard)
-                .values(
-                    status=Status.IN_QUEUE.value,
-                    worker_id=None,
-                    lease_expires_at=None,
-                    progress_step=None,
-                    progress_total=None,
-                    version=_T.version + 1,
-                )
+                .values(**_BACK_IN_QUEUE)
             )
             if result.rowcount == 1:
                 tx.notice("work", record.backend, add=[_entry(record)])
                 tx.notice("changed", record.id)
         return result.rowcount == 1
+
+    async def hand_back(self, record: RequestRecord, worker_id: str) -> bool:
+        """Give back a request this worker claimed and did not finish (it is shutting
+        down): queued again as if never claimed, at once instead of at lease expiry. The
+        attempt is not counted (a drain is no failure of the request), and its key's turn
+        on the backend is given back too, so it is claimed before every request that was
+        behind it when it was claimed. False when it is no longer this attempt's."""
+        guard = [
+            _T.id == record.id,
+            _T.status == Status.IN_PROGRESS.value,
+            _T.worker_id == worker_id,
+            _T.attempts == record.attempts,
+        ]
+        first_attempt = record.attempts <= 1
+        async with self.changes.begin() as tx:
+            result = await tx.conn.execute(
+                requests.update()
+                .where(*guard)
+                .values(
+                    **_BACK_IN_QUEUE,
+                    preview_url=None,
+                    attempts=_T.attempts - 1,
+                    # its queue wait goes on: the first start is yet to come
+                    started_at=None if first_attempt else _T.started_at,
+                )
+            )
+            if result.rowcount != 1:
+                return False
+            turns = queue_turns.c
+            least = sa.func.min if self.db.is_sqlite else sa.func.least
+            await tx.conn.execute(
+                queue_turns.update()
+                .where(turns.backend == record.backend, turns.key_id == _turn_key(record.key_id))
+                .values(last_turn=least(turns.last_turn, record.created_at))
+            )
+            # no delta: every process's snapshot of this queue is read again (the turn moved back)
+            tx.notice("work", record.backend)
+            tx.notice("changed", record.id)
+        return True
 
     # -- maintenance -------------------------------------------------------------
 

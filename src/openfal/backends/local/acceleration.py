@@ -162,17 +162,18 @@ def fuse(transformer: torch.nn.Module) -> list[str]:
     return [f"fused QKV projections ({dropped} unfused Linear layers dropped)"]
 
 
-def quantize(transformer: torch.nn.Module, config: Callable[[], Any], device: torch.device | None = None) -> list[str]:
-    """Quantise the transformer's Linear layers with ``config()`` (torchao), layer by
-    layer onto ``device`` when given (so a bf16 copy never has to fit the GPU whole)."""
-    if getattr(transformer, "_openfal_quantized", False):
+def quantize(module: torch.nn.Module, config: Callable[[], Any], device: torch.device | None = None) -> list[str]:
+    """Quantise a transformer's or text encoder's Linear layers with ``config()``
+    (torchao), layer by layer onto ``device`` when given (so a bf16 copy never has to
+    fit the GPU whole). Once per module: pipelines share modules."""
+    if getattr(module, "_openfal_quantized", False):
         return []
     from torchao.quantization import quantize_
 
     built = config()
-    quantize_(transformer, built, filter_fn=_quantizable, device=device)
-    transformer._openfal_quantized = True  # type: ignore[assignment]
-    return [f"transformer Linear layers quantised with {type(built).__name__}"]
+    quantize_(module, built, filter_fn=_quantizable, device=device)
+    module._openfal_quantized = True  # type: ignore[assignment]
+    return [f"Linear layers quantised with {type(built).__name__}"]
 
 
 def compile_pipeline(pipe: Any, acceleration: Acceleration) -> list[str]:

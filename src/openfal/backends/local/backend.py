@@ -1,7 +1,8 @@
-"""``LocalBackend``: the FLUX and LTX-Video endpoints run in-process with diffusers.
+"""``LocalBackend``: the model families' endpoints run in-process with diffusers.
 
-The async side lives here: grouping a claimed batch, fetching input images, turning
-failures into per-job ``RunError``s. The blocking side (models, the device) is the
+The async side lives here: grouping a claimed batch, handing each group to its family
+(``families/``: fetching input images, the pipeline call, the result), turning failures
+into per-job ``RunError``s. The blocking side (models, the device) is the
 ``Engine``, reached through ``asyncio.to_thread``. torch and diffusers are imported only
 when the first job runs (or at ``start``), so an API process that only computes batch
 keys never loads them.
@@ -19,13 +20,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from openfal.backends.base import Job, Output
+from openfal.backends.local.families import BY_ENDPOINT, family_of
 from openfal.backends.local.limits import PixelCap
 from openfal.backends.local.lora_files import LoraFiles, pickle_refusal
 from openfal.backends.local.options import LocalOptions
-from openfal.backends.local.plans import FLUX_ENDPOINTS, REDUX, FluxPlan, make_plan
 from openfal.config import Settings
-from openfal.errors import InputInvalid, InputRejected, ModelUnavailable, RunCancelled, RunError
-from openfal.events import Log
+from openfal.errors import InputInvalid, ModelUnavailable, RunCancelled, RunError
 
 if TYPE_CHECKING:
     from openfal.backends.local.acceleration import Acceleration
@@ -34,9 +34,6 @@ if TYPE_CHECKING:
     from openfal.media import MediaStore
 
 log = logging.getLogger("openfal.local")
-
-LTX_ENDPOINT = "fal-ai/ltx-video"
-
 
 #: how often a closed claim gate looks again at runs that may have been stopped
 GATE_POLL_SECONDS = 0.25
@@ -59,7 +56,26 @@ class _GpuToken:
 
 #: the token of the run this task is in (set by ``LocalBackend.run``)
 _GPU_TOKEN: contextvars.ContextVar[_GpuToken | None] = contextvars.ContextVar("openfal_gpu_token", default=None)
-SERVED = frozenset({*FLUX_ENDPOINTS, LTX_ENDPOINT})
+SERVED = frozenset(BY_ENDPOINT)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Limits:
+    """What a family checks at submit: the pixel cap and LoRA paths (a family refuses
+    at submit what its run would refuse)."""
+
+    pixel_cap: PixelCap
+
+    def pixels(self, width: int, height: int, images: int) -> None:
+        self.pixel_cap.check(width, height, images)
+
+    def video(self, width: int, height: int, frames: int) -> None:
+        self.pixel_cap.check_video(width, height, frames)
+
+    def loras(self, paths: Sequence[str]) -> None:
+        for index, path in enumerate(paths):
+            if (refusal := pickle_refusal(path)) is not None:
+                raise InputInvalid.field(f"loras.{index}.path", refusal, "lora_invalid")
 
 
 class LocalBackend:
@@ -114,25 +130,22 @@ class LocalBackend:
 
     def admit(self, endpoint_id: str, input: dict[str, Any]) -> None:
         """Outputs past the pixel cap are refused at submit (see ``limits``)."""
-        if endpoint_id not in FLUX_ENDPOINTS:
+        family = family_of(endpoint_id)
+        if family is None:
             return
         try:
-            plan = make_plan(endpoint_id, input, self.options)
+            family.admit(endpoint_id, input, self.options, Limits(self.pixel_cap))
         except (KeyError, TypeError, ValueError):
             return  # the run reports what is wrong with the input
-        if plan.size is not None:
-            self.pixel_cap.check(*plan.size, int(input.get("num_images") or 1))
-        for index, (path, _) in enumerate(plan.loras):
-            if (refusal := pickle_refusal(path)) is not None:
-                raise InputInvalid.field(f"loras.{index}.path", refusal, "lora_invalid")
 
     def batch_key(self, endpoint_id: str, input: dict[str, Any]) -> str | None:
         """Text-to-image requests of one endpoint, size, step count and guidance share a
         pipeline call; requests with input images run alone."""
-        if endpoint_id not in FLUX_ENDPOINTS or self.max_batch_size <= 1:
+        family = family_of(endpoint_id)
+        if family is None or self.max_batch_size <= 1:
             return None
         try:
-            return make_plan(endpoint_id, input, self.options).batch_key()
+            return family.batch_key(endpoint_id, input, self.options)
         except (KeyError, TypeError, ValueError):
             return None
 
@@ -242,7 +255,13 @@ class LocalBackend:
             )
         return self._engine
 
-    def _http(self) -> httpx.AsyncClient:
+    async def engine_done(self) -> None:
+        """The current run's group left the engine (families call it after their
+        engine call, before encoding, so the next claimed run may take the GPU)."""
+        await self._engine_done(_GPU_TOKEN.get())
+
+    def http(self) -> httpx.AsyncClient:
+        """The guarded client input fetches and LoRA downloads go through."""
         if self._client is not None:
             return self._client
         if self._own_client is None:
@@ -273,57 +292,7 @@ class LocalBackend:
 
     async def _dispatch(self, jobs: list[Job]) -> list[Output | RunError]:
         endpoint_id = jobs[0].endpoint_id
-        if endpoint_id in FLUX_ENDPOINTS:
-            return await self._run_flux(jobs)
-        if endpoint_id == LTX_ENDPOINT:
-            return [await self._run_video(job) for job in jobs]
-        raise ModelUnavailable(f"The local backend does not serve {endpoint_id} (it serves: {', '.join(sorted(SERVED))})")
-
-    async def _run_flux(self, jobs: list[Job]) -> list[Output | RunError]:
-        from openfal.backends.local import flux
-
-        engine = await asyncio.to_thread(self.engine)
-        plan = make_plan(jobs[0].endpoint_id, jobs[0].input, self.options)
-        for model in plan.models:  # fail before fetching anything when a model is missing
-            await asyncio.to_thread(engine.folder, model)
-        call = await flux.prepare_call(plan, jobs[0].input, self.settings, self.options, self._http())
-        loras = await self.lora_files.resolve(list(plan.loras), self._http())
-        call = dataclasses.replace(call, loras=tuple(loras))
-        try:  # a size decided by the input image is known only now
-            self.pixel_cap.check(call.width, call.height, sum(int(job.input.get("num_images") or 1) for job in jobs))
-        except InputInvalid as exc:
-            raise InputRejected(exc.detail) from None
-        items = [flux.FluxItem.of(job) for job in jobs]
-        for item in items:
-            item.job.emit(Log(_describe(plan, call.width, call.height, item.seed, item.num_images)))
-        try:
-            batch = await asyncio.to_thread(engine.generate_images, call, items)
-        finally:  # the encoding below overlaps the next claimed run's GPU work
-            await self._engine_done(_GPU_TOKEN.get())
-
-        def encode() -> list[Output | RunError]:  # JPEG/PNG encoding, off the event loop
-            return [
-                flux.make_output(item, images, flags, batch.seconds, report_prompt=plan.kind != REDUX)
-                for item, images, flags in zip(items, batch.images, batch.flags, strict=True)
-            ]
-
-        return await asyncio.to_thread(encode)
-
-    async def _run_video(self, job: Job) -> Output:
-        from openfal.backends.local import video
-
-        engine = await asyncio.to_thread(self.engine)
-        item = video.VideoItem.of(job)
-        o = self.options
-        job.emit(Log(f"LTX-Video {o.ltx_width}x{o.ltx_height}, {o.ltx_frames} frames at {o.ltx_fps} fps, {item.steps} steps, seed {item.seed}"))
-        try:
-            frames, _ = await asyncio.to_thread(engine.generate_video, item)
-        finally:
-            await self._engine_done(_GPU_TOKEN.get())
-        data = await asyncio.to_thread(video.encode_mp4, frames, o.ltx_fps)
-        return video.make_output(item, data, o)
-
-
-def _describe(plan: FluxPlan, width: int, height: int, seed: int, count: int) -> str:
-    images = f"{count} images" if count > 1 else "1 image"
-    return f"{plan.endpoint_id} on {plan.model}: {images} of {width}x{height}, {plan.steps} steps, seed {seed}"
+        family = family_of(endpoint_id)
+        if family is None:
+            raise ModelUnavailable(f"The local backend does not serve {endpoint_id} (it serves: {', '.join(sorted(SERVED))})")
+        return await family.run(self, jobs)

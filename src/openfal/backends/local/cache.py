@@ -137,8 +137,11 @@ class ModelCache:
         log.info("loading %s (%s) from %s; reusing %s", spec.model, spec.class_name, spec.folder, sorted(reused) or "nothing")
         cls = _pipeline_class(spec.class_name)
         try:
+            own = _own_components(spec)
             with CONSTRUCTION_LOCK:  # see its comment: loads in two threads would share meta tensors
-                pipe = cls.from_pretrained(spec.folder, local_files_only=True, dtype=self.dtype, **kwargs)
+                pipe = cls.from_pretrained(spec.folder, local_files_only=True, dtype=self.dtype, **kwargs, **dict.fromkeys(own))
+            if own:
+                pipe.register_modules(**own)
         except Exception as exc:  # any reader error (safetensors, json, config) is a broken install
             raise ModelUnavailable(
                 f"Model {spec.model} at {spec.folder} could not be loaded ({type(exc).__name__}: {exc}). "
@@ -213,6 +216,16 @@ class ModelCache:
         return any(module is m for m in self._unique_modules())
 
 
+def _own_components(spec: PipelineSpec) -> dict[str, Any]:
+    """The components ``spec``'s family loads itself (``Family.own_components``)."""
+    from openfal.backends.local.families import BY_MODEL
+
+    family = BY_MODEL.get(spec.model, (None, None))[0]
+    if family is None:
+        return {}
+    return {name: module for name, module in family.own_components(spec.model, spec.folder).items() if name not in spec.without}
+
+
 def _pipeline_class(name: str) -> type[DiffusionPipeline]:
     cls = getattr(diffusers, name, None)
     if not (isinstance(cls, type) and issubclass(cls, DiffusionPipeline)):
@@ -221,9 +234,12 @@ def _pipeline_class(name: str) -> type[DiffusionPipeline]:
 
 
 def _derive(cls: type[DiffusionPipeline], base: DiffusionPipeline, without: frozenset[str]) -> DiffusionPipeline:
-    """A ``cls`` pipeline over ``base``'s modules, with a fresh scheduler."""
+    """A ``cls`` pipeline over ``base``'s modules, with a fresh scheduler, and the
+    settings ``base`` registered in its config (Wan's ``expand_timesteps`` and
+    ``boundary_ratio``: they make the same folder a different model)."""
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     components = {k: v for k, v in base.components.items() if k in accepted}
+    components.update({k: v for k, v in base.config.items() if k in accepted and k not in components and not k.startswith("_")})
     components.update({name: None for name in without if name in accepted})
     if "scheduler" in components:
         scheduler = components["scheduler"]

@@ -34,12 +34,15 @@ def list_models(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([asdict(row) for row in rows]))
         return
-    click.echo("name\tinstalled\tsize\trepo\tpath\tendpoints")
+    click.echo("name\tinstalled\tsize\trepo\tlicence\tpath\tendpoints")
     for row in rows:
         size = f"{row.size_bytes / 1e9:.1f} GB" if row.size_bytes is not None else "-"
         click.echo(
             "\t".join(
-                [row.name, "yes" if row.installed else "no", size, row.repo_id, row.path, ", ".join(row.endpoints) or "(optional)"]
+                [
+                    row.name, "yes" if row.installed else "no", size, row.repo_id,
+                    row.licence + ("" if row.commercial else " (non-commercial)"), row.path, ", ".join(row.endpoints) or "(optional)",
+                ]  # fmt: skip
             )
         )
 

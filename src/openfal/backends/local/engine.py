@@ -1,7 +1,7 @@
 """The thread side of the local backend: one device, one lock, the model cache.
 
-One ``Engine`` drives one device (``--gpus`` runs one per GPU). After loading, a FLUX
-pipeline gets the engine's acceleration profile (acceleration.py) and is warmed for
+One ``Engine`` drives one device (``--gpus`` runs one per GPU). After loading, a pipeline
+of an accelerated family gets the engine's acceleration profile (acceleration.py) and is warmed for
 the configured shapes (warmup.py); a request runs compiled only on a warmed shape.
 Calls hold at most ``max_batch_images`` images, so the VAE decode of one call never
 decodes more. Out of device memory ends the request 503 and frees the device (oom.py).
@@ -29,18 +29,16 @@ from PIL import Image
 
 from openfal.backends.base import Job
 from openfal.backends.local import acceleration as accel
-from openfal.backends.local import memory_plan, placement, registry, warmup
+from openfal.backends.local import families, memory_plan, placement, registry, warmup
 from openfal.backends.local.cache import ModelCache, PipelineSpec
 from openfal.backends.local.device import resolve_device, resolve_dtype
-from openfal.backends.local.flux import FluxCall, FluxItem, call_pipeline, pipeline_specs
+from openfal.backends.local.families.images import ImageCall, ImageFamily, ImageItem
+from openfal.backends.local.families.videos import VideoFamily, VideoItem, VideoShape
 from openfal.backends.local.lora_adapters import Adapters
 from openfal.backends.local.oom import out_of_memory
 from openfal.backends.local.options import LocalOptions
-from openfal.backends.local.plans import LORA_MODELS
-from openfal.backends.local.previews import flux_preview
-from openfal.backends.local.progress import StepReporter
+from openfal.backends.local.progress import StepReporter, VideoReporter
 from openfal.backends.local.safety import NoSafetyChecker, SafetyChecker, blacken, load_safety_checker
-from openfal.backends.local.video import LTX_MODEL, LTX_PIPELINE, VideoItem, generate_video
 from openfal.config import Settings
 from openfal.events import Log
 
@@ -112,7 +110,7 @@ class Engine:
 
     # -- images ----------------------------------------------------------------------------
 
-    def generate_images(self, call: FluxCall, items: Sequence[FluxItem]) -> ImageBatch:
+    def generate_images(self, call: ImageCall, items: Sequence[ImageItem]) -> ImageBatch:
         """All images of ``items``, in calls of at most ``max_batch_images`` images."""
         images: list[list[Image.Image]] = []
         flags: list[list[bool]] = []
@@ -124,20 +122,21 @@ class Engine:
             seconds = max(seconds, batch.seconds)
         return ImageBatch(images, flags, seconds)
 
-    def _generate_chunk(self, call: FluxCall, items: Sequence[FluxItem]) -> ImageBatch:
-        main, prior = pipeline_specs(call.plan, self.folder)
+    def _generate_chunk(self, call: ImageCall, items: Sequence[ImageItem]) -> ImageBatch:
+        family = _image_family(call.plan.endpoint_id)
+        specs = family.pipeline_specs(call.plan, self.folder)
+        main = specs[-1]
         jobs = [item.job for item in items]
         rows = _first_rows([item.num_images for item in items])
         preview = None
         if self.settings.previews:
-            preview = lambda latents, row: flux_preview(latents, call.width, call.height, index=row)  # noqa: E731
+            preview = lambda latents, row: family.preview(latents, call.width, call.height, row)  # noqa: E731
         reporter = StepReporter(jobs, first_index=rows, preview=preview, preview_interval=self.options.preview_interval_seconds)
         with self.lock:
             reporter.check_cancelled()
-            specs = [spec for spec in (prior, main) if spec is not None]
             self._announce_loads(jobs, specs)
             pipes = self.cache.get(*specs)
-            pipe, prior_pipe = pipes[-1], (pipes[0] if prior is not None else None)
+            pipe = pipes[-1]
             self.adapters.apply(pipe, call.loras, say=lambda message: [job.emit(Log(message)) for job in jobs])
             self._warm_model(main.model, pipe, jobs)
             shape = warmup.Shape(main.model, call.width, call.height, sum(item.num_images for item in items))
@@ -145,7 +144,7 @@ class Engine:
             oom: torch.OutOfMemoryError | None = None
             try:
                 with self._stance(shape, call, jobs):
-                    images = call_pipeline(pipe, prior_pipe, call, items, reporter)
+                    images = family.call_pipeline(pipes, call, items, reporter)
             except torch.OutOfMemoryError as exc:
                 oom = exc
             if oom is not None:  # outside the except block: the failed call's tensors are gone
@@ -164,12 +163,17 @@ class Engine:
             self.plans[spec.model] = plan
             if not plan.fits:
                 log.warning("%s: %s needs %.1f GiB even with %s offload; trying anyway", self.label, spec.model, plan.resident_gib, plan.offload)
-        slots = self.settings.lora_slots if spec.model in LORA_MODELS else 0
-        for step in placement.place(pipe, self.cache.device, plan, self.acceleration, lora_slots=slots, lora_rank=self.settings.lora_max_rank):
+        family, model = families.BY_MODEL.get(spec.model, (None, None))
+        slots = self.settings.lora_slots if model is not None and model.loras else 0
+        accelerated = family is not None and family.accelerated
+        steps = placement.place(
+            pipe, self.cache.device, plan, self.acceleration, accelerated=accelerated, lora_slots=slots, lora_rank=self.settings.lora_max_rank
+        )
+        for step in steps:
             log.info("%s: %s: %s", self.label, spec.model, step)
 
     def _plan(self, spec: PipelineSpec) -> memory_plan.ModelPlan | None:
-        if spec.model not in memory_plan.PLANNED:
+        if spec.model not in families.BY_MODEL:
             return None
         device = self.cache.device
         budget = self.memory_bytes
@@ -187,7 +191,7 @@ class Engine:
             prefer_fp8=self.acceleration.profile == "fp8",
             safety_checker=self._safety is None or self._safety.active,
             without=spec.without,
-            lora_slots=self.settings.lora_slots if spec.model in LORA_MODELS and self.acceleration.compiles else 0,
+            lora_slots=self.settings.lora_slots if registry.MODELS[spec.model].loras and self.acceleration.compiles else 0,
             lora_rank=self.settings.lora_max_rank,
         )
 
@@ -206,10 +210,7 @@ class Engine:
     def _warmup_spec(self, model: str) -> PipelineSpec:
         if model == registry.SAFETY_CHECKER:
             raise ValueError("use safety_checker() to preload the checker")
-        if model == LTX_MODEL:
-            return PipelineSpec(LTX_MODEL, self.folder(LTX_MODEL), LTX_PIPELINE)
-        cls = "FluxPriorReduxPipeline" if model == "flux-redux-dev" else "FluxKontextPipeline" if "kontext" in model else "FluxPipeline"
-        return PipelineSpec(model, self.folder(model), cls)
+        return PipelineSpec(model, self.folder(model), families.model(model).pipeline)
 
     def adopt(self, spec: PipelineSpec, pipe: Any, shapes: Sequence[warmup.Shape] | None = None) -> None:
         """Serve a pipeline built in memory as ``spec`` and warm it for ``shapes``
@@ -223,7 +224,8 @@ class Engine:
         if not self.acceleration.compiles or model in self._warmed_models or getattr(pipe, "transformer", None) is None:
             return
         if getattr(pipe.transformer, accel.MARK, None) is None:
-            return  # not a FLUX pipeline: nothing was compiled
+            return  # not an accelerated family: nothing was compiled
+        family = families.family_of_model(model)
         if shapes is None:
             shapes = warmup.warmup_shapes(model, self.settings.warmup_sizes, self.settings.max_batch_images)
         for job in jobs:
@@ -231,36 +233,19 @@ class Engine:
         started = time.perf_counter()
         with warmup.STANCE_LOCK:
             for shape in shapes:
-                self._run_warmup(pipe, shape)
+                family.warm_up(pipe, shape.width, shape.height, shape.images, model)
                 self.warmed.add(shape)
         self._warmed_models.add(model)
         log.info("%s: %s warmed for %d shapes in %.1f s", self.label, model, len(shapes), time.perf_counter() - started)
 
-    def _run_warmup(self, pipe: Any, shape: warmup.Shape) -> None:
-        from openfal.backends.local.plans import MAX_SEQUENCE_LENGTH
-
-        # called exactly as requests call it (no_grad inside the pipeline, not inference
-        # mode): compiled graphs are guarded on that global state
-        pipe(
-            prompt=["warm-up"] * shape.images,
-            width=shape.width,
-            height=shape.height,
-            num_inference_steps=1,
-            max_sequence_length=MAX_SEQUENCE_LENGTH.get(shape.model, 512),
-            generator=[torch.Generator("cpu").manual_seed(k) for k in range(shape.images)],
-            output_type="pil",
-        )
-
-    def _stance(self, shape: warmup.Shape, call: FluxCall, jobs: Sequence[Job]) -> Any:
+    def _stance(self, shape: warmup.Shape, call: ImageCall, jobs: Sequence[Job]) -> Any:
         """Compiled graphs for a warmed shape; eager for any other (never a compile in a
         request), logged once per shape."""
         import contextlib
 
-        from openfal.backends.local.plans import KONTEXT_TEXT, TEXT
-
         if not self.acceleration.compiles:
             return contextlib.nullcontext()
-        if shape in self.warmed and call.plan.kind in (TEXT, KONTEXT_TEXT):  # the shapes warm-up ran
+        if shape in self.warmed and call.plan.kind in _image_family(call.plan.endpoint_id).warmed_kinds:  # the shapes warm-up ran
             return contextlib.nullcontext()
         if shape not in self._eager_logged:
             self._eager_logged.add(shape)
@@ -270,7 +255,7 @@ class Engine:
                 job.emit(Log(message))
         return warmup.eager()
 
-    def _check(self, item: FluxItem, images: list[Image.Image]) -> list[bool]:
+    def _check(self, item: ImageItem, images: list[Image.Image]) -> list[bool]:
         if not item.check_safety or item.job.cancelled:
             return [False] * len(images)
         checker = self.safety_checker()
@@ -297,15 +282,23 @@ class Engine:
 
     # -- video -------------------------------------------------------------------------------
 
-    def generate_video(self, item: VideoItem) -> tuple[list[Any], float]:
-        spec = PipelineSpec(LTX_MODEL, self.folder(LTX_MODEL), LTX_PIPELINE)
-        reporter = StepReporter([item.job], first_index=[0])
+    def generate_video(self, family: VideoFamily, item: VideoItem, shape: VideoShape) -> tuple[Sequence[Any], float]:
+        """The frames of one video (the family reports steps and decoded chunks); the
+        caller encodes them after this returns, with the lock released."""
+        spec = family.pipeline_spec(item.job.endpoint_id, self.folder)
+        reporter = VideoReporter(item.job, decode_chunks=family.decode_chunks(shape))
         with self.lock:
             reporter.check_cancelled()
             self._announce_loads([item.job], [spec])
             (pipe,) = self.cache.get(spec)
             started = time.perf_counter()
-            frames = generate_video(pipe, item, self.options, reporter)
+            oom: torch.OutOfMemoryError | None = None
+            try:
+                frames = family.call_pipeline(pipe, item, shape, reporter)
+            except torch.OutOfMemoryError as exc:
+                oom = exc
+            if oom is not None:  # outside the except block: the failed call's tensors are gone
+                raise out_of_memory(self.cache.device, f"{spec.model} at {shape.width}x{shape.height}, {shape.frames} frames", oom)
             return frames, time.perf_counter() - started
 
     # -- housekeeping ------------------------------------------------------------------------
@@ -356,10 +349,16 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def image_chunks(items: Sequence[FluxItem], cap: int) -> list[list[FluxItem]]:
+def _image_family(endpoint_id: str) -> ImageFamily:
+    family = families.family_of(endpoint_id)
+    assert isinstance(family, ImageFamily), endpoint_id
+    return family
+
+
+def image_chunks(items: Sequence[ImageItem], cap: int) -> list[list[ImageItem]]:
     """``items`` in order, grouped so no group holds more than ``cap`` images (a request
     asking for more than ``cap`` runs alone)."""
-    chunks: list[list[FluxItem]] = []
+    chunks: list[list[ImageItem]] = []
     count = 0
     for item in items:
         if chunks and count + item.num_images <= cap:

@@ -37,6 +37,9 @@ class ModelRow:
     size_bytes: int | None
     endpoints: list[str]
     description: str
+    #: the weights' licence, and whether it allows commercial use
+    licence: str
+    commercial: bool
 
 
 def list_models(settings: Settings) -> list[ModelRow]:
@@ -53,6 +56,8 @@ def list_models(settings: Settings) -> list[ModelRow]:
                 size_bytes=folder_size(folder) if folder else None,
                 endpoints=registry.endpoints_needing(name),
                 description=info.description,
+                licence=info.licence.name,
+                commercial=info.licence.commercial,
             )
         )
     return rows
@@ -86,8 +91,8 @@ def download_model(name: str, settings: Settings, *, token: str | None = None) -
         )
     except GatedRepoError:
         raise DownloadFailed(
-            f"{info.repo_id} is gated: accept its license on https://huggingface.co/{info.repo_id} "
-            f"and log in (`hf auth login`, or set HF_TOKEN) before downloading"
+            f"{info.repo_id} is gated: accept its licence ({info.licence.name}, {info.licence.url}) on "
+            f"https://huggingface.co/{info.repo_id} and log in (`hf auth login`, or set HF_TOKEN) before downloading"
         ) from None
     except RepositoryNotFoundError:
         raise DownloadFailed(f"{info.repo_id} was not found on the Hugging Face Hub (or needs a token)") from None

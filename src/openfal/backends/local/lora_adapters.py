@@ -1,7 +1,8 @@
-"""LoRA adapters on the loaded FLUX pipelines, set per call without reloading the base.
+"""LoRA adapters on the loaded pipelines (FLUX, Qwen-Image, Z-Image), set per call
+without reloading the base.
 
 Adapters live on the modules (PEFT injects them into the transformer and the CLIP text
-encoder), and pipelines of one model share those modules, so every FLUX call states
+encoder), and pipelines of one model share those modules, so every call states
 its adapter set here first: a request without LoRAs disables whatever an earlier one
 loaded. Runs are serialised by the engine's lock, so the set cannot change mid-call.
 
@@ -30,7 +31,7 @@ from openfal.backends.local.lora_files import LoraFile, refused
 
 log = logging.getLogger("openfal.local")
 
-#: state-dict prefixes diffusers' FLUX loader consumes
+#: state-dict prefixes diffusers' loaders consume (CLIP: FLUX only)
 TRANSFORMER, CLIP = "transformer.", "text_encoder."
 #: converted LoRAs kept in host memory for compiled engines' slot copies
 STATES_KEPT = 8
@@ -128,12 +129,12 @@ class Adapters:
         self._in_slots[id(pipe.transformer)] = wanted
 
     def _read(self, pipe: Any, lora: LoraFile, field: str, say: Callable[[str], None], *, on_compiled: bool = False) -> dict[str, torch.Tensor]:
-        """The LoRA as diffusers' FLUX loader converts it, with what openfal cannot apply
+        """The LoRA as diffusers' loader for the pipeline converts it, with what openfal cannot apply
         dropped (and said)."""
         try:
             state = pipe.lora_state_dict(str(lora.file))
         except Exception as exc:  # diffusers' converters raise anything on a foreign layout
-            raise refused(field, f"{lora.source} is not a FLUX LoRA diffusers can read: {type(exc).__name__}: {exc}") from None
+            raise refused(field, f"{lora.source} is not a LoRA diffusers can read for this model: {type(exc).__name__}: {exc}") from None
         state = state[0] if isinstance(state, tuple) else state
         kept = (TRANSFORMER,) if on_compiled else (TRANSFORMER, CLIP)
         skipped = sorted({key.split(".", 1)[0] for key in state if not key.startswith(kept)})
@@ -153,16 +154,16 @@ def check_pairs(
     field: str,
     source: str,
 ) -> None:
-    """Refuse a LoRA that would not change this FLUX transformer as it claims: no
+    """Refuse a LoRA that would not change this transformer as it claims: no
     transformer weights at all, layers it does not have, shapes that do not fit those
     layers, or a rank above what is served."""
     if not pairs:
-        raise refused(field, f"{source} holds no LoRA weights for the FLUX transformer (wrong model family or not a LoRA)")
+        raise refused(field, f"{source} holds no LoRA weights for this model's transformer (wrong model family or not a LoRA)")
     for path, (down, up) in pairs.items():
         try:
             layer = transformer.get_submodule(path)
         except AttributeError:
-            raise refused(field, f"{source} targets {path!r}, which this FLUX transformer does not have") from None
+            raise refused(field, f"{source} targets {path!r}, which this model's transformer does not have (a LoRA for another model family?)") from None
         base = getattr(layer, "base_layer", layer)
         fan_in, fan_out = getattr(base, "in_features", None), getattr(base, "out_features", None)
         if down.ndim != 2 or up.ndim != 2 or down.shape[1] != fan_in or up.shape[0] != fan_out or up.shape[1] != down.shape[0]:

@@ -21,18 +21,21 @@ from openfal.backends.local.memory_plan import TEXT_ENCODERS, ModelPlan
 log = logging.getLogger("openfal.local")
 
 
-def is_flux(pipe: Any) -> bool:
-    transformer = getattr(pipe, "transformer", None)
-    return transformer is not None and type(transformer).__name__.startswith("Flux")
-
-
 def place(
-    pipe: Any, device: torch.device, plan: ModelPlan | None, acceleration: accel.Acceleration, *, lora_slots: int = 0, lora_rank: int = 0
+    pipe: Any,
+    device: torch.device,
+    plan: ModelPlan | None,
+    acceleration: accel.Acceleration,
+    *,
+    accelerated: bool = True,
+    lora_slots: int = 0,
+    lora_rank: int = 0,
 ) -> list[str]:
     """Move ``pipe`` onto ``device`` per ``plan`` (None: all resident) and apply the
-    acceleration profile to FLUX pipelines; the steps taken, for the log. A compiled
-    model that serves LoRAs gets its LoRA slots before it compiles (lora_bank.py)."""
-    flux = is_flux(pipe)
+    acceleration profile when its family is ``accelerated``; the steps taken, for the
+    log. A compiled model that serves LoRAs gets its LoRA slots before it compiles
+    (lora_bank.py)."""
+    flux = accelerated and getattr(pipe, "transformer", None) is not None
     steps: list[str] = []
     offload = plan.offload if plan is not None else "none"
     # the plan's dtype; without a plan (CPU), the profile's
@@ -41,6 +44,8 @@ def place(
         steps += accel.fuse(pipe.transformer)
     if flux and fp8:
         steps += accel.quantize(pipe.transformer, acceleration.quantization or accel.fp8_config, device)
+    if plan is not None and plan.text_encoder_dtype == "float8_e4m3fn":
+        steps += quantize_text_encoders(pipe, acceleration, device)
     if offload == "none":
         pipe.to(device)
     elif offload == "text_encoders":
@@ -65,6 +70,19 @@ def place(
     return steps
 
 
+def quantize_text_encoders(pipe: Any, acceleration: accel.Acceleration, device: torch.device) -> list[str]:
+    """The text encoders' Linear weights in float8 (or the profile's stand-in), layer by
+    layer onto ``device``: they stay resident at half their bf16 size and encode each
+    prompt on the GPU."""
+    steps: list[str] = []
+    for name in TEXT_ENCODERS:
+        module = getattr(pipe, name, None)
+        if isinstance(module, torch.nn.Module):
+            done = accel.quantize(module, acceleration.quantization or accel.fp8_config, device)
+            steps += [f"{name}: {step}" for step in done]
+    return steps
+
+
 def offload_text_encoders(pipe: Any, device: torch.device) -> list[str]:
     """Everything on ``device`` but T5 and CLIP, which wait in host memory: each moves
     to the device when called and all go back before the transformer runs."""
@@ -75,7 +93,7 @@ def offload_text_encoders(pipe: Any, device: torch.device) -> list[str]:
     for module in texts:
         module.to("cpu")
         if not getattr(module, "_openfal_visits", False):  # shared encoders are hooked once
-            module.register_forward_pre_hook(lambda mod, args, d=device: _visit(mod, d))
+            module.register_forward_pre_hook(lambda mod, args, kwargs, d=device: _visit(mod, d, args, kwargs), with_kwargs=True)
             module._openfal_visits = True  # type: ignore[assignment]
     transformer = getattr(pipe, "transformer", None)
     if transformer is not None and texts:
@@ -83,9 +101,17 @@ def offload_text_encoders(pipe: Any, device: torch.device) -> list[str]:
     return [f"{len(texts)} text encoders offloaded after encoding"]
 
 
-def _visit(module: torch.nn.Module, device: torch.device) -> None:
+def _visit(module: torch.nn.Module, device: torch.device, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Bring the encoder to ``device``, and its inputs: a pipeline that places them on
+    the encoder's own device between calls (Wan's ``get_module_execution_device``) put
+    them in host memory."""
     if next(module.parameters()).device != device:
         module.to(device)
+    return tuple(_on(a, device) for a in args), {k: _on(v, device) for k, v in kwargs.items()}
+
+
+def _on(value: Any, device: torch.device) -> Any:
+    return value.to(device) if isinstance(value, torch.Tensor) else value
 
 
 def _send_home(modules: list[torch.nn.Module]) -> None:

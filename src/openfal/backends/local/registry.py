@@ -15,70 +15,40 @@ from __future__ import annotations
 
 import re
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
+from openfal.backends.local import model_configs
+from openfal.backends.local.families import all_endpoints, all_models
+from openfal.backends.local.families.contract import Component, Model
 from openfal.config import Settings
+from openfal.endpoints.licences import APACHE_2
 from openfal.errors import ModelUnavailable
 
-
-@dataclass(frozen=True, slots=True)
-class ModelInfo:
-    name: str
-    #: the Hugging Face repository ``openfal models download`` fetches
-    repo_id: str
-    description: str
-    #: whether the license needs accepting on huggingface.co before downloading
-    gated: bool = False
-
-
-MODELS: dict[str, ModelInfo] = {
-    m.name: m
-    for m in [
-        ModelInfo("flux-dev", "black-forest-labs/FLUX.1-dev", "FLUX.1 [dev] (text-to-image, image-to-image, Redux base)", gated=True),
-        ModelInfo("flux-schnell", "black-forest-labs/FLUX.1-schnell", "FLUX.1 [schnell] (text-to-image, Redux base)"),
-        ModelInfo(
-            "flux-kontext-dev",
-            "black-forest-labs/FLUX.1-Kontext-dev",
-            "FLUX.1 Kontext [dev], the open stand-in for Kontext [pro] and [max]",
-            gated=True,
-        ),
-        ModelInfo("flux-redux-dev", "black-forest-labs/FLUX.1-Redux-dev", "FLUX.1 Redux [dev] image prior", gated=True),
-        ModelInfo("ltx-video", "Lightricks/LTX-Video", "LTX-Video text-to-video"),
-        ModelInfo(
-            "safety-checker",
-            "Falconsai/nsfw_image_detection",
-            "NSFW image classifier (BFL's reference filter); optional",
-        ),
-    ]
-}
-
+#: the optional NSFW classifier every image family's results pass through
 SAFETY_CHECKER = "safety-checker"
 
-_KONTEXT = ("flux-kontext-dev",)
+
+def _build_tiny_safety_checker(folder: Path) -> None:
+    from openfal.backends.local.tiny import build_safety_checker
+
+    build_safety_checker(folder)
+
+
+SAFETY_MODEL = Model(
+    SAFETY_CHECKER,
+    "Falconsai/nsfw_image_detection",
+    "NSFW image classifier (BFL's reference filter); optional",
+    APACHE_2,
+    "",
+    {"classifier": Component("transformers.ViTForImageClassification", model_configs.VIT_BASE_NSFW, "ViTConfig")},
+    _build_tiny_safety_checker,
+)
+
+#: every model the local backend knows: the families' and the safety checker
+MODELS: dict[str, Model] = {**{m.name: m for m in all_models()}, SAFETY_CHECKER: SAFETY_MODEL}
 
 #: the models each endpoint needs, in the order they run
-ENDPOINT_MODELS: dict[str, tuple[str, ...]] = {
-    "fal-ai/flux-1/dev": ("flux-dev",),
-    "fal-ai/flux-1/dev/image-to-image": ("flux-dev",),
-    "fal-ai/flux-1/dev/redux": ("flux-redux-dev", "flux-dev"),
-    "fal-ai/flux-1/schnell": ("flux-schnell",),
-    "fal-ai/flux-1/schnell/redux": ("flux-redux-dev", "flux-schnell"),
-    "fal-ai/flux/dev": ("flux-dev",),
-    "fal-ai/flux/dev/image-to-image": ("flux-dev",),
-    "fal-ai/flux/schnell": ("flux-schnell",),
-    "fal-ai/flux-lora": ("flux-dev",),
-    "fal-ai/flux-lora/image-to-image": ("flux-dev",),
-    "fal-ai/flux-kontext/dev": _KONTEXT,
-    "fal-ai/flux-kontext-lora": _KONTEXT,
-    "fal-ai/flux-pro/kontext": _KONTEXT,
-    "fal-ai/flux-pro/kontext/max": _KONTEXT,
-    "fal-ai/flux-pro/kontext/multi": _KONTEXT,
-    "fal-ai/flux-pro/kontext/max/multi": _KONTEXT,
-    "fal-ai/flux-pro/kontext/text-to-image": _KONTEXT,
-    "fal-ai/flux-pro/kontext/max/text-to-image": _KONTEXT,
-    "fal-ai/ltx-video": ("ltx-video",),
-}
+ENDPOINT_MODELS: dict[str, tuple[str, ...]] = {e.endpoint_id: e.models for e in all_endpoints()}
 
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _tiny_lock = threading.Lock()
@@ -132,10 +102,17 @@ def _missing_message(name: str, settings: Settings) -> str:
         if _looks_like_repo_id(location)
         else f"no model folder at {location}"
     )
+    model = MODELS[name]
+    gated = (
+        f" {model.repo_id} is gated: accept its licence ({model.licence.name}, {model.licence.url}) on "
+        f"https://huggingface.co/{model.repo_id} and log in (`hf auth login` or HF_TOKEN) first."
+        if model.gated
+        else ""
+    )
     return (
-        f"Model {name} ({MODELS[name].repo_id}) is not installed on this server: {where}. "
+        f"Model {name} ({model.repo_id}) is not installed on this server: {where}. "
         f"Install it with `openfal models download {name}`, or point OPENFAL_MODEL_PATHS "
-        f"at a local copy; `openfal serve --demo` serves tiny random-weight stand-ins."
+        f"at a local copy; `openfal serve --demo` serves tiny random-weight stand-ins.{gated}"
     )
 
 

@@ -1,5 +1,7 @@
 """The tiny random-weight model set: every model the local backend serves, shrunk to a
-few hundred kilobytes, built in code with no download (tokenizers included).
+few hundred kilobytes, built in code with no download (tokenizers included). Each
+family builds its own models (``Model.build_tiny``); this module holds what they share
+(tokenizers made in code, CLIP and T5 stand-ins) and writes the folders.
 
 Why it exists: tests and ``openfal serve --demo`` need the real diffusers pipelines end
 to end without FLUX's 30 GB of weights and without network access. Each model is
@@ -30,18 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import (
-    AutoencoderKL,
-    AutoencoderKLLTXVideo,
-    FlowMatchEulerDiscreteScheduler,
-    FluxKontextPipeline,
-    FluxPipeline,
-    FluxPriorReduxPipeline,
-    FluxTransformer2DModel,
-    LTXPipeline,
-    LTXVideoTransformer3DModel,
-)
-from diffusers.pipelines.flux.modeling_flux import ReduxImageEncoder
 from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
 from transformers import (
     CLIPConfig,
@@ -49,17 +39,11 @@ from transformers import (
     CLIPTextConfig,
     CLIPTextModel,
     CLIPTokenizer,
-    SiglipImageProcessor,
-    SiglipVisionConfig,
-    SiglipVisionModel,
     T5Config,
     T5EncoderModel,
     T5TokenizerFast,
 )
 from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-#: the names the model registry knows, in build order
-TINY_MODELS = ("flux-dev", "flux-schnell", "flux-kontext-dev", "flux-redux-dev", "ltx-video", "safety-checker")
 
 #: the text-embedding widths of the tiny set (T5 d_model, CLIP hidden size)
 T5_DIM = 32
@@ -77,7 +61,7 @@ def is_built(folder: Path) -> bool:
     return (folder / "model_index.json").is_file() or (folder / "config.json").is_file()
 
 
-def build_tiny_models(models_dir: Path, names: tuple[str, ...] = TINY_MODELS) -> dict[str, Path]:
+def build_tiny_models(models_dir: Path, names: tuple[str, ...] | None = None) -> dict[str, Path]:
     """Build (once) the tiny folders for ``names`` under ``{models_dir}/tiny``.
 
     Idempotent and safe against concurrent builders (a server and a worker process
@@ -86,11 +70,12 @@ def build_tiny_models(models_dir: Path, names: tuple[str, ...] = TINY_MODELS) ->
     """
     root = tiny_dir(models_dir)
     root.mkdir(parents=True, exist_ok=True)
+    builders = _builders()
     folders: dict[str, Path] = {}
-    for name in names:
+    for name in names if names is not None else tuple(builders):
         target = root / name
         if not is_built(target):
-            _build_atomically(_BUILDERS[name], target)
+            _build_atomically(builders[name], target)
         folders[name] = target
     return folders
 
@@ -132,6 +117,56 @@ def t5_tokenizer() -> T5TokenizerFast:
     pieces += [(c, -3.0) for c in string.printable if not c.isspace()]
     pieces += [("\u2581" + c, -2.5) for c in string.ascii_letters + string.digits]
     return T5TokenizerFast(vocab=pieces, extra_ids=0)
+
+
+#: Qwen's special tokens, in Qwen2.5/Qwen3's order after the byte vocabulary
+QWEN_SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<think>", "</think>")
+#: Qwen3's chat template, reduced to what the pipelines use: user turns, the assistant
+#: prompt, and ``enable_thinking=False``'s empty thinking block
+QWEN_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}"
+    "{% else %}<|vision_start|><|image_pad|><|vision_end|>{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
+)
+
+
+def qwen_tokenizer() -> Any:
+    """A byte-level BPE tokenizer with no merges (every byte is a token) and Qwen's
+    special tokens and chat template: what Qwen2.5-VL and Qwen3 text encoders (FLUX.2
+    [klein], Z-Image, Qwen-Image) are fed with. 264 ids."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import Qwen2TokenizerFast
+
+    vocab = {char: i for i, char in enumerate(bytes_to_unicode().values())}
+    for token in QWEN_SPECIAL:
+        vocab[token] = len(vocab)
+    backend = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=None))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    backend.decoder = decoders.ByteLevel()
+    tokenizer = Qwen2TokenizerFast(
+        tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>", unk_token=None, bos_token=None,
+        additional_special_tokens=list(QWEN_SPECIAL[1:]), model_max_length=32768,
+    )  # fmt: skip
+    tokenizer.chat_template = QWEN_CHAT_TEMPLATE
+    return tokenizer
+
+
+def qwen3_encoder(*, hidden_size: int = 16, layers: int = 28, seed: int = 3) -> Any:
+    """A tiny Qwen3 causal LM as a text encoder. 28 layers as the real Qwen3-4B/8B's
+    hidden-state taps go that deep (FLUX.2 [klein] reads layers 9, 18 and 27), 16 wide."""
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        config = Qwen3Config(
+            vocab_size=len(bytes_to_unicode()) + len(QWEN_SPECIAL), hidden_size=hidden_size, intermediate_size=32,
+            num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=1, head_dim=8, max_position_embeddings=1024,
+            tie_word_embeddings=True, pad_token_id=256, eos_token_id=258,
+        )  # fmt: skip
+        return Qwen3ForCausalLM(config).eval()
 
 
 # -- shared components ------------------------------------------------------------------
@@ -176,159 +211,7 @@ def t5_config() -> T5Config:
     )
 
 
-def flux_vae() -> AutoencoderKL:
-    """FLUX's VAE shape (4 levels: scale 8; 16 latent channels; FLUX's shift and scale),
-    8 channels wide."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(2)
-        return AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(8, 8, 8, 8),
-            layers_per_block=1,
-            latent_channels=16,
-            norm_num_groups=4,
-            sample_size=32,
-            use_quant_conv=False,
-            use_post_quant_conv=False,
-            shift_factor=0.1159,
-            scaling_factor=0.3611,
-        ).eval()
-
-
-def flux_transformer(*, guidance_embeds: bool) -> FluxTransformer2DModel:
-    return FluxTransformer2DModel(
-        patch_size=1,
-        in_channels=64,
-        num_layers=1,
-        num_single_layers=1,
-        attention_head_dim=16,
-        num_attention_heads=2,
-        joint_attention_dim=T5_DIM,
-        pooled_projection_dim=CLIP_DIM,
-        axes_dims_rope=[4, 4, 8],
-        guidance_embeds=guidance_embeds,
-    ).eval()
-
-
-def dev_scheduler() -> FlowMatchEulerDiscreteScheduler:
-    """FLUX.1 [dev] / Kontext [dev]'s scheduler config (resolution-dependent shift)."""
-    return FlowMatchEulerDiscreteScheduler(
-        shift=3.0,
-        use_dynamic_shifting=True,
-        base_shift=0.5,
-        max_shift=1.15,
-        base_image_seq_len=256,
-        max_image_seq_len=4096,
-    )
-
-
-# -- the models -------------------------------------------------------------------------
-
-
-def _build_flux_dev(folder: Path) -> None:
-    pipe = FluxPipeline(
-        scheduler=dev_scheduler(),
-        vae=flux_vae(),
-        transformer=flux_transformer(guidance_embeds=True),
-        **text_components(),
-    )
-    pipe.save_pretrained(folder)
-
-
-def _build_flux_schnell(folder: Path) -> None:
-    pipe = FluxPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0, use_dynamic_shifting=False),
-        vae=flux_vae(),
-        transformer=flux_transformer(guidance_embeds=False),
-        **text_components(),
-    )
-    pipe.save_pretrained(folder)
-
-
-def _build_flux_kontext(folder: Path) -> None:
-    pipe = FluxKontextPipeline(
-        scheduler=dev_scheduler(),
-        vae=flux_vae(),
-        transformer=flux_transformer(guidance_embeds=True),
-        **text_components(),
-    )
-    pipe.save_pretrained(folder)
-
-
-def _build_flux_redux(folder: Path) -> None:
-    """The Redux prior: SigLIP vision tower + Redux projector into T5 space.
-
-    The tiny prior also carries the tiny text encoders. The real FLUX.1-Redux-dev has
-    none, and the prior then fills zero text embeddings of the hard-coded real widths
-    (512x4096, 768) that the tiny transformer cannot take; with encoders present it
-    uses the zero embeddings the backend passes, sized from the base transformer, so
-    the backend makes the same call for tiny and real weights.
-    """
-    siglip = SiglipVisionModel(
-        SiglipVisionConfig(
-            hidden_size=16, intermediate_size=37, num_hidden_layers=1, num_attention_heads=2, image_size=32, patch_size=8
-        )
-    ).eval()
-    pipe = FluxPriorReduxPipeline(
-        image_encoder=siglip,
-        feature_extractor=SiglipImageProcessor(size={"height": 32, "width": 32}),
-        image_embedder=ReduxImageEncoder(redux_dim=16, txt_in_features=T5_DIM).eval(),
-        **text_components(),
-    )
-    pipe.save_pretrained(folder)
-
-
-def _build_ltx(folder: Path) -> None:
-    """LTX-Video with the real VAE's compression (patch 4 then three 2x levels: 32x32
-    spatially, 8x in time), so sizes are multiples of 32, frame counts 8k+1 and token
-    counts those of the real model; transformer and widths at diffusers' test sizes."""
-    transformer = LTXVideoTransformer3DModel(
-        in_channels=8,
-        out_channels=8,
-        patch_size=1,
-        patch_size_t=1,
-        num_attention_heads=4,
-        attention_head_dim=8,
-        cross_attention_dim=32,
-        num_layers=1,
-        caption_channels=T5_DIM,
-    ).eval()
-    vae = AutoencoderKLLTXVideo(
-        in_channels=3,
-        out_channels=3,
-        latent_channels=8,
-        block_out_channels=(8, 8, 8, 8),
-        decoder_block_out_channels=(8, 8, 8, 8),
-        layers_per_block=(1, 1, 1, 1, 1),
-        decoder_layers_per_block=(1, 1, 1, 1, 1),
-        spatio_temporal_scaling=(True, True, True, False),
-        decoder_spatio_temporal_scaling=(True, True, True, False),
-        decoder_inject_noise=(False, False, False, False, False),
-        upsample_residual=(False, False, False, False),
-        upsample_factor=(1, 1, 1, 1),
-        timestep_conditioning=False,
-        patch_size=4,
-        patch_size_t=1,
-        encoder_causal=True,
-        decoder_causal=False,
-    ).eval()
-    vae.use_framewise_encoding = False
-    vae.use_framewise_decoding = False
-    text = text_components()
-    pipe = LTXPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler(),
-        vae=vae,
-        text_encoder=text["text_encoder_2"],
-        tokenizer=text["tokenizer_2"],
-        transformer=transformer,
-    )
-    pipe.save_pretrained(folder)
-
-
-def _build_safety_checker(folder: Path) -> None:
+def build_safety_checker(folder: Path) -> None:
     """diffusers' StableDiffusionSafetyChecker at CLIP-tiny size, in the CompVis layout
     (config.json + weights + preprocessor_config.json in one folder).
 
@@ -351,11 +234,13 @@ def _build_safety_checker(folder: Path) -> None:
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
 
 
-_BUILDERS: dict[str, Callable[[Path], None]] = {
-    "flux-dev": _build_flux_dev,
-    "flux-schnell": _build_flux_schnell,
-    "flux-kontext-dev": _build_flux_kontext,
-    "flux-redux-dev": _build_flux_redux,
-    "ltx-video": _build_ltx,
-    "safety-checker": _build_safety_checker,
-}
+def _builders() -> dict[str, Callable[[Path], None]]:
+    """Every model's tiny builder: the families' models, and the safety checker."""
+    from openfal.backends.local.registry import MODELS
+
+    return {name: m.build_tiny for name, m in MODELS.items()}
+
+
+def tiny_models() -> tuple[str, ...]:
+    """The names the model registry knows, in build order."""
+    return tuple(_builders())
