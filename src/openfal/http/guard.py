@@ -18,6 +18,7 @@ the router (``hot_routes.py``); this answers in fal's shape, by path.
 from __future__ import annotations
 
 import re
+from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -53,13 +54,6 @@ def refuse_nul(scope: Scope) -> Response | None:
     return None
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers") or ():
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
 class RequestGuard:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -73,7 +67,7 @@ class RequestGuard:
             refusal = await _admin_refusal(scope)
         runtime = scope["app"].state.runtime
         limit = body_limit(scope["path"], runtime.settings)
-        declared = _header(scope, b"content-length")
+        declared = Headers(scope=scope).get("content-length")
         if refusal is None and declared is not None and declared.strip().isdigit() and int(declared) > limit:
             refusal = client_error(PayloadTooLarge(f"Request body larger than {limit} bytes"), scope["path"])
         if refusal is not None:
@@ -87,7 +81,7 @@ async def _admin_refusal(scope: Scope) -> Response | None:
     is read (the routes check again: this is the door, they are the rooms)."""
     auth = scope["app"].state.runtime.auth
     try:
-        key = await auth.authenticate(_header(scope, b"authorization"))
+        key = await auth.authenticate(Headers(scope=scope).get("authorization"))
         if key is not None and not key.is_admin:
             raise Forbidden()
     except ClientError as exc:
