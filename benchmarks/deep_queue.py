@@ -1,21 +1,31 @@
 """Deep queues for the benchmarks: bulk-filled queued requests, and the cost of a claim
 at a given depth (queue_overhead.py's ``--depth`` figures).
 
-A queue made here waits on its keys' limits: each key has ``max_concurrent = 1`` and
+Run alone, it prints a claim's p50 at each depth on SQLite and PostgreSQL, with the
+first depth as the baseline:
+
+    .venv/bin/python benchmarks/deep_queue.py [--queued 100,100000] [--keys 100]
+
+A queue made for a deployment waits on its keys' limits: each key has ``max_concurrent = 1`` and
 one request already running (a lease a day long), so no worker drains it while the
 figures beside it are taken, and every claim still has to look past it.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
+import sys
+import tempfile
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from openfal.store.db import Database
 from openfal.store.requests import RequestStore
 from openfal.store.api_keys import KeyStore
@@ -56,8 +66,8 @@ async def fill(db: Database, *, depth: int, keys: int, backend: str, held: bool)
 
 async def claim_p50(url: str, *, depth: int, keys: int, claims: int = 200) -> float:
     """Median seconds of one claim (one request taken) from a queue ``depth`` deep over
-    ``keys`` keys, on a fresh database at ``url``; each claimed request is given back
-    (untimed), so the depth holds."""
+    ``keys`` keys, on a fresh database at ``url``; each request taken is followed by a
+    new one of its key (untimed), so the depth holds, as in a steady state."""
     db = Database(url)
     try:
         await db.migrate()
@@ -69,8 +79,8 @@ async def claim_p50(url: str, *, depth: int, keys: int, claims: int = 200) -> fl
             taken = await store.claim(backends=["bench"], worker_id=f"w{i % 4}", lease_seconds=60)
             times.append(time.perf_counter() - started)
             assert taken, "the queue ran dry"
-            for record in taken:
-                await store.requeue(record)
+            async with db.write() as conn:  # a new arrival for each one taken: the depth holds
+                await conn.execute(requests.insert(), [_row("bench", r.key_id, "IN_QUEUE", time.time()) for r in taken])
         return statistics.median(times)
     finally:
         await db.close()
@@ -88,3 +98,31 @@ def fill_deployment(database_url: str, *, depth: int, keys: int) -> tuple[str, s
             await db.close()
 
     return asyncio.run(run())
+
+
+async def _main() -> None:
+    from tests.support import create_pg_database, drop_pg_database
+
+    parser = argparse.ArgumentParser(description="A claim's p50 at each depth, SQLite and PostgreSQL")
+    parser.add_argument("--queued", default="100,100000")
+    parser.add_argument("--keys", type=int, default=100)
+    args = parser.parse_args()
+    depths = [int(d) for d in args.queued.split(",")]
+    print("command:", " ".join([".venv/bin/python", *sys.argv]))
+    for database in ("sqlite", "postgresql"):
+        base = None
+        for depth in depths:
+            if database == "sqlite":
+                p50 = await claim_p50(f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/claims.db", depth=depth, keys=args.keys)
+            else:
+                name = await create_pg_database()
+                try:
+                    p50 = await claim_p50(f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}", depth=depth, keys=args.keys)
+                finally:
+                    await drop_pg_database(name)
+            base = base or p50
+            print(f"{database:<11} {depth:>8} queued, {args.keys} keys: claim p50 {p50 * 1000:7.2f} ms  ({p50 / base:.2f}x the first depth)")
+
+
+if __name__ == "__main__":
+    asyncio.run(_main())

@@ -61,6 +61,7 @@ Where = Callable[[Any], list[Any]]
 #: written into the statement, not bound: a prepared statement's generic plan then knows
 #: the status it probes and that each probe takes one row
 QUEUED = sa.literal(Status.IN_QUEUE.value, literal_execute=True)
+RUNNING = sa.literal(Status.IN_PROGRESS.value, literal_execute=True)
 ONE = sa.literal(1, literal_execute=True)
 
 
@@ -116,7 +117,9 @@ class ClaimStatements:
             key each take a different request of it."""
             in_time = sa.or_(_T.start_deadline.is_(None), _T.start_deadline > now)
             rows = sa.select(_T.seq).where(*where(requests), own, in_time).order_by(_T.key_id, _T.priority, _T.seq)
-            rows = rows.limit(sa.bindparam("n", type_=sa.Integer()))
+            # written in (a few statements: n is 1 up to a batch): a bound LIMIT is 10 % of
+            # the table to a generic plan, which then hashes the whole table to join it
+            rows = rows.limit(sa.bindparam("n", type_=sa.Integer(), literal_execute=True))
             if self.sqlite:  # one writer: the rows cannot change between choice and update
                 return self._take(_T.seq.in_(rows.scalar_subquery()), now, guarded=False)
             # chosen once, in a CTE: as ``IN (subquery)`` the planner may run the locking
@@ -214,7 +217,7 @@ class ClaimStatements:
         others = requests.alias("running")
         running = (
             sa.select(sa.func.count())
-            .where(others.c.key_id == api_keys.c.id, others.c.status == Status.IN_PROGRESS.value)
+            .where(others.c.key_id == api_keys.c.id, others.c.status == RUNNING)
             .scalar_subquery()
         )
         default = self.default_key_concurrency
