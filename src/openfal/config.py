@@ -178,8 +178,18 @@ class Settings(BaseSettings):
     #: ``off``, ``compile``, ``fp8`` or ``auto`` (the fastest the device supports; off
     #: on CPU); see backends/local/acceleration.py
     acceleration: Literal["off", "compile", "fp8", "auto"] = "auto"
-    #: diffusers attention backend; ``auto``: FlashAttention 3/2 when installed, else SDPA
+    #: diffusers attention backend; ``auto``: on CUDA the fastest of FA3 (when installed),
+    #: cuDNN, flash and memory-efficient SDPA, measured at load (backends/local/attention.py)
     attention_backend: str = "auto"
+    #: endpoint pattern -> the highest fal ``acceleration`` tier served there
+    #: (``none``/``regular``/``high``); a request above it runs at the cap
+    acceleration_caps: dict[str, Literal["none", "regular", "high"]] = Field(default_factory=dict)
+    #: First Block Cache threshold of the ``high`` tier (backends/local/tiers.py)
+    acceleration_high_threshold: float = Field(0.12, gt=0, le=1)
+    #: requests batch into one call only when each image has at most this many pixels:
+    #: past 512x512 a FLUX transformer is compute-bound at batch 1 and a batch only adds
+    #: latency
+    batch_max_pixels: int = Field(512 * 512, ge=0)
     #: serve only endpoints whose weights allow commercial use (the catalog's licence);
     #: the others answer 404 naming their licence
     commercial_only: bool = False
@@ -196,8 +206,14 @@ class Settings(BaseSettings):
     #: inductor/triton cache, so a restart's warm-up reads kernels instead of compiling;
     #: default ``{data_dir}/compile-cache``
     compile_cache_dir: Path | None = None
-    #: ``""``: one engine on ``device``; ``all`` or ``0,1``: one engine per listed GPU
+    #: ``""``: one engine on ``device``; ``all`` or ``0,1``: one worker process per listed
+    #: GPU, supervised by this process (gpu_workers.py)
     gpus: str = ""
+    #: this worker process's id in the registry and on its leases (the GPU supervisor
+    #: names its children); None: ``{hostname}-{random}``
+    worker_id: str | None = None
+    #: the label of this process's engine (``gpu1``: set by the GPU supervisor)
+    gpu_label: str = ""
     #: folder of a safety checker (diffusers StableDiffusionSafetyChecker or a
     #: transformers image classifier with an ``nsfw`` label); none: nothing is flagged
     safety_checker_path: str | None = None

@@ -693,6 +693,11 @@ class RequestStore:
 
     # -- maintenance -------------------------------------------------------------
 
+    async def held_by(self, worker_id: str, limit: int = 1000) -> list[RequestRecord]:
+        """The requests ``worker_id`` is running (a supervisor releases them when that
+        worker's process dies, instead of waiting for their leases to lapse)."""
+        return await self._fetch(_T.status == Status.IN_PROGRESS.value, _T.worker_id == worker_id, limit=limit)
+
     async def expired_leases(self, now: float, limit: int = 100) -> list[RequestRecord]:
         return await self._fetch(_T.status == Status.IN_PROGRESS.value, _T.lease_expires_at < now, limit=limit)
 

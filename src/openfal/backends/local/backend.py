@@ -114,7 +114,7 @@ class LocalBackend:
         #: runs claimed and not yet past their engine call (see claim_gate)
         self._on_gpu: set[_GpuToken] = set()
         self._gpu_free: asyncio.Condition | None = None
-        self.options = options or LocalOptions()
+        self.options = dataclasses.replace(options or LocalOptions(), batch_max_pixels=settings.batch_max_pixels)
         self.max_batch_size = settings.max_batch_size
         #: the worker's gather window before claiming (only worth it when batching)
         self.gather_seconds = settings.batch_gather_ms / 1000 if self.max_batch_size > 1 else 0.0

@@ -9,14 +9,14 @@ largest allowed call: ``max_batch_images`` images at the largest warm-up size.
 Placements, tried in order of preference (the first that fits wins):
 
 1. ``resident``: every component on the GPU;
-2. ``text_encoders``: the text encoders wait in host memory and visit the GPU to encode
-   a prompt, then leave before denoising starts (FLUX.1's 9 GiB of T5 and CLIP are not
-   needed while the transformer runs);
-3. ``none`` with float8 text encoders: every component resident, the text encoders'
-   Linear weights in float8 (FLUX.2 [dev]'s 24B Mistral encoder takes 24 GiB instead of
-   48, so the whole pipeline stays on an 80 GiB card and each prompt is encoded once,
-   on the GPU); tried before 2. when the text encoders exceed ``TEXT_ROUND_TRIP_BYTES``
-   (moving 45 GiB over PCIe would cost seconds per request);
+2. ``none`` with float8 text encoders: every component resident, the text encoders'
+   Linear weights in float8 (weight-only 8-bit T5 is near-lossless; FLUX.1's T5 takes
+   4.4 GiB instead of 8.9, so a 24 GiB card keeps it resident beside a float8
+   transformer; FLUX.2 [dev]'s 24B Mistral encoder takes 24 GiB instead of 48). Each
+   prompt is encoded on the GPU, and repeated prompts not at all (prompt_cache.py);
+3. ``text_encoders``: the text encoders wait in host memory and visit the GPU to encode
+   a prompt, then leave before denoising starts (where float8 is not available: the
+   9 GiB visit costs 1.5-3 s per request over PCIe);
 4. ``model``: diffusers' model offload (each component on the GPU only while it runs);
 5. ``group``: diffusers' block-level group offload, the last resort (slow: weights
    stream over PCIe every step).
@@ -59,7 +59,6 @@ TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
 TRANSFORMERS = ("transformer", "transformer_2")
 #: text encoders larger than this stay resident in float8 rather than visit the GPU per
 #: prompt (about a second of PCIe transfer each way at 16 GiB)
-TEXT_ROUND_TRIP_BYTES = 16 * GIB
 
 def planned() -> tuple[str, ...]:
     """The models the local backend plans: every family's (the safety checker is added
@@ -117,6 +116,22 @@ def component_sizes(model: str) -> dict[str, ComponentSize]:
     from openfal.backends.local.registry import MODELS
 
     return {name: _measure(component, float8=name in FLOAT8_COMPONENTS) for name, component in MODELS[model].components.items()}
+
+
+@functools.lru_cache(maxsize=None)
+def slot_bytes(model: str, rank: int) -> int:
+    """bf16 bytes of one LoRA slot of ``rank`` on ``model``'s transformer: on the layers
+    its family targets, inside its blocks, counted after Q/K/V fusion (lora_bank)."""
+    import torch
+
+    from openfal.backends.local import lora_bank
+    from openfal.backends.local.families import family_of_model
+    from openfal.backends.local.registry import MODELS
+
+    family = family_of_model(model)
+    with CONSTRUCTION_LOCK, torch.device("meta"):
+        transformer = build_component(MODELS[model].components["transformer"])
+    return 2 * lora_bank.slot_parameters(transformer, rank=rank, targets=family.lora_targets, blocks=family.compile_blocks, fused=family.accelerated)
 
 
 #: the components whose Linear weights may be float8 (the rest stay bf16)
@@ -209,9 +224,9 @@ def plan_model(
 
     family = family_of_model(model)
     parts = {name: part for name, part in component_sizes(model).items() if name not in without}
-    if lora_slots and "transformer" in parts:  # compiled LoRA models: bf16 slots on every Linear
+    if lora_slots and "transformer" in parts:  # compiled LoRA models: bf16 slots on the family's targets
         t = parts["transformer"]
-        extra = lora_slots * lora_rank * t.linear_sides * 2
+        extra = lora_slots * slot_bytes(model, lora_rank)
         parts["transformer"] = ComponentSize(t.bf16 + extra, t.fp8 + extra if t.fp8 is not None else None, t.largest_block, t.linear_sides)
     if safety_checker and isinstance(family, ImageFamily):
         parts["safety_checker"] = component_sizes("safety-checker")["classifier"]
@@ -230,14 +245,14 @@ def plan_model(
     if has_transformer and family.accelerated and fp8_supported and parts["transformer"].fp8 is not None:
         dtypes = ["fp8"] if prefer_fp8 else ["bf16", "fp8"]
     texts = any(name in parts for name in TEXT_ENCODERS)
-    # (offload, text encoders in float8): float8 text encoders come after moving them off
-    # the GPU, which is lossless, and before any offload that streams the transformer
-    modes = [("none", False), ("text_encoders", False)] if texts else [("none", False)]
+    # (offload, text encoders in float8): resident float8 text encoders come before moving
+    # them off the GPU for every prompt, and both before any offload that streams the
+    # transformer
+    modes = [("none", False)]
     if texts and fp8_supported:
-        # text encoders too big to cross PCIe on every prompt (FLUX.2 [dev]'s 45 GiB Mistral
-        # takes seconds a request) stay resident in float8 before being moved off the GPU
-        big = sum(parts[n].bf16 for n in TEXT_ENCODERS if n in parts) > TEXT_ROUND_TRIP_BYTES
-        modes.insert(1 if big else 2, ("none", True))
+        modes.append(("none", True))
+    if texts:
+        modes.append(("text_encoders", False))
     modes += [("model", False), ("group", False)]
     candidates = [
         (offload, dtype, text_fp8, decode_batch)

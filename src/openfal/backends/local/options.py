@@ -28,3 +28,6 @@ class LocalOptions:
     video_max_area: int | None = None
     #: at most one preview per job per this many seconds
     preview_interval_seconds: float = 1.0
+    #: largest image (pixels) whose requests may share a pipeline call
+    #: (``OPENFAL_BATCH_MAX_PIXELS``; the backend sets it from the settings)
+    batch_max_pixels: int = 512 * 512

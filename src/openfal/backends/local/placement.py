@@ -30,6 +30,8 @@ def place(
     accelerated: bool = True,
     lora_slots: int = 0,
     lora_rank: int = 0,
+    lora_targets: tuple[str, ...] = (),
+    blocks: tuple[str, ...] = (),
 ) -> list[str]:
     """Move ``pipe`` onto ``device`` per ``plan`` (None: all resident) and apply the
     acceleration profile when its family is ``accelerated``; the steps taken, for the
@@ -57,8 +59,8 @@ def place(
         steps += group_offload(pipe, device)
     if flux and acceleration.compiles:
         if offload in ("none", "text_encoders"):
-            steps += lora_bank.install(pipe.transformer, slots=lora_slots, rank=lora_rank)
-            steps += accel.compile_pipeline(pipe, acceleration)
+            steps += lora_bank.install(pipe.transformer, slots=lora_slots, rank=lora_rank, targets=lora_targets, blocks=blocks)
+            steps += accel.compile_pipeline(pipe, acceleration, blocks)
         else:
             steps.append(f"not compiled: {offload} offload moves weights between calls")
     vae = getattr(pipe, "vae", None)

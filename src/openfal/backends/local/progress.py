@@ -89,10 +89,11 @@ class StepReporter:
         copies = []
         for job, row in live:
             host = torch.empty(latents[row : row + 1].shape, dtype=latents.dtype, pin_memory=True)
-            host.copy_(latents[row : row + 1], non_blocking=True)
+            with torch.cuda.device(latents.device):
+                host.copy_(latents[row : row + 1], non_blocking=True)
             copies.append((job, host))
         landed = torch.cuda.Event()
-        landed.record()
+        landed.record(torch.cuda.current_stream(latents.device))  # the latents' GPU, not the current device
         self._pending.append((landed, copies))
 
     def _emit_landed(self, *, final: bool) -> None:
