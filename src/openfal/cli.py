@@ -33,6 +33,9 @@ def main(ctx: click.Context, data_dir: Path | None, database_url: str | None) ->
     """openfal: a self-hosted fal.ai-compatible queue server."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    from openfal import log_redaction
+
+    log_redaction.install()  # every command: no token, key or signature in any log line
     ctx.obj = {"data_dir": data_dir, "database_url": database_url}
 
 
@@ -51,6 +54,7 @@ def serve(ctx: click.Context, host: str, port: int, demo: bool, workers: bool | 
     import uvicorn
 
     from openfal.http import create_app
+    from openfal.realtime import MAX_FRAME_BYTES
 
     settings = _settings(**ctx.obj, demo=demo or None, in_process_workers=workers, public_base_url=public_base_url, gpus=gpus)
     if settings.demo and settings.auth_enabled:
@@ -71,6 +75,7 @@ def serve(ctx: click.Context, host: str, port: int, demo: bool, workers: bool | 
         proxy_headers=True,
         log_level="info",
         access_log=settings.access_log,
+        ws_max_size=MAX_FRAME_BYTES,  # a larger realtime frame is refused before it is assembled
     )
 
 

@@ -37,6 +37,7 @@ from typing import Any, Literal
 
 from openfal.endpoints.catalog import CATALOG, EndpointSpec
 from openfal.errors import ClientError, InputInvalid, OpenfalError
+from openfal.validation import check_text
 
 DEFAULT_MODEL = "dall-e-2"
 RESPONSE_FORMATS = ("url", "b64_json")
@@ -88,14 +89,15 @@ def parse_request(values: dict[str, Any]) -> ImageRequest:
     prompt = _text(values, "prompt")
     if not prompt:
         raise bad("'prompt' is a required property", "prompt", "missing_required_parameter")
-    n = values.get("n")
-    if n is not None:
-        try:
-            n = int(n)
-        except (TypeError, ValueError):
-            raise bad(f"Invalid type for 'n': expected an integer, but got {type(n).__name__}.", "n", "invalid_type") from None
-        if n < 1:
-            raise bad(f"{n} is less than the minimum of 1 - 'n'", "n", "integer_below_min_value")
+    for name, value in values.items():
+        if isinstance(value, str):  # a form field: the JSON parser checked a body's own
+            try:
+                check_text(value)
+            except ValueError as exc:
+                raise bad(f"Invalid '{name}': {exc}", name, "invalid_value") from None
+    n = _integer(values, "n")
+    if n is not None and n < 1:
+        raise bad(f"{n} is less than the minimum of 1 - 'n'", "n", "integer_below_min_value")
     size = _size(values.get("size"))
     default_format = "b64_json" if model.startswith("gpt-image") else "url"
     response_format = _text(values, "response_format") or default_format
@@ -109,14 +111,23 @@ def parse_request(values: dict[str, Any]) -> ImageRequest:
         stream = stream.lower() in {"true", "1"}
     if not isinstance(stream, bool):
         raise bad(f"Invalid type for 'stream': expected a boolean, but got {type(stream).__name__}.", "stream", "invalid_type")
-    partial = values.get("partial_images", 0)
-    try:
-        partial = int(partial) if partial is not None else 0
-    except (TypeError, ValueError):
-        raise bad("Invalid type for 'partial_images': expected an integer.", "partial_images", "invalid_type") from None
+    partial = _integer(values, "partial_images") or 0
     if not 0 <= partial <= 3:
         raise bad(f"{partial} is not between 0 and 3 - 'partial_images'", "partial_images", "invalid_value")
     return ImageRequest(model, prompt, n, size, response_format, output_format, bool(stream), partial)
+
+
+def _integer(values: dict[str, Any], name: str) -> int | None:
+    """An integer parameter: a JSON integer or a form field of digits (``1.5`` or
+    ``true`` is refused as OpenAI refuses it, never rounded to 1)."""
+    value = values.get(name)
+    if value is None:
+        return None
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,9}", value.strip()):
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise bad(f"Invalid type for '{name}': expected an integer, but got {type(value).__name__}.", name, "invalid_type")
 
 
 def _text(values: dict[str, Any], name: str) -> str | None:

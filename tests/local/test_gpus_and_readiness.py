@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import torch
 
-from openfal.backends.builtin import BuiltinBackend
 from openfal import gpu_workers
+from openfal.backends.builtin import BuiltinBackend
 from openfal.backends.local import LocalBackend
 from openfal.config import Settings
 from openfal.errors import ConfigError

@@ -50,8 +50,14 @@ _PLATFORM_TYPES = {401: "authorization_error", 403: "authorization_error", 404: 
 
 def _client_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ClientError)
+    return client_error(exc, request.url.path)
+
+
+def client_error(exc: ClientError, path: str) -> JSONResponse:
+    """fal's shape for a client error to ``path`` (also answered where no route runs
+    yet: http/guard.py)."""
     body: dict[str, Any] = {"detail": exc.message}
-    if request.url.path.startswith("/v1/"):
+    if path.startswith("/v1/"):
         body["error"] = {"type": _PLATFORM_TYPES.get(exc.status_code, "validation_error"), "message": exc.message}
     return error_response(body, exc.status_code, error_type=exc.error_type)
 

@@ -20,7 +20,7 @@ from openfal.errors import InsufficientCredit, RateLimited
 from openfal.models import LogEntry, RequestRecord, Status
 from openfal.notify import Notifier
 from openfal.store.changes import CHANNEL, SEQ_PLACEHOLDER, Notice, Transaction, Transactions
-from openfal.store.claim_statements import NO_KEY, ClaimStatements
+from openfal.store.claim_statements import NO_KEY, Claimable, ClaimStatements
 from openfal.store.db import Database
 from openfal.store.hinted_claims import GRACE_SECONDS, HintedClaims
 from openfal.store.ledger import entry as ledger_entry
@@ -78,6 +78,14 @@ ETA_SECONDS = 10.0
 IDLE_CLAIM_SECONDS = 5.0
 #: a worker that reported within this long counts for eta_seconds' slots
 WORKER_ALIVE_SECONDS = 30.0
+#: a claim's statements run on PostgreSQL's generic plan (pinned by
+#: tests/store/test_claim_plans.py: a custom plan of the candidate query is planned anew
+#: at every execution, ~1 ms of a claim) and without JIT (the candidate query's estimate
+#: passes jit_above_cost: 30-90 ms of compiling for a query that runs in one)
+GENERIC_PLANS = sa.text("SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('jit', 'off', true)")
+#: candidate keys asked for beyond what the claim wants, for keys whose queued
+#: requests other claimers hold right now
+CLAIM_SPARES = 3
 #: the optional guards of a completion, by the name their value is bound under
 _GUARDS = {
     "w_worker": _T.worker_id == sa.bindparam("w_worker"),
@@ -401,22 +409,24 @@ class RequestStore:
         now = time.time()
         values = {"now": now, "worker": worker_id, "lease": now + lease_seconds}
         first: dict[str, Any] = {**values, "backends": list(backends)}
-        candidates, take_one = self._claims.next_of_backends, self._claims.take_next
+        claimable = self._claims.backends
         if endpoints is not None:
-            candidates, take_one = self._claims.next_of_pool, self._claims.take_next_of_pool
+            claimable = self._claims.pool
             first["endpoints"] = sorted(endpoints)
         async with self.changes.begin() as tx:
+            if not self.db.is_sqlite:
+                await tx.conn.execute(GENERIC_PLANS)
             claimed = []
             if hints:
                 hinted = self._hinted.candidates if endpoints is None else self._hinted.candidates_of_pool
-                claimed = await self._claim_next(tx.conn, hinted, {**first, "hints": sorted(hints)}, 1)
+                claimed = await self._claim_chosen(tx.conn, hinted, {**first, "hints": sorted(hints)})
             if not claimed:
-                claimed = await self._claim_next(tx.conn, candidates, first, 1, take_one=take_one)
+                claimed = await self._claim_next(tx.conn, claimable, first, 1)
                 if claimed and claimed[0].runner_hint in leave and claimed[0].created_at > now - GRACE_SECONDS:
                     raise LeftForHint(claimed[0].id)  # undone: nothing of it is committed
             if claimed and batch_limit > 1 and claimed[0].batch_key is not None:
-                batch = {**values, "backend": claimed[0].backend, "batch_key": claimed[0].batch_key}
-                claimed += await self._claim_next(tx.conn, self._claims.next_of_batch, batch, batch_limit - 1)
+                batch = {**values, "batch_backend": claimed[0].backend, "batch_key_of": claimed[0].batch_key}
+                claimed += await self._claim_next(tx.conn, self._claims.batch, batch, batch_limit - 1)
             if claimed:
                 await self._take_turns(tx.conn, claimed, now)
                 tx.notice("queue", claimed[0].backend, rm=[_entry(r) for r in claimed], turn=now)
@@ -442,20 +452,40 @@ class RequestStore:
         rows = [{"backend": backend, "key_id": key, "last_turn": now} for backend, key in sorted(turns)]
         await conn.execute(self._upsert_turn, rows)
 
-    async def _claim_next(
-        self, conn: AsyncConnection, candidates: Any, values: dict[str, Any], limit: int, *, take_one: Any = None
-    ) -> list[RequestRecord]:
-        """Claim up to ``limit`` of the ``candidates``, skipping keys already running
-        ``max_concurrent`` requests (they wait, they are not refused). ``take_one``: the
-        candidates' choice and claim in one statement, for one request on SQLite."""
-        if self.db.is_sqlite and take_one is not None and limit == 1:
-            return await self._take(conn, take_one, {**values, "limit": 1})
-        chosen, taken = [], {}
-        for seq, key_id, limited in (await conn.execute(candidates, {**values, "limit": limit})).all():
-            # only a limited key's count is checked (under its row lock on PostgreSQL)
-            if key_id is None or limited is None or await self._within_limit(conn, key_id, taken.get(key_id, 0)):
+    async def _claim_next(self, conn: AsyncConnection, claimable: Claimable, values: dict[str, Any], limit: int) -> list[RequestRecord]:
+        """Claim up to ``limit`` requests: one from each candidate key in claim order,
+        then, while more are wanted (a batch), more from those keys in the same order;
+        keys already running ``max_concurrent`` requests are skipped (they wait, they
+        are not refused). A key whose requests other claimers hold yields nothing and
+        the next key is asked: so the spare candidates."""
+        rows = (await conn.execute(claimable.candidates, {**values, "limit": limit + CLAIM_SPARES})).all()
+        claimed: list[RequestRecord] = []
+        taken: dict[str | None, int] = {}
+        for round_size in (1, limit):
+            for _seq, key_id, limited in rows:
+                wanted = min(round_size, limit - len(claimed))
+                if wanted <= 0:
+                    break
+                if key_id is not None and limited is not None:
+                    # only a limited key's count is checked (under its row lock on PostgreSQL)
+                    wanted = min(wanted, await self._room(conn, key_id, taken.get(key_id, 0)))
+                if wanted <= 0:
+                    continue
+                take = claimable.take_of_no_key if key_id is None else claimable.take_of_key
+                got = await self._take(conn, take, {**values, "take_key": key_id, "n": wanted})
+                taken[key_id] = taken.get(key_id, 0) + len(got)
+                claimed += got
+            if len(claimed) >= limit:
+                break
+        return sorted(claimed, key=lambda r: (r.priority, r.seq))
+
+    async def _claim_chosen(self, conn: AsyncConnection, candidates: Any, values: dict[str, Any]) -> list[RequestRecord]:
+        """Claim the one request ``candidates`` names (the runner-hint pre-claim: a
+        particular request, not a key's next), unless its key is at its limit."""
+        chosen: list[int] = []
+        for seq, key_id, limited in (await conn.execute(candidates, {**values, "limit": 1})).all():
+            if key_id is None or limited is None or await self._room(conn, key_id, 0) > 0:
                 chosen.append(seq)
-                taken[key_id] = taken.get(key_id, 0) + 1
         if not chosen:
             return []
         return await self._take(conn, self._claims.take_chosen, {**values, "chosen": chosen})
@@ -464,15 +494,15 @@ class RequestStore:
         rows = (await conn.execute(statement, values)).all()
         return sorted((_record(r) for r in rows), key=lambda r: (r.priority, r.seq))
 
-    async def _within_limit(self, conn: AsyncConnection, key_id: str, taken: int) -> bool:
-        """Whether the key may start one more (``taken`` already chosen in this claim)."""
+    async def _room(self, conn: AsyncConnection, key_id: str, taken: int) -> int:
+        """How many more requests the key may start (``taken`` already in this claim)."""
         limit = (await conn.execute(self._claims.key_limit, {"key_id": key_id})).scalar()
         if limit is None:
             limit = self.default_key_concurrency
         if limit is None:
-            return True
+            return 1 << 30
         running = await conn.execute(self._claims.key_running, {"key_id": key_id})
-        return int(running.scalar() or 0) + taken < limit
+        return limit - int(running.scalar() or 0) - taken
 
     async def idle_seconds(self, backend: str, poll_seconds: float) -> float:
         """How long a claimer that found nothing may sleep before looking again: while

@@ -62,14 +62,18 @@ requests = sa.Table(
     sa.Column("idempotency_hash", sa.String(64), nullable=True),
     #: X-Fal-Runner-Hint: a worker advertising this exact string claims it first
     sa.Column("runner_hint", sa.String(255), nullable=True),
-    sa.Index("ix_requests_queue", "status", "backend", "priority", "seq"),
+    #: each key's head (its first queued request by priority, then seq) in one probe, and
+    #: the keys with queued requests by a skip scan: claims cost the same at any depth
+    #: (store/claim_statements.py)
+    sa.Index("ix_requests_queue", "status", "backend", "key_id", "priority", "seq"),
     sa.Index("ix_requests_lease", "status", "lease_expires_at"),
     sa.Index("ix_requests_deadline", "status", "start_deadline"),
     sa.Index("ix_requests_completed", "completed_at"),
     sa.Index("ix_requests_key", "key_id", "seq"),
     sa.Index("ix_requests_worker", "worker_id", "status"),
     sa.Index("ix_requests_key_created", "key_id", "created_at"),
-    sa.Index("ix_requests_key_status", "key_id", "status"),
+    #: a key's running or queued count, and (as well as ix_requests_queue) its head
+    sa.Index("ix_requests_key_status", "key_id", "status", "backend", "priority", "seq"),
     sa.Index("ix_requests_idempotency", "idempotency_key", unique=True),
     #: the queued requests with a runner hint (few: the hinted pre-claim reads only them)
     sa.Index(

@@ -32,7 +32,6 @@ from PIL import Image
 from openfal.backends.base import Job
 from openfal.backends.local import acceleration as accel
 from openfal.backends.local import families, lora_bank, memory_plan, placement, registry, tiers, warmup
-from openfal.backends.local.prompt_cache import PromptCache
 from openfal.backends.local.cache import ModelCache, PipelineSpec
 from openfal.backends.local.device import resolve_device, resolve_dtype
 from openfal.backends.local.families.images import ImageCall, ImageFamily, ImageItem
@@ -41,6 +40,7 @@ from openfal.backends.local.lora_adapters import Adapters
 from openfal.backends.local.oom import guard
 from openfal.backends.local.options import LocalOptions
 from openfal.backends.local.progress import StepReporter, VideoReporter
+from openfal.backends.local.prompt_cache import PromptCache
 from openfal.backends.local.safety import NoSafetyChecker, SafetyChecker, blacken, load_safety_checker
 from openfal.config import Settings
 from openfal.events import Log
