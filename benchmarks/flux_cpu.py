@@ -8,7 +8,7 @@ denoising step and per image at 1024x768 and 1024x1024, for
 Each figure is printed absolute and as a ratio to the baseline at the same size. The
 tiny transformer is ~70 k parameters, so this measures the pipeline around the model
 (text encoders, latent packing, scheduler, VAE decode, JPEG encoding, the backend's
-callback) at FLUX's real token counts, not FLUX's own compute; see flux_gpu.py for that.
+callback) at FLUX's real token counts, not FLUX's own compute; see engine_gpu.py for that.
 
 Seconds per step come from the timestamps of the backend's Progress events (first to
 last step, so neither text encoding nor decoding is included); seconds per image are

@@ -1,26 +1,36 @@
 #!/usr/bin/env bash
-# The GPU check: on one H100/H200, within 8 minutes, the serving-path benchmark
-# (benchmarks/flux_gpu.py) for the off, compile and fp8 profiles, printed as one table
-# with the issue's goals checked under it.
+# The GPU check, in one run of at most 8 minutes on one H100 or H200, from random
+# full-size weights (nothing downloaded): benchmarks/engine_gpu.py for MODEL (default
+# flux-dev), fp8 first, then bf16 compile, then off; correctness before speed; one JSON
+# file and the log in $OUT (or .openfal/ when OUT is not set).
 #
-#   bash benchmarks/gpu_check.sh            # PYTHON=... to use another interpreter
+#   bash benchmarks/fetch_wheels.sh            # here, once: the wheels the GPU image lacks
+#   bash benchmarks/gpu_check.sh               # there (MODEL=flux-2-dev, BUDGET=..., PYTHON=...)
 #
-# Budget: the benchmark stops starting cases after BUDGET seconds (default 400) and is
-# stopped at 470 s; either way it prints the table of what it measured.
+# The benchmark stops starting sections after BUDGET seconds (default 400) and is sent
+# SIGTERM at 465 s; either way it reports and writes what it measured.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-}
-if [ -z "$PY" ]; then
-  if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
-fi
+PY=${PYTHON:-python3}
+MODEL=${MODEL:-flux-dev}
 BUDGET=${BUDGET:-400}
-mkdir -p .openfal
-nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv,noheader 2>/dev/null || echo "nvidia-smi not found"
-"$PY" -c "import torch, diffusers; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'diffusers', diffusers.__version__)"
-"$PY" -c "import torchao; print('torchao', torchao.__version__)" 2>/dev/null || echo "torchao not installed: the fp8 profile falls back to compile (pip install 'openfal[gpu]')"
-# kernels compiled by one run are reused by the next (the server does the same, OPENFAL_COMPILE_CACHE_DIR)
-export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-$PWD/.openfal/compile-cache/inductor}
-export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-$PWD/.openfal/compile-cache/triton}
-timeout -s TERM 470 "$PY" benchmarks/flux_gpu.py --profiles off,compile,fp8 --repeats 1 --budget-seconds "$BUDGET" \
-  --json .openfal/flux_gpu.json 2>&1 | grep --line-buffered -v -E "it/s\]|Loading|Writing model|_pytree|Failed to load|UserWarning|warn_once"
+OUT_DIR=${OUT:-$PWD/.openfal}
+mkdir -p "$OUT_DIR"
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+fi
+export PYTHONPATH=$PWD/src${PYTHONPATH:+:$PYTHONPATH}
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export PYTORCH_CUDA_ALLOC_CONF=${PYTORCH_CUDA_ALLOC_CONF:-expandable_segments:True}
+# kernels compiled by one profile are reused by the next (the server does the same, OPENFAL_COMPILE_CACHE_DIR)
+export TORCHINDUCTOR_CACHE_DIR=${TORCHINDUCTOR_CACHE_DIR:-/tmp/openfal-compile/inductor}
+export TRITON_CACHE_DIR=${TRITON_CACHE_DIR:-/tmp/openfal-compile/triton}
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap,clocks.max.sm --format=csv,noheader 2>/dev/null || echo "nvidia-smi not found"
+  "$PY" -c "import torch, diffusers, transformers, peft, pydantic; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'diffusers', diffusers.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'pydantic', pydantic.__version__)"
+  "$PY" -c "import torchao; print('torchao', torchao.__version__)" 2>/dev/null || echo "torchao not importable: the fp8 profile falls back to compile"
+} 2>&1 | tee "$OUT_DIR/gpu_check.log"
+timeout -s TERM 465 "$PY" benchmarks/engine_gpu.py --model "$MODEL" --budget-seconds "$BUDGET" --json "$OUT_DIR/engine_gpu.json" 2>&1 \
+  | tee -a "$OUT_DIR/gpu_check.log" | grep --line-buffered -v -E "it/s\]|Loading|Writing model|_pytree|Failed to load|UserWarning|warn_once|torchvision"
 exit "${PIPESTATUS[0]}"

@@ -16,7 +16,14 @@ IN_PROGRESS request, ``GET /health``, submits accepted per second (wrk POSTs to
 ``openfal/utils/echo``), submit -> COMPLETED of echo (sequential, polling without
 pause), the CPU an idle server uses, and the CPU of 1,000 idle SSE status streams.
 
+``--depth N`` (``--depth-keys K``) adds the deep-queue figures: each deployment again
+with N requests queued on its backend over K keys (each key at its ``max_concurrent``,
+so nothing drains them): the status poll of the deepest one against the bare handler,
+submits accepted against the same deployment's empty-queue figure, and a claim's p50 at
+N queued against 100 queued (store-level, on a fresh database of the same kind).
+
     .venv/bin/python benchmarks/queue_overhead.py [--seconds 6] [--connections 32] [--only sqlite-1api] [--streams 1000]
+    .venv/bin/python benchmarks/queue_overhead.py --depth 100000 --depth-keys 100 --streams 0
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.deep_queue import claim_p50, fill_deployment  # noqa: E402
 from tests.support import ServerProcess, create_pg_database, drop_pg_database, free_port, pg_database_url  # noqa: E402
 
 #: what the bare handler answers: an IN_QUEUE status as openfal shapes it
@@ -249,7 +257,9 @@ async def open_streams(url: str, key: str, count: int) -> list[asyncio.StreamWri
 
 
 @contextmanager
-def deployment(name: str) -> Iterator[tuple[list[ServerProcess], str, dict[str, str]]]:
+def deployment(name: str, depth: int = 0, depth_keys: int = 1) -> Iterator[tuple[list[ServerProcess], str, dict[str, str]]]:
+    """The processes of ``name``; with ``depth``, started on a queue that deep (env's
+    ``DEEPEST`` names its deepest request)."""
     data = Path(tempfile.mkdtemp(prefix=f"openfal-bench-{name}-"))
     env = {"OPENFAL_DATA_DIR": str(data), "OPENFAL_CONCURRENCY": json.dumps({"builtin": 1})}
     db_name = None
@@ -258,6 +268,9 @@ def deployment(name: str) -> Iterator[tuple[list[ServerProcess], str, dict[str, 
         env["OPENFAL_DATABASE_URL"] = pg_database_url(db_name)
     cli(env, "migrate")
     key = cli(env, "keys", "create", "--name", "bench").strip().splitlines()[-1]
+    if depth:
+        url = env.get("OPENFAL_DATABASE_URL") or f"sqlite+aiosqlite:///{data.resolve() / 'openfal.db'}"
+        env["DEEPEST"], env["DEEPEST_KEY"] = fill_deployment(url, depth=depth, keys=depth_keys)
     processes: list[ServerProcess] = []
     try:
         api_count = 2 if name.endswith("2api") else 1
@@ -327,6 +340,50 @@ def measure(name: str, args: argparse.Namespace) -> list[Row]:
         finally:
             for bare in bares:
                 bare.stop()
+    if args.depth:
+        rows.extend(measure_deep(name, args, empty_submits=next(r[1] for r in rows if r[0] == "submits accepted")))
+    return rows
+
+
+def measure_deep(name: str, args: argparse.Namespace, *, empty_submits: float) -> list[Row]:
+    """The deep-queue figures of ``name`` (see the module docstring)."""
+    depth, keys = args.depth, args.depth_keys
+    rows: list[Row] = []
+    with deployment(name, depth, keys) as (apis, key, env):
+        bares = [Bare() for _ in apis]
+        try:
+            for bare in bares:
+                bare.wait()
+            deepest = f"/openfal/utils/requests/{env['DEEPEST']}/status"
+            owner = env["DEEPEST_KEY"]  # its key's: another key's poll is a 404
+            for api in apis:  # the first poll reads the queue once; later ones are answered from memory
+                first = httpx.get(api.url + deepest, headers={"Authorization": f"Key {owner}"}, timeout=120).json()
+            baseline = wrk([wrk_command(b.url, args) for b in bares])[0]
+            rate = wrk([wrk_command(api.url + deepest, args, key=owner) for api in apis])[0]
+            rows.append((f"status IN_QUEUE @{depth} queued", rate, baseline, "req/s", f"position {first.get('queue_position')}; bare handler as baseline"))
+            script = Path(tempfile.mkdtemp()) / "submit.lua"
+            script.write_text(SUBMIT_LUA)
+            rate = wrk([wrk_command(api.url + "/openfal/utils/echo", args, key=key, script=script) for api in apis])[0]
+            rows.append((f"submits accepted @{depth} queued", rate, empty_submits, "req/s", "baseline: the same figure on an empty queue, above"))
+        finally:
+            for bare in bares:
+                bare.stop()
+    db_name = None
+    if name.startswith("pg"):
+        db_name = asyncio.run(create_pg_database())
+    try:
+        at = {}
+        for queued in (100, depth):
+            target = pg_database_url(db_name) if db_name else f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/claims.db"
+            at[queued] = asyncio.run(claim_p50(target, depth=queued, keys=keys)) * 1000
+            if db_name:  # a fresh database for the next depth
+                asyncio.run(drop_pg_database(db_name))
+                db_name = asyncio.run(create_pg_database())
+        command = f"200 sequential RequestStore.claim calls, {keys} keys, one request each (store-level, fresh database)"
+        rows.append((f"claim p50 @{depth} queued", at[depth], at[100], "ms", f"baseline: @100 queued; {command}"))
+    finally:
+        if db_name:
+            asyncio.run(drop_pg_database(db_name))
     return rows
 
 
@@ -371,6 +428,8 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=1000, help="idle SSE streams to hold open (0: skip)")
     parser.add_argument("--idle-seconds", type=float, default=10.0)
     parser.add_argument("--only", action="append", choices=["sqlite-1api", "pg-2api"])
+    parser.add_argument("--depth", type=int, default=0, help="add the deep-queue figures at this many queued (e.g. 100000)")
+    parser.add_argument("--depth-keys", type=int, default=100, help="keys the deep queue is spread over")
     parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_server:

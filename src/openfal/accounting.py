@@ -30,12 +30,34 @@ MEGAPIXEL = 1024 * 1024
 RESERVE_VIDEO_SECONDS = 5.0
 
 
+#: a price component's billing unit, as fal's pricing API names units, in the order the
+#: main one is chosen (a price is quoted in its first non-zero component)
+UNITS = (("per_megapixel", "megapixels"), ("per_image", "image"), ("per_video_second", "second"), ("per_request", "request"))
+
+
 @dataclass(frozen=True, slots=True)
 class Price:
     per_request: float = 0.0
     per_image: float = 0.0
     per_megapixel: float = 0.0
     per_video_second: float = 0.0
+
+    @property
+    def unit(self) -> str:
+        """The billing unit the price is quoted in (fal's ``unit``): its first non-zero
+        component; a free endpoint is quoted per request."""
+        return next((unit for field, unit in UNITS if getattr(self, field)), "request")
+
+    @property
+    def unit_price(self) -> float:
+        """Dollars per ``unit`` (fal's ``unit_price``)."""
+        return next((getattr(self, field) for field, unit in UNITS if unit == self.unit), 0.0)
+
+    def units(self, usage: Usage) -> float:
+        """How many billing units a successful request's delivery is: what
+        ``x-fal-billable-units`` says and usage line items add up (a per-request price
+        bills one unit per request)."""
+        return {"megapixels": usage.megapixels, "image": float(usage.images), "second": usage.video_seconds, "request": 1.0}[self.unit]
 
     def micros(self, usage: Usage) -> int:
         dollars = (
@@ -118,11 +140,20 @@ class Accounts:
         request, or refuses both with InsufficientCredit)."""
         return self.prices.estimate(endpoint_id, data)
 
+    def billable_units(self, endpoint_id: str, result_body: Any, video_seconds: float = 0.0) -> float:
+        """The billing units a successful result delivered (``x-fal-billable-units``)."""
+        return round(self.prices.price(endpoint_id).units(delivered(result_body, video_seconds)), 6)
+
     async def settle(self, tx: Transaction, record: RequestRecord, *, video_seconds: float = 0.0) -> None:
-        """Release the reserve; charge what was delivered if the request succeeded."""
+        """Release the reserve; charge what was delivered if the request succeeded. The
+        charge row also keeps what the Platform API reads back: the billing unit and
+        units, the status code, and the seconds queued and run."""
         got = delivered(record.result_body, video_seconds) if record.error is None else Usage()
-        charge = self.prices.charge(record.endpoint_id, got) if record.error is None else 0
-        await ledger.settle(tx, record, reserved=record.reserved_micros or 0, charge=charge, got=got)
+        price = self.prices.price(record.endpoint_id)
+        charge = price.micros(got) if record.error is None else 0
+        units = round(price.units(got), 6) if record.error is None else 0.0
+        billed = ledger.Billed(unit=price.unit, units=units, status_code=record.result_status or 200)
+        await ledger.settle(tx, record, reserved=record.reserved_micros or 0, charge=charge, got=got, billed=billed)
 
 
 #: kept here too: callers that price things also top keys up

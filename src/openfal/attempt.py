@@ -20,10 +20,13 @@ from openfal.backends.base import Job, Output
 from openfal.endings import Endings
 from openfal.errors import InternalError, RunCancelled, RunError, RunTimedOut
 from openfal.media import MediaStore
+from openfal.media.access import OWNER_ONLY, signed_url
 from openfal.media.publish import discard_files, publish, publish_preview
+from openfal.media.retention import MediaLifecycle
 from openfal.models import LogEntry, Priority, RequestRecord
 from openfal.store.media_index import MediaIndex
 from openfal.store.requests import RequestStore
+from openfal.uploads import UploadSigner
 
 # an attempt is the worker's work: operators filter its log lines under the worker's name
 log = logging.getLogger("openfal.worker")
@@ -83,6 +86,8 @@ class Attempts:
     media_index: MediaIndex
     worker_id: str
     max_attempts: int
+    #: signs step previews' URLs (None: unsigned, readable with the request's own key only)
+    files_signer: UploadSigner | None = None
 
     def begin(self, record: RequestRecord) -> Attempt:
         return Attempt(self, record)
@@ -116,9 +121,9 @@ class Attempt:
         return job
 
     async def hand_back(self) -> None:
-        """Give the request back unfinished (shutting down mid-run); one that has already
-        ended is not IN_PROGRESS, so this does nothing to it."""
-        await self.through.store.requeue(self.record)
+        """Give the request back unfinished (the worker is draining), the attempt not
+        counted; one that has already ended is not IN_PROGRESS, so this does nothing to it."""
+        await self.through.store.hand_back(self.record, self.through.worker_id)
 
     async def end(self, outcome: Output | RunError, *, elapsed: float, run_limit: float) -> None:
         match decide(self.record, self.job, outcome, max_attempts=self.through.max_attempts, run_limit=run_limit):
@@ -146,6 +151,8 @@ class Attempt:
             log.exception("publishing media of %s failed", record.id)
             await self._fail(InternalError(f"Storing the result's media failed: {type(exc).__name__}: {exc}"), None)
             return
+        if flagged(body):
+            await self.events.forget_previews()  # they showed what the safety checker hid
         done = await through.endings.succeed(
             record, body, inference_time=elapsed, worker_id=through.worker_id, attempt=record.attempts, video_seconds=output.usage.video_seconds
         )
@@ -156,6 +163,9 @@ class Attempt:
         """The output's body with its media stored; the temporary files behind it are
         gone afterwards, stored or not."""
         record, index = self.record, self.through.media_index
+        asked = MediaLifecycle(ttl=record.media_ttl, keep_forever=record.media_keep_forever, acl=record.media_acl)
+        # what the request left open comes from its key's storage settings
+        kept = asked.over(await index.defaults(record.key_id)) if record.key_id and (asked.keeps_default or asked.acl is None) else asked
         try:
             return await publish(
                 output.payload,
@@ -163,19 +173,34 @@ class Attempt:
                 base_url=record.base_url,
                 inline=bool(record.input.get("sync_mode")),
                 on_stored=lambda key, size: index.add(
-                    key, size, request_id=record.id, ttl=record.media_ttl, keep_forever=record.media_keep_forever
+                    key, size, request_id=record.id, ttl=kept.ttl, keep_forever=kept.keep_forever, key_id=record.key_id, acl=kept.acl
                 ),
             )
         finally:
             discard_files(output.payload)
 
 
+def flagged(body: Any) -> bool:
+    """Whether a result's safety check flagged anything (fal's ``has_nsfw_concepts``)."""
+    concepts = body.get("has_nsfw_concepts") if isinstance(body, dict) else None
+    return isinstance(concepts, list) and any(concepts)
+
+
 class EventFolder:
-    """Collects one job's events (from any thread) and writes them in bursts."""
+    """Collects one job's events (from any thread) and writes them in bursts.
+
+    Step previews are drawn before the safety check has looked at the image, so none is
+    public: each is stored readable by the request's own key and admins only
+    (``OWNER_ONLY``, 404 to any other key and to no key), and the URL the status and
+    stream carry is signed to expire with the preview, so the requester's browser can
+    show it (as fal streams previews to the caller alone). If the check then flags the
+    result, the previews are deleted before the result is recorded."""
 
     def __init__(self, through: Attempts, record: RequestRecord) -> None:
         self.through = through
         self.record = record
+        #: the media keys of this attempt's previews
+        self.previews: list[str] = []
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[events.Event | None] = asyncio.Queue()
         self.task = asyncio.create_task(self._drain(), name=f"events-{record.id}")
@@ -225,9 +250,21 @@ class EventFolder:
 
     async def _store_preview(self, preview: events.Preview) -> str:
         record, index = self.record, self.through.media_index
-        return await publish_preview(
+        key = await publish_preview(
             preview,
             media=self.through.media,
-            base_url=record.base_url,
-            on_stored=lambda key, size: index.add(key, size, request_id=record.id, ttl=PREVIEW_TTL_SECONDS),
+            on_stored=lambda key, size: index.add(key, size, request_id=record.id, ttl=PREVIEW_TTL_SECONDS, key_id=record.key_id, acl=OWNER_ONLY),
         )
+        self.previews.append(key)
+        signer = self.through.files_signer
+        if signer is None:
+            return f"{record.base_url}/files/{key}"
+        return signed_url(record.base_url, key, signer.file_signature(key, time.time() + PREVIEW_TTL_SECONDS))
+
+    async def forget_previews(self) -> None:
+        """Delete this attempt's previews (files and index rows)."""
+        keys, self.previews = self.previews, []
+        for key in keys:
+            await self.through.media.delete(key)
+        if keys:
+            await self.through.media_index.forget(keys)

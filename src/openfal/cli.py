@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,9 @@ def main(ctx: click.Context, data_dir: Path | None, database_url: str | None) ->
     """openfal: a self-hosted fal.ai-compatible queue server."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     quiet_libraries()
+    from openfal import log_redaction
+
+    log_redaction.install()  # every command: no token, key or signature in any log line
     ctx.obj = {"data_dir": data_dir, "database_url": database_url}
 
 
@@ -61,13 +66,20 @@ def serve(ctx: click.Context, host: str, port: int, demo: bool, workers: bool | 
     import uvicorn
 
     from openfal.http import create_app
+    from openfal.realtime import MAX_FRAME_BYTES
 
     settings = _settings(**ctx.obj, demo=demo or None, in_process_workers=workers, public_base_url=public_base_url, gpus=gpus)
     if settings.demo and settings.auth_enabled:
         key = asyncio.run(_demo_key(settings))
         click.echo(f"demo API key: {key}  (also in {settings.data_dir / DEMO_KEY_FILE})")
+    from openfal.pools import UnknownPoolName
+
+    try:
+        app = create_app(settings)
+    except UnknownPoolName as exc:
+        raise click.BadParameter(str(exc), param_hint="OPENFAL_POOLS") from None
     uvicorn.run(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         ssl_certfile=ssl_certfile,
@@ -75,6 +87,7 @@ def serve(ctx: click.Context, host: str, port: int, demo: bool, workers: bool | 
         proxy_headers=True,
         log_level="info",
         access_log=settings.access_log,
+        ws_max_size=MAX_FRAME_BYTES,  # a larger realtime frame is refused before it is assembled
     )
 
 
@@ -100,34 +113,83 @@ async def _demo_key(settings: Settings) -> str:
 
 @main.command()
 @click.option("--backend", "backends", multiple=True, help="Serve only these backends (repeatable) [OPENFAL_WORKER_BACKENDS].")
+@click.option(
+    "--models",
+    default=None,
+    help="Serve only these, comma-separated: model families (flux1, ltx), models (flux-dev) or endpoint ids; "
+    "only their requests are claimed [OPENFAL_WORKER_MODELS].",
+)
 @click.option("--demo", is_flag=True, help="Use the tiny random-weight models.")
-@click.option("--metrics-port", type=int, default=None, help="Serve Prometheus metrics of this worker on this port.")
+@click.option(
+    "--port",
+    "--metrics-port",
+    "port",
+    type=int,
+    default=None,
+    help="Serve /health (liveness), /health/ready and /metrics of this worker on this port [OPENFAL_WORKER_PORT].",
+)
+@click.option("--host", default="0.0.0.0", show_default=True, help="Address of --port.")
 @click.option("--gpus", default=None, help="One local engine (and claiming worker) per GPU: 'all' or indices such as 0,1 [OPENFAL_GPUS].")
 @click.pass_context
-def worker(ctx: click.Context, backends: tuple[str, ...], demo: bool, metrics_port: int | None, gpus: str | None) -> None:
-    """Run workers only, against the shared store and media."""
-    settings = _settings(**ctx.obj, worker_backends=backends or None, demo=demo or None, gpus=gpus)
-    if metrics_port is not None:
-        from prometheus_client import start_http_server
+def worker(ctx: click.Context, backends: tuple[str, ...], models: str | None, demo: bool, port: int | None, host: str, gpus: str | None) -> None:
+    """Run workers only, against the shared store and media. SIGTERM drains: claiming
+    stops at once, running requests get OPENFAL_DRAIN_SECONDS, the rest is handed back;
+    the exit status is then 0."""
+    from openfal.pools import UnknownPoolName
 
-        start_http_server(metrics_port)
-    asyncio.run(_run_worker(settings))
+    try:
+        settings = _settings(**ctx.obj, worker_backends=backends or None, worker_models=models, demo=demo or None, gpus=gpus, worker_port=port)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--models") from None
+    try:
+        asyncio.run(_run_worker(settings, host))
+    except UnknownPoolName as exc:
+        raise click.BadParameter(str(exc), param_hint="--models / OPENFAL_WORKER_MODELS") from None
 
 
-async def _run_worker(settings: Settings) -> None:
+async def _run_worker(settings: Settings, host: str) -> None:
     from openfal.runtime import Runtime
 
     runtime = Runtime(settings)
-    await runtime.start(workers=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    click.echo(f"worker {runtime.worker.worker_id if runtime.worker else '?'} running", err=True)
+    await runtime.start(workers=True)
+    http = await _worker_http(runtime, host, settings.worker_port) if settings.worker_port is not None else None
+    ids = ", ".join(w.worker_id for w in runtime.workers)
+    serving = "all endpoints" if runtime.worker_endpoints is None else f"{len(runtime.worker_endpoints)} endpoints ({', '.join(settings.worker_models)})"
+    click.echo(f"worker {ids} running, serving {serving}", err=True)
     try:
         await stop.wait()
+        click.echo("stopping: no new claims; draining running requests", err=True)
     finally:
         await runtime.stop()
+        if http is not None:
+            http[0].should_exit = True
+            await http[1]
+    click.echo("worker stopped", err=True)
+
+
+async def _worker_http(runtime: Any, host: str, port: int) -> tuple[Any, asyncio.Task[None]]:
+    """The worker's health and metrics server, on this event loop (its signals are the
+    worker's: uvicorn's own handlers are not installed)."""
+    import uvicorn
+
+    from openfal.http.worker_app import worker_app
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield  # SIGTERM is the worker's drain, not this server's
+
+    server = Server(uvicorn.Config(worker_app(runtime), host=host, port=port, log_level="warning", access_log=False))
+    task = asyncio.create_task(server.serve(), name="worker-http")
+    while not server.started and not task.done():
+        await asyncio.sleep(0.01)
+    if task.done():
+        task.result()  # the port could not be bound: say so
+    return server, task
 
 
 @main.command()

@@ -48,12 +48,20 @@ class Settings(BaseSettings):
     #: endpoint ids, name -> endpoint id (OpenAI's own names by default, so clients that
     #: send them work unchanged)
     openai_model_aliases: dict[str, str] = Field(
-        default_factory=lambda: {"dall-e-2": "fal-ai/flux-1/schnell", "dall-e-3": "fal-ai/flux-1/dev", "gpt-image-1": "fal-ai/flux-1/dev"}
+        default_factory=lambda: {
+            "dall-e-2": "fal-ai/flux-1/schnell", "dall-e-3": "fal-ai/flux-1/dev", "gpt-image-1": "fal-ai/flux-1/dev",
+            "qwen-image": "fal-ai/qwen-image", "qwen-image-2512": "fal-ai/qwen-image-2512", "z-image-turbo": "fal-ai/z-image/turbo",
+        }  # fmt: skip
     )
     #: the same for ``/v1/images/edits``: endpoints that take an image (Kontext,
-    #: image-to-image)
+    #: image-to-image); a text-to-image model's names (alias or endpoint id) lead to its
+    #: family's edit endpoint, so one ``model`` serves both calls
     openai_edit_model_aliases: dict[str, str] = Field(
-        default_factory=lambda: {"dall-e-2": "fal-ai/flux-pro/kontext", "dall-e-3": "fal-ai/flux-pro/kontext", "gpt-image-1": "fal-ai/flux-pro/kontext"}
+        default_factory=lambda: {
+            "dall-e-2": "fal-ai/flux-pro/kontext", "dall-e-3": "fal-ai/flux-pro/kontext", "gpt-image-1": "fal-ai/flux-pro/kontext",
+            **dict.fromkeys(("qwen-image", "qwen-image-2512", "fal-ai/qwen-image", "fal-ai/qwen-image-2512"), "fal-ai/qwen-image-edit-2511"),
+            **dict.fromkeys(("z-image-turbo", "fal-ai/z-image/turbo"), "fal-ai/z-image/turbo/image-to-image"),
+        }  # fmt: skip
     )
     max_body_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     #: largest single upload request or multipart part accepted by the storage endpoints
@@ -79,6 +87,16 @@ class Settings(BaseSettings):
     in_process_workers: bool = True
     #: backends this process's workers serve (empty: all that are configured)
     worker_backends: tuple[str, ...] = ()
+    #: what this process's workers serve, by model family (``flux1``, ``ltx``), model
+    #: (``flux-dev``) or endpoint id; they claim only those endpoints' requests, so a
+    #: pool of GPU workers per family scales on its own queue (empty: everything).
+    #: ``OPENFAL_WORKER_MODELS=flux1,ltx``; see openfal/pools.py
+    worker_models: Annotated[tuple[str, ...], NoDecode] = ()
+    #: worker pools of the deployment, pool name -> the names its workers serve (as
+    #: ``worker_models``): ``{"flux": ["flux1"], "video": ["ltx"]}``. Written to the
+    #: database at start (the ``openfal_pool_queue`` view, which KEDA reads, counts per
+    #: pool) and exported as per-pool gauges on ``/metrics``
+    pools: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     #: concurrent requests (slots) per backend in one worker process; a relay backend
     #: not named here takes its upstream's ``concurrency``
     #: (local: two slots per engine, the second claiming only once the GPU is free, so
@@ -104,8 +122,13 @@ class Settings(BaseSettings):
     #: media files are kept this long (fal: at least 7 days)
     media_ttl_seconds: int = Field(7 * 86400, ge=60)
     maintenance_interval_seconds: float = Field(60.0, gt=0)
-    #: on shutdown, running requests get this long to finish before they are requeued
-    shutdown_grace_seconds: float = Field(20.0, ge=0)
+    #: on SIGTERM a worker stops claiming at once and gives its running requests this
+    #: long to finish; what is still running then is handed back (lease released, back
+    #: at the front of its turn, the attempt not counted) for another worker to take.
+    #: Orchestrators: a pod's termination grace period must be longer
+    drain_seconds: float = Field(20.0, ge=0)
+    #: ``openfal worker``'s HTTP port for /health/live, /health/ready and /metrics (None: none)
+    worker_port: int | None = Field(None, ge=1, le=65535)
 
     # -- webhooks ------------------------------------------------------------------
     webhook_max_attempts: int = Field(10, ge=1)
@@ -142,6 +165,10 @@ class Settings(BaseSettings):
     max_output_pixels: int | None = Field(None, ge=16 * 16)
     #: pixels one request may ask for over all its images (None: 4x max_output_pixels)
     max_call_pixels: int | None = Field(None, ge=16 * 16)
+    #: frames x pixels one video request may ask for (each frame also within
+    #: max_output_pixels; None: 1280x720 at 81 frames on a GPU, the shape memory plans
+    #: count, 768x512 at 121 frames on a CPU); more is a 422 at submit
+    max_video_pixels: int | None = Field(None, ge=16 * 16)
     #: most images in one pipeline call (requests x num_images), VAE decode included:
     #: bounds activation memory and the latency a batch adds
     max_batch_images: int = Field(4, ge=1)
@@ -151,8 +178,18 @@ class Settings(BaseSettings):
     #: ``off``, ``compile``, ``fp8`` or ``auto`` (the fastest the device supports; off
     #: on CPU); see backends/local/acceleration.py
     acceleration: Literal["off", "compile", "fp8", "auto"] = "auto"
-    #: diffusers attention backend; ``auto``: FlashAttention 3/2 when installed, else SDPA
+    #: diffusers attention backend; ``auto``: on CUDA the fastest of FA3 (when installed),
+    #: cuDNN, flash and memory-efficient SDPA, measured at load (backends/local/attention.py)
     attention_backend: str = "auto"
+    #: endpoint pattern -> the highest fal ``acceleration`` tier served there
+    #: (``none``/``regular``/``high``); a request above it runs at the cap
+    acceleration_caps: dict[str, Literal["none", "regular", "high"]] = Field(default_factory=dict)
+    #: First Block Cache threshold of the ``high`` tier (backends/local/tiers.py)
+    acceleration_high_threshold: float = Field(0.12, gt=0, le=1)
+    #: requests batch into one call only when each image has at most this many pixels:
+    #: past 512x512 a FLUX transformer is compute-bound at batch 1 and a batch only adds
+    #: latency
+    batch_max_pixels: int = Field(512 * 512, ge=0)
     #: serve only endpoints whose weights allow commercial use (the catalog's licence);
     #: the others answer 404 naming their licence
     commercial_only: bool = False
@@ -169,8 +206,14 @@ class Settings(BaseSettings):
     #: inductor/triton cache, so a restart's warm-up reads kernels instead of compiling;
     #: default ``{data_dir}/compile-cache``
     compile_cache_dir: Path | None = None
-    #: ``""``: one engine on ``device``; ``all`` or ``0,1``: one engine per listed GPU
+    #: ``""``: one engine on ``device``; ``all`` or ``0,1``: one worker process per listed
+    #: GPU, supervised by this process (gpu_workers.py)
     gpus: str = ""
+    #: this worker process's id in the registry and on its leases (the GPU supervisor
+    #: names its children); None: ``{hostname}-{random}``
+    worker_id: str | None = None
+    #: the label of this process's engine (``gpu1``: set by the GPU supervisor)
+    gpu_label: str = ""
     #: folder of a safety checker (diffusers StableDiffusionSafetyChecker or a
     #: transformers image classifier with an ``nsfw`` label); none: nothing is flagged
     safety_checker_path: str | None = None
@@ -206,7 +249,7 @@ class Settings(BaseSettings):
     #: upstream name -> {"base_url": ..., "keys": [...]}
     upstreams: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
-    @field_validator("preload_models", "warmup_sizes", "licensed_models", mode="before")
+    @field_validator("preload_models", "warmup_sizes", "licensed_models", "worker_models", mode="before")
     @classmethod
     def _comma_list(cls, value: Any) -> Any:
         """``OPENFAL_PRELOAD_MODELS=flux-dev,flux-schnell`` (a JSON list works too)."""

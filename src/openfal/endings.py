@@ -33,6 +33,11 @@ def webhook_body(record: RequestRecord) -> str:
         return json.dumps(body)
 
 
+def _number(units: float) -> str:
+    """A header value fal-js parses as a number: ``2``, ``1.048``."""
+    return f"{units:.6f}".rstrip("0").rstrip(".") or "0"
+
+
 class Endings:
     """Every way a request ends (succeed, fail, cancel) goes through `_end`: one
     transaction, one compare-and-swap. Not to be confused with a file's retention
@@ -52,11 +57,13 @@ class Endings:
         attempt: int,
         video_seconds: float = 0.0,
     ) -> RequestRecord | None:
+        units = self.accounts.billable_units(record.endpoint_id, body, video_seconds)
         return await self._end(
             record,
             video_seconds,
             result_status=200,
             result_body=body,
+            result_headers={"x-fal-billable-units": _number(units)},
             inference_time=inference_time,
             worker_id=worker_id,
             attempt=attempt,

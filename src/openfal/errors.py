@@ -14,6 +14,7 @@ status codes.
     - StillInProgress           400, result asked for before COMPLETED
     - QueueFull                 429, ``fal_max_queue_length`` or the key's ``max_queued`` exceeded
     - EndpointNotAllowed        403, the key is limited to other endpoints
+    - LicenceNotAllowed         403, the key is limited to commercially licensed models
     - InsufficientCredit        403, the key's balance is spent
     - RateLimited               429, the key's requests per minute
     - Forbidden                 403, an admin route asked for with a user key
@@ -38,6 +39,41 @@ from __future__ import annotations
 
 from typing import Any
 
+#: fal's request-error vocabulary (docs: model-apis/request-errors): every error openfal
+#: answers carries one of these in its body's ``error_type`` and ``X-Fal-Error-Type``
+FAL_ERROR_TYPES = frozenset(
+    {
+        "request_timeout",
+        "startup_timeout",
+        "runner_scheduling_failure",
+        "runner_connection_timeout",
+        "runner_disconnected",
+        "runner_connection_refused",
+        "runner_connection_error",
+        "runner_incomplete_response",
+        "runner_server_error",
+        "internal_error",
+        "client_disconnected",
+        "client_cancelled",
+        "bad_request",
+    }
+)
+
+
+def error_type_for(status_code: int) -> str:
+    """fal's error_type for an error status that names none of its own: a 4xx is the
+    request's fault (``bad_request``; 499 a cancel), a 503 a runner that could not be
+    had, a 504 a deadline, any other 5xx a failure while serving."""
+    if status_code == 499:
+        return "client_cancelled"
+    if status_code == 504:
+        return "request_timeout"
+    if status_code == 503:
+        return "runner_scheduling_failure"
+    if 400 <= status_code < 500:
+        return "bad_request"
+    return "runner_server_error"
+
 
 class OpenfalError(Exception):
     """An openfal error."""
@@ -54,7 +90,9 @@ class ClientError(OpenfalError):
     """The request could not be accepted."""
 
     status_code = 400
-    error_type: str | None = None
+    #: a 4xx is the request's fault: fal's ``bad_request`` (the status code and the
+    #: detail say which fault)
+    error_type = "bad_request"
 
 
 class Unauthorized(ClientError):
@@ -104,7 +142,12 @@ class EndpointNotAllowed(ClientError):
     """The API key is scoped to other endpoints."""
 
     status_code = 403
-    error_type = "endpoint_not_allowed"
+
+
+class LicenceNotAllowed(ClientError):
+    """The API key may only use models whose licence allows commercial use."""
+
+    status_code = 403
 
 
 class InsufficientCredit(ClientError):
@@ -145,7 +188,6 @@ class IdempotencyConflict(InputInvalid):
     """An Idempotency-Key was reused for a different endpoint or input."""
 
     #: 422, not 409: fal's Python client silently retries 408/409/429 for about 50 s
-    error_type = "idempotency_conflict"
 
     def __init__(self, message: str | None = None) -> None:
         msg = message or (self.__doc__ or "").strip()
@@ -165,7 +207,9 @@ class RunError(OpenfalError):
         return {"detail": self.message, "error_type": self.error_type}
 
     def headers(self) -> dict[str, str]:
-        return {"X-Fal-Error-Type": self.error_type}
+        """A failed run bills nothing: ``x-fal-billable-units: 0`` (fal's apps send it on
+        errors; fal-js reads it as a number)."""
+        return {"X-Fal-Error-Type": self.error_type, "x-fal-billable-units": "0"}
 
 
 class RunCancelled(RunError):

@@ -84,6 +84,7 @@ def key_json(key: ApiKey) -> dict[str, Any]:
         "balance": None if key.balance_micros is None else key.balance_micros / accounting.MICROS,
         "endpoints": list(key.endpoints) if key.endpoints is not None else None,
         "expires_at": key.expires_at,
+        "commercial_only": key.commercial_only,
     }
 
 

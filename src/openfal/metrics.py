@@ -1,6 +1,6 @@
 """Prometheus metrics. Counters and histograms live in the process that does the work
 (API nodes count submits, worker processes count completions and serve them with
-``openfal worker --metrics-port``); gauges of shared state (queue depth) are read from
+``openfal worker --port``); gauges of shared state (queue depth) are read from
 the store at scrape time, so every node reports the same truth."""
 
 from __future__ import annotations
@@ -35,6 +35,13 @@ CLUSTER_SLOTS = Gauge(
     "openfal_cluster_worker_slots", "Worker slots of every live worker process (from the worker registry)", ["backend"]
 )
 CLUSTER_BUSY = Gauge("openfal_cluster_worker_busy_slots", "Busy worker slots of every live worker process", ["backend"])
+POOL_QUEUED = Gauge(
+    "openfal_pool_queue_depth", "Requests waiting for a worker pool (OPENFAL_POOLS; the openfal_pool_queue view)", ["pool"]
+)
+POOL_RUNNING = Gauge("openfal_pool_requests_running", "Requests a worker pool is running", ["pool"])
+POOL_OLDEST_WAIT = Gauge(
+    "openfal_pool_oldest_wait_seconds", "How long the oldest request waiting for a worker pool has waited", ["pool"]
+)
 BUSY = Gauge("openfal_worker_busy_slots", "Worker slots running a request in this process", ["backend"])
 
 

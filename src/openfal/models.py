@@ -76,6 +76,9 @@ class RequestRecord:
     no_retry: bool = False
     media_ttl: float | None = None
     media_keep_forever: bool = False
+    media_acl: dict[str, Any] | None = None
+    #: X-Fal-Runner-Hint (best-effort routing to a worker advertising it)
+    runner_hint: str | None = None
     idempotency_key: str | None = None
     idempotency_hash: str | None = None
 
@@ -99,6 +102,8 @@ class ApiKey:
     expires_at: float | None = None
     #: requests it may have waiting in the queue at once; None: no limit
     max_queued: int | None = None
+    #: only endpoints whose catalog licence allows commercial use
+    commercial_only: bool = False
 
     @property
     def active(self) -> bool:

@@ -15,13 +15,17 @@ Mapping:
   ``aspect_ratio`` on Kontext; ``auto`` (or none) keeps the endpoint's default.
 * ``response_format`` ``url`` (default; ``b64_json`` for ``gpt-image-*`` models, which
   only answer that) or ``b64_json``.
-* ``output_format`` ``png``/``jpeg`` -> ``output_format``.
+* ``output_format`` ``png``/``jpeg``/``webp`` -> ``output_format`` (``webp`` where the
+  endpoint encodes it, e.g. FLUX.2).
 * ``quality``, ``style``, ``background``, ``moderation``, ``user``: accepted; FLUX has
   nothing they map onto.
 * ``stream: true`` (with ``partial_images`` 0-3): OpenAI's SSE, the run's previews as
   partial images, then the completed images (``b64_json``).
 * edits: the image(s) -> ``image_url`` (or ``image_urls`` for several, on the
-  endpoint's ``/multi`` twin when it has one). Masks are refused: FLUX Kontext and
+  endpoint's ``/multi`` twin when it has one); a text-to-image ``model`` with an
+  ``/edit`` twin edits there (``fal-ai/flux-2/klein/4b`` -> ``.../4b/edit``); families whose
+  edit endpoint has another name are reached through the edit aliases (``qwen-image`` and
+  ``fal-ai/qwen-image`` -> Qwen-Image-Edit-2511, ``z-image-turbo`` -> Z-Image Turbo image-to-image). Masks are refused: FLUX Kontext and
   image-to-image edit the whole picture from the prompt."""
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from typing import Any, Literal
 
 from openfal.endpoints.catalog import CATALOG, EndpointSpec
 from openfal.errors import ClientError, InputInvalid, OpenfalError
+from openfal.validation import check_text
 
 DEFAULT_MODEL = "dall-e-2"
 RESPONSE_FORMATS = ("url", "b64_json")
@@ -84,35 +89,45 @@ def parse_request(values: dict[str, Any]) -> ImageRequest:
     prompt = _text(values, "prompt")
     if not prompt:
         raise bad("'prompt' is a required property", "prompt", "missing_required_parameter")
-    n = values.get("n")
-    if n is not None:
-        try:
-            n = int(n)
-        except (TypeError, ValueError):
-            raise bad(f"Invalid type for 'n': expected an integer, but got {type(n).__name__}.", "n", "invalid_type") from None
-        if n < 1:
-            raise bad(f"{n} is less than the minimum of 1 - 'n'", "n", "integer_below_min_value")
+    for name, value in values.items():
+        if isinstance(value, str):  # a form field: the JSON parser checked a body's own
+            try:
+                check_text(value)
+            except ValueError as exc:
+                raise bad(f"Invalid '{name}': {exc}", name, "invalid_value") from None
+    n = _integer(values, "n")
+    if n is not None and n < 1:
+        raise bad(f"{n} is less than the minimum of 1 - 'n'", "n", "integer_below_min_value")
     size = _size(values.get("size"))
     default_format = "b64_json" if model.startswith("gpt-image") else "url"
     response_format = _text(values, "response_format") or default_format
     if response_format not in RESPONSE_FORMATS:
         raise bad(f"'{response_format}' is not one of ['url', 'b64_json'] - 'response_format'", "response_format", "invalid_value")
     output_format = _text(values, "output_format")
-    if output_format not in (None, "png", "jpeg"):
-        raise bad(f"output_format '{output_format}' is not supported here: use 'png' or 'jpeg'", "output_format", "invalid_value")
+    if output_format not in (None, "png", "jpeg", "webp"):
+        raise bad(f"output_format '{output_format}' is not supported here: use 'png', 'jpeg' or 'webp'", "output_format", "invalid_value")
     stream = values.get("stream", False)
     if isinstance(stream, str):  # a multipart form field
         stream = stream.lower() in {"true", "1"}
     if not isinstance(stream, bool):
         raise bad(f"Invalid type for 'stream': expected a boolean, but got {type(stream).__name__}.", "stream", "invalid_type")
-    partial = values.get("partial_images", 0)
-    try:
-        partial = int(partial) if partial is not None else 0
-    except (TypeError, ValueError):
-        raise bad("Invalid type for 'partial_images': expected an integer.", "partial_images", "invalid_type") from None
+    partial = _integer(values, "partial_images") or 0
     if not 0 <= partial <= 3:
         raise bad(f"{partial} is not between 0 and 3 - 'partial_images'", "partial_images", "invalid_value")
     return ImageRequest(model, prompt, n, size, response_format, output_format, bool(stream), partial)
+
+
+def _integer(values: dict[str, Any], name: str) -> int | None:
+    """An integer parameter: a JSON integer or a form field of digits (``1.5`` or
+    ``true`` is refused as OpenAI refuses it, never rounded to 1)."""
+    value = values.get(name)
+    if value is None:
+        return None
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,9}", value.strip()):
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise bad(f"Invalid type for '{name}': expected an integer, but got {type(value).__name__}.", name, "invalid_type")
 
 
 def _text(values: dict[str, Any], name: str) -> str | None:
@@ -161,11 +176,15 @@ def generation_input(endpoint_id: str, request: ImageRequest) -> dict[str, Any]:
 
 
 def edit_endpoint(endpoint_id: str, model: str, images: int) -> str:
-    """The endpoint that edits ``images`` images for ``endpoint_id``: itself, or its
-    ``/multi`` twin for several images when it takes only one."""
+    """The endpoint that edits ``images`` images for ``endpoint_id``: itself, its ``/edit``
+    twin when it generates from text only (``fal-ai/flux-2`` -> ``fal-ai/flux-2/edit``), or
+    its ``/multi`` twin for several images when it takes only one."""
     spec = CATALOG.get(endpoint_id)
     fields = _fields(spec, edit=True)
     if spec is not None and not ({"image_url", "image_urls"} & fields):
+        twin = CATALOG.get(f"{endpoint_id}/edit")
+        if twin is not None and {"image_url", "image_urls"} & set(twin.input_model.model_fields):
+            return edit_endpoint(twin.endpoint_id, model, images)
         raise bad(f"The model '{model}' does not edit images: use an image-to-image or Kontext endpoint", "model", "model_not_supported")
     if images > 1 and "image_urls" not in fields:
         twin = CATALOG.get(f"{endpoint_id}/multi")

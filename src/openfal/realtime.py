@@ -23,6 +23,7 @@ import msgpack
 from pydantic import BaseModel, ConfigDict, Field
 
 from openfal.signed_claims import SignedClaims
+from openfal.validation import check_json_value, loads_strict
 
 PREFIX = "ofrt."
 #: fal's clients ask for 120 s; a token is for opening a connection, not for keeping
@@ -30,6 +31,12 @@ MAX_EXPIRATION_SECONDS = 3600
 #: ``max_buffering`` as the clients accept it
 BUFFERING_RANGE = (1, 60)
 DEFAULT_BUFFERING = 1
+#: one message: an input with an image inlined as a data URI fits; the server's
+#: WebSocket layer refuses larger frames before assembling them (close 1009)
+MAX_FRAME_BYTES = 4 * 1024 * 1024
+#: the frames waiting on one socket, together: past this the server stops reading
+#: (as past ``max_buffering``), so 60 large frames cannot pile up in memory
+MAX_BUFFERED_BYTES = 16 * 1024 * 1024
 
 
 class TokenRequest(BaseModel):
@@ -74,17 +81,29 @@ class FrameError(ValueError):
     """A frame that is not one input object."""
 
 
+def frame_size(message: Mapping[str, Any]) -> int:
+    """The bytes one WebSocket ``receive`` message carries."""
+    data = message.get("bytes") if message.get("bytes") is not None else message.get("text")
+    return len(data) if data is not None else 0
+
+
 def decode_frame(message: Mapping[str, Any]) -> dict[str, Any]:
-    """The input carried by one WebSocket ``receive`` message (binary msgpack or text JSON)."""
+    """The input carried by one WebSocket ``receive`` message (binary msgpack or text
+    JSON): at most ``MAX_FRAME_BYTES``, checked before it is decoded, and only what a
+    JSON body may hold (``loads_strict``'s rules: nesting, NUL, NaN; msgpack's binary
+    and extension values have no JSON form to store)."""
+    if frame_size(message) > MAX_FRAME_BYTES:
+        raise FrameError(f"the message is larger than {MAX_FRAME_BYTES} bytes")
     try:
         if message.get("bytes") is not None:
             value = msgpack.unpackb(message["bytes"], raw=False)
+            check_json_value(value)
         elif message.get("text") is not None:
-            value = json.loads(message["text"])
+            value = loads_strict(message["text"])
         else:
             raise FrameError("empty frame")
-    except (ValueError, msgpack.UnpackException) as exc:
-        raise FrameError(f"the message is neither msgpack nor JSON: {exc}") from None
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        raise FrameError(f"the message is not one JSON-like msgpack or JSON object: {str(exc) or type(exc).__name__}") from None
     if not isinstance(value, dict):
         raise FrameError("each message must be one input object")
     return value

@@ -1,5 +1,5 @@
 """The reaper: leases that expired (their worker died), start deadlines that passed,
-and retention. Runs in every process that runs workers; all of its moves are
+the hourly rollup of charge rows the Platform API reports read, and retention. Runs in every process that runs workers; all of its moves are
 compare-and-swaps, so several reapers at once are harmless."""
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from openfal.endings import Endings
 from openfal.errors import RunCancelled, RunnerLost, StartTimeout
 from openfal.media import MediaStore
 from openfal.models import Status
+from openfal.store import rollup
 from openfal.store.media_index import MediaIndex
 from openfal.store.requests import RequestStore
 from openfal.store.workers import WorkerRegistry
@@ -107,6 +108,8 @@ class Reaper:
                 await self.endings.fail(record, error, attempt=record.attempts, lease_expired_before=now)
         for record in await self.store.missed_deadlines(now):
             await self.endings.fail(record, StartTimeout(), expect=Status.IN_QUEUE)
+        # the requests settled since the last sweep: reports read them raw until then
+        await rollup.roll(self.store.db)
 
     async def retention(self) -> None:
         now = time.time()

@@ -45,9 +45,16 @@ class Router:
             raise UnknownEndpoint(f"Endpoint {endpoint_id} not found")
         return Route(endpoint_id, backend, spec)
 
+    def commercially_usable(self, spec: EndpointSpec | None) -> bool:
+        """Whether outputs of the endpoint may be sold: its weights' licence allows it,
+        the operator holds a licence for every model behind it, or it runs no model of
+        known licence (utilities; endpoints relayed under their provider's terms)."""
+        licence = spec.licence if spec is not None else None
+        return licence is None or licence.commercial or set(spec.models) <= self.licensed_models  # type: ignore[union-attr]
+
     def _licence_refusal(self, spec: EndpointSpec) -> str | None:
         licence = spec.licence
-        if licence is None or licence.commercial or set(spec.models) <= self.licensed_models:
+        if licence is None or self.commercially_usable(spec):
             return None
         return (
             f"Endpoint {spec.endpoint_id} not found: its weights are under the {licence.name} licence ({licence.url}), "

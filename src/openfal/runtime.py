@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -19,6 +17,7 @@ from openfal.config import Settings
 from openfal.endings import Endings
 from openfal.media import MediaStore, open_media
 from openfal.notify import Notifier
+from openfal.pools import endpoints_of, pool_endpoints
 from openfal.reaper import Reaper
 from openfal.routing import Router
 from openfal.service import QueueService
@@ -27,6 +26,7 @@ from openfal.store.db import Database
 from openfal.store.listener import ChangeFeed, change_feed
 from openfal.store.media_index import MediaIndex
 from openfal.store.outbox import OutboxStore
+from openfal.store.pools import PoolStore
 from openfal.store.requests import RequestStore
 from openfal.store.workers import WorkerRegistry
 from openfal.uploads import UploadSigner
@@ -85,17 +85,26 @@ class Runtime:
             registry=self.registry,
         )
         self.worker: Worker | None = None
+        #: every worker of this process (``worker`` and, under ``--gpus``, one per GPU)
+        self.workers: list[Worker] = []
         self.signer: Signer | None = None
         self.uploads: UploadSigner | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._listener: ChangeFeed | None = None
         self._closers: list[Callable[[], Awaitable[None]]] = []
         self._stoppers: list[Callable[[], None]] = []
-        #: per-GPU local backends (``--gpus``), each run by a worker of its own
-        self._engine_backends: dict[str, Backend] = {}
+        #: ``--gpus``: the supervisor of one worker process per GPU (gpu_workers.py)
+        self.gpu_workers: Any = None
+        #: the endpoints this process's workers serve (``worker_models``; None: all)
+        self.worker_endpoints = endpoints_of(settings.worker_models) if settings.worker_models else None
+        #: ``OPENFAL_POOLS`` resolved, pool -> endpoint ids (the view KEDA reads counts by them)
+        self.pools = pool_endpoints(settings.pools)
+        self.pool_queues = PoolStore(self.db)
 
     async def start(self, *, workers: bool) -> None:
         await self.db.migrate()
+        if self.pools:
+            await self.pool_queues.define(self.pools)
         self._listener = change_feed(
             self.db,
             self.notifier,
@@ -113,13 +122,10 @@ class Runtime:
         """Start the backends this process runs, and the workers, reaper and webhook
         deliverer as tasks."""
         run_backends = self._run_backends()
-        for backend in [*run_backends.values(), *self._engine_backends.values()]:
+        for backend in run_backends.values():
             await backend.start()
-        gpu_workers = [
-            self._worker({"local": backend}, worker_id=f"{socket.gethostname()[:40]}-{label}-{uuid.uuid4().hex[:8]}")
-            for label, backend in self._engine_backends.items()
-        ]
-        self.worker = self._worker(run_backends)
+        self.worker = self._worker(run_backends, worker_id=self.settings.worker_id)
+        self.workers = [self.worker]
         reaper = Reaper(
             settings=self.settings,
             store=self.requests,
@@ -132,26 +138,36 @@ class Runtime:
         deliverer = WebhookDeliverer(settings=self.settings, outbox=self.outbox, requests=self.requests, signer=self.signer)
         self._closers.append(deliverer.close)
         self.notifier.on_webhooks(deliverer.wake.set)
-        self._stoppers = [self.worker.stop, *(w.stop for w in gpu_workers), reaper.stop, deliverer.stop]
-        loops = [("worker", self.worker.run()), *(("worker", w.run()) for w in gpu_workers)]
+        self._stoppers = [self.worker.stop, reaper.stop, deliverer.stop]
+        loops = [("worker", self.worker.run())]
+        if self.gpu_workers is not None:
+            self._stoppers.append(self.gpu_workers.stop)
+            loops.append(("worker", self.gpu_workers.run()))
         for name, coro in [*loops, ("reaper", reaper.run()), ("webhooks", deliverer.run())]:
             self._tasks.append(asyncio.create_task(coro, name=name))
         for task in self._tasks:
             task.add_done_callback(_report_crash)
 
     def _run_backends(self) -> dict[str, Backend]:
-        """The backends this process's worker runs (``worker_backends``); under ``--gpus``
-        the local one is replaced by one engine per GPU, each with a worker of its own."""
+        """The backends this process's worker runs (``worker_backends``, and of those the
+        ones serving ``worker_models``' endpoints); under ``--gpus`` the local one runs in
+        one worker process per GPU instead, supervised here."""
+        serving = set(self.backends) if self.worker_endpoints is None else self._backends_of(self.worker_endpoints)
         run_backends = {
             name: backend
             for name, backend in self.backends.items()
-            if not self.settings.worker_backends or name in self.settings.worker_backends
+            if (not self.settings.worker_backends or name in self.settings.worker_backends) and name in serving
         }
         if self.settings.gpus and "local" in run_backends:
-            from openfal.backends.local.gpus import gpu_backends
+            from openfal.gpu_workers import GpuWorkers
 
-            self._engine_backends = dict(gpu_backends(self.settings, run_backends.pop("local")))  # type: ignore[arg-type]
+            run_backends.pop("local")
+            self.gpu_workers = GpuWorkers(self.settings, self.requests, self.registry)
         return run_backends
+
+    def _backends_of(self, endpoints: frozenset[str]) -> set[str]:
+        """The backends that serve these endpoints (as submits are routed)."""
+        return {self.router.resolve(endpoint).backend for endpoint in endpoints}
 
     def _worker(self, backends: dict[str, Backend], *, worker_id: str | None = None) -> Worker:
         return Worker(
@@ -163,15 +179,14 @@ class Runtime:
             backends=backends,
             registry=self.registry,
             worker_id=worker_id,
+            endpoints=self.worker_endpoints,
+            files_signer=self.uploads,
         )
 
     def warming(self) -> list[str]:
-        """Backends (one per GPU under ``--gpus``) still warming up their preloaded models."""
-        return [
-            backend.label or name
-            for name, backend in [*self.backends.items(), *self._engine_backends.items()]
-            if not backend.ready
-        ]
+        """Backends of this process still warming up their preloaded models (per-GPU
+        worker processes report theirs in the worker registry)."""
+        return [backend.label or name for name, backend in self.backends.items() if not backend.ready]
 
     async def stop(self) -> None:
         """Ask every loop to stop and let it finish its step (the worker drains its
@@ -190,7 +205,7 @@ class Runtime:
             await close()
         if self._listener is not None:
             await self._listener.close()
-        for backend in [*self.backends.values(), *self._engine_backends.values()]:
+        for backend in self.backends.values():
             await backend.close()
         await self.media.close()
         await self.db.close()

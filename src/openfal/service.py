@@ -23,6 +23,7 @@ from openfal.errors import (
     BadRequest,
     EndpointNotAllowed,
     IdempotencyConflict,
+    LicenceNotAllowed,
     QueueFull,
     RequestNotFound,
     RunCancelled,
@@ -58,6 +59,8 @@ class SubmitOptions:
     lifecycle: MediaLifecycle = DEFAULT_LIFECYCLE
     #: as the client sent it (scoped to the API key here)
     idempotency_key: str | None = None
+    #: X-Fal-Runner-Hint: prefer a worker that advertises this exact string
+    runner_hint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,9 +138,11 @@ class QueueService:
             "no_retry": options.no_retry,
             "media_ttl": options.lifecycle.ttl,
             "media_keep_forever": options.lifecycle.keep_forever,
+            "media_acl": options.lifecycle.acl,
             "start_deadline": options.start_deadline,
             "idempotency_key": idempotency[0] if idempotency else None,
             "idempotency_hash": idempotency[1] if idempotency else None,
+            "runner_hint": options.runner_hint,
         }
         if idempotency is not None and (earlier := await self.store.find_idempotent(idempotency[0])):
             return await self._replay(earlier, idempotency[1])
@@ -161,6 +166,8 @@ class QueueService:
         route = self.router.resolve(endpoint_id)
         if key is not None and not key.may_use(endpoint_id):
             raise EndpointNotAllowed(f"This API key may not use {endpoint_id}")
+        if key is not None and key.commercial_only and not self.router.commercially_usable(route.spec):
+            raise LicenceNotAllowed(_licence_refusal(endpoint_id, route))
         if route.spec is not None:
             data = validate_input(route.spec, body)
         elif isinstance(body, dict):
@@ -304,6 +311,13 @@ class QueueService:
     ) -> list[RequestRecord]:
         owner = None if key is None or key.is_admin else key.id
         return await self.store.history(owner, limit=limit, before_seq=before, status=status, endpoint_id=endpoint_id)
+
+
+def _licence_refusal(endpoint_id: str, route: Route) -> str:
+    """Why a key limited to commercial use may not call an endpoint: its licence."""
+    assert route.spec is not None and route.spec.licence is not None
+    licence = route.spec.licence
+    return f"This API key may only use commercially usable models; {endpoint_id} is under the {licence.name} licence ({licence.url})"
 
 
 def _may_see(key: ApiKey | None, record: RequestRecord) -> bool:

@@ -23,8 +23,12 @@ class SignedClaims:
     def sign(self, prefix: str, claims: dict[str, Any], seconds: float) -> tuple[str, float]:
         """``claims`` signed under ``prefix``, valid for ``seconds``: (value, expiry)."""
         expires = time.time() + seconds
+        return self.sign_until(prefix, claims, expires), expires
+
+    def sign_until(self, prefix: str, claims: dict[str, Any], expires: float) -> str:
+        """``claims`` signed under ``prefix``, valid until ``expires`` (unix seconds)."""
         payload = base64.urlsafe_b64encode(json.dumps({**claims, "exp": expires}, separators=(",", ":")).encode()).rstrip(b"=").decode()
-        return f"{prefix}{payload}.{self._mac(prefix, payload)}", expires
+        return f"{prefix}{payload}.{self._mac(prefix, payload)}"
 
     def open(self, prefix: str, value: str) -> dict[str, Any] | None:
         """The claims of a value signed under ``prefix`` that has not expired, else None."""

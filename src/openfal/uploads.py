@@ -19,6 +19,7 @@ from openfal.store.db import Database
 SECRET_NAME = "upload_hmac"
 TOKEN_PREFIX = "oftok."
 TICKET_PREFIX = "oftkt."
+SIGNED_FILE_PREFIX = "ofsig."
 TOKEN_SECONDS = 3600
 TICKET_SECONDS = 3600
 
@@ -46,6 +47,15 @@ class UploadSigner:
         value = await secrets.get_or_create(db, SECRET_NAME, lambda: pysecrets.token_hex(32))
         return cls(bytes.fromhex(value))
 
+    def file_signature(self, media_key: str, expires: float) -> str:
+        """A signed URL's credential: opens one file to anyone until ``expires``."""
+        return self.claims.sign_until(SIGNED_FILE_PREFIX, {"mk": media_key}, expires)
+
+    def signed_file(self, media_key: str, signature: str) -> bool:
+        """Whether a signed URL's credential is valid, unexpired and for this file."""
+        claims = self.claims.open(SIGNED_FILE_PREFIX, signature)
+        return claims is not None and claims.get("mk") == media_key
+
     def token(self, key_id: str | None) -> tuple[str, float]:
         return self.claims.sign(TOKEN_PREFIX, {"kid": key_id}, TOKEN_SECONDS)
 
@@ -57,7 +67,7 @@ class UploadSigner:
     def ticket(self, ticket: Ticket) -> str:
         claims: dict[str, Any] = {"mk": ticket.media_key, "ct": ticket.content_type, "kid": ticket.key_id}
         if ticket.upload_id is not None:
-            claims.update(up=ticket.upload_id, ttl=ticket.lifecycle.ttl, fv=ticket.lifecycle.keep_forever)
+            claims.update(up=ticket.upload_id, ttl=ticket.lifecycle.ttl, fv=ticket.lifecycle.keep_forever, acl=ticket.lifecycle.acl)
         return self.claims.sign(TICKET_PREFIX, claims, TICKET_SECONDS)[0]
 
     def open_ticket(self, value: str, *, multipart: bool) -> Ticket | None:
@@ -70,5 +80,5 @@ class UploadSigner:
             content_type=claims["ct"],
             key_id=claims.get("kid"),
             upload_id=claims.get("up"),
-            lifecycle=MediaLifecycle(ttl=claims.get("ttl"), keep_forever=bool(claims.get("fv"))),
+            lifecycle=MediaLifecycle(ttl=claims.get("ttl"), keep_forever=bool(claims.get("fv")), acl=claims.get("acl")),
         )

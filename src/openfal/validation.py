@@ -4,6 +4,7 @@ every body openfal parses fails the way fal's own endpoints do."""
 from __future__ import annotations
 
 import json
+import math
 from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ValidationError
@@ -48,12 +49,20 @@ def check_text(text: str) -> str:
 
 
 def check_json_value(value: Any) -> None:
-    """Walk ``value`` (without recursion) checking its depth, strings and keys."""
+    """Walk ``value`` (without recursion) checking its depth, strings and keys, and that
+    it holds only what JSON can (a value decoded from msgpack may hold bytes or NaN)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, str):
             check_text(item)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise ValueError(f"{item} is not valid JSON")
+        elif isinstance(item, bytes | bytearray):
+            raise ValueError("binary values have no JSON form: send files as URLs or data URIs")
+        elif item is not None and not isinstance(item, (int, dict, list)):
+            raise ValueError(f"a {type(item).__name__} value has no JSON form")
         elif isinstance(item, (dict, list)):
             if depth > MAX_JSON_DEPTH:
                 raise ValueError(f"JSON nested more than {MAX_JSON_DEPTH} levels deep")

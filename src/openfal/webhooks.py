@@ -19,6 +19,7 @@ import hashlib
 import logging
 import re
 import time
+from functools import partial
 from typing import Any
 
 import httpx
@@ -39,6 +40,9 @@ log = logging.getLogger("openfal.webhooks")
 SIGNING_KEY_NAME = "webhook_ed25519"
 #: deliveries attempted at once by one process; more are claimed as these end
 MAX_IN_FLIGHT = 20
+#: one API key's deliveries in flight at once in a process (the rest of the slots stay
+#: for other keys: so a key's dead receivers delay another key's webhook by no timeout)
+MAX_IN_FLIGHT_PER_KEY = 4
 POLL_SECONDS = 1.0
 #: a deliverer with nothing pending looks again after this long unless woken
 IDLE_SECONDS = 10.0
@@ -168,8 +172,10 @@ async def _prefix(response: httpx.Response, limit: int) -> bytes:
 
 class WebhookDeliverer:
     """Claims due deliveries and runs each in its own task, at most MAX_IN_FLIGHT at a
-    time, claiming more as tasks end: one receiver that is slow (or hostile) holds one
-    slot for at most its attempt's deadline and never delays another's webhook."""
+    time and MAX_IN_FLIGHT_PER_KEY of one API key's, claiming more as tasks end: one
+    receiver that is slow (or hostile) holds one slot for at most its attempt's
+    deadline, and one key's dead receivers, however many, leave the other slots to
+    other keys, whose webhooks then wait for no one's timeout."""
 
     def __init__(
         self,
@@ -200,9 +206,14 @@ class WebhookDeliverer:
         runtime cancels what outlasts its grace; those rows are claimed again once
         their lock lapses)."""
         in_flight: set[asyncio.Task[None]] = set()
+        #: deliveries in flight per key
+        busy: dict[str, int] = {}
 
-        def ended(task: asyncio.Task[None]) -> None:
+        def ended(key: str, task: asyncio.Task[None]) -> None:
             in_flight.discard(task)
+            busy[key] -= 1
+            if not busy[key]:
+                del busy[key]
             self.wake.set()
 
         try:
@@ -213,10 +224,11 @@ class WebhookDeliverer:
                 if free > 0:
                     due_in = await self._due_in()
                     if due_in <= 0:
-                        for delivery in await self._claim(free):
+                        for delivery in await self._claim(free, busy):
                             task = asyncio.create_task(self._attempt(delivery), name=f"webhook-{delivery.id}")
                             in_flight.add(task)
-                            task.add_done_callback(ended)
+                            busy[delivery.key] = busy.get(delivery.key, 0) + 1
+                            task.add_done_callback(partial(ended, delivery.key))
                     else:
                         wait = due_in
                 await wait_event(self.wake, wait)
@@ -238,10 +250,11 @@ class WebhookDeliverer:
             return POLL_SECONDS
         return IDLE_SECONDS if due is None else min(max(due - time.time(), 0.0), IDLE_SECONDS)
 
-    async def _claim(self, limit: int) -> list[Delivery]:
+    async def _claim(self, limit: int, busy: dict[str, int]) -> list[Delivery]:
         try:
             # the lock outlasts an attempt's deadline, so no other process claims it meanwhile
-            return await self.outbox.claim_due(limit=limit, lock_seconds=self.settings.webhook_timeout_seconds * 4)
+            lock = self.settings.webhook_timeout_seconds * 4
+            return await self.outbox.claim_due(limit=limit, lock_seconds=lock, per_key=MAX_IN_FLIGHT_PER_KEY, busy=dict(busy))
         except Exception:
             log.exception("claiming webhook deliveries failed")
             return []

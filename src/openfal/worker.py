@@ -28,15 +28,24 @@ from openfal.errors import InternalError, RunCancelled, RunError
 from openfal.media import MediaStore
 from openfal.media.publish import discard_files
 from openfal.models import RequestRecord
+from openfal.store.hinted_claims import GRACE_SECONDS as HINT_GRACE_SECONDS
 from openfal.store.media_index import MediaIndex
-from openfal.store.requests import RequestStore
+from openfal.store.requests import LeftForHint, RequestStore
 from openfal.store.workers import WorkerRegistry
+from openfal.uploads import UploadSigner
 
 log = logging.getLogger("openfal.worker")
 
 CANCEL_POLL_SECONDS = 1.0
 #: how often a running call is checked for being stuck after its jobs were stopped
 STUCK_POLL_SECONDS = 0.25
+#: a claim loop with a free slot goes round at least every IDLE_CLAIM_SECONDS (5 s);
+#: silent this long, it is hung (liveness fails)
+CLAIM_LOOP_SILENT_SECONDS = 60.0
+#: a run given up as stuck and still inside its device call this long after: the engine is hung
+HUNG_ENGINE_SECONDS = 300.0
+#: how often a worker leaving a hinted request to its advertiser looks whether it was taken
+HINT_LOOK_SECONDS = 0.05
 
 
 class Worker:
@@ -51,6 +60,8 @@ class Worker:
         backends: Mapping[str, Backend],
         worker_id: str | None = None,
         registry: WorkerRegistry | None = None,
+        endpoints: frozenset[str] | None = None,
+        files_signer: UploadSigner | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -62,6 +73,8 @@ class Worker:
         self.notifier = store.notifier
         self.worker_id = worker_id or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
         self.registry = registry
+        #: a worker pool's endpoints (``--models``): only their requests are claimed (None: all)
+        self.endpoints = endpoints
         self._attempts = Attempts(
             store=store,
             endings=endings,
@@ -69,17 +82,31 @@ class Worker:
             media_index=media_index,
             worker_id=self.worker_id,
             max_attempts=settings.max_attempts,
+            files_signer=files_signer,
         )
         self._running: dict[str, Job] = {}
         #: request id -> seconds its run may take
         self._limits: dict[str, float] = {}
         #: backend -> (slots, the tasks of its busy slots), for the registry
         self._slots: dict[str, tuple[int, set[asyncio.Task[None]]]] = {}
-        #: runs given up as stuck, still finishing in their threads
-        self._abandoned: set[asyncio.Future[Sequence[Output | RunError]]] = set()
+        #: runs given up as stuck, still finishing in their threads -> when they were given up
+        self._abandoned: dict[asyncio.Future[Sequence[Output | RunError]], float] = {}
+        #: backend -> the runner hints this worker advertises (its backend's status()
+        #: ``runner_hints``: loaded models and LoRAs), republished after every run
+        self._hints: dict[str, tuple[str, ...]] = {}
+        #: backend -> hints other live workers with a free slot advertise (from the registry)
+        self._hints_elsewhere: dict[str, frozenset[str]] = {}
+        #: set when this worker's hints changed: the registry hears of it at once
+        self._republish = asyncio.Event()
+        self._started = False
         self._stopping = asyncio.Event()
         #: set once the dispatchers have drained: the side loops may end then
         self._drained = asyncio.Event()
+        #: backend -> its dispatcher task, and when its claim loop last went round
+        self._dispatchers: dict[str, asyncio.Task[None]] = {}
+        self._ticks: dict[str, float | None] = {}
+        #: a busy slot's task -> the requests it runs (to stop them when the drain ends)
+        self._slot_requests: dict[asyncio.Task[None], list[str]] = {}
 
     # -- supervision --------------------------------------------------------------
 
@@ -90,9 +117,11 @@ class Worker:
         the connection (and SQLite's write lock) held while the rest shuts down, so the
         loops finish their current step and return. Dispatchers stop claiming and drain
         their running requests; heartbeats and cancel polls go on until they have."""
-        dispatchers = [
-            asyncio.create_task(self._dispatch(backend), name=f"dispatch-{name}") for name, backend in self.backends.items()
-        ]
+        self._dispatchers = {
+            name: asyncio.create_task(self._dispatch(backend), name=f"dispatch-{name}") for name, backend in self.backends.items()
+        }
+        dispatchers = list(self._dispatchers.values())
+        self._started = True
         sides = [
             asyncio.create_task(self._heartbeats(), name="heartbeats"),
             asyncio.create_task(self._cancel_poll(), name="cancel-poll"),
@@ -104,6 +133,7 @@ class Worker:
             self._stopping.set()
             await asyncio.gather(*dispatchers, return_exceptions=True)
             self._drained.set()
+            self._republish.set()  # the registry loop ends now
             await asyncio.gather(*sides, return_exceptions=True)
             if self.registry is not None:
                 try:
@@ -112,6 +142,8 @@ class Worker:
                     log.exception("leaving the worker registry failed")
 
     def stop(self) -> None:
+        """Stop claiming now and drain: running requests get ``drain_seconds`` to finish,
+        then what is left is handed back (see ``_dispatch``)."""
         self._stopping.set()
         # an idle dispatcher sleeps until work arrives (up to IDLE_CLAIM_SECONDS): wake it,
         # or the drain (and the hand-back of running requests) waits that long to begin
@@ -134,18 +166,29 @@ class Worker:
         free = asyncio.Semaphore(slots)
         running: set[asyncio.Task[None]] = set()
         self._slots[backend.name] = (slots, running)
+        self._refresh_hints(backend)
         try:
-            while await self._slot_or_stop(free):
+            while self._tick(backend.name, waiting=free.locked()) and await self._slot_or_stop(free):
+                self._tick(backend.name, waiting=True)  # a GPU's second slot claims once the GPU is free
                 if not await self._claim_gate(backend):
                     free.release()
                     break
+                self._tick(backend.name)
                 try:
+                    leave = self._hints_elsewhere.get(backend.name, frozenset()) - set(self._hints.get(backend.name, ()))
+                    await self._leave_hinted_to_advertisers(backend.name, leave)
                     records = await self.store.claim(
                         backends=[backend.name],
                         worker_id=self.worker_id,
                         lease_seconds=self.settings.lease_seconds,
                         batch_limit=backend.max_batch_size,
+                        endpoints=self.endpoints,
+                        hints=self._hints.get(backend.name, ()),
+                        leave=leave,
                     )
+                except LeftForHint:  # it came between the look and the claim: look again
+                    free.release()
+                    continue
                 except Exception:
                     log.exception("claim failed; retrying")
                     records = []
@@ -158,14 +201,91 @@ class Worker:
                     continue
                 task = asyncio.create_task(self._run_slot(backend, records), name=f"run-{records[0].id}")
                 running.add(task)
-                task.add_done_callback(lambda t: _slot_done(running, free, t))
+                self._slot_requests[task] = [r.id for r in records]
+                task.add_done_callback(lambda t: self._slot_done(running, free, t))
         finally:
-            # drain: give running requests the grace period, then hand them back
+            # drain: running requests get drain_seconds to finish; what is left is handed
+            # back, its runs told to stop at their next step (their results are not waited for)
             if running:
-                await asyncio.wait(running, timeout=self.settings.shutdown_grace_seconds)
+                await asyncio.wait(running, timeout=self.settings.drain_seconds)
+            if running:
+                log.info("drained for %g s; handing back %d running claim(s)", self.settings.drain_seconds, len(running))
             for task in running:
+                for request_id in self._slot_requests.get(task, ()):
+                    job = self._running.get(request_id)
+                    if job is not None:
+                        job.cancel()
                 task.cancel()
             await asyncio.gather(*running, return_exceptions=True)
+
+    async def _leave_hinted_to_advertisers(self, backend: str, others: frozenset[str]) -> None:
+        """Runner hints, best effort: while the queue holds a request hinted for what
+        another live worker with a free slot advertises (``others``, and this one does
+        not), younger than the grace, wait for that worker to take it; then claim as
+        usual (a claim that takes such a request anyway is undone: ``LeftForHint``).
+        Waits at most the grace; costs nothing while no other worker advertises a hint."""
+        if not others:
+            return
+        give_up = time.monotonic() + HINT_GRACE_SECONDS
+        while not self._stopping.is_set() and time.monotonic() < give_up:
+            oldest = await self.store.hinted_elsewhere(backends=[backend], hints=sorted(others), endpoints=self.endpoints)
+            if oldest is None:
+                return
+            await wait_event(self._stopping, min(HINT_LOOK_SECONDS, oldest + HINT_GRACE_SECONDS - time.time()))
+
+    def _refresh_hints(self, backend: Backend) -> None:
+        try:
+            self._publish_hints(backend, backend.status())
+        except Exception:
+            log.exception("reading %s's status failed", backend.name)
+
+    def _publish_hints(self, backend: Backend, status: dict[str, Any]) -> list[str]:
+        """The hints a backend's status advertises, noted for claims; a change is
+        reported to the registry at once (fal's runners re-publish theirs after every
+        response)."""
+        hints = sorted({str(h) for h in status.get("runner_hints") or ()})
+        if tuple(hints) != self._hints.get(backend.name, ()):
+            self._hints[backend.name] = tuple(hints)
+            self._republish.set()
+        return hints
+
+    def _slot_done(self, running: set[asyncio.Task[None]], free: asyncio.Semaphore, task: asyncio.Task[None]) -> None:
+        """A slot's run ended: forget its task and its requests, give the slot back."""
+        running.discard(task)
+        self._slot_requests.pop(task, None)
+        free.release()
+
+    def _tick(self, backend: str, *, waiting: bool = False) -> bool:
+        """The claim loop went round (``waiting``: and now waits, as long as a run may
+        take, for a busy slot or the GPU to free up)."""
+        self._ticks[backend] = None if waiting else time.monotonic()
+        return True
+
+    # -- health ---------------------------------------------------------------------
+
+    @property
+    def claiming(self) -> bool:
+        """Whether this worker takes new work: running, not draining, every claim loop alive."""
+        return self._started and not self._stopping.is_set() and not any(t.done() for t in self._dispatchers.values())
+
+    def unhealthy(self) -> list[str]:
+        """What is wrong with this worker that only a restart mends (empty: nothing): a
+        claim loop that died, or has not gone round in ``CLAIM_LOOP_SILENT_SECONDS``
+        while it had a free slot (one waiting for a busy slot or the GPU waits rightly),
+        or an engine that does not answer: a run given up as stuck that still has not
+        returned ``HUNG_ENGINE_SECONDS`` later is a hung device call, and the device
+        stays held until the process ends."""
+        now, problems = time.monotonic(), []
+        for name, task in self._dispatchers.items():
+            tick = self._ticks.get(name)
+            if task.done() and not self._stopping.is_set():
+                problems.append(f"{name}: the claim loop ended")
+            elif tick is not None and now - tick > CLAIM_LOOP_SILENT_SECONDS:
+                problems.append(f"{name}: the claim loop has not gone round for {now - tick:.0f} s")
+        for since in self._abandoned.values():
+            if now - since > HUNG_ENGINE_SECONDS:
+                problems.append(f"a run given up as stuck {now - since:.0f} s ago has not returned: the engine does not answer")
+        return problems
 
     async def _slot_or_stop(self, free: asyncio.Semaphore) -> bool:
         """Wait for a free slot (True, the slot taken) or for ``stop()`` (False)."""
@@ -197,6 +317,7 @@ class Worker:
             log.exception("running %s failed", [r.id for r in records])
         finally:
             busy.dec()
+            self._refresh_hints(backend)  # a run may have loaded a model or a LoRA
 
     async def _heartbeats(self) -> None:
         while not self._drained.is_set():
@@ -212,11 +333,13 @@ class Worker:
             return
         started, hostname = time.time(), socket.gethostname()
         while not self._drained.is_set():
+            self._republish.clear()
             try:
                 await self.registry.report(self.worker_id, hostname=hostname, pid=os.getpid(), started_at=started, backends=self._report())
+                self._hints_elsewhere = hints_elsewhere(await self.registry.listing(include_gone=False), self.worker_id)
             except Exception:
                 log.exception("reporting to the worker registry failed")
-            await wait_event(self._drained, self.settings.heartbeat_seconds)
+            await wait_event(self._republish, self.settings.heartbeat_seconds)
 
     def _report(self) -> dict[str, Any]:
         report: dict[str, Any] = {}
@@ -226,7 +349,14 @@ class Worker:
                 status = backend.status()
             except Exception as exc:
                 status = {"error": f"{type(exc).__name__}: {exc}"}
-            report[name] = {"slots": slots, "busy": len(busy), "status": status}
+            report[name] = {
+                "slots": slots,
+                "busy": len(busy),
+                "status": status,
+                # the endpoints it claims (None: all): the console counts its slots in the pool they make
+                "endpoints": sorted(self.endpoints) if self.endpoints is not None else None,
+                "hints": self._publish_hints(backend, status),
+            }
         return report
 
     def _run_limit(self, backend: Backend) -> float:
@@ -341,10 +471,10 @@ class Worker:
         ids = [job.request_id for job in jobs]
         log.warning("%s: still inside a step %g s after being stopped; ending the request(s) and discarding the run", ids, self.settings.stuck_run_grace_seconds)
         metrics.ABANDONED_RUNS.labels(backend.name).inc()
-        self._abandoned.add(run)
+        self._abandoned[run] = time.monotonic()
 
         def finished(done: asyncio.Future[Sequence[Output | RunError]]) -> None:
-            self._abandoned.discard(done)
+            self._abandoned.pop(done, None)
             if done.cancelled() or done.exception() is not None:
                 log.info("abandoned run of %s ended without a result", ids)
                 return
@@ -356,7 +486,14 @@ class Worker:
         run.add_done_callback(finished)
 
 
-def _slot_done(running: set[asyncio.Task[None]], free: asyncio.Semaphore, task: asyncio.Task[None]) -> None:
-    """A slot's run ended: forget its task and give the slot back."""
-    running.discard(task)
-    free.release()
+def hints_elsewhere(live: Sequence[dict[str, Any]], me: str) -> dict[str, frozenset[str]]:
+    """backend -> the runner hints other live workers advertise while they have a free
+    slot (as they last reported)."""
+    out: dict[str, set[str]] = {}
+    for worker in live:
+        if worker["id"] == me:
+            continue
+        for backend, info in (worker.get("backends") or {}).items():
+            if int(info.get("busy", 0)) < int(info.get("slots", 0)):
+                out.setdefault(backend, set()).update(info.get("hints") or ())
+    return {backend: frozenset(hints) for backend, hints in out.items()}

@@ -49,7 +49,7 @@ async def test_a_key_cannot_see_or_cancel_another_keys_request(app: App) -> None
     await wait_status(app.client, body["status_url"], alice)
     assert (await app.client.get(body["status_url"], headers=bob)).status_code == 404
     assert (await app.client.get(body["response_url"], headers=bob)).status_code == 404
-    assert (await app.client.put(body["cancel_url"], headers=bob)).json() == {"status": "NOT_FOUND"}
+    assert (await app.client.put(body["cancel_url"], headers=bob)).json() == {"status": "NOT_FOUND", "error_type": "bad_request"}
 
 
 async def test_auth_can_be_turned_off(tmp_path) -> None:

@@ -111,6 +111,7 @@ SUBMIT_PATHS = st.sampled_from(
         "/fal-ai/flux-pro/kontext",
         "/fal-ai/flux-pro/kontext/multi",
         "/fal-ai/ltx-video",
+        "/fal-ai/wan/v2.2-a14b/text-to-video",
         "/fal-ai/flux-lora",
         "/fal-ai/flux-kontext-lora",
         "/fal-ai/flux-kontext/dev",

@@ -47,7 +47,7 @@ async def test_a_nul_in_a_webhook_url_is_a_422_and_nothing_is_queued(app: App, a
 async def test_a_nul_in_a_path_is_a_404_in_fals_shape(app: App, admin: dict[str, str]) -> None:
     response = await app.client.post("/api/admin/keys/abc%00/revoke", headers=admin)
     assert response.status_code == 404
-    assert response.json() == {"detail": "Path not found"}
+    assert response.json() == {"detail": "Path not found", "error_type": "bad_request"}
 
 
 @pytest.mark.parametrize(

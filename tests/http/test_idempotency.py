@@ -65,7 +65,7 @@ async def test_reusing_a_key_for_different_input_is_a_422_conflict(app: App, aut
         "msg": "This Idempotency-Key was already used for a different endpoint or input",
         "type": "idempotency_conflict",
     }
-    assert conflict.headers["x-fal-error-type"] == "idempotency_conflict"
+    assert conflict.headers["x-fal-error-type"] == "bad_request"
     assert float(conflict.headers["x-fal-billable-units"]) == 0
     other_endpoint = await app.client.post("/openfal/utils/sleep", json={"seconds": 0}, headers=headers)
     assert other_endpoint.status_code == 422

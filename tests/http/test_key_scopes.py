@@ -20,14 +20,14 @@ async def _admin(app: App) -> dict[str, str]:
 
 
 async def test_a_scoped_key_submits_only_to_matching_endpoints(app: App) -> None:
-    """A key limited to openfal/utils/e* may use echo; sleep is 403 endpoint_not_allowed,
+    """A key limited to openfal/utils/e* may use echo; sleep is 403 (fal's bad_request),
     and nothing is queued for it."""
     made = await app.client.post("/api/admin/keys", json={"name": "c", "endpoints": ["openfal/utils/e*"]}, headers=await _admin(app))
     assert made.status_code == 200 and made.json()["endpoints"] == ["openfal/utils/e*"]
     auth = {"Authorization": f"Key {made.json()['key']}"}
     assert (await app.client.post("/openfal/utils/echo", json={}, headers=auth)).status_code == 200
     refused = await app.client.post("/openfal/utils/sleep", json={"seconds": 0}, headers=auth)
-    assert refused.status_code == 403 and refused.json()["error_type"] == "endpoint_not_allowed"
+    assert refused.status_code == 403 and refused.json()["error_type"] == "bad_request" and "may not use" in refused.json()["detail"]
     assert "openfal/utils/sleep" in refused.json()["detail"]
     assert len(await app.runtime.requests.history(None)) == 1
 

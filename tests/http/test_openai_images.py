@@ -142,6 +142,28 @@ async def test_edit_several_images_goes_to_the_multi_endpoint(app: App) -> None:
     assert history[0]["endpoint_id"] == "fal-ai/flux-pro/kontext/multi"
 
 
+async def test_a_flux2_model_edits_on_its_edit_endpoint_with_several_images(app: App) -> None:
+    """``model`` = a FLUX.2 text-to-image endpoint: /v1/images/edits goes to its ``/edit``
+    twin with every image in ``image_urls``; the output has the first image's size."""
+    client = sdk(app, await app.key())
+    response = await client.images.edit(
+        model="fal-ai/flux-2/klein/4b", image=[("a.png", png(96, 64), "image/png"), ("b.png", png(), "image/png")],
+        prompt="combine them", extra_body={"output_format": "webp"},
+    )  # fmt: skip
+    (item,) = response.data
+    image = await image_at(app, item.url)
+    assert image.format == "WEBP" and image.size == (96, 64)
+    history = (await app.client.get("/api/requests", headers={"Authorization": f"Key {client.api_key}"})).json()["items"]
+    assert history[0]["endpoint_id"] == "fal-ai/flux-2/klein/4b/edit"
+
+
+async def test_a_flux2_generation_takes_any_flux2_model(app: App) -> None:
+    client = sdk(app, await app.key())
+    response = await client.images.generate(model="fal-ai/flux-2/klein/9b", prompt="a cat", size="512x512")
+    (item,) = response.data
+    assert (await image_at(app, item.url)).size == (512, 512)
+
+
 async def test_edit_onto_image_to_image(app: App) -> None:
     client = sdk(app, await app.key())
     response = await client.images.edit(model="fal-ai/flux-1/dev/image-to-image", image=("in.png", png(), "image/png"), prompt="a painting", response_format="b64_json")
@@ -230,3 +252,26 @@ async def test_a_stream_whose_input_is_refused_is_an_ordinary_error(app: App) ->
     client = sdk(app, await app.key())
     with pytest.raises(openai.BadRequestError):
         await client.images.generate(model="fal-ai/flux-1/schnell", prompt="x", n=9, stream=True)
+
+
+async def test_qwen_image_generates_and_its_edits_go_to_qwen_image_edit(app: App) -> None:
+    """One model name for both calls: ``qwen-image`` generates on fal-ai/qwen-image and
+    edits on fal-ai/qwen-image-edit-2511 (whose schema takes at most three images: a
+    fourth is refused on ``image`` before anything runs)."""
+    client = sdk(app, await app.key())
+    generated = await client.images.generate(model="qwen-image", prompt="a sign", size="32x32")
+    assert (await image_at(app, generated.data[0].url)).size == (32, 32)
+    history = (await app.client.get("/api/requests", headers={"Authorization": f"Key {client.api_key}"})).json()["items"]
+    assert history[0]["endpoint_id"] == "fal-ai/qwen-image"
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.images.edit(model="qwen-image", image=[("a.png", png(32, 32), "image/png")] * 4, prompt="combine them")
+    assert refused.value.body["param"] == "image" and "3" in refused.value.body["message"]
+
+
+async def test_z_image_turbo_edits_go_to_its_image_to_image_endpoint_with_webp(app: App) -> None:
+    client = sdk(app, await app.key())
+    response = await client.images.edit(model="z-image-turbo", image=("in.png", png(48, 32), "image/png"), prompt="a painting", output_format="webp")
+    image = await image_at(app, response.data[0].url)
+    assert image.size == (48, 32) and image.format == "WEBP"
+    history = (await app.client.get("/api/requests", headers={"Authorization": f"Key {client.api_key}"})).json()["items"]
+    assert history[0]["endpoint_id"] == "fal-ai/z-image/turbo/image-to-image"

@@ -109,7 +109,7 @@ async def test_result_while_pending_is_a_clear_400(app: App, auth: dict[str, str
     body = await submit(app, auth, SLEEP, {"seconds": 2, "steps": 2})
     response = await app.client.get(body["response_url"], headers=auth)
     assert response.status_code == 400
-    assert response.json() == {"detail": "Request is still in progress."}
+    assert response.json() == {"detail": "Request is still in progress.", "error_type": "bad_request"}
 
 
 async def test_cancel_of_a_running_request_is_202_then_completed_with_499(app: App, auth: dict[str, str]) -> None:
@@ -143,13 +143,13 @@ async def test_cancel_after_completion_is_400_already_completed(app: App, auth: 
     body = await submit(app, auth)
     await wait_status(app.client, body["status_url"], auth)
     response = await app.client.put(body["cancel_url"], headers=auth)
-    assert (response.status_code, response.json()) == (400, {"status": "ALREADY_COMPLETED"})
+    assert (response.status_code, response.json()) == (400, {"status": "ALREADY_COMPLETED", "error_type": "bad_request"})
 
 
 async def test_cancel_of_an_unknown_request_is_404_not_found(app: App, auth: dict[str, str]) -> None:
     """Cancelling an id that does not exist answers 404 NOT_FOUND."""
     response = await app.client.put("/openfal/utils/requests/nope/cancel", headers=auth)
-    assert (response.status_code, response.json()) == (404, {"status": "NOT_FOUND"})
+    assert (response.status_code, response.json()) == (404, {"status": "NOT_FOUND", "error_type": "bad_request"})
 
 
 async def test_every_response_carries_x_fal_request_id(app: App, auth: dict[str, str]) -> None:

@@ -92,3 +92,16 @@ async def test_a_malformed_lifecycle_preference_is_400(tmp_path: Path) -> None:
         reply = await app.client.post(ECHO, json={}, headers={"X-Fal-Object-Lifecycle-Preference": "60"})
         assert reply.status_code == 400 and "Lifecycle" in reply.json()["detail"]
         assert await app.runtime.requests.history(None) == []
+
+
+async def test_a_runner_hint_is_kept_with_the_request_as_sent(tmp_path: Path) -> None:
+    """X-Fal-Runner-Hint is matched exactly against what workers advertise (see
+    tests/worker/test_runner_hints.py), so it is stored as sent; one that could name
+    nothing (over 255 characters) is a 400 with nothing queued."""
+    async with running_app(make_settings(tmp_path, auth_enabled=False)) as app:
+        hint = "https://loras.test/style.safetensors"
+        body = (await app.client.post(ECHO, json={}, headers={"X-Fal-Runner-Hint": hint})).json()
+        assert (await app.runtime.requests.get(body["request_id"])).runner_hint == hint  # type: ignore[union-attr]
+        reply = await app.client.post(ECHO, json={}, headers={"X-Fal-Runner-Hint": "x" * 256})
+        assert reply.status_code == 400 and reply.json()["error_type"] == "bad_request"
+        assert len(await app.runtime.requests.history(None)) == 1

@@ -104,7 +104,7 @@ async def test_ready_and_submits_are_503_when_the_database_is_gone(tmp_path: Pat
             assert down.status_code == 503 and down.json()["status"] == "unavailable"
             assert (await app.client.get("/health")).status_code == 200
             submit = await app.client.post("/openfal/utils/echo", json={}, headers=auth)
-            assert submit.status_code == 503 and submit.json()["error_type"] == "store_unavailable"
+            assert submit.status_code == 503 and submit.json()["error_type"] == "runner_scheduling_failure"
             assert submit.headers["retry-after"] == "2"
     finally:
         await drop_pg_database(name)
@@ -158,7 +158,7 @@ async def test_stop_lets_a_claim_in_flight_finish(tmp_path: Path) -> None:
 async def test_stop_drains_a_running_request_within_the_grace_period(tmp_path: Path) -> None:
     """A request running when the worker stops completes normally (heartbeats go on
     while it drains) rather than being handed back."""
-    async with running_app(make_settings(tmp_path, auth_enabled=False, shutdown_grace_seconds=20)) as app:
+    async with running_app(make_settings(tmp_path, auth_enabled=False, drain_seconds=20)) as app:
         body = (await app.client.post("/openfal/utils/sleep", json={"seconds": 1.5, "steps": 3})).json()
         deadline = time.monotonic() + 15
         while (await app.runtime.requests.get(body["request_id"])).status.value != "IN_PROGRESS":

@@ -28,6 +28,7 @@ TEST_OPTIONS = LocalOptions(
     ltx_height=64,
     ltx_frames=9,
     ltx_fps=24,
+    video_max_area=64 * 64,
     preview_interval_seconds=0.0,
 )
 

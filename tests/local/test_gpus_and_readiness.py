@@ -1,4 +1,4 @@
-"""One engine per GPU (``--gpus``), and readiness while preloaded models warm up."""
+"""One worker process per GPU (``--gpus``), and readiness while preloaded models warm up."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 import torch
 
+from openfal import gpu_workers
 from openfal.backends.builtin import BuiltinBackend
-from openfal.backends.local import LocalBackend, gpus
+from openfal.backends.local import LocalBackend
 from openfal.config import Settings
 from openfal.errors import ConfigError
 from tests.local.helpers import TEST_OPTIONS
-from tests.support import running_app, wait_status
+from tests.support import request_values, running_app, wait_status
 
 BODY = {"prompt": "a fox", "image_size": {"width": 64, "height": 48}, "num_inference_steps": 2, "seed": 3}
 
@@ -30,58 +31,88 @@ async def _until(condition: Callable[[], Any], timeout: float = 60.0) -> Any:
 
 
 def test_no_gpus_option_means_one_engine_on_the_configured_device() -> None:
-    assert gpus.resolve_gpus("") == []
+    assert gpu_workers.resolve_gpus("") == []
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a host without CUDA")
 @pytest.mark.parametrize("spec", ["all", "0,1"])
 def test_gpus_on_a_host_without_cuda_is_a_config_error(spec: str) -> None:
     with pytest.raises(ConfigError, match="no CUDA device"):
-        gpus.resolve_gpus(spec)
+        gpu_workers.resolve_gpus(spec)
 
 
-async def test_each_gpu_engine_claims_on_its_own_and_reports_its_device(
+def test_a_gpu_that_does_not_exist_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="GPUs 0..1"):
+        gpu_workers.resolve_gpus("0,2", lambda: 2)
+
+
+async def test_each_gpu_gets_a_supervised_worker_process_restarted_with_its_leases_released(
     make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """This machine has no GPU: two CPU engines stand in for GPUs 0 and 1 (the only
-    fake: which devices ``--gpus 0,1`` names). Both engines are held busy, so two
-    requests can run at once only if each engine's worker claimed one on its own."""
-    monkeypatch.setattr(gpus, "resolve_gpus", lambda spec: ["cpu", "cpu"])
-    settings = make_settings(gpus="0,1", poll_interval_seconds=0.05, heartbeat_seconds=0.3)
+    """This machine has no GPU. The only fake is the device enumeration (two "GPUs");
+    each child is a real ``openfal worker`` process, with CUDA_VISIBLE_DEVICES set to its
+    GPU, running its engine on the CPU. Each claims on its own, reports its device,
+    label, models and memory to the worker registry; one killed with SIGKILL has its
+    claimed request given back at once and is started again."""
+    import os
+    import signal
+
+    monkeypatch.setattr(gpu_workers, "cuda_device_count", lambda: 2)
+    monkeypatch.setattr(gpu_workers, "CHILD_DEVICE", "cpu")
+    settings = make_settings(gpus="all", poll_interval_seconds=0.05, heartbeat_seconds=0.3, lease_seconds=600.0)
     backends: dict[str, Any] = {"builtin": BuiltinBackend(), "local": LocalBackend(settings, options=TEST_OPTIONS)}
     async with running_app(settings, backends) as app:
         rt = app.runtime
-        engines = {label: backend.engine() for label, backend in rt._engine_backends.items()}  # type: ignore[attr-defined]
-        assert sorted(engines) == ["gpu0", "gpu1"]
-        for engine in engines.values():
-            engine.lock.acquire()
-        auth = {"Authorization": f"Key {await app.key()}"}
-        try:
-            # two sizes: two batch keys, so no single claim can take both
-            bodies = [BODY, {**BODY, "image_size": {"width": 48, "height": 48}}]
-            urls = [(await app.client.post("/fal-ai/flux-1/schnell", json=body, headers=auth)).json() for body in bodies]
+        supervisor = rt.gpu_workers
+        assert supervisor is not None and [c.gpu for c in supervisor.children] == [0, 1]
 
-            async def both_running() -> bool:
-                states = [(await app.client.get(u["status_url"], headers=auth)).json()["status"] for u in urls]
-                return states == ["IN_PROGRESS", "IN_PROGRESS"]
-
-            assert await _until(both_running)
-        finally:
-            for engine in engines.values():
-                engine.lock.release()
-        for u in urls:
-            assert (await wait_status(app.client, u["status_url"], auth, timeout=60)).json()["status"] == "COMPLETED"
-        records = [await rt.requests.get(u["request_id"]) for u in urls]
-        assert len({r.worker_id for r in records if r is not None}) == 2
-
-        async def both_reported() -> list[dict[str, Any]]:
+        async def children_reported() -> dict[str, dict[str, Any]]:
             rows = await rt.registry.listing(include_gone=False)
-            found = [row["backends"]["local"]["status"] for row in rows if "local" in row["backends"]]
-            loaded = [s for s in found if s.get("loaded")]  # reports from before the runs show none
-            return loaded if {s.get("label") for s in loaded} == {"gpu0", "gpu1"} else []
+            ids = {c.worker_id for c in supervisor.children}
+            found = {row["id"]: row for row in rows if row["id"] in ids and row["backends"].get("local", {}).get("status", {}).get("started")}
+            return found if len(found) == 2 else {}
 
-        statuses = await _until(both_reported)
-        assert statuses and all(s["device"] == "cpu" and s["loaded"][0]["model"] == "flux-schnell" for s in statuses)
+        reported = await _until(children_reported, timeout=300)
+        assert reported, "both GPU worker processes report to the registry"
+        pids = {row["pid"] for row in reported.values()}
+        assert len(pids) == 2 and os.getpid() not in pids
+        statuses = {row["backends"]["local"]["status"]["label"]: row["backends"]["local"]["status"] for row in reported.values()}
+        assert sorted(statuses) == ["gpu0", "gpu1"] and all(s["device"] == "cpu" for s in statuses.values())
+
+        auth = {"Authorization": f"Key {await app.key()}"}
+        bodies = [BODY, {**BODY, "image_size": {"width": 48, "height": 48}}]
+        urls = [(await app.client.post("/fal-ai/flux-1/schnell", json=body, headers=auth)).json() for body in bodies]
+        for u in urls:
+            assert (await wait_status(app.client, u["status_url"], auth, timeout=120)).json()["status"] == "COMPLETED"
+        records = [await rt.requests.get(u["request_id"]) for u in urls]
+        assert {r.worker_id for r in records if r is not None} <= {c.worker_id for c in supervisor.children}
+
+        async def models_reported() -> bool:
+            rows = await rt.registry.listing(include_gone=False)
+            return any(row["backends"].get("local", {}).get("status", {}).get("models") == ["flux-schnell"] for row in rows)
+
+        assert await _until(models_reported, timeout=30)
+
+        # a request held by gpu1's worker when its process dies (on a backend the children
+        # do not serve, so nothing else claims it) goes back to the queue at once
+        victim = supervisor.children[1]
+        held = await rt.requests.insert(**request_values(backend="nowhere"))
+        (claimed,) = await rt.requests.claim(backends=["nowhere"], worker_id=victim.worker_id, lease_seconds=600.0)
+        assert claimed.id == held.id
+        old_id, old_pid = victim.worker_id, victim.process.pid
+        os.kill(old_pid, signal.SIGKILL)
+
+        async def released() -> bool:
+            record = await rt.requests.get(held.id)
+            return record is not None and record.status == "IN_QUEUE"
+
+        assert await _until(released, timeout=30)
+
+        async def restarted() -> bool:
+            rows = {row["id"] for row in await rt.registry.listing()}
+            return victim.restarts == 1 and victim.process.pid != old_pid and old_id not in rows and victim.worker_id in rows
+
+        assert await _until(restarted, timeout=300)
 
 
 async def test_ready_is_503_until_the_preloaded_models_are_warm(make_settings: Callable[..., Settings]) -> None:

@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 
 from openfal.backends.base import Output
 from openfal.backends.local import LocalBackend
+from openfal.backends.local.lora_files import hint_of
 from openfal.config import Settings
 from openfal.errors import InputFetchFailed, InputInvalid, InputRejected
 from openfal.events import Log
@@ -219,3 +220,18 @@ async def test_a_batch_of_two_requests_with_one_lora_equals_their_single_runs(
     for a, b in zip(batched, singles, strict=True):
         assert isinstance(a, Output)
         assert int(np.abs(image(a) - image(b)).max()) <= 2
+
+
+async def test_a_worker_with_a_lora_applied_advertises_it_and_its_model_as_runner_hints(
+    lora_backend: LocalBackend, served: FileServer, shapes: dict
+) -> None:
+    """X-Fal-Runner-Hint: the engine's status names its loaded models and the LoRAs it
+    applied lately, by the path the request named (no query string, which may hold a
+    signature, nor fragment)."""
+    peft_lora(shapes, folder(served) / "style.safetensors")
+    output_of((await run_one(lora_backend, LORA, body({"path": served.url("style.safetensors") + "#v2"})))[0])
+    hints = lora_backend.status()["runner_hints"]
+    assert served.url("style.safetensors") in hints
+    assert hint_of("https://cdn.test/a.safetensors?X-Amz-Signature=secret") == "https://cdn.test/a.safetensors"
+    assert hint_of("data:application/octet-stream;base64,AAAA") is None
+    assert set(hints) - {served.url("style.safetensors")} == {entry["model"] for entry in lora_backend.status()["loaded"]}

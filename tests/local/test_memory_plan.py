@@ -45,10 +45,24 @@ def test_on_24_gib_the_transformer_is_float8_and_on_48_and_up_everything_is_resi
         assert (plan.offload, plan.transformer_dtype) == ("none", "bfloat16")
 
 
-def test_the_text_encoders_leave_the_gpu_when_only_that_fits() -> None:
+def test_on_24_gib_a_float8_t5_stays_resident_instead_of_visiting_per_prompt() -> None:
     plan = plan_model("flux-dev", int(22.5 * GIB), prefer_fp8=True)
-    assert (plan.offload, plan.transformer_dtype) == ("text_encoders", "float8_e4m3fn")
+    assert (plan.offload, plan.transformer_dtype, plan.text_encoder_dtype) == ("none", "float8_e4m3fn", "float8_e4m3fn")
     assert plan.resident_gib <= 22.5
+
+
+def test_without_float8_the_text_encoders_leave_the_gpu_when_only_that_fits() -> None:
+    plan = plan_model("flux-dev", 33 * GIB, fp8_supported=False)
+    assert (plan.offload, plan.transformer_dtype) == ("text_encoders", "bfloat16")
+    assert plan.resident_gib <= 33
+
+
+def test_lora_slots_are_counted_on_the_targeted_layers_with_fused_qkv() -> None:
+    """One rank-64 slot: ~0.8 GiB on FLUX.1 [dev] counted after fusion (a fused q/k/v
+    layer holds 3r over 3x the outputs), not the 0.65 GiB an unfused count gives."""
+    base = plan_model("flux-dev", 141 * GIB).components_gib["transformer"]
+    slotted = plan_model("flux-dev", 141 * GIB, lora_slots=1, lora_rank=64).components_gib["transformer"]
+    assert 0.7 < slotted - base < 0.9
 
 
 def test_a_24_gib_card_without_float8_still_serves_through_offload() -> None:

@@ -91,3 +91,63 @@ async def test_a_corrupt_weights_file_is_a_503_naming_the_model(make_settings: C
     assert isinstance(failed, RunError)
     assert (failed.status_code, failed.error_type) == (503, "runner_scheduling_failure")
     assert "flux-dev" in failed.message and "could not be loaded" in failed.message
+
+
+async def test_an_out_of_memory_error_keeps_no_tensor_of_the_failed_call_alive(backend: LocalBackend) -> None:
+    """The failed call's latents (the transformer's input) and a tensor allocated in the
+    failing frame are freed before the 503 is raised, while the 503 is still held."""
+    import asyncio
+    import gc
+    import weakref
+
+    from openfal.backends.local.families.flux1 import FAMILY as FLUX1
+    from openfal.backends.local.families.images import ImageItem
+    from openfal.errors import DeviceOutOfMemory
+    from tests.local.helpers import make_job
+
+    engine = backend.engine()
+    job, _ = make_job(DEV, BODY)
+    plan = FLUX1.request_plan(DEV, job.input, TEST_OPTIONS)
+    call = await FLUX1.prepare(plan, job.input, engine.settings, TEST_OPTIONS, None)
+    await asyncio.to_thread(engine.generate_images, call, [ImageItem.of(job)])  # loads the pipeline
+    (pipe,) = engine.cache.get(*[s for s in engine.cache.loaded() if s.model == "flux-dev"])
+    refs: list[weakref.ref[torch.Tensor]] = []
+
+    def hook(module: Any, args: Any, kwargs: dict[str, Any]) -> None:
+        scratch = torch.ones(1 << 20)  # held only by this frame, as activations are
+        refs.extend([weakref.ref(kwargs["hidden_states"]), weakref.ref(scratch)])
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    handle = pipe.transformer.register_forward_pre_hook(hook, with_kwargs=True)
+    del pipe
+    try:
+        with pytest.raises(DeviceOutOfMemory) as raised:
+            await asyncio.to_thread(engine.generate_images, call, [ImageItem.of(job)])
+    finally:
+        handle.remove()
+    assert raised.value.__context__ is None and raised.value.__cause__ is None
+    gc.collect()  # what release_memory did before raising; nothing new may be left to collect
+    assert len(refs) == 2 and all(ref() is None for ref in refs)
+
+
+@pytest.mark.parametrize("where", ["safety check", "LoRA copy", "warm-up"])
+async def test_out_of_memory_outside_the_pipeline_call_is_a_503_too(backend: LocalBackend, where: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = backend.engine()
+
+    def oom(*args: Any, **kwargs: Any) -> Any:
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+
+    if where == "safety check":
+
+        class Checker:
+            active = True
+            __call__ = staticmethod(oom)
+
+        monkeypatch.setattr(engine, "_safety", Checker())
+    elif where == "LoRA copy":
+        monkeypatch.setattr(engine.adapters, "apply", oom)
+    else:
+        monkeypatch.setattr(engine, "_warm_model", oom)
+    failed, _ = await run_one(backend, DEV, BODY)
+    assert isinstance(failed, RunError)
+    assert (failed.status_code, failed.error_type) == (503, "runner_scheduling_failure")

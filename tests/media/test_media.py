@@ -161,6 +161,50 @@ async def test_s3_temp_file_blobs_are_uploaded_from_disk(s3_settings: Settings, 
     await store.close()
 
 
+def _big_video_file(folder: Path) -> tuple[Path, bytes]:
+    """A 12 MiB stand-in for an encoded video (past boto3's 8 MiB multipart threshold)."""
+    data = bytes(range(256)) * (12 * 1024 * 4)
+    path = folder / "video-x.mp4"
+    path.write_bytes(data)
+    return path, data
+
+
+def _never_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(self: MediaBlob) -> bytes:
+        raise AssertionError("a file-backed blob was read whole into memory")
+
+    monkeypatch.setattr(MediaBlob, "read", refuse)
+
+
+async def test_a_video_file_is_published_to_the_local_folder_without_reading_it_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """publish() copies a file-backed blob into the media folder in pieces (never
+    MediaBlob.read), and the copy is byte for byte the file."""
+    path, data = _big_video_file(tmp_path)
+    store = LocalMediaStore(tmp_path / "media")
+    _never_read(monkeypatch)
+    out = await publish({"video": MediaBlob(path, "video/mp4", "v.mp4")}, media=store, base_url="http://h", inline=False)
+    key = out["video"]["url"].removeprefix("http://h/files/")
+    stored = store.path(key)
+    assert stored is not None and stored.read_bytes() == data and out["video"]["file_size"] == len(data)
+
+
+async def test_a_video_file_is_streamed_to_s3_in_parts(s3_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto (a local S3-compatible server standing in for AWS): a 12 MiB file-backed blob
+    goes up as a multipart upload read from disk (its ETag has a part count), never
+    MediaBlob.read; the object is byte for byte the file."""
+    path, data = _big_video_file(tmp_path)
+    store = S3MediaStore(s3_settings)
+    _never_read(monkeypatch)
+    out = await publish({"video": MediaBlob(path, "video/mp4", "v.mp4")}, media=store, base_url="http://unused", inline=False)
+    key = httpx.URL(out["video"]["url"]).path.removeprefix("/media/")
+    head = store.client.head_object(Bucket="media", Key=key)
+    assert head["ETag"].strip('"').rsplit("-", 1)[-1].isdigit() and "-" in head["ETag"]
+    async with httpx.AsyncClient() as client:
+        got = await client.get(out["video"]["url"])
+    assert got.content == data and got.headers["content-type"] == "video/mp4"
+    await store.close()
+
+
 def test_s3_public_url_mode_builds_cdn_urls(s3_settings: Settings) -> None:
     """With s3_public_url set, URLs are {public}/{prefix}{key} rather than presigned."""
     store = S3MediaStore(s3_settings.model_copy(update={"s3_public_url": "https://cdn.example.com/"}))

@@ -401,9 +401,11 @@ def test_flux_preview_streams_while_running(page: Page, server: Server, artifact
 
     preview = page.locator("#preview img")
     expect(preview).to_be_visible(timeout=30_000)
-    assert re.search(r"/files/.+/preview\.jpg$", preview.get_attribute("src") or "")
+    # a preview is never public: its URL is signed for the requester (see README, previews)
+    assert re.search(r"/files/.+/preview\.jpg\?fal_signature=", preview.get_attribute("src") or "")
     expect(page.locator("#progress-text")).to_have_text(re.compile(r"step \d+ / 24"))
     page.wait_for_function("document.querySelector('#preview img').complete")
+    assert page.evaluate("document.querySelector('#preview img').naturalWidth") > 0  # the browser could read it
     shot(page, artifacts, "12-flux-preview")
     expect(page.locator("#status-pill")).to_have_text("Completed", timeout=60_000)
     expect(page.locator("#preview")).to_be_hidden()
@@ -428,6 +430,30 @@ def test_ltx_video_plays_in_the_gallery(page: Page, server: Server, artifacts: P
     expect(page.get_by_role("link", name="Download video")).to_have_attribute("href", result["video"]["url"])
     expect(page.locator("#meta")).to_contain_text(str(result["seed"]))
     shot(page, artifacts, "13-ltx-video")
+
+
+def test_wan_video_plays_in_the_gallery(page: Page, server: Server, artifacts: Path) -> None:
+    """fal-ai/wan/v2.2-5b/text-to-video on the tiny TI2V-5B at fal's 580p 9:16 size
+    (576x1024; the demo makes fal's real sizes), 17 frames, 1 step: the MP4 plays in the
+    gallery at that size, with the seed and the prompt in the result."""
+    open_playground(page, server, "fal-ai/wan/v2.2-5b/text-to-video")
+    expect(page.locator("#endpoint-info .badge.kind-video")).to_have_text("video")
+    field(page, "Prompt").fill("a paper boat on a pond")
+    field(page, "Number of frames").fill("17")
+    field(page, "Number of inference steps").fill("1")
+    page.get_by_label("Resolution").select_option("580p")
+    page.get_by_label("Aspect ratio").select_option("9:16")
+    page.get_by_role("button", name="Run", exact=True).click()
+
+    video = page.locator("#gallery video")
+    expect(video).to_be_visible(timeout=240_000)
+    result = raw_json(page)
+    assert video.get_attribute("src") == result["video"]["url"] and result["prompt"] == "a paper boat on a pond"
+    page.wait_for_function("document.querySelector('#gallery video').readyState >= 1", timeout=15_000)
+    assert video.evaluate("v => [v.videoWidth, v.videoHeight]") == [576, 1024]
+    expect(page.locator("#gallery figcaption")).to_contain_text(re.compile(r"576 × 1024 · [\d.]+ s · MP4"))
+    expect(page.locator("#meta")).to_contain_text(str(result["seed"]))
+    shot(page, artifacts, "13b-wan-video")
 
 
 def test_the_lora_list_editor_uploads_a_lora_and_runs_with_it(page: Page, server: Server, artifacts: Path, tmp_path: Path) -> None:
@@ -465,3 +491,56 @@ def test_the_lora_list_editor_uploads_a_lora_and_runs_with_it(page: Page, server
     page.get_by_role("button", name="Run", exact=True).click()
     expect(page.locator("#gallery img")).to_be_visible(timeout=90_000)
     expect(page.locator("#logs")).to_contain_text("LoRAs applied")
+
+
+def test_several_reference_images_picked_at_once_fill_image_urls(page: Page, server: Server, artifacts: Path) -> None:
+    """FLUX.2 [klein] 4B edit: three local files chosen in one picker fill three image_urls
+    rows in order (as data: URIs); the edit runs and takes the first image's size."""
+    open_playground(page, server, "fal-ai/flux-2/klein/4b/edit")
+    files = []
+    for name, size, color in (("a.png", (96, 64), (200, 40, 40)), ("b.png", (64, 64), (40, 200, 40)), ("c.png", (64, 80), (40, 40, 200))):
+        png = io.BytesIO()
+        Image.new("RGB", size, color).save(png, "PNG")
+        files.append({"name": name, "mimeType": "image/png", "buffer": png.getvalue()})
+    page.get_by_label("Image URLs 1: choose a local file").set_input_files(files)
+    urls = page.locator('[data-field="image_urls"] input[type="url"]')
+    expect(urls).to_have_count(3)
+    for index, file in enumerate(files):
+        expect(urls.nth(index)).to_have_value(re.compile(r"^data:image/png;base64,"))
+        assert base64.b64decode(urls.nth(index).input_value().split(",", 1)[1]) == file["buffer"]
+    field(page, "Prompt").fill("put them together")
+    shot(page, artifacts, "15-flux2-references")
+    page.get_by_role("button", name="Run", exact=True).click()
+    expect(page.locator("#gallery img")).to_be_visible(timeout=120_000)
+    produced = raw_json(page)["images"][0]
+    assert (produced["width"], produced["height"]) == (96, 64)
+
+
+def test_qwen_edit_takes_several_uploaded_images(page: Page, server: Server, artifacts: Path) -> None:
+    """Qwen-Image-Edit-2511's form: one image picker per reference, each local file sent
+    as a data: URI; the result has the last image's size."""
+    open_playground(page, server, "fal-ai/qwen-image-edit-2511")
+    page.get_by_role("button", name="+ Add URL").click()
+    for index, (size, color) in enumerate((((64, 64), (200, 40, 40)), ((48, 32), (40, 200, 40))), start=1):
+        png = io.BytesIO()
+        Image.new("RGB", size, color).save(png, "PNG")
+        page.get_by_label(f"Image URLs {index}: choose a local file").set_input_files({"name": f"{index}.png", "mimeType": "image/png", "buffer": png.getvalue()})
+        expect(page.get_by_label(f"Image URLs {index}", exact=True)).to_have_value(re.compile(r"^data:image/png;base64,"))
+    field(page, "Prompt").fill("put the red square on the green field")
+    field(page, "Number of inference steps").fill("2")
+    field(page, "Guidance scale").fill("1")
+    expect(page.get_by_label("Image size")).to_have_value("")  # no image_size on fal's edit: the last image's size
+    shot(page, artifacts, "17-qwen-edit-inputs")
+    page.get_by_role("button", name="Run", exact=True).click()
+    expect(page.locator("#gallery img")).to_be_visible(timeout=120_000)
+    produced = raw_json(page)["images"][0]
+    assert (produced["width"], produced["height"], produced["content_type"]) == (48, 32, "image/png")
+
+
+def test_z_image_image_to_image_offers_auto_as_its_default_size(page: Page, server: Server, artifacts: Path) -> None:
+    open_playground(page, server, "fal-ai/z-image/turbo/image-to-image")
+    expect(page.get_by_label("Image size")).to_have_value("auto")
+    page.get_by_label("Image size").select_option("square")
+    field(page, "Prompt").fill("a fox")
+    page.locator(".request-preview summary").click()
+    assert json.loads(page.locator("#request-json").text_content() or "{}")["image_size"] == "square"

@@ -71,7 +71,7 @@ async def test_resuming_with_an_upstream_key_no_longer_configured_ends_clearly(t
     """The request was submitted with key k1; the server restarts with only k2: it is not
     submitted again under k2 (the upstream is running it), it ends naming the missing key."""
     fake.hold.set()  # the upstream request stays IN_PROGRESS
-    async with relay_app(tmp_path, up(fake), shutdown_grace_seconds=0) as app:
+    async with relay_app(tmp_path, up(fake), drain_seconds=0) as app:
         auth, submitted = await submit(app, ACME, {})
         rid = submitted["request_id"]
 

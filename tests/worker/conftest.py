@@ -30,6 +30,7 @@ from openfal.reaper import Reaper
 from openfal.store.db import Database
 from openfal.store.media_index import MediaIndex
 from openfal.store.requests import RequestStore
+from openfal.store.workers import WorkerRegistry
 from openfal.worker import Worker
 from tests.support import make_settings, request_values
 
@@ -63,7 +64,9 @@ class Parts:
         """Change settings before the worker is made (leases, attempts, ...)."""
         self.settings = self.settings.model_copy(update=overrides)
 
-    def worker(self, backend: Backend, *, media: MediaStore | None = None, worker_id: str | None = None) -> Worker:
+    def worker(
+        self, backend: Backend, *, media: MediaStore | None = None, worker_id: str | None = None, registry: WorkerRegistry | None = None
+    ) -> Worker:
         return Worker(
             settings=self.settings,
             store=self.store,
@@ -72,6 +75,7 @@ class Parts:
             media_index=self.media_index,
             backends={backend.name: backend},
             worker_id=worker_id,
+            registry=registry,
         )
 
     def reaper(self) -> Reaper:

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 from openfal.endpoints import utility
 from openfal.endpoints.licences import Licence
+from openfal.endpoints.limits import check_prompts
 from openfal.validation import parse_body
 
 
@@ -68,4 +69,5 @@ CATALOG: dict[str, EndpointSpec] = {spec.endpoint_id: spec for spec in _SPECS}
 
 def validate_input(spec: EndpointSpec, body: Any) -> dict[str, Any]:
     """The input with defaults filled in, or ``InputInvalid`` in fal's 422 shape."""
+    check_prompts(spec.endpoint_id, body)  # endpoints/limits.py
     return parse_body(spec.input_model, body).model_dump(mode="json", exclude_none=False)

@@ -73,4 +73,6 @@ Guidance = Annotated[float, Field(ge=1, le=20)]
 NumImages = Annotated[int, Field(ge=1, le=4)]
 Seed = Annotated[int, Field(ge=0, le=2**63 - 1)]
 OutputFormat = Literal["jpeg", "png"]
+#: the newer endpoints (FLUX.2, Qwen-Image 2512/2511, Z-Image) also encode WebP
+OutputFormatWebp = Literal["jpeg", "png", "webp"]
 Acceleration = Literal["none", "regular", "high"]

@@ -49,6 +49,7 @@ class LimitsIn(BaseModel):
     )
     expires_at: float | None = Field(None, gt=0, le=MAX_TIME, description="unix time after which the key stops working")
     max_queued: int | None = Field(None, ge=1, le=MAX_INT32, description="requests the key may have waiting at once (more: 429)")
+    commercial_only: bool = Field(False, description="only endpoints whose catalog licence allows commercial use (others: 403 naming it)")
 
 
 class KeyIn(LimitsIn):
@@ -136,6 +137,44 @@ async def redeliver(
     return {"id": delivery_id, "state": "pending"}
 
 
+@router.get("/queues")
+async def queues(request: Request, _: ApiKey | None = Depends(admin_key)) -> dict[str, list[dict[str, Any]]]:
+    """The console's queue view. ``pools``: each worker pool of ``OPENFAL_POOLS``, from
+    the ``openfal_pool_queue`` view KEDA reads (requests waiting and running, the oldest
+    wait) with its endpoints and the live workers that claim only them (workers, slots,
+    busy slots). ``backends``: the same counts per backend, pooled or not (Prometheus has
+    both as gauges)."""
+    rt = runtime(request)
+    members = await rt.pool_queues.members()
+    pool_capacity = await rt.registry.pool_capacity(members)
+    pools = [
+        {
+            "pool": q.pool,
+            "queued": q.queued,
+            "running": q.running,
+            "oldest_wait_seconds": round(q.oldest_wait_seconds, 3),
+            **pool_capacity.get(q.pool, {"workers": 0, "slots": 0, "busy": 0}),
+            "endpoints": sorted(members.get(q.pool, ())),
+        }
+        for q in await rt.pool_queues.queues()
+    ]
+    counts = await rt.requests.counts_by_backend()
+    capacity = await rt.registry.capacity()
+    backends = [
+        {
+            "backend": backend,
+            "queued": counts.get(("IN_QUEUE", backend), 0),
+            "running": counts.get(("IN_PROGRESS", backend), 0),
+            "workers": capacity.get(backend, {}).get("workers", 0),
+            "slots": capacity.get(backend, {}).get("slots", 0),
+            "busy": capacity.get(backend, {}).get("busy", 0),
+            "endpoints": [route.endpoint_id for route in rt.router.endpoints() if route.backend == backend],
+        }
+        for backend in rt.backends
+    ]
+    return {"pools": pools, "backends": backends}
+
+
 @router.get("/workers")
 async def worker_list(request: Request, _: ApiKey | None = Depends(admin_key)) -> list[dict[str, Any]]:
     """Processes running workers as they last reported: slots, busy slots and each
@@ -154,4 +193,8 @@ async def prometheus(request: Request, _: ApiKey | None = Depends(admin_key)) ->
         metrics.RUNNING.labels(backend).set(counts.get(("IN_PROGRESS", backend), 0))
         metrics.CLUSTER_SLOTS.labels(backend).set(capacity.get(backend, {}).get("slots", 0))
         metrics.CLUSTER_BUSY.labels(backend).set(capacity.get(backend, {}).get("busy", 0))
+    for pool in await runtime(request).pool_queues.queues():
+        metrics.POOL_QUEUED.labels(pool.pool).set(pool.queued)
+        metrics.POOL_RUNNING.labels(pool.pool).set(pool.running)
+        metrics.POOL_OLDEST_WAIT.labels(pool.pool).set(pool.oldest_wait_seconds)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

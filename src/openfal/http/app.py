@@ -8,12 +8,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from openfal import __version__
+from openfal import __version__, log_redaction
 from openfal.config import Settings
 from openfal.http import (
     admin_routes,
+    media_access_routes,
     misc_routes,
     openai_routes,
+    platform_routes,
     playground,
     queue_routes,
     realtime_routes,
@@ -22,6 +24,7 @@ from openfal.http import (
     stream_routes,
 )
 from openfal.http.errors import HANDLERS
+from openfal.http.guard import RequestGuard
 from openfal.http.hot_routes import HotRoutes
 from openfal.http.middleware import RequestIdMiddleware
 from openfal.http.proxy import FalProxyMiddleware
@@ -33,6 +36,8 @@ ROUTERS = (
     misc_routes.router,
     admin_routes.router,
     admin_routes.metrics_router,
+    platform_routes.router,  # before the OpenAI routes: /v1/models answers both
+    media_access_routes.router,
     storage_routes.router,
     relay_routes.router,
     openai_routes.router,
@@ -47,6 +52,7 @@ EXPOSED_HEADERS = ("x-fal-request-id", "x-fal-error-type", "x-fal-request-timeou
 def create_app(settings: Settings | None = None, *, runtime: Runtime | None = None) -> FastAPI:
     settings = settings or (runtime.settings if runtime else Settings())
     rt = runtime or Runtime(settings)
+    log_redaction.install()  # uvicorn logs handshakes' query strings: realtime tokens
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -69,6 +75,7 @@ def create_app(settings: Settings | None = None, *, runtime: Runtime | None = No
     for exc_type, handler in HANDLERS.items():
         app.add_exception_handler(exc_type, handler)
     app.add_middleware(HotRoutes, routers=ROUTERS)  # submit and status, answered before routing
+    app.add_middleware(RequestGuard)  # NUL, the admin door and body bounds, on the path a proxied call names
     app.add_middleware(FalProxyMiddleware)  # a proxied call is routed as the call it names
     app.add_middleware(RequestIdMiddleware)
     if settings.cors_origins:

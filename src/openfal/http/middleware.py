@@ -9,7 +9,6 @@ import re
 import uuid
 from typing import Any
 
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openfal.http.errors import internal_error
@@ -18,18 +17,6 @@ HEADER = b"x-fal-request-id"
 log = logging.getLogger("openfal.http")
 #: what may be echoed in the header: printable ASCII (request ids are UUIDs)
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]{1,128}")
-
-
-def _refuse_nul(scope: Scope) -> ASGIApp | None:
-    """A NUL in the path or query can name nothing openfal stores (PostgreSQL refuses it
-    in text): answered here, in fal's shape, before any route or the database sees it."""
-    if "\x00" in scope.get("path", ""):
-        return JSONResponse({"detail": "Path not found"}, status_code=404)
-    query: bytes = scope.get("query_string", b"")
-    if b"%00" in query or b"\x00" in query:
-        detail = [{"loc": ["query"], "msg": "Query parameters must not contain NUL (%00) characters", "type": "value_error"}]
-        return JSONResponse({"detail": detail}, status_code=422)
-    return None
 
 
 class RequestIdMiddleware:
@@ -42,7 +29,6 @@ class RequestIdMiddleware:
             return
         state: dict[str, Any] = scope.setdefault("state", {})
         started = False
-        refusal = _refuse_nul(scope)
 
         async def send_with_id(message: Message) -> None:
             nonlocal started
@@ -57,7 +43,7 @@ class RequestIdMiddleware:
             await send(message)
 
         try:
-            await (refusal or self.app)(scope, receive, send_with_id)
+            await self.app(scope, receive, send_with_id)
         except Exception:
             # fal's shape for an unexpected error, still carrying the request id
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))

@@ -12,6 +12,8 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from openfal.endpoints.catalog import CATALOG
 from openfal.errors import UnknownEndpoint
 from openfal.http.deps import base_url, current_key, runtime
+from openfal.http.errors import error_response
+from openfal.http.media_access_routes import check_file
 from openfal.http.openapi import endpoint_openapi
 from openfal.http.wire import request_urls
 from openfal.key_admin import key_json
@@ -62,16 +64,19 @@ async def files(key: str, request: Request) -> Response:
     on its own host (multipart uploads, whose part URLs the Python client derives from
     the file URL) redirect to the bucket."""
     store = runtime(request).media
+    if not is_valid_key(key):
+        return error_response({"detail": "File not found"}, 404)
+    # a file with an ACL is served only to whom it allows (or on a signed URL)
+    public = await check_file(request, key)
     if not isinstance(store, LocalMediaStore):
-        if not is_valid_key(key):
-            return JSONResponse({"detail": "File not found"}, status_code=404)
         return RedirectResponse(store.url(key, base_url(request)), status_code=307)
     path = store.path(key)
     if path is None:
-        return JSONResponse({"detail": "File not found"}, status_code=404)
+        return error_response({"detail": "File not found"}, 404)
     # Anyone with a key may upload any file, and these URLs share the playground's origin
     # (where the API key lives): uploaded HTML or SVG must never run as a page here.
-    headers = {"Cache-Control": "public, max-age=604800, immutable", "X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
+    cache = "public, max-age=604800, immutable" if public else "private, no-store"
+    headers = {"Cache-Control": cache, "X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"}
     media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     if media_type.startswith(INLINE_TYPES) and media_type not in ACTIVE_TYPES:
         return FileResponse(path, media_type=media_type, headers=headers)

@@ -23,6 +23,7 @@ from openfal import openai_images
 from openfal.errors import OpenfalError, PayloadTooLarge
 from openfal.http import queue_routes, stream_routes
 from openfal.http.deps import base_url, current_key, json_body, runtime
+from openfal.http.errors import error_response
 from openfal.http.wire import submit_options
 from openfal.media.names import new_key
 from openfal.models import ApiKey, MediaBlob
@@ -33,10 +34,13 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 
 #: what ``/v1/images/edits`` accepts as images
 IMAGE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/avif")
+#: a multipart text field (a prompt, a model name): no endpoint takes more
+MAX_FIELD_BYTES = 1024 * 1024
 
 
 def _error(exc: OpenAIError) -> JSONResponse:
-    return JSONResponse(exc.body(), status_code=exc.status_code)
+    """OpenAI's error shape, with fal's ``error_type`` and ``X-Fal-Error-Type`` beside it."""
+    return error_response(exc.body(), exc.status_code)
 
 
 @router.post("/images/generations", summary="Create images (OpenAI Images API)")
@@ -66,10 +70,8 @@ async def edits(request: Request) -> Response:
         rt = runtime(request)
         if not request.headers.get("content-type", "").startswith("multipart/form-data"):
             raise bad("/v1/images/edits takes multipart/form-data with 'image' and 'prompt'")
-        declared = request.headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > rt.settings.max_body_bytes:
-            raise PayloadTooLarge(f"Request body larger than {rt.settings.max_body_bytes} bytes")
-        async with request.form(max_files=16, max_fields=64, max_part_size=rt.settings.max_upload_bytes) as form:
+        # the whole body is bounded as it streams (http/guard.py); text fields to 1 MiB
+        async with request.form(max_files=16, max_fields=64, max_part_size=MAX_FIELD_BYTES) as form:
             if form.get("mask") is not None:
                 raise bad("Masks are not supported: FLUX Kontext and image-to-image edit the whole image from the prompt", "mask", "unsupported_parameter")
             files = [f for name in ("image", "image[]") for f in form.getlist(name) if isinstance(f, UploadFile)]
@@ -91,40 +93,6 @@ async def edits(request: Request) -> Response:
         return _error(openai_images.from_openfal(exc))
     except OpenAIError as exc:
         return _error(exc)
-
-
-@router.get("/models", summary="Models usable with the Images API")
-async def models(request: Request) -> Response:
-    """The aliases, then every image endpoint this server serves."""
-    try:
-        await current_key(request)
-    except OpenfalError as exc:
-        return _error(openai_images.from_openfal(exc))
-    return JSONResponse({"object": "list", "data": [_model(name) for name in _model_names(request)]})
-
-
-@router.get("/models/{model:path}", summary="One model")
-async def model(model: str, request: Request) -> Response:
-    try:
-        await current_key(request)
-    except OpenfalError as exc:
-        return _error(openai_images.from_openfal(exc))
-    if model not in _model_names(request):
-        return _error(OpenAIError(404, f"The model '{model}' does not exist", param="model", code="model_not_found"))
-    return JSONResponse(_model(model))
-
-
-def _model_names(request: Request) -> list[str]:
-    rt = runtime(request)
-    names = dict.fromkeys([*rt.settings.openai_model_aliases, *rt.settings.openai_edit_model_aliases])
-    for route in rt.router.endpoints():
-        if route.spec is not None and route.spec.kind == "image":
-            names[route.endpoint_id] = None
-    return list(names)
-
-
-def _model(name: str) -> dict[str, Any]:
-    return {"id": name, "object": "model", "created": 0, "owned_by": "openfal"}
 
 
 async def _store_image(request: Request, upload: UploadFile) -> str:

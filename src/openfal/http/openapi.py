@@ -20,7 +20,7 @@ _QUEUE_STATUS = {
         "status_url": {"type": "string"},
         "cancel_url": {"type": "string"},
         "queue_position": {"type": "integer"},
-        "logs": {"type": "array", "nullable": True, "items": {"type": "object"}},
+        "logs": {"type": ["array", "null"], "items": {"type": "object"}},
         "metrics": {"type": "object"},
         "error": {"type": "string"},
         "error_type": {"type": "string"},
@@ -47,7 +47,7 @@ def endpoint_openapi(spec: EndpointSpec, server_url: str) -> dict[str, Any]:
     request_id = [{"name": "request_id", "in": "path", "required": True, "schema": {"type": "string"}}]
     status_ref = {"$ref": "#/components/schemas/QueueStatus"}
     return {
-        "openapi": "3.0.4",
+        "openapi": "3.1.0",
         "info": {"title": spec.title, "version": "1.0.0", "x-fal-metadata": {"endpointId": spec.endpoint_id}, **_licence(spec)},
         "servers": [{"url": server_url}],
         "components": {"schemas": components, "securitySchemes": {"apiKeyAuth": {"type": "apiKey", "in": "header", "name": "Authorization", "description": "Key <key>"}}},

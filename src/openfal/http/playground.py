@@ -11,7 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter
-from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, RedirectResponse, Response
+
+from openfal.http.errors import error_response
 
 STATIC = Path(__file__).parent / "static"
 TYPES = {
@@ -31,6 +33,12 @@ async def index() -> Response:
     return FileResponse(STATIC / "index.html", media_type=TYPES[".html"], headers=HEADERS)
 
 
+@router.get("/console")
+async def console() -> Response:
+    """The operator's console (an admin key; built on the Platform API)."""
+    return FileResponse(STATIC / "console.html", media_type=TYPES[".html"], headers=HEADERS)
+
+
 @router.get("/playground")
 async def playground_root() -> Response:
     return RedirectResponse("/", status_code=307)
@@ -42,5 +50,5 @@ async def asset(name: str) -> Response:
     path = STATIC / name
     media_type = TYPES.get(path.suffix)
     if media_type is None or "/" in name or name.startswith(".") or not path.is_file():
-        return JSONResponse({"detail": f"Path /playground/{name} not found"}, status_code=404)
+        return error_response({"detail": f"Path /playground/{name} not found"}, 404)
     return FileResponse(path, media_type=media_type, headers=HEADERS)

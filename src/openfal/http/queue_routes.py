@@ -15,6 +15,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from openfal.endpoints.ids import normalize_endpoint, parse_request_path
 from openfal.errors import RequestNotFound, UnknownEndpoint
 from openfal.http.deps import base_url, current_key, json_body, runtime
+from openfal.http.errors import error_response
 from openfal.http.wire import status_body, submit_body, submit_options
 from openfal.models import ApiKey, RequestRecord
 from openfal.runtime import Runtime
@@ -82,7 +83,7 @@ async def run_other_methods(path: str) -> Response:
 
 
 def _not_allowed(allow: str) -> JSONResponse:
-    return JSONResponse({"detail": "Method Not Allowed"}, status_code=405, headers={"Allow": allow})
+    return error_response({"detail": "Method Not Allowed"}, 405, {"Allow": allow})
 
 
 async def _disconnected(request: Request) -> None:
@@ -107,7 +108,7 @@ async def read(path: str, request: Request, logs: str | None = None, key: ApiKey
     if target is None:
         if normalize_endpoint(path) is not None:  # an endpoint: it takes POST
             return _not_allowed("POST")
-        return JSONResponse({"detail": f"Path /{path} not found"}, status_code=404)
+        return error_response({"detail": f"Path /{path} not found"}, 404)
     request.state.fal_request_id = target.request_id
     service = runtime(request).service
     with_logs = (logs or "").lower() in TRUE
@@ -122,7 +123,7 @@ async def read(path: str, request: Request, logs: str | None = None, key: ApiKey
         )
     if target.action == "result":
         return _result_response(await service.result(target.app, target.request_id, key))
-    return JSONResponse({"detail": "Use PUT to cancel"}, status_code=405, headers={"Allow": "PUT"})  # GET .../cancel
+    return error_response({"detail": "Use PUT to cancel"}, 405, {"Allow": "PUT"})
 
 
 async def status_response(rt: Runtime, app: str, request_id: str, key: ApiKey | None, *, with_logs: bool) -> Response:
@@ -140,16 +141,20 @@ async def cancel(path: str, request: Request, key: ApiKey | None = Depends(curre
     if target is not None and target.action != "cancel":
         return _not_allowed("GET")
     if target is None:
-        return JSONResponse({"detail": f"Path /{path} not found"}, status_code=404)
+        return error_response({"detail": f"Path /{path} not found"}, 404)
     request.state.fal_request_id = target.request_id
     try:
         outcome = await runtime(request).service.cancel(target.app, target.request_id, key)
     except RequestNotFound:
-        return JSONResponse({"status": "NOT_FOUND"}, status_code=404)
+        return error_response({"status": "NOT_FOUND"}, 404)
+    if CANCEL_CODES[outcome] >= 400:
+        return error_response({"status": outcome}, CANCEL_CODES[outcome])
     return JSONResponse({"status": outcome}, status_code=CANCEL_CODES[outcome])
 
 
 def _result_response(result: Result) -> Response:
+    if result.status_code >= 400:
+        return error_response(result.body, result.status_code, result.headers)
     return JSONResponse(result.body, status_code=result.status_code, headers=result.headers)
 
 

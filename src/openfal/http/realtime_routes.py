@@ -3,8 +3,9 @@ WebSocket (also under ``/run/``, for clients whose run host is ``host/run``).
 
 Each message on the socket is one request on the queue (billed, scoped, in the
 history like any other) whose output comes back as one msgpack frame, in order. At
-most ``max_buffering`` messages (1-60, default 1) wait on a connection; past that the
-server stops reading, so a fast sender is slowed down rather than losing messages.
+most ``max_buffering`` messages (1-60, default 1), and ``MAX_BUFFERED_BYTES`` of them,
+wait on a connection; past that the server stops reading, so a fast sender is slowed
+down rather than losing messages (or filling the server's memory).
 Closing the socket cancels what is still running. Authentication: ``?fal_jwt_token=``
 from ``/tokens/`` (both clients' default), or ``Authorization: Key|Bearer`` on the
 handshake (fal-client's ``use_jwt=False``). A refused handshake is an HTTP 403."""
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from typing import Any
 
 import anyio
@@ -65,7 +67,7 @@ async def realtime_socket(websocket: WebSocket, path: str) -> None:
         await websocket.close(code=REFUSED)
         return
     await websocket.accept()
-    inbox: asyncio.Queue[dict[str, Any] | str] = asyncio.Queue(maxsize=buffering)
+    inbox = Inbox(buffering)
     runner = asyncio.ensure_future(_serve(rt, websocket, endpoint_id, key, inbox))
     try:
         await _read(websocket, inbox, runner)
@@ -82,10 +84,42 @@ async def _authenticate(websocket: WebSocket, endpoint_id: str) -> ApiKey | None
     return key
 
 
-async def _read(websocket: WebSocket, inbox: asyncio.Queue[dict[str, Any] | str], runner: asyncio.Future[None]) -> None:
+class Inbox:
+    """The messages waiting on one socket, in order: at most ``count`` of them and
+    ``realtime.MAX_BUFFERED_BYTES`` together (one larger than that may wait alone)."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        self.size = 0
+        self._items: deque[tuple[dict[str, Any] | str, int]] = deque()
+        self._changed = asyncio.Event()
+
+    def _full(self, size: int) -> bool:
+        return bool(self._items) and (len(self._items) >= self.count or self.size + size > realtime.MAX_BUFFERED_BYTES)
+
+    async def put(self, item: dict[str, Any] | str, size: int) -> None:
+        """Wait until the message fits, then queue it."""
+        while self._full(size):
+            self._changed.clear()
+            await self._changed.wait()
+        self._items.append((item, size))
+        self.size += size
+        self._changed.set()
+
+    async def get(self) -> dict[str, Any] | str:
+        while not self._items:
+            self._changed.clear()
+            await self._changed.wait()
+        item, size = self._items.popleft()
+        self.size -= size
+        self._changed.set()
+        return item
+
+
+async def _read(websocket: WebSocket, inbox: Inbox, runner: asyncio.Future[None]) -> None:
     """Frames into the inbox until the client leaves; ``put`` waits while the inbox is
-    full, which is the backpressure. Undecodable frames are queued as their error so
-    answers stay in message order."""
+    full, which is the backpressure (nothing more is read meanwhile). Undecodable
+    frames are queued as their error so answers stay in message order."""
     while not runner.done():
         try:
             message = await websocket.receive()
@@ -93,18 +127,20 @@ async def _read(websocket: WebSocket, inbox: asyncio.Queue[dict[str, Any] | str]
             return
         if message["type"] == "websocket.disconnect":
             return
+        size = realtime.frame_size(message)
         try:
             item: dict[str, Any] | str = realtime.decode_frame(message)
         except realtime.FrameError as exc:
             item = str(exc)
-        put = asyncio.ensure_future(inbox.put(item))
+        del message  # what waits is the decoded input, not the frame too
+        put = asyncio.ensure_future(inbox.put(item, size))
         await asyncio.wait({put, runner}, return_when=asyncio.FIRST_COMPLETED)
         if not put.done():
             put.cancel()
             return
 
 
-async def _serve(rt: Runtime, websocket: WebSocket, endpoint_id: str, key: ApiKey | None, inbox: asyncio.Queue[dict[str, Any] | str]) -> None:
+async def _serve(rt: Runtime, websocket: WebSocket, endpoint_id: str, key: ApiKey | None, inbox: Inbox) -> None:
     base_url = rt.settings.public_base_url or str(websocket.base_url).replace("ws", "http", 1).rstrip("/")
     while True:
         item = await inbox.get()

@@ -41,11 +41,23 @@ def _lifecycle(request: Request) -> MediaLifecycle:
     return parse_lifecycle(request.headers.get("x-fal-object-lifecycle") or request.headers.get("x-fal-object-lifecycle-preference"))
 
 
-async def _store(request: Request, key: str, content_type: str, data: bytes) -> str:
+async def _kept(request: Request, key_id: str | None, lifecycle: MediaLifecycle) -> MediaLifecycle:
+    """The upload's preference, what it leaves open from the key's storage settings."""
+    if key_id is None or not (lifecycle.keeps_default or lifecycle.acl is None):
+        return lifecycle
+    return lifecycle.over(await runtime(request).media_index.defaults(key_id))
+
+
+async def _index(request: Request, media_key: str, size: int, key_id: str | None, lifecycle: MediaLifecycle) -> None:
+    kept = await _kept(request, key_id, lifecycle)
+    await runtime(request).media_index.add(media_key, size, ttl=kept.ttl, keep_forever=kept.keep_forever, key_id=key_id, acl=kept.acl)
+
+
+async def _store(request: Request, key: str, content_type: str, data: bytes, key_id: str | None) -> str:
     rt = runtime(request)
     lifecycle = _lifecycle(request)
     await rt.media.put(MediaBlob(data, content_type), key)
-    await rt.media_index.add(key, len(data), ttl=lifecycle.ttl, keep_forever=lifecycle.keep_forever)
+    await _index(request, key, len(data), key_id, lifecycle)
     return rt.media.url(key, base_url(request))
 
 
@@ -69,11 +81,11 @@ async def cdn_token(request: Request, key: ApiKey | None = Depends(current_key))
 
 @router.post("/files/upload")
 async def upload(request: Request) -> dict[str, Any]:
-    await uploader(request)
+    key_id = await uploader(request)
     data = await read_body(request, runtime(request).settings.max_upload_bytes)
     content_type = request.headers.get("content-type") or DEFAULT_CONTENT_TYPE
     key = new_key(content_type, request.headers.get("x-fal-file-name"))
-    return {"access_url": await _store(request, key, content_type, data)}
+    return {"access_url": await _store(request, key, content_type, data, key_id)}
 
 
 class InitiateUpload(BaseModel):
@@ -102,7 +114,7 @@ async def put_upload(ticket: str, request: Request) -> JSONResponse:
         raise Unauthorized("Invalid or expired upload URL")
     data = await read_body(request, runtime(request).settings.max_upload_bytes)
     content_type = request.headers.get("content-type") or opened.content_type
-    await _store(request, opened.media_key, content_type, data)
+    await _store(request, opened.media_key, content_type, data, opened.key_id)
     return JSONResponse({}, status_code=200)
 
 
@@ -154,7 +166,7 @@ async def _complete(request: Request, ticket: Ticket) -> str:
     size = await rt.media.finish_upload(
         ticket.media_key, ticket.upload_id, [(p.partNumber, p.etag) for p in body.parts], rt.settings.max_multipart_upload_bytes
     )
-    await rt.media_index.add(ticket.media_key, size, ttl=ticket.lifecycle.ttl, keep_forever=ticket.lifecycle.keep_forever)
+    await _index(request, ticket.media_key, size, ticket.key_id, ticket.lifecycle)
     return _files_url(request, ticket.media_key)
 
 

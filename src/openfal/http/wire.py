@@ -44,7 +44,21 @@ def submit_options(headers: Mapping[str, str], query: Mapping[str, str]) -> Subm
         no_retry=(headers.get("x-fal-no-retry") or "").lower() in {"1", "true", "yes"},
         lifecycle=lifecycle,
         idempotency_key=idempotency_key,
+        runner_hint=_runner_hint(headers.get("x-fal-runner-hint")),
     )
+
+
+#: a runner hint longer than this cannot name anything a worker advertises
+MAX_RUNNER_HINT = 255
+
+
+def _runner_hint(value: str | None) -> str | None:
+    """fal's best-effort routing hint: matched exactly, so kept as sent (empty: none)."""
+    if not value:
+        return None
+    if len(value) > MAX_RUNNER_HINT or not value.isprintable():
+        raise BadRequest(f"X-Fal-Runner-Hint must be at most {MAX_RUNNER_HINT} printable characters")
+    return value
 
 
 def _idempotency_key(value: str | None) -> str | None:

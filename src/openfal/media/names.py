@@ -40,7 +40,10 @@ def files_key(url: str) -> str | None:
     """The key in an openfal ``/files/{key}`` URL (any host), if the URL is one."""
     if not url.startswith(("http://", "https://")):
         return None
-    path = urlsplit(url).path
+    try:
+        path = urlsplit(url).path
+    except ValueError:  # not a URL after all ("http://[::1": an unclosed IPv6 host)
+        return None
     key = path[len(FILES_PREFIX) :] if path.startswith(FILES_PREFIX) else ""
     return key if is_valid_key(key) else None
 

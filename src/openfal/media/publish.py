@@ -54,12 +54,12 @@ async def _file(blob: MediaBlob, media: MediaStore, base_url: str, inline: bool,
     return file
 
 
-async def publish_preview(preview: Preview, *, media: MediaStore, base_url: str, on_stored: OnStored | None = None) -> str:
-    """The URL of a step preview, stored like a result's files (a data URI would bloat
-    every status poll and SSE event that carries it)."""
+async def publish_preview(preview: Preview, *, media: MediaStore, on_stored: OnStored | None = None) -> str:
+    """The media key of a step preview, stored like a result's files (a data URI would
+    bloat every status poll and SSE event that carries it); its URL is the caller's to
+    make (attempt.py signs it: previews are not public)."""
     blob = MediaBlob(preview.data, preview.content_type, "preview.jpg")
-    key = await _put(blob, media, on_stored)
-    return media.url(key, base_url)
+    return await _put(blob, media, on_stored)
 
 
 async def _put(blob: MediaBlob, media: MediaStore, on_stored: OnStored | None) -> str:

@@ -64,6 +64,12 @@ class S3MediaStore:
             return own
         if not url.startswith(("http://", "https://")):
             return None
+        try:
+            return self._bucket_key(url)
+        except ValueError:  # an unparseable URL names no file of ours
+            return None
+
+    def _bucket_key(self, url: str) -> str | None:
         if self.public_url and url.startswith(f"{self.public_url}/"):
             path = urlsplit(url).path[len(urlsplit(self.public_url).path) :]
         else:

@@ -18,7 +18,7 @@ from openfal.store.db import Database
 from openfal.store.schema import api_keys
 
 #: what set_limits may change
-LIMITS = frozenset({"max_concurrent", "rpm", "endpoints", "expires_at", "max_queued"})
+LIMITS = frozenset({"max_concurrent", "rpm", "endpoints", "expires_at", "max_queued", "commercial_only"})
 
 
 def hash_secret(secret: str) -> str:
@@ -27,6 +27,8 @@ def hash_secret(secret: str) -> str:
 
 def _limit_values(limits: Mapping[str, Any]) -> dict[str, Any]:
     allowed = {k: v for k, v in limits.items() if k in LIMITS}
+    if "commercial_only" in allowed:
+        allowed["commercial_only"] = bool(allowed["commercial_only"])
     if allowed.get("endpoints") is not None:
         allowed["endpoints"] = list(allowed["endpoints"])
     return allowed
@@ -45,6 +47,7 @@ def _key(row: sa.Row[Any]) -> ApiKey:
         endpoints=tuple(row.endpoints) if row.endpoints is not None else None,
         expires_at=row.expires_at,
         max_queued=row.max_queued,
+        commercial_only=bool(row.commercial_only),
     )
 
 

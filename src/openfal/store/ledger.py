@@ -35,27 +35,42 @@ async def credit(conn: AsyncConnection, key_id: str, amount_micros: int) -> None
         .where(api_keys.c.id == key_id)
         .values(balance_micros=sa.func.coalesce(api_keys.c.balance_micros, 0) + amount_micros)
     )
-    await conn.execute(
-        ledger.insert().values(
-            key_id=key_id, kind="credit", amount_micros=amount_micros, images=0, megapixels=0.0, video_seconds=0.0, created_at=time.time()
-        )
-    )
+    await conn.execute(ledger.insert().values(entry(key_id, None, None, "credit", amount_micros)))
 
 
-async def settle(tx: Transaction, record: RequestRecord, *, reserved: int, charge: int, got: Usage) -> None:
+@dataclass(frozen=True, slots=True)
+class Billed:
+    """What a charge row keeps beside its amount, for the Platform API's usage line
+    items (unit x units) and analytics (status class)."""
+
+    unit: str
+    units: float
+    status_code: int
+
+
+async def settle(tx: Transaction, record: RequestRecord, *, reserved: int, charge: int, got: Usage, billed: Billed) -> None:
     """Release the reserve (a submit took it: see submit_statements.py) and charge
-    what was delivered, in one go."""
+    what was delivered, in one go. The charge row carries the request's queue wait and
+    run time (analytics percentiles), so it outlives the request's own record."""
     if record.key_id is not None:
         await tx.conn.execute(_SETTLE, {"k_id": record.key_id, "reserved": reserved, "charge": charge})
     release = entry(record.key_id, record.id, record.endpoint_id, "release", reserved)
     charge_entry = entry(record.key_id, record.id, record.endpoint_id, "charge", -charge, got, outcome=record.error_type or "ok")
+    ended = record.completed_at or time.time()
+    charge_entry |= {
+        "status_code": billed.status_code,
+        "unit": billed.unit,
+        "units": billed.units,
+        "queue_seconds": max(0.0, (record.started_at or ended) - record.created_at),
+        "run_seconds": max(0.0, ended - record.started_at) if record.started_at is not None else None,
+    }
     await tx.conn.execute(_INSERT, [release, charge_entry])  # both rows in one statement
 
 
 def entry(
-    key_id: str | None, request_id: str, endpoint_id: str, kind: str, amount: int, got: Usage = Usage(), *, outcome: str | None = None
+    key_id: str | None, request_id: str | None, endpoint_id: str | None, kind: str, amount: int, got: Usage = Usage(), *, outcome: str | None = None
 ) -> dict[str, Any]:
-    """A ledger row's values."""
+    """A ledger row's values (every column: the submit's statement binds them all)."""
     return {
         "key_id": key_id,
         "request_id": request_id,
@@ -67,6 +82,12 @@ def entry(
         "video_seconds": got.video_seconds,
         "outcome": outcome,
         "created_at": time.time(),
+        "status_code": None,
+        "unit": None,
+        "units": None,
+        "queue_seconds": None,
+        "run_seconds": None,
+        "rolled_up": False,
     }
 
 

@@ -8,14 +8,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from openfal.notify import Notifier
 from openfal.store.changes import Transaction, Transactions
 from openfal.store.db import Database
-from openfal.store.schema import webhooks
+from openfal.store.schema import requests, webhooks
 from openfal.store.views import StatusCache
 
 _W = webhooks.c
+#: a claim looks again (past what other deliverers took meanwhile) this many times at most
+CLAIM_ROUNDS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +28,8 @@ class Delivery:
     url: str
     body: str
     attempts: int
+    #: the API key of the request ("" without one): deliveries are fair between keys
+    key: str = ""
 
 
 async def enqueue(tx: Transaction, *, request_id: str, url: str, body: str) -> None:
@@ -54,30 +59,68 @@ class OutboxStore:
             due = (await conn.execute(sa.select(sa.func.min(starts)).where(_W.state == "pending"))).scalar()
         return float(due) if due is not None else None
 
-    async def claim_due(self, *, limit: int, lock_seconds: float) -> list[Delivery]:
+    async def claim_due(self, *, limit: int, lock_seconds: float, per_key: int | None = None, busy: dict[str, int] | None = None) -> list[Delivery]:
+        """Lock up to ``limit`` due deliveries for one attempt each, oldest due first.
+        ``per_key``: at most that many of one key's deliveries in flight, counting the
+        caller's ``busy`` ones (key -> in flight): one key's deliveries, however many
+        are due, never take every slot."""
         now = time.time()
-        due = (
-            sa.select(_W.id)
-            .where(
-                _W.state == "pending",
-                _W.next_attempt_at <= now,
-                sa.or_(_W.locked_until.is_(None), _W.locked_until < now),
-            )
-            .order_by(_W.next_attempt_at)
-            .limit(limit)
-        )
-        if not self.db.is_sqlite:
-            due = due.with_for_update(skip_locked=True)
+        ready = [_W.state == "pending", _W.next_attempt_at <= now, sa.or_(_W.locked_until.is_(None), _W.locked_until < now)]
+        taken = dict(busy or {})
+        claimed: list[Delivery] = []
+        tried: list[int] = []
         async with self.db.write() as conn:
-            rows = (
-                await conn.execute(
-                    webhooks.update()
-                    .where(_W.id.in_(due.scalar_subquery()))
-                    .values(locked_until=now + lock_seconds, attempts=_W.attempts + 1)
-                    .returning(_W.id, _W.request_id, _W.url, _W.body, _W.attempts)
-                )
-            ).all()
-        return [Delivery(r.id, r.request_id, r.url, r.body, r.attempts) for r in rows]
+            for _ in range(CLAIM_ROUNDS):  # again, past the ones other deliverers took meanwhile
+                chosen = await self._choose(conn, ready, tried, limit - len(claimed), per_key, taken)
+                if not chosen:
+                    break
+                tried += chosen
+                which = _W.id.in_(list(chosen))
+                if not self.db.is_sqlite:  # skip, not wait for, what another deliverer holds
+                    which = _W.id.in_(sa.select(_W.id).where(which, *ready).with_for_update(skip_locked=True).scalar_subquery())
+                rows = (
+                    await conn.execute(
+                        webhooks.update()
+                        .where(which, *ready)
+                        .values(locked_until=now + lock_seconds, attempts=_W.attempts + 1)
+                        .returning(_W.id, _W.request_id, _W.url, _W.body, _W.attempts)
+                    )
+                ).all()
+                for r in rows:
+                    claimed.append(Delivery(r.id, r.request_id, r.url, r.body, r.attempts, chosen[r.id]))
+                    taken[chosen[r.id]] = taken.get(chosen[r.id], 0) + 1
+                if len(claimed) >= limit or len(rows) == len(chosen):
+                    break
+        return claimed
+
+    async def _choose(
+        self, conn: AsyncConnection, ready: list[Any], tried: list[int], limit: int, per_key: int | None, taken: dict[str, int]
+    ) -> dict[int, str]:
+        """Up to ``limit`` due deliveries (id -> key), oldest due first, none of a key
+        already holding ``per_key`` (``taken``), none of ``tried``."""
+        key = sa.func.coalesce(requests.c.key_id, "")
+        rank = sa.func.row_number().over(partition_by=key, order_by=(_W.next_attempt_at, _W.id))
+        ranked = (
+            sa.select(_W.id, _W.next_attempt_at, key.label("key"), rank.label("rank"))
+            .select_from(webhooks.outerjoin(requests, requests.c.id == _W.request_id))
+            .where(*ready, *([_W.id.not_in(tried)] if tried else []))
+            .subquery()
+        )
+        # each key's oldest due ones first, at most per_key of them: enough to fill the
+        # free slots whatever the busy keys may not take
+        due = sa.select(ranked.c.id, ranked.c.key).order_by(ranked.c.next_attempt_at, ranked.c.id)
+        if per_key is not None:
+            due = due.where(ranked.c.rank <= per_key)
+        chosen: dict[int, str] = {}
+        counted = dict(taken)
+        for delivery_id, owner in (await conn.execute(due.limit(limit + sum(taken.values())))).all():
+            if len(chosen) == limit:
+                break
+            if per_key is not None and counted.get(owner, 0) >= per_key:
+                continue
+            chosen[delivery_id] = owner
+            counted[owner] = counted.get(owner, 0) + 1
+        return chosen
 
     async def delivered(self, delivery_id: int, status: int) -> None:
         await self._update(delivery_id, state="delivered", delivered_at=time.time(), last_status=status, last_error=None)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import fields
 from functools import partial
@@ -20,8 +20,9 @@ from openfal.errors import InsufficientCredit, RateLimited
 from openfal.models import LogEntry, RequestRecord, Status
 from openfal.notify import Notifier
 from openfal.store.changes import CHANNEL, SEQ_PLACEHOLDER, Notice, Transaction, Transactions
-from openfal.store.claim_statements import NO_KEY, ClaimStatements
+from openfal.store.claim_statements import NO_KEY, Claimable, ClaimStatements
 from openfal.store.db import Database
+from openfal.store.hinted_claims import GRACE_SECONDS, HintedClaims
 from openfal.store.ledger import entry as ledger_entry
 from openfal.store.schema import api_keys, queue_turns, request_logs, requests
 from openfal.store.submit_statements import NotCovered, SubmitStatements
@@ -44,6 +45,11 @@ _T = requests.c
 
 class DuplicateIdempotencyKey(Exception):
     """Another submit with the same idempotency key committed first; nothing was stored."""
+
+
+class LeftForHint(Exception):
+    """A claim took a request whose runner hint another free worker advertises, within
+    its grace: the claim was undone (rolled back), the request stays queued for it."""
 
 
 class KeyQueueFull(Exception):
@@ -70,11 +76,29 @@ ETA_SECONDS = 10.0
 #: an idle claimer with nothing queued sleeps this long unless new work wakes it first
 #: (a notification lost while the change feed reconnects)
 IDLE_CLAIM_SECONDS = 5.0
+#: a claim's statements run on PostgreSQL's generic plan (pinned by
+#: tests/store/test_claim_plans.py: a custom plan of the candidate query is planned anew
+#: at every execution, ~1 ms of a claim) and without JIT (the candidate query's estimate
+#: passes jit_above_cost: 30-90 ms of compiling for a query that runs in one)
+GENERIC_PLANS = sa.text("SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('jit', 'off', true)")
+#: candidate keys asked for beyond what the claim wants, for keys whose queued
+#: requests other claimers hold right now
+CLAIM_SPARES = 3
 #: the optional guards of a completion, by the name their value is bound under
 _GUARDS = {
     "w_worker": _T.worker_id == sa.bindparam("w_worker"),
     "w_attempt": _T.attempts == sa.bindparam("w_attempt"),
     "w_lease": _T.lease_expires_at < sa.bindparam("w_lease", type_=sa.Float()),
+}
+
+#: a running request's columns as it goes back to the queue (requeued or handed back)
+_BACK_IN_QUEUE = {
+    "status": Status.IN_QUEUE.value,
+    "worker_id": None,
+    "lease_expires_at": None,
+    "progress_step": None,
+    "progress_total": None,
+    "version": _T.version + 1,
 }
 
 
@@ -100,6 +124,7 @@ class RequestStore:
         insert = (sqlite.insert if db.is_sqlite else postgresql.insert)(queue_turns)
         self._submits = SubmitStatements(sqlite=db.is_sqlite)
         self._claims = ClaimStatements(sqlite=db.is_sqlite, default_key_concurrency=default_key_concurrency)
+        self._hinted = HintedClaims(sqlite=db.is_sqlite, default_key_concurrency=default_key_concurrency)
         #: one statement for every claim's turns (its parameters apart), compiled once
         self._upsert_turn = insert.on_conflict_do_update(
             index_elements=["backend", "key_id"], set_={"last_turn": insert.excluded.last_turn}
@@ -340,7 +365,15 @@ class RequestStore:
     # -- workers ----------------------------------------------------------------
 
     async def claim(
-        self, *, backends: Sequence[str], worker_id: str, lease_seconds: float, batch_limit: int = 1
+        self,
+        *,
+        backends: Sequence[str],
+        worker_id: str,
+        lease_seconds: float,
+        batch_limit: int = 1,
+        endpoints: Collection[str] | None = None,
+        hints: Sequence[str] = (),
+        leave: Collection[str] = (),
     ) -> list[RequestRecord]:
         """Take the next queued request and, when it has a batch key, up to
         ``batch_limit - 1`` more queued requests with the same key. The next one is by
@@ -348,16 +381,35 @@ class RequestStore:
         its last claim, or since its oldest queued request came if that is later), then
         FIFO: round-robin across keys, so one key's burst does not hold back another
         key's single request. A queue this process knows to be empty (its snapshot is
-        current) is not asked: an idle slot costs no write transaction."""
+        current) is not asked: an idle slot costs no write transaction. ``endpoints``
+        (a worker pool's): only requests for these (a batch shares its first's endpoint).
+        ``hints`` (what this worker advertises): a queued request with one of them as its
+        runner hint is taken first; ``leave`` (hints free workers elsewhere advertise): a
+        request hinted so, younger than the grace, is not taken (``LeftForHint``, the
+        claim rolled back), see hinted_claims.py."""
         if all(self.views.known_empty(backend) for backend in backends):
             return []
         now = time.time()
         values = {"now": now, "worker": worker_id, "lease": now + lease_seconds}
+        first: dict[str, Any] = {**values, "backends": list(backends)}
+        claimable = self._claims.backends
+        if endpoints is not None:
+            claimable = self._claims.pool
+            first["endpoints"] = sorted(endpoints)
         async with self.changes.begin() as tx:
-            claimed = await self._claim_next(tx.conn, self._claims.next_of_backends, {**values, "backends": list(backends)}, 1)
+            if not self.db.is_sqlite:
+                await tx.conn.execute(GENERIC_PLANS)
+            claimed = []
+            if hints:
+                hinted = self._hinted.candidates if endpoints is None else self._hinted.candidates_of_pool
+                claimed = await self._claim_chosen(tx.conn, hinted, {**first, "hints": sorted(hints)})
+            if not claimed:
+                claimed = await self._claim_next(tx.conn, claimable, first, 1)
+                if claimed and claimed[0].runner_hint in leave and claimed[0].created_at > now - GRACE_SECONDS:
+                    raise LeftForHint(claimed[0].id)  # undone: nothing of it is committed
             if claimed and batch_limit > 1 and claimed[0].batch_key is not None:
-                batch = {**values, "backend": claimed[0].backend, "batch_key": claimed[0].batch_key}
-                claimed += await self._claim_next(tx.conn, self._claims.next_of_batch, batch, batch_limit - 1)
+                batch = {**values, "batch_backend": claimed[0].backend, "batch_key_of": claimed[0].batch_key}
+                claimed += await self._claim_next(tx.conn, self._claims.batch, batch, batch_limit - 1)
             if claimed:
                 await self._take_turns(tx.conn, claimed, now)
                 tx.notice("queue", claimed[0].backend, rm=[_entry(r) for r in claimed], turn=now)
@@ -365,24 +417,58 @@ class RequestStore:
                 tx.after_commit(partial(self.views.put_all, claimed))
         return claimed
 
+    async def hinted_elsewhere(self, *, backends: Sequence[str], hints: Collection[str], endpoints: Collection[str] | None = None) -> float | None:
+        """When the oldest queued request still within its grace came (None: none) that
+        has one of ``hints`` (other workers') as its runner hint: a worker without them
+        leaves it to them until ``hinted_claims.GRACE_SECONDS`` after that."""
+        now = time.time()
+        values: dict[str, Any] = {"now": now, "backends": list(backends), "hints": sorted(hints), "since": now - GRACE_SECONDS}
+        statement = self._hinted.waiting
+        if endpoints is not None:
+            statement, values["endpoints"] = self._hinted.waiting_of_pool, sorted(endpoints)
+        async with self.db.read() as conn:
+            return (await conn.execute(statement, values)).scalar()
+
     async def _take_turns(self, conn: AsyncConnection, claimed: list[RequestRecord], now: float) -> None:
         """Record that these requests' keys just had their turn on this backend."""
         turns = {(r.backend, _turn_key(r.key_id)) for r in claimed}
         rows = [{"backend": backend, "key_id": key, "last_turn": now} for backend, key in sorted(turns)]
         await conn.execute(self._upsert_turn, rows)
 
-    async def _claim_next(self, conn: AsyncConnection, candidates: Any, values: dict[str, Any], limit: int) -> list[RequestRecord]:
-        """Claim up to ``limit`` of the ``candidates``, skipping keys already running
-        ``max_concurrent`` requests (they wait, they are not refused)."""
-        if self.db.is_sqlite and candidates is self._claims.next_of_backends and limit == 1:
-            return await self._take(conn, self._claims.take_next, {**values, "limit": 1})
-        chosen: list[Any] = []
-        taken: dict[str, int] = {}
-        for seq, key_id, limited in (await conn.execute(candidates, {**values, "limit": limit})).all():
-            # only a limited key's count is checked (under its row lock on PostgreSQL)
-            if key_id is None or limited is None or await self._within_limit(conn, key_id, taken.get(key_id, 0)):
+    async def _claim_next(self, conn: AsyncConnection, claimable: Claimable, values: dict[str, Any], limit: int) -> list[RequestRecord]:
+        """Claim up to ``limit`` requests: one from each candidate key in claim order,
+        then, while more are wanted (a batch), more from those keys in the same order;
+        keys already running ``max_concurrent`` requests are skipped (they wait, they
+        are not refused). A key whose requests other claimers hold yields nothing and
+        the next key is asked: so the spare candidates."""
+        rows = (await conn.execute(claimable.candidates, {**values, "limit": limit + CLAIM_SPARES})).all()
+        claimed: list[RequestRecord] = []
+        taken: dict[str | None, int] = {}
+        for round_size in (1, limit):
+            for _seq, key_id, limited in rows:
+                wanted = min(round_size, limit - len(claimed))
+                if wanted <= 0:
+                    break
+                if key_id is not None and limited is not None:
+                    # only a limited key's count is checked (under its row lock on PostgreSQL)
+                    wanted = min(wanted, await self._room(conn, key_id, taken.get(key_id, 0)))
+                if wanted <= 0:
+                    continue
+                take = claimable.take_of_no_key if key_id is None else claimable.take_of_key
+                got = await self._take(conn, take, {**values, "take_key": key_id, "n": wanted})
+                taken[key_id] = taken.get(key_id, 0) + len(got)
+                claimed += got
+            if len(claimed) >= limit:
+                break
+        return sorted(claimed, key=lambda r: (r.priority, r.seq))
+
+    async def _claim_chosen(self, conn: AsyncConnection, candidates: Any, values: dict[str, Any]) -> list[RequestRecord]:
+        """Claim the one request ``candidates`` names (the runner-hint pre-claim: a
+        particular request, not a key's next), unless its key is at its limit."""
+        chosen: list[int] = []
+        for seq, key_id, limited in (await conn.execute(candidates, {**values, "limit": 1})).all():
+            if key_id is None or limited is None or await self._room(conn, key_id, 0) > 0:
                 chosen.append(seq)
-                taken[key_id] = taken.get(key_id, 0) + 1
         if not chosen:
             return []
         return await self._take(conn, self._claims.take_chosen, {**values, "chosen": chosen})
@@ -391,15 +477,15 @@ class RequestStore:
         rows = (await conn.execute(statement, values)).all()
         return sorted((_record(r) for r in rows), key=lambda r: (r.priority, r.seq))
 
-    async def _within_limit(self, conn: AsyncConnection, key_id: str, taken: int) -> bool:
-        """Whether the key may start one more (``taken`` already chosen in this claim)."""
+    async def _room(self, conn: AsyncConnection, key_id: str, taken: int) -> int:
+        """How many more requests the key may start (``taken`` already in this claim)."""
         limit = (await conn.execute(self._claims.key_limit, {"key_id": key_id})).scalar()
         if limit is None:
             limit = self.default_key_concurrency
         if limit is None:
-            return True
+            return 1 << 30
         running = await conn.execute(self._claims.key_running, {"key_id": key_id})
-        return int(running.scalar() or 0) + taken < limit
+        return limit - int(running.scalar() or 0) - taken
 
     async def idle_seconds(self, backend: str, poll_seconds: float) -> float:
         """How long a claimer that found nothing may sleep before looking again: while
@@ -538,6 +624,26 @@ class RequestStore:
         if self._run_seconds.get(done.backend, (0.0, 0.0))[1] is None:
             del self._run_seconds[done.backend]  # the first timed run: no need to wait for the next read
 
+    async def drop_payloads(self, request_id: str) -> RequestRecord | None:
+        """fal's payload deletion: forget a completed request's input and result (its
+        result then answers 410, as one sent with ``X-Fal-Store-IO: 0`` after expiry);
+        None when it is not completed. Every process's status view drops them too."""
+        async with self.changes.begin() as tx:
+            row = (
+                await tx.conn.execute(
+                    requests.update()
+                    .where(_T.id == request_id, _T.status == Status.COMPLETED.value)
+                    .values(input={}, result_body=None, version=_T.version + 1)
+                    .returning(*requests.c)
+                )
+            ).first()
+            if row is None:
+                return None
+            done = _record(row)
+            tx.notice("changed", done.id)
+            tx.after_commit(partial(self.views.put, done))
+        return done
+
     async def request_cancel(self, request_id: str) -> RequestRecord | None:
         """Flag a running request for cancellation; its worker stops at the next step
         (told at once: its process's cancel hook runs as this commits)."""
@@ -565,21 +671,58 @@ class RequestStore:
             result = await tx.conn.execute(
                 requests.update()
                 .where(*guard)
-                .values(
-                    status=Status.IN_QUEUE.value,
-                    worker_id=None,
-                    lease_expires_at=None,
-                    progress_step=None,
-                    progress_total=None,
-                    version=_T.version + 1,
-                )
+                .values(**_BACK_IN_QUEUE)
             )
             if result.rowcount == 1:
                 tx.notice("work", record.backend, add=[_entry(record)])
                 tx.notice("changed", record.id)
         return result.rowcount == 1
 
+    async def hand_back(self, record: RequestRecord, worker_id: str) -> bool:
+        """Give back a request this worker claimed and did not finish (it is shutting
+        down): queued again as if never claimed, at once instead of at lease expiry. The
+        attempt is not counted (a drain is no failure of the request), and its key's turn
+        on the backend is given back too, so it is claimed before every request that was
+        behind it when it was claimed. False when it is no longer this attempt's."""
+        guard = [
+            _T.id == record.id,
+            _T.status == Status.IN_PROGRESS.value,
+            _T.worker_id == worker_id,
+            _T.attempts == record.attempts,
+        ]
+        first_attempt = record.attempts <= 1
+        async with self.changes.begin() as tx:
+            result = await tx.conn.execute(
+                requests.update()
+                .where(*guard)
+                .values(
+                    **_BACK_IN_QUEUE,
+                    preview_url=None,
+                    attempts=_T.attempts - 1,
+                    # its queue wait goes on: the first start is yet to come
+                    started_at=None if first_attempt else _T.started_at,
+                )
+            )
+            if result.rowcount != 1:
+                return False
+            turns = queue_turns.c
+            least = sa.func.min if self.db.is_sqlite else sa.func.least
+            await tx.conn.execute(
+                queue_turns.update()
+                .where(turns.backend == record.backend, turns.key_id == _turn_key(record.key_id))
+                .values(last_turn=least(turns.last_turn, record.created_at))
+            )
+            # no delta: every process's snapshot of this queue is read again (the turn moved back)
+            tx.notice("work", record.backend)
+            tx.notice("changed", record.id)
+        return True
+
     # -- maintenance -------------------------------------------------------------
+
+    async def held_by(self, worker_id: str, limit: int = 1000) -> list[RequestRecord]:
+        """The requests ``worker_id`` is running (a supervisor releases them when that
+        worker's process dies, instead of waiting for their leases to lapse)."""
+        return await self._fetch(_T.status == Status.IN_PROGRESS.value, _T.worker_id == worker_id, limit=limit)
 
     async def expired_leases(self, now: float, limit: int = 100) -> list[RequestRecord]:
         return await self._fetch(_T.status == Status.IN_PROGRESS.value, _T.lease_expires_at < now, limit=limit)

@@ -55,18 +55,34 @@ requests = sa.Table(
     #: X-Fal-Object-Lifecycle-Preference for the files this request makes
     sa.Column("media_ttl", sa.Float(), nullable=True),
     sa.Column("media_keep_forever", sa.Boolean(), nullable=False, server_default=sa.false()),
+    #: the ACL its files start with (``initial_acl``); None: the key's storage settings
+    sa.Column("media_acl", sa.JSON(), nullable=True),
     #: "<api key id>:<Idempotency-Key>", and a hash of what was submitted under it
     sa.Column("idempotency_key", sa.String(320), nullable=True),
     sa.Column("idempotency_hash", sa.String(64), nullable=True),
-    sa.Index("ix_requests_queue", "status", "backend", "priority", "seq"),
+    #: X-Fal-Runner-Hint: a worker advertising this exact string claims it first
+    sa.Column("runner_hint", sa.String(255), nullable=True),
+    #: each key's head (its first queued request by priority, then seq) in one probe, and
+    #: the keys with queued requests by a skip scan: claims cost the same at any depth
+    #: (store/claim_statements.py)
+    sa.Index("ix_requests_queue", "status", "backend", "key_id", "priority", "seq"),
     sa.Index("ix_requests_lease", "status", "lease_expires_at"),
     sa.Index("ix_requests_deadline", "status", "start_deadline"),
     sa.Index("ix_requests_completed", "completed_at"),
     sa.Index("ix_requests_key", "key_id", "seq"),
     sa.Index("ix_requests_worker", "worker_id", "status"),
     sa.Index("ix_requests_key_created", "key_id", "created_at"),
-    sa.Index("ix_requests_key_status", "key_id", "status"),
+    #: a key's running or queued count, and (as well as ix_requests_queue) its head
+    sa.Index("ix_requests_key_status", "key_id", "status", "backend", "priority", "seq"),
     sa.Index("ix_requests_idempotency", "idempotency_key", unique=True),
+    #: the queued requests with a runner hint (few: the hinted pre-claim reads only them)
+    sa.Index(
+        "ix_requests_hinted",
+        "backend",
+        "runner_hint",
+        postgresql_where=sa.text("status = 'IN_QUEUE' AND runner_hint IS NOT NULL"),
+        sqlite_where=sa.text("status = 'IN_QUEUE' AND runner_hint IS NOT NULL"),
+    ),
 )
 
 request_logs = sa.Table(
@@ -101,6 +117,8 @@ api_keys = sa.Table(
     sa.Column("expires_at", sa.Float(), nullable=True),
     #: at most this many of the key's requests wait in the queue; more are refused 429
     sa.Column("max_queued", sa.Integer(), nullable=True),
+    #: only endpoints whose catalog licence allows commercial use (others: 403 naming it)
+    sa.Column("commercial_only", sa.Boolean(), nullable=False, server_default=sa.false()),
 )
 
 #: when each API key last had a request claimed, per backend: claims go round-robin
@@ -146,6 +164,16 @@ workers = sa.Table(
     sa.Index("ix_workers_last_seen", "last_seen"),
 )
 
+#: the endpoints of each worker pool (``OPENFAL_POOLS``, written at start): what the
+#: ``openfal_pool_queue`` view (migration 0006; KEDA's postgresql trigger reads it)
+#: counts queued and running requests by
+worker_pools = sa.Table(
+    "worker_pools",
+    metadata,
+    sa.Column("pool", sa.String(64), primary_key=True),
+    sa.Column("endpoint_id", sa.String(255), primary_key=True),
+)
+
 media = sa.Table(
     "media",
     metadata,
@@ -154,7 +182,27 @@ media = sa.Table(
     sa.Column("size", sa.BigInteger(), nullable=False),
     sa.Column("created_at", sa.Float(), nullable=False),
     sa.Column("expires_at", sa.Float(), nullable=True),
+    #: the key that uploaded it or whose request made it (None: no key, auth off)
+    sa.Column("key_id", sa.String(64), nullable=True),
+    #: fal's file ACL, {"default": allow|forbid|hide, "rules": [{"user", "decision"}]}; None: allow
+    sa.Column("acl", sa.JSON(), nullable=True),
     sa.Index("ix_media_expires", "expires_at"),
+    sa.Index("ix_media_request", "request_id"),
+)
+
+#: each key's storage defaults (fal's /v1/storage/settings): what its new files get
+#: when a request names no X-Fal-Object-Lifecycle-Preference
+storage_settings = sa.Table(
+    "storage_settings",
+    metadata,
+    sa.Column("key_id", sa.String(64), primary_key=True),
+    #: seconds new files are kept; None: the server's media TTL
+    sa.Column("expiration_duration_seconds", sa.Float(), nullable=True),
+    #: whether they are kept forever (fal's ``expiration_duration_seconds: null``)
+    sa.Column("keep_forever", sa.Boolean(), nullable=False, server_default=sa.false()),
+    #: the ACL new files start with; None: allow
+    sa.Column("initial_acl", sa.JSON(), nullable=True),
+    sa.Column("updated_at", sa.Float(), nullable=False),
 )
 
 server_secrets = sa.Table(
@@ -164,6 +212,9 @@ server_secrets = sa.Table(
     sa.Column("value", sa.Text(), nullable=False),
     sa.Column("created_at", sa.Float(), nullable=False),
 )
+
+#: the charge-row columns the Platform API's reports read
+_REPORTED = ("endpoint_id", "key_id", "outcome", "status_code", "unit", "units", "amount_micros", "queue_seconds", "run_seconds")
 
 ledger = sa.Table(
     "ledger",
@@ -182,6 +233,73 @@ ledger = sa.Table(
     #: how the request ended: ok, or its error_type
     sa.Column("outcome", sa.String(64), nullable=True),
     sa.Column("created_at", sa.Float(), nullable=False),
+    #: on charge rows: the status code the request ended with (analytics: 2xx/4xx/5xx)
+    sa.Column("status_code", sa.Integer(), nullable=True),
+    #: on charge rows: the price's billing unit and how many of them were delivered
+    sa.Column("unit", sa.String(16), nullable=True),
+    sa.Column("units", sa.Float(), nullable=True),
+    #: on charge rows: seconds queued before a worker started it, and seconds it ran
+    sa.Column("queue_seconds", sa.Float(), nullable=True),
+    sa.Column("run_seconds", sa.Float(), nullable=True),
+    #: on charge rows: already added into charge_rollup (the reaper rolls them up)
+    sa.Column("rolled_up", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Index("ix_ledger_key_created", "key_id", "created_at"),
+    #: the charge rows not rolled up yet: the reaper's next batch, and the reports' tail
+    sa.Index(
+        "ix_ledger_unrolled",
+        "created_at",
+        postgresql_where=sa.text("kind = 'charge' AND NOT rolled_up"),
+        sqlite_where=sa.text("kind = 'charge' AND NOT rolled_up"),
+    ),
+    #: the Platform API's reports read charge rows by time (all keys) or by key and
+    #: time: these partial covering indexes answer them from the index alone (PostgreSQL
+    #: index-only scans; SQLite keeps plain partial indexes)
+    sa.Index(
+        "ix_ledger_charges",
+        "created_at",
+        postgresql_include=list(_REPORTED),
+        postgresql_where=sa.text("kind = 'charge'"),
+        sqlite_where=sa.text("kind = 'charge'"),
+    ),
+    sa.Index(
+        "ix_ledger_key_charges",
+        "key_id",
+        "created_at",
+        postgresql_include=[c for c in _REPORTED if c != "key_id"],
+        postgresql_where=sa.text("kind = 'charge'"),
+        sqlite_where=sa.text("kind = 'charge'"),
+    ),
     sa.Index("ix_ledger_request", "request_id"),
+)
+
+#: the ledger's charge rows added up per UTC day and per hour, endpoint, key and billing
+#: unit, so a month's reports read hundreds of cells, not every request (see
+#: store/rollup.py): counts and sums exact, queue waits and run times as log-histograms
+#: (openfal.loghist)
+charge_rollup = sa.Table(
+    "charge_rollup",
+    metadata,
+    sa.Column("id", Seq, primary_key=True, autoincrement=True),
+    #: the cell's length, seconds: 86400 (a UTC day) or 3600 (an hour)
+    sa.Column("span", sa.Float(), nullable=False),
+    #: its start, epoch seconds (a multiple of span)
+    sa.Column("start", sa.Float(), nullable=False),
+    #: '' where the charge row had none (a key: auth off)
+    sa.Column("endpoint_id", sa.String(255), nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("unit", sa.String(16), nullable=False),
+    #: every request, and by status class (2xx/3xx, 4xx, 5xx)
+    sa.Column("request_count", sa.Integer(), nullable=False),
+    sa.Column("success_count", sa.Integer(), nullable=False),
+    sa.Column("user_error_count", sa.Integer(), nullable=False),
+    sa.Column("error_count", sa.Integer(), nullable=False),
+    #: the requests that delivered (outcome ok): usage line items
+    sa.Column("ok_count", sa.Integer(), nullable=False),
+    sa.Column("ok_units", sa.Float(), nullable=False),
+    sa.Column("ok_cost_micros", sa.BigInteger(), nullable=False),
+    #: log-histograms of queue waits and run times (openfal.loghist's bytes)
+    sa.Column("queue_hist", sa.LargeBinary(), nullable=False),
+    sa.Column("run_hist", sa.LargeBinary(), nullable=False),
+    sa.UniqueConstraint("span", "start", "endpoint_id", "key_id", "unit", name="uq_charge_rollup_cell"),
+    sa.Index("ix_charge_rollup_key", "key_id", "span", "start"),
 )

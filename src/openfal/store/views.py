@@ -82,7 +82,9 @@ class QueueSnapshot:
         for seq, priority, key, created in sorted(rows):
             self.levels.setdefault(priority, _Level()).seqs.setdefault(key, []).append(seq)
             self.created[seq] = created
-        self._rank()
+        #: the rotation is ranked again at the next position asked, not at every change
+        #: (changes may come far more often than polls: O(keys log keys) each)
+        self._ranked = False
 
     @property
     def size(self) -> int:
@@ -92,6 +94,8 @@ class QueueSnapshot:
         """How many queued requests will be claimed before (priority, key, seq): every one
         of a higher priority; at its own, round-robin: its key's requests ahead of it,
         and as many of each other key's, one more from keys ahead of its key's turn."""
+        if not self._ranked:
+            self._rank()
         ahead = sum(level.size for p, level in self.levels.items() if p < priority)
         level = self.levels.get(priority)
         if level is None:
@@ -110,7 +114,7 @@ class QueueSnapshot:
         if seq not in self.created:
             insort(seqs, seq)
             self.created[seq] = created
-        self._rank()
+        self._ranked = False
 
     def remove(self, priority: int, key: str, seq: int, *, turn: float | None = None) -> None:
         """A request left the queue (with ``turn``: claimed then, its key's turn)."""
@@ -124,9 +128,10 @@ class QueueSnapshot:
                 del self.levels[priority]
         if turn is not None:
             self.turns[key] = max(turn, self.turns.get(key, 0.0))
-        self._rank()
+        self._ranked = False
 
     def _rank(self) -> None:
+        self._ranked = True
         #: key -> (0, waited since) before it is served here, (1, n) once it was, n-th
         waited: dict[str, tuple[int, float]] = {}
         served = 0

@@ -5,6 +5,7 @@ and load balancers what capacity exists without reaching into other processes.""
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import sqlalchemy as sa
@@ -70,6 +71,25 @@ class WorkerRegistry:
         if self._slots is None or time.monotonic() - self._slots[0] >= SLOTS_CACHE_SECONDS:
             self._slots = (time.monotonic(), {name: total["slots"] for name, total in (await self.capacity()).items()})
         return self._slots[1].get(backend, 0)
+
+    async def pool_capacity(self, pools: Mapping[str, frozenset[str]]) -> dict[str, dict[str, int]]:
+        """pool -> {"workers", "slots", "busy"} over the live workers that claim only
+        that pool's endpoints (as ``OPENFAL_WORKER_MODELS`` set to the pool's names
+        does); a worker serving every endpoint belongs to no pool."""
+        totals = {pool: {"workers": 0, "slots": 0, "busy": 0} for pool in pools}
+        for worker in await self.listing(include_gone=False):
+            for info in worker["backends"].values():
+                claimed = info.get("endpoints")
+                if claimed is None:
+                    continue
+                for pool, endpoints in pools.items():
+                    if set(claimed) <= endpoints:
+                        total = totals[pool]
+                        total["workers"] += 1
+                        total["slots"] += int(info.get("slots", 0))
+                        total["busy"] += int(info.get("busy", 0))
+                        break
+        return totals
 
     async def forget_before(self, cutoff: float) -> int:
         """Drop workers that stopped reporting (killed rather than stopped) before ``cutoff``."""

@@ -6,21 +6,28 @@
   tested against);
 * ``compile``: lossless speed-ups (flux-fast's recipe less its lossy step):
   the transformer's Q/K/V (and added Q/K/V) projections fused into one GEMM each, with
-  the unfused originals dropped so memory does not grow; the best attention backend the
-  device has; the VAE in channels_last; and regional compilation
-  (``compile_repeated_blocks``: the 19 double and 38 single blocks share two compiled
-  graphs, so a cold compile takes seconds, not a minute) with a recompile limit raised
-  to cover every warmed shape;
+  the unfused originals dropped so memory does not grow; the fastest attention backend
+  the device has, measured at load (attention.py); and regional compilation of the
+  family's repeated blocks (``Family.compile_blocks``: FLUX.1's 19 double and 38 single
+  blocks share two compiled graphs) with a **dynamic token dimension**: one graph per
+  block class serves every image size, text length and reference image (Kontext,
+  Redux, image-to-image), so nothing runs eager and nothing recompiles for a new size;
 * ``fp8``: ``compile`` plus torchao's float8 dynamic activation + weight quantisation of
   the transformer's Linear layers with per-row scales (lossy, but the fastest known
-  FLUX recipe on Hopper). It needs compute capability 8.9+ and torchao
-  (``pip install 'openfal[gpu]'``); elsewhere it falls back to ``compile`` and says why;
+  FLUX recipe on Hopper). It needs compute capability 8.9+ and torchao >= 0.16
+  (``pip install 'openfal[gpu]'``); elsewhere it falls back to ``compile`` and says why.
+  torchao is asked not to touch inductor's process-wide settings
+  (``set_inductor_config=False``: it would turn on coordinate-descent tuning, which
+  multiplies every compile's time);
 * ``auto`` (default): ``fp8`` where it is supported, else ``compile`` on CUDA, and
   ``off`` on CPU (compiling on CPU costs more than it saves for a server).
 
-Nothing here is lossy unless the profile says so (fp8). Compilation happens at warm-up
-(see warmup.py); a request never compiles: a warmed shape runs the compiled graphs,
-any other runs under dynamo's ``force_eager`` stance.
+The blocks are compiled by replacing each block's ``forward`` with a compiled one (not
+``nn.Module.compile``, which compiles ``_call_impl`` and with it any hook diffusers puts
+on ``forward``): diffusers' step caches (the ``high`` tier of fal's ``acceleration``
+input, tiers.py) wrap the compiled forward and make their skip decisions outside the
+graph. Compilation happens at warm-up (warmup.py): batch 1 and batch 2+ (dynamo
+specialises sizes 0 and 1), LoRA slots on and off.
 """
 
 from __future__ import annotations
@@ -37,9 +44,6 @@ from openfal.errors import ConfigError
 log = logging.getLogger("openfal.local")
 
 PROFILES = ("off", "compile", "fp8", "auto")
-#: attention backends (diffusers ``AttentionBackendName`` values) in order of preference
-#: on CUDA; each is used only when its package imports
-ATTENTION_PREFERENCE = (("_flash_3", "flash_attn_interface"), ("flash", "flash_attn"))
 #: the Linear names fusion replaces (FluxAttention keeps them otherwise: ~1.9 GB in bf16)
 UNFUSED = ("to_q", "to_k", "to_v", "add_q_proj", "add_k_proj", "add_v_proj")
 #: marks a module already accelerated (modules are shared between pipelines)
@@ -52,7 +56,8 @@ class Acceleration:
 
     profile: str
     reason: str
-    #: diffusers attention backend name, or None for torch's native SDPA dispatch
+    #: diffusers attention backend name; ``auto``: the fastest measured at load
+    #: (attention.py); None: torch's native SDPA dispatch
     attention_backend: str | None = None
     #: builds the torchao quantisation config (fp8); tests pass int8 weight-only, which
     #: runs on CPU, to exercise the same quantise + fuse + compile plumbing
@@ -76,24 +81,19 @@ def fp8_unsupported(device: torch.device) -> str | None:
     try:
         from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow  # noqa: F401
     except ImportError as exc:
-        return f"torchao >= 0.10 is not importable ({exc}); install it with pip install 'openfal[gpu]'"
+        return f"torchao >= 0.16 is not importable ({exc}); install it with pip install 'openfal[gpu]'"
     return None
 
 
 def best_attention_backend(device: torch.device, requested: str = "auto") -> str | None:
     """The attention backend for ``device``: an explicit name is used as given;
-    ``auto`` takes FlashAttention 3, then 2, when installed, else torch's SDPA (which
-    picks flash/cuDNN/efficient kernels itself); ``native`` forces SDPA."""
+    ``auto`` on CUDA is settled by measurement once the transformer is loaded
+    (attention.choose); ``native`` (and any CPU) is torch's SDPA dispatch."""
     if requested not in ("auto", "native"):
         return requested
     if requested == "native" or device.type != "cuda":
         return None
-    import importlib.util
-
-    for backend, package in ATTENTION_PREFERENCE:
-        if importlib.util.find_spec(package) is not None:
-            return backend
-    return None
+    return "auto"
 
 
 def resolve(
@@ -129,17 +129,23 @@ def resolve(
 
 
 def fp8_config() -> Any:
-    """torchao's float8 dynamic activation + weight config with per-row scales (the
-    config API of torchao >= 0.10; there is no fallback to the legacy functions)."""
+    """torchao's float8 dynamic activation + weight config with per-row scales (torchao
+    >= 0.16). ``set_inductor_config=False``: the default True calls torchao's
+    ``recommended_inductor_config_setter`` for every quantised layer, which turns on
+    coordinate-descent tuning for the whole process (several times longer compiles)."""
     from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow
 
-    return Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())
+    return Float8DynamicActivationFloat8WeightConfig(granularity=PerRow(), set_inductor_config=False)
 
 
-def apply(pipe: Any, acceleration: Acceleration, *, quantize_on: torch.device | None = None) -> list[str]:
-    """Apply ``acceleration`` to ``pipe``'s transformer and VAE in place, on whatever
-    device they are (once per module: pipelines share modules); the steps taken.
-    The engine runs the same steps around its memory placement (placement.py)."""
+#: the block lists compiled when a family names none (diffusers' FLUX-style transformers)
+DEFAULT_BLOCKS = ("transformer_blocks", "single_transformer_blocks")
+
+
+def apply(pipe: Any, acceleration: Acceleration, *, quantize_on: torch.device | None = None, blocks: tuple[str, ...] = ()) -> list[str]:
+    """Apply ``acceleration`` to ``pipe``'s transformer in place, on whatever device it
+    is (once per module: pipelines share modules); the steps taken. The engine runs the
+    same steps around its memory placement (placement.py)."""
     steps: list[str] = []
     if not acceleration.compiles:
         return steps
@@ -148,7 +154,7 @@ def apply(pipe: Any, acceleration: Acceleration, *, quantize_on: torch.device | 
         steps += fuse(transformer)
         if acceleration.profile == "fp8":
             steps += quantize(transformer, acceleration.quantization or fp8_config, quantize_on)
-    steps += compile_pipeline(pipe, acceleration)
+    steps += compile_pipeline(pipe, acceleration, blocks)
     return steps
 
 
@@ -177,41 +183,74 @@ def quantize(module: torch.nn.Module, config: Callable[[], Any], device: torch.d
     return [f"Linear layers quantised with {type(built).__name__}"]
 
 
-def compile_pipeline(pipe: Any, acceleration: Acceleration) -> list[str]:
-    """Attention backend, channels_last VAE and regional compile (call once the
-    weights are where they will run)."""
+def compile_pipeline(pipe: Any, acceleration: Acceleration, blocks: tuple[str, ...] = ()) -> list[str]:
+    """Attention backend and regional compile (call once the weights are where they
+    will run)."""
     steps: list[str] = []
     transformer = getattr(pipe, "transformer", None)
-    vae = getattr(pipe, "vae", None)
     if transformer is not None and getattr(transformer, MARK, None) is None:
-        steps += compile_transformer(transformer, acceleration)
+        steps += compile_transformer(transformer, acceleration, blocks)
         setattr(transformer, MARK, acceleration.profile)
+    vae = getattr(pipe, "vae", None)
     if vae is not None and getattr(vae, MARK, None) is None:
         steps += accelerate_vae(vae)
         setattr(vae, MARK, acceleration.profile)
     return steps
 
 
-def compile_transformer(transformer: torch.nn.Module, acceleration: Acceleration) -> list[str]:
+def compile_transformer(transformer: torch.nn.Module, acceleration: Acceleration, blocks: tuple[str, ...] = ()) -> list[str]:
+    from openfal.backends.local import attention
+
     steps = fuse(transformer)
-    if acceleration.attention_backend is not None:
+    backend = acceleration.attention_backend
+    if backend == "auto":
+        backend, line = attention.choose(transformer)
+        steps.append(line)
+    if backend is not None:
         try:
-            transformer.set_attention_backend(acceleration.attention_backend)  # type: ignore[operator]
-            steps.append(f"attention backend {acceleration.attention_backend}")
+            transformer.set_attention_backend(backend)  # type: ignore[operator]
+            steps.append(f"attention backend {backend}")
         except Exception as exc:  # a backend whose kernels do not load here: SDPA stays
-            log.warning("attention backend %s unavailable (%s); using torch SDPA", acceleration.attention_backend, exc)
+            log.warning("attention backend %s unavailable (%s); using torch SDPA", backend, exc)
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, acceleration.recompile_limit)
     torch._dynamo.config.accumulated_recompile_limit = max(
         torch._dynamo.config.accumulated_recompile_limit, 4 * acceleration.recompile_limit
     )
     if next(transformer.parameters()).is_cuda:
         _inductor_flags()
-    transformer.compile_repeated_blocks(fullgraph=True, dynamic=False)  # type: ignore[operator]
-    steps.append("repeated blocks compiled (regional, fullgraph, static shapes)")
+    count = compile_blocks(transformer, blocks or DEFAULT_BLOCKS)
+    steps.append(f"{count} repeated blocks compiled (regional, fullgraph, dynamic token dimension)")
     return steps
 
 
+def compile_blocks(transformer: torch.nn.Module, names: tuple[str, ...]) -> int:
+    """Replace the ``forward`` of every block in the ``names`` ModuleLists with a
+    compiled one: blocks of one class share their graphs (dynamo keys them on the code
+    object; parameters are graph inputs), dynamic in every activation dimension, so a
+    new image size or text length reuses them. Duck sizing is turned off: with it, a
+    token count that happens to equal a weight dimension (1024x768 has 3072 image tokens,
+    FLUX's hidden size is 3072) would be specialised to it and recompile later."""
+    import torch.fx.experimental._config as fx_config
+
+    fx_config.use_duck_shape = False
+    count = 0
+    for name in names:
+        for block in getattr(transformer, name, None) or ():
+            if getattr(block, COMPILED_FORWARD, None) is None:
+                eager = block.forward
+                block.forward = torch.compile(eager, fullgraph=True, dynamic=True)
+                setattr(block, COMPILED_FORWARD, eager)
+                count += 1
+    return count
+
+
+#: on a compiled block: its eager forward (the compiled one is ``block.forward``)
+COMPILED_FORWARD = "_openfal_eager_forward"
+
+
 def accelerate_vae(vae: Any) -> list[str]:
+    """Fused QKV in the VAE's mid-block attention (lossless). No channels_last: without
+    a compiled decoder, eager GroupNorm adds NCHW/NHWC copies at full resolution."""
     steps = []
     if hasattr(vae, "fuse_qkv_projections"):
         try:
@@ -219,8 +258,6 @@ def accelerate_vae(vae: Any) -> list[str]:
             steps.append("VAE QKV fused")
         except ValueError as exc:  # a VAE with added KV projections
             log.info("VAE QKV not fused: %s", exc)
-    vae.to(memory_format=torch.channels_last)
-    steps.append("VAE channels_last")
     return steps
 
 

@@ -70,6 +70,9 @@ class Limits:
     def pixels(self, width: int, height: int, images: int) -> None:
         self.pixel_cap.check(width, height, images)
 
+    def video(self, width: int, height: int, frames: int) -> None:
+        self.pixel_cap.check_video(width, height, frames)
+
     def loras(self, paths: Sequence[str]) -> None:
         for index, path in enumerate(paths):
             if (refusal := pickle_refusal(path)) is not None:
@@ -112,7 +115,7 @@ class LocalBackend:
         #: runs claimed and not yet past their engine call (see claim_gate)
         self._on_gpu: set[_GpuToken] = set()
         self._gpu_free: asyncio.Condition | None = None
-        self.options = options or LocalOptions()
+        self.options = dataclasses.replace(options or LocalOptions(), batch_max_pixels=settings.batch_max_pixels)
         self.max_batch_size = settings.max_batch_size
         #: the worker's gather window before claiming (only worth it when batching)
         self.gather_seconds = settings.batch_gather_ms / 1000 if self.max_batch_size > 1 else 0.0

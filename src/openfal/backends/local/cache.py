@@ -39,7 +39,7 @@ from diffusers import DiffusionPipeline
 from openfal.backends.local.acceleration import tensor_bytes
 from openfal.backends.local.fingerprint import ComponentId, component_id
 from openfal.backends.local.memory_plan import CONSTRUCTION_LOCK
-from openfal.backends.local.oom import out_of_memory, release_memory
+from openfal.backends.local.oom import guard, release_memory
 from openfal.errors import ModelUnavailable
 
 log = logging.getLogger("openfal.local")
@@ -65,6 +65,7 @@ class ModelCache:
         budget_bytes: int,
         place: Callable[[PipelineSpec, DiffusionPipeline], None] | None = None,
         prepare: Callable[[PipelineSpec, DiffusionPipeline], None] | None = None,
+        estimate: Callable[[PipelineSpec, frozenset[str]], int | None] | None = None,
     ) -> None:
         self.device = device
         self.dtype = dtype
@@ -74,6 +75,14 @@ class ModelCache:
         self._place = place or (lambda spec, pipe: pipe.to(self.device))
         #: runs once per freshly loaded pipeline after placing it (acceleration)
         self._prepare = prepare
+        #: device bytes a model will need once placed (its memory plan: weights at the dtypes
+        #: the plan stores, activations, reserve), given the components it reuses; None:
+        #: the size of its files
+        self._estimate = estimate
+        #: the components the pipeline being placed reuses from loaded ones (the memory
+        #: plan does not count them again)
+        self.reusing: frozenset[str] = frozenset()
+        self._bytes: int | None = None
         self._pipelines: OrderedDict[PipelineSpec, DiffusionPipeline] = OrderedDict()
         self._ids: weakref.WeakKeyDictionary[torch.nn.Module, ComponentId] = weakref.WeakKeyDictionary()
 
@@ -89,11 +98,13 @@ class ModelCache:
     def adopt(self, spec: PipelineSpec, pipe: DiffusionPipeline) -> None:
         """Serve ``pipe``, built in memory, as ``spec`` (the GPU benchmark: random weights
         of the real shapes), placed and accelerated like a loaded one."""
+        self.reusing = frozenset()
         self._place(spec, pipe)
         if self._prepare is not None:
             self._prepare(spec, pipe)
         pipe.set_progress_bar_config(disable=True)
         self._pipelines[spec] = pipe
+        self._bytes = None
 
     def is_loaded(self, spec: PipelineSpec) -> bool:
         return spec in self._pipelines
@@ -105,16 +116,23 @@ class ModelCache:
         pipe = self._from_loaded(spec) or self._load(spec, pinned)
         pipe.set_progress_bar_config(disable=True)
         self._pipelines[spec] = pipe
+        self._bytes = None
         return pipe
 
     def loaded(self) -> list[PipelineSpec]:
         return list(self._pipelines)
 
     def loaded_bytes(self) -> int:
-        return sum(_module_bytes(m) for m in self._unique_modules())
+        """Real bytes (quantised weights at their packed size) of the loaded modules'
+        tensors that live on the device; a text encoder waiting in host memory is not
+        counted. Computed once per load or eviction, not per request."""
+        if self._bytes is None:
+            self._bytes = sum(_module_bytes(m, self.device) for m in self._unique_modules())
+        return self._bytes
 
     def clear(self) -> None:
         self._pipelines.clear()
+        self._bytes = None
         _release_memory(self.device)
 
     # -- building from what is loaded -------------------------------------------------------
@@ -133,27 +151,32 @@ class ModelCache:
     def _load(self, spec: PipelineSpec, pinned: frozenset[PipelineSpec]) -> DiffusionPipeline:
         reused, incoming = self._reusable_components(spec)
         self._evict(keep=pinned, incoming=incoming)
+        self.reusing = frozenset(reused)
         kwargs: dict[str, Any] = {**reused, **{name: None for name in spec.without}}
         log.info("loading %s (%s) from %s; reusing %s", spec.model, spec.class_name, spec.folder, sorted(reused) or "nothing")
         cls = _pipeline_class(spec.class_name)
         try:
+            own = _own_components(spec)
             with CONSTRUCTION_LOCK:  # see its comment: loads in two threads would share meta tensors
-                pipe = cls.from_pretrained(spec.folder, local_files_only=True, dtype=self.dtype, **kwargs)
+                pipe = cls.from_pretrained(spec.folder, local_files_only=True, dtype=self.dtype, **kwargs, **dict.fromkeys(own))
+            if own:
+                pipe.register_modules(**own)
         except Exception as exc:  # any reader error (safetensors, json, config) is a broken install
             raise ModelUnavailable(
                 f"Model {spec.model} at {spec.folder} could not be loaded ({type(exc).__name__}: {exc}). "
                 f"Re-install it with `openfal models download {spec.model}`."
             ) from exc
-        oom: torch.OutOfMemoryError | None = None
-        try:
-            self._place(spec, pipe)
+        held = [pipe]  # dropped by the cleanup below should placing run out of memory
+        del pipe
+
+        def place() -> DiffusionPipeline:
+            self._place(spec, held[0])
             if self._prepare is not None:
-                self._prepare(spec, pipe)
-        except torch.OutOfMemoryError as exc:
-            oom = exc
-        if oom is not None:  # outside the except: its traceback no longer pins the weights
-            del pipe, kwargs, reused
-            raise out_of_memory(self.device, f"loading {spec.model}", oom)
+                self._prepare(spec, held[0])
+            return held[0]
+
+        pipe = guard(self.device, f"loading {spec.model}", place, cleanup=held.clear)
+        held.clear()  # (not `del held`: place() closes over it)
         for name, module in pipe.components.items():
             if isinstance(module, torch.nn.Module) and name not in reused:
                 ident = self._component_ids(spec.folder).get(name)
@@ -173,6 +196,9 @@ class ModelCache:
                 reused[name] = match
             else:
                 incoming += sum(p.stat().st_size for p in ident.folder.iterdir() if p.is_file())
+        if self._estimate is not None:  # the plan's figure: real dtypes, activations included
+            planned = self._estimate(spec, frozenset(reused))
+            incoming = planned if planned is not None else incoming
         return reused, incoming
 
     def _component_ids(self, folder: Path) -> dict[str, ComponentId]:
@@ -197,6 +223,7 @@ class ModelCache:
                 break
             log.info("evicting %s (%s) to stay within the model memory budget", victim.model, victim.class_name)
             del self._pipelines[victim]
+            self._bytes = None
             evicted = True
         if evicted:
             _release_memory(self.device)
@@ -213,6 +240,16 @@ class ModelCache:
         return any(module is m for m in self._unique_modules())
 
 
+def _own_components(spec: PipelineSpec) -> dict[str, Any]:
+    """The components ``spec``'s family loads itself (``Family.own_components``)."""
+    from openfal.backends.local.families import BY_MODEL
+
+    family = BY_MODEL.get(spec.model, (None, None))[0]
+    if family is None:
+        return {}
+    return {name: module for name, module in family.own_components(spec.model, spec.folder).items() if name not in spec.without}
+
+
 def _pipeline_class(name: str) -> type[DiffusionPipeline]:
     cls = getattr(diffusers, name, None)
     if not (isinstance(cls, type) and issubclass(cls, DiffusionPipeline)):
@@ -221,9 +258,12 @@ def _pipeline_class(name: str) -> type[DiffusionPipeline]:
 
 
 def _derive(cls: type[DiffusionPipeline], base: DiffusionPipeline, without: frozenset[str]) -> DiffusionPipeline:
-    """A ``cls`` pipeline over ``base``'s modules, with a fresh scheduler."""
+    """A ``cls`` pipeline over ``base``'s modules, with a fresh scheduler, and the
+    settings ``base`` registered in its config (Wan's ``expand_timesteps`` and
+    ``boundary_ratio``: they make the same folder a different model)."""
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     components = {k: v for k, v in base.components.items() if k in accepted}
+    components.update({k: v for k, v in base.config.items() if k in accepted and k not in components and not k.startswith("_")})
     components.update({name: None for name in without if name in accepted})
     if "scheduler" in components:
         scheduler = components["scheduler"]
@@ -231,10 +271,11 @@ def _derive(cls: type[DiffusionPipeline], base: DiffusionPipeline, without: froz
     return cls(**components)
 
 
-def _module_bytes(module: torch.nn.Module) -> int:
-    """Real bytes of the module's weights (quantised ones at their packed size)."""
+def _module_bytes(module: torch.nn.Module, device: torch.device | None = None) -> int:
+    """Real bytes of the module's weights on ``device``'s kind (quantised ones at their
+    packed size)."""
     tensors = [*module.parameters(), *module.buffers()]
-    return sum(tensor_bytes(t) for t in tensors)
+    return sum(tensor_bytes(t) for t in tensors if device is None or t.device.type == device.type)
 
 
 def _release_memory(device: torch.device) -> None:

@@ -1,17 +1,19 @@
 """The thread side of the local backend: one device, one lock, the model cache.
 
-One ``Engine`` drives one device (``--gpus`` runs one per GPU). After loading, a pipeline
-of an accelerated family gets the engine's acceleration profile (acceleration.py) and is warmed for
-the configured shapes (warmup.py); a request runs compiled only on a warmed shape.
-Calls hold at most ``max_batch_images`` images, so the VAE decode of one call never
-decodes more. Out of device memory ends the request 503 and frees the device (oom.py).
+One ``Engine`` drives one device (``--gpus`` runs one worker process per GPU, each with
+one engine; gpu_workers.py). After loading, a pipeline of an accelerated family gets the
+engine's acceleration profile (acceleration.py) and is warmed (warmup.py): its blocks
+are compiled with a dynamic token dimension, so every size, text length and reference
+image runs compiled and no request compiles. Calls hold at most ``max_batch_images``
+images, so the VAE decode of one call never decodes more. Out of device memory
+anywhere on the device path ends the request 503 and frees what it held (oom.py).
 
 Everything here blocks and runs in a worker thread (``asyncio.to_thread``). One lock
-serialises model loading, pipeline calls and safety checks on the device. That is
-stricter than one lock per pipeline, on purpose: pipelines share modules and
+serialises model loading and pipeline calls on the device: pipelines share modules and
 tokenizers (whose truncation settings are per-call state), two concurrent calls on one
-GPU only split its throughput while doubling activation memory, and eviction must
-never drop a pipeline another thread is running.
+GPU only split its throughput while doubling activation memory, and eviction must never
+drop a pipeline another thread is running. The safety check runs after the lock is
+released (under a lock of its own), so the next request's denoising starts meanwhile.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,15 +31,16 @@ from PIL import Image
 
 from openfal.backends.base import Job
 from openfal.backends.local import acceleration as accel
-from openfal.backends.local import families, memory_plan, placement, registry, warmup
+from openfal.backends.local import families, lora_bank, memory_plan, placement, registry, tiers, warmup
 from openfal.backends.local.cache import ModelCache, PipelineSpec
 from openfal.backends.local.device import resolve_device, resolve_dtype
 from openfal.backends.local.families.images import ImageCall, ImageFamily, ImageItem
 from openfal.backends.local.families.videos import VideoFamily, VideoItem, VideoShape
 from openfal.backends.local.lora_adapters import Adapters
-from openfal.backends.local.oom import out_of_memory
+from openfal.backends.local.oom import guard
 from openfal.backends.local.options import LocalOptions
-from openfal.backends.local.progress import StepReporter
+from openfal.backends.local.progress import StepReporter, VideoReporter
+from openfal.backends.local.prompt_cache import PromptCache
 from openfal.backends.local.safety import NoSafetyChecker, SafetyChecker, blacken, load_safety_checker
 from openfal.config import Settings
 from openfal.events import Log
@@ -53,11 +56,13 @@ NO_CHECKER_LOG = (
 
 @dataclass(frozen=True, slots=True)
 class ImageBatch:
-    """Per item: its images and their NSFW flags; and the seconds the pipeline took."""
+    """Per item: its images and their NSFW flags; the seconds the pipeline took; and the
+    ``timings`` entries of fal's ``acceleration`` tier it ran at (tiers.py)."""
 
     images: list[list[Image.Image]]
     flags: list[list[bool]]
     seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
 
 
 class Engine:
@@ -79,7 +84,7 @@ class Engine:
         self.settings = settings
         self.options = options
         device = torch.device(device) if device is not None else resolve_device(settings.device)
-        self.label = label or str(device)
+        self.label = label or settings.gpu_label or str(device)
         self.acceleration = acceleration or accel.resolve(settings.acceleration, device, attention=settings.attention_backend)
         log.info("%s: acceleration %s (%s)", self.label, self.acceleration.profile, self.acceleration.reason)
         if self.acceleration.compiles:
@@ -89,6 +94,7 @@ class Engine:
             dtype=resolve_dtype(settings.dtype, device),
             budget_bytes=settings.model_memory_budget_bytes or default_budget(device),
             place=self._place,
+            estimate=self._estimate,
         )
         #: GPU memory to plan placements for; None: the device's free memory at load
         #: (on CPU: no plan, everything resident). Tests pass a figure to force a plan.
@@ -97,10 +103,13 @@ class Engine:
         self.lock = threading.Lock()
         self.adapters = Adapters(max_rank=settings.lora_max_rank, idle_seconds=settings.lora_idle_seconds)
         self._safety = safety_checker
-        #: shapes compiled at warm-up (requests of other shapes run eagerly)
+        self._safety_lock = threading.Lock()
+        #: prompt embeddings of recent calls (a re-rolled seed skips the text encoders)
+        self.prompts = PromptCache()
+        #: the calls compiled at warm-up (each graph variant once: batch 1 and 2+, LoRA
+        #: slots off and on); any size runs on them
         self.warmed: set[warmup.Shape] = set()
         self._warmed_models: set[str] = set()
-        self._eager_logged: set[warmup.Shape] = set()
         #: set while warm-up runs (``/health/ready`` answers 503 until it is clear)
         self.warming = False
 
@@ -115,12 +124,14 @@ class Engine:
         images: list[list[Image.Image]] = []
         flags: list[list[bool]] = []
         seconds = 0.0
+        timings: dict[str, float] = {}
         for chunk in image_chunks(items, self.settings.max_batch_images):
             batch = self._generate_chunk(call, chunk)
             images += batch.images
             flags += batch.flags
             seconds = max(seconds, batch.seconds)
-        return ImageBatch(images, flags, seconds)
+            timings = {**timings, **batch.timings}
+        return ImageBatch(images, flags, seconds, timings)
 
     def _generate_chunk(self, call: ImageCall, items: Sequence[ImageItem]) -> ImageBatch:
         family = _image_family(call.plan.endpoint_id)
@@ -132,27 +143,35 @@ class Engine:
         if self.settings.previews:
             preview = lambda latents, row: family.preview(latents, call.width, call.height, row)  # noqa: E731
         reporter = StepReporter(jobs, first_index=rows, preview=preview, preview_interval=self.options.preview_interval_seconds)
+        device = self.cache.device
+
+        def say(message: str) -> None:
+            for job in jobs:
+                job.emit(Log(message))
+
         with self.lock:
             reporter.check_cancelled()
             self._announce_loads(jobs, specs)
             pipes = self.cache.get(*specs)
             pipe = pipes[-1]
-            self.adapters.apply(pipe, call.loras, say=lambda message: _tell(jobs, message))
-            self._warm_model(main.model, pipe, jobs)
-            shape = warmup.Shape(main.model, call.width, call.height, sum(item.num_images for item in items))
+            self.prompts.install(pipe)
+            guard(device, f"copying LoRAs into {main.model}", lambda: self.adapters.apply(pipe, call.loras, say=say))
+            guard(device, f"warming up {main.model}", lambda: self._warm_model(main.model, pipe, jobs))
             started = time.perf_counter()
-            oom: torch.OutOfMemoryError | None = None
-            try:
-                with self._stance(shape, call, jobs):
+
+            def run() -> tuple[list[Image.Image], tiers.TierRun]:
+                threshold = self.settings.acceleration_high_threshold
+                with tiers.applied(pipe, call.plan.acceleration, threshold=threshold, profile=self.acceleration.profile, say=say) as tier:
                     images = family.call_pipeline(pipes, call, items, reporter)
-            except torch.OutOfMemoryError as exc:
-                oom = exc
-            if oom is not None:  # outside the except block: the failed call's tensors are gone
-                raise out_of_memory(self.cache.device, f"{main.model} at {call.width}x{call.height}", oom)
+                return images, tier
+
+            images, tier = guard(device, f"{main.model} at {call.width}x{call.height}", run)
             seconds = time.perf_counter() - started
-            per_item = [images[row : row + item.num_images] for row, item in zip(rows, items, strict=True)]
-            flags = [self._check(item, imgs) for item, imgs in zip(items, per_item, strict=True)]
-        return ImageBatch([blacken(imgs, f) for imgs, f in zip(per_item, flags, strict=True)], flags, seconds)
+            pipes, pipe = [], None  # drop them before the safety check (rebound, not del: the closures above hold them)
+        per_item = [images[row : row + item.num_images] for row, item in zip(rows, items, strict=True)]
+        with self._safety_lock:  # the device lock is free: the next request denoises meanwhile
+            flags = guard(device, "the safety check", lambda: [self._check(item, imgs) for item, imgs in zip(items, per_item, strict=True)])
+        return ImageBatch([blacken(imgs, f) for imgs, f in zip(per_item, flags, strict=True)], flags, seconds, tier.timings(seconds))
 
     # -- acceleration and warm-up ------------------------------------------------------------
 
@@ -167,20 +186,27 @@ class Engine:
         slots = self.settings.lora_slots if model is not None and model.loras else 0
         accelerated = family is not None and family.accelerated
         steps = placement.place(
-            pipe, self.cache.device, plan, self.acceleration, accelerated=accelerated, lora_slots=slots, lora_rank=self.settings.lora_max_rank
-        )
+            pipe, self.cache.device, plan, self.acceleration, accelerated=accelerated, lora_slots=slots, lora_rank=self.settings.lora_max_rank,
+            lora_targets=family.lora_targets if family is not None else (), blocks=family.compile_blocks if family is not None else (),
+        )  # fmt: skip
         for step in steps:
             log.info("%s: %s: %s", self.label, spec.model, step)
 
-    def _plan(self, spec: PipelineSpec) -> memory_plan.ModelPlan | None:
+    def _plan(self, spec: PipelineSpec, budget: int | None = None, reusing: frozenset[str] | None = None) -> memory_plan.ModelPlan | None:
+        """The placement of ``spec`` within the engine's one budget (the model cache's):
+        what the loaded models already hold on the device is taken off it, and the
+        components this pipeline reuses from them are not counted again."""
         if spec.model not in families.BY_MODEL:
             return None
         device = self.cache.device
-        budget = self.memory_bytes
-        if budget is None and device.type == "cuda":
-            budget = torch.cuda.mem_get_info(device)[0]
         if budget is None:
-            return None
+            if self.memory_bytes is not None:
+                budget = self.memory_bytes
+            elif device.type == "cuda":
+                budget = min(self.cache.budget_bytes - self.cache.loaded_bytes(), torch.cuda.mem_get_info(device)[0])
+            else:
+                return None
+        reusing = self.cache.reusing if reusing is None else reusing
         fp8 = self.acceleration.profile == "fp8" or accel.fp8_unsupported(device) is None
         return memory_plan.plan_model(
             spec.model,
@@ -190,10 +216,19 @@ class Engine:
             fp8_supported=fp8,
             prefer_fp8=self.acceleration.profile == "fp8",
             safety_checker=self._safety is None or self._safety.active,
-            without=spec.without,
+            without=spec.without | reusing,
             lora_slots=self.settings.lora_slots if registry.MODELS[spec.model].loras and self.acceleration.compiles else 0,
             lora_rank=self.settings.lora_max_rank,
         )
+
+    def _estimate(self, spec: PipelineSpec, reusing: frozenset[str]) -> int | None:
+        """Device bytes ``spec`` will take at its best placement within the whole budget
+        (the cache evicts until they fit): weights at the dtypes the plan stores them in,
+        activations and reserve. None off CUDA (no plan: file sizes are used)."""
+        if self.cache.device.type != "cuda" and self.memory_bytes is None:
+            return None
+        plan = self._plan(spec, budget=self.cache.budget_bytes, reusing=reusing)
+        return None if plan is None else int(plan.resident_gib * memory_plan.GIB)
 
     def warm_up(self, models: Sequence[str]) -> None:
         """Load ``models`` and compile their warm-up shapes (``OPENFAL_PRELOAD_MODELS``)."""
@@ -220,7 +255,10 @@ class Engine:
             self._warm_model(spec.model, pipe, [], shapes)
 
     def _warm_model(self, model: str, pipe: Any, jobs: Sequence[Job], shapes: Sequence[warmup.Shape] | None = None) -> None:
-        """Compile every warm-up shape of ``model`` once (a no-op when not compiled)."""
+        """Compile every graph variant requests of ``model`` run, once (a no-op when not
+        compiled): batch 1 and batch 2+ (dynamo specialises size 1), each with the LoRA
+        slots off and on. The token dimension is dynamic, so one size serves all; the
+        largest configured size is used (``shapes`` overrides: the benchmark)."""
         if not self.acceleration.compiles or model in self._warmed_models or getattr(pipe, "transformer", None) is None:
             return
         if getattr(pipe.transformer, accel.MARK, None) is None:
@@ -228,32 +266,23 @@ class Engine:
         family = families.family_of_model(model)
         if shapes is None:
             shapes = warmup.warmup_shapes(model, self.settings.warmup_sizes, self.settings.max_batch_images)
+        variants = [False, True] if lora_bank.bank_of(pipe.transformer) is not None else [None]
         for job in jobs:
-            job.emit(Log(f"compiling {model} for {len(shapes)} warm-up shapes (once per server start)"))
+            job.emit(Log(f"compiling {model} ({len(shapes) * len(variants)} warm-up calls, once per server start)"))
         started = time.perf_counter()
-        with warmup.STANCE_LOCK:
+        was_active = lora_bank.is_active(pipe.transformer)
+        try:
             for shape in shapes:
-                family.warm_up(pipe, shape.width, shape.height, shape.images, model)
+                for active in variants:
+                    if active is not None:
+                        lora_bank.set_active(pipe.transformer, active)
+                    family.warm_up(pipe, shape.width, shape.height, shape.images, model)
                 self.warmed.add(shape)
+        finally:
+            if variants != [None]:
+                lora_bank.set_active(pipe.transformer, was_active)
         self._warmed_models.add(model)
-        log.info("%s: %s warmed for %d shapes in %.1f s", self.label, model, len(shapes), time.perf_counter() - started)
-
-    def _stance(self, shape: warmup.Shape, call: ImageCall, jobs: Sequence[Job]) -> Any:
-        """Compiled graphs for a warmed shape; eager for any other (never a compile in a
-        request), logged once per shape."""
-        import contextlib
-
-        if not self.acceleration.compiles:
-            return contextlib.nullcontext()
-        if shape in self.warmed and call.plan.kind in _image_family(call.plan.endpoint_id).warmed_kinds:  # the shapes warm-up ran
-            return contextlib.nullcontext()
-        if shape not in self._eager_logged:
-            self._eager_logged.add(shape)
-            message = f"{shape.width}x{shape.height} with {shape.images} images on {shape.model} was not warmed: it runs uncompiled"
-            log.info("%s: %s", self.label, message)
-            for job in jobs:
-                job.emit(Log(message))
-        return warmup.eager()
+        log.info("%s: %s warmed (%d calls) in %.1f s", self.label, model, len(shapes) * len(variants), time.perf_counter() - started)
 
     def _check(self, item: ImageItem, images: list[Image.Image]) -> list[bool]:
         if not item.check_safety or item.job.cancelled:
@@ -282,15 +311,19 @@ class Engine:
 
     # -- video -------------------------------------------------------------------------------
 
-    def generate_video(self, family: VideoFamily, item: VideoItem, shape: VideoShape) -> tuple[list[Any], float]:
+    def generate_video(self, family: VideoFamily, item: VideoItem, shape: VideoShape) -> tuple[Sequence[Any], float]:
+        """The frames of one video (the family reports steps and decoded chunks); the
+        caller encodes them after this returns, with the lock released."""
         spec = family.pipeline_spec(item.job.endpoint_id, self.folder)
-        reporter = StepReporter([item.job], first_index=[0])
+        reporter = VideoReporter(item.job, decode_chunks=family.decode_chunks(shape))
         with self.lock:
             reporter.check_cancelled()
             self._announce_loads([item.job], [spec])
             (pipe,) = self.cache.get(spec)
             started = time.perf_counter()
-            frames = family.call_pipeline(pipe, item, shape, reporter)
+            frames = guard(
+                self.cache.device, f"{spec.model} at {shape.width}x{shape.height}, {shape.frames} frames", lambda: family.call_pipeline(pipe, item, shape, reporter)
+            )
             return frames, time.perf_counter() - started
 
     # -- housekeeping ------------------------------------------------------------------------
@@ -320,15 +353,19 @@ class Engine:
             "acceleration": self.acceleration.profile,
             "warming": self.warming,
             "warmed_shapes": len(self.warmed),
+            "models": sorted({s.model for s in cache.loaded()}),
             "plans": {model: {"offload": p.offload, "transformer_dtype": p.transformer_dtype, "resident_gib": p.resident_gib} for model, p in self.plans.items()},
             "dtype": str(cache.dtype).removeprefix("torch."),
             "loaded": loaded,
             "loaded_bytes": loaded_bytes,
+            # X-Fal-Runner-Hint strings this engine is the better place for
+            "runner_hints": sorted({entry["model"] for entry in loaded} | set(self.adapters.hints())),
             "budget_bytes": cache.budget_bytes,
         }
 
     def close(self) -> None:
         with self.lock:
+            self.prompts.clear()
             self.cache.clear()
 
 
@@ -363,8 +400,9 @@ def image_chunks(items: Sequence[ImageItem], cap: int) -> list[list[ImageItem]]:
 
 
 def default_budget(device: torch.device) -> int:
-    """Bytes of weights to keep loaded when no budget is configured: the GPU's memory
-    less a reserve for activations and the CUDA context; on CPU half the host's memory."""
+    """The engine's one memory budget when none is configured: the GPU's memory less the
+    CUDA context and allocator slack (memory plans place weights and count activations
+    within it, and the cache evicts by the same figure); on CPU half the host's memory."""
     if device.type == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
         return max(0, total - RESERVE_BYTES)
@@ -373,9 +411,10 @@ def default_budget(device: torch.device) -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2)
 
 
-#: memory a GPU keeps free of weights: activations of the largest batch, the CUDA
-#: context and the allocator's slack (memory_plan.py counts activations exactly)
-RESERVE_BYTES = 6 * 1024**3
+#: memory outside the budget: the CUDA context, cuBLAS workspaces, lazily loaded kernel
+#: modules and the allocator's fragmentation (memory plans add their own 1 GiB reserve
+#: and count activations)
+RESERVE_BYTES = 1 * 1024**3
 
 
 def _device_memory(device: torch.device) -> dict[str, int]:
@@ -392,8 +431,3 @@ def _first_rows(counts: Sequence[int]) -> list[int]:
         row += count
     return rows
 
-
-def _tell(jobs: Sequence[Job], message: str) -> None:
-    """One log line to every job of a call."""
-    for job in jobs:
-        job.emit(Log(message))

@@ -3,9 +3,16 @@ changing the graph.
 
 A compiled transformer recompiles whenever its modules change, and adding or removing
 a PEFT adapter changes them. So before a compiled engine compiles a model that serves
-LoRA endpoints, every Linear layer of its transformer gets ``OPENFAL_LORA_SLOTS``
-adapters of rank ``OPENFAL_LORA_MAX_RANK`` (alpha = rank, so PEFT's scaling is 1),
-all zero, all active. A request's LoRAs are then *copied* into the slots: ``A`` into
+LoRA endpoints, the Linear layers LoRAs of its family really target
+(``Family.lora_targets``, inside its repeated blocks: not the embedders or the final
+projection) get ``OPENFAL_LORA_SLOTS`` adapters of rank ``OPENFAL_LORA_MAX_RANK``
+(alpha = rank, so PEFT's scaling is 1), all zero.
+
+Slots cost nothing for a request without a LoRA: the engine switches the adapters off
+for it (``set_active``), PEFT's per-layer ``_disable_adapters`` flag is a guard of the
+compiled blocks, and warm-up compiles both variants. A request without a LoRA runs the
+graph that has no adapter branch at all (no extra reads of the input, no full-width
+adapter output, no add); one with LoRAs runs the other, and neither recompiles. A request's LoRAs are then *copied* into the slots: ``A`` into
 rows, ``B`` (times the request's scale) into the matching columns, zeros elsewhere;
 several LoRAs share a slot while their ranks add up within it (``pack``). The
 graph never changes, so a swap costs a copy and no compile (diffusers' ``hotswap=True``
@@ -16,8 +23,7 @@ for a LoRA to target: the parts a LoRA has for ``to_q``/``to_k``/``to_v`` are st
 into one exact LoRA of the fused layer (``A`` rows concatenated, ``B`` block-diagonal),
 so fused layers get three times the rank.
 
-The price is memory and a little compute: one slot of rank r over FLUX.1-dev's Linear
-layers holds about 5.3 M x r parameters (680 MB at rank 64 in bf16).
+The price is memory (``slot_parameters``), and compute for requests with LoRAs only.
 """
 
 from __future__ import annotations
@@ -52,13 +58,57 @@ def bank_of(transformer: torch.nn.Module) -> Bank | None:
     return getattr(transformer, ATTR, None)
 
 
-def install(transformer: torch.nn.Module, *, slots: int, rank: int) -> list[str]:
-    """Give every Linear of ``transformer`` ``slots`` zeroed adapters (before compiling)."""
+def targeted(transformer: torch.nn.Module, targets: Sequence[str], blocks: Sequence[str]) -> list[str]:
+    """The Linear layers of ``transformer`` a slot goes on: those whose name ends with one
+    of ``targets`` (a target on an unfused q/k/v also names the fused layer that replaced
+    it), inside the ``blocks`` ModuleLists when any are given; every Linear when no
+    target is declared."""
+    fused_of = {part: fused for fused, parts in FUSED.items() for part in parts}
+    suffixes = set(targets) | {fused_of[t.rsplit(".", 1)[-1]] for t in targets if t.rsplit(".", 1)[-1] in fused_of}
+    names = []
+    for name, module in transformer.named_modules():
+        if not isinstance(module, torch.nn.Linear):
+            continue
+        if blocks and not any(name.startswith(f"{block}.") for block in blocks):
+            continue
+        if suffixes and not any(name == s or name.endswith(f".{s}") for s in suffixes):
+            continue
+        names.append(name)
+    return names
+
+
+def slot_parameters(transformer: torch.nn.Module, *, rank: int, targets: Sequence[str], blocks: Sequence[str], fused: bool = True) -> int:
+    """Parameters one slot of ``rank`` adds to ``transformer`` (built on ``meta`` is
+    enough) once its Q/K/V are fused (``fused``): a fused layer holds three times the
+    rank over three times the outputs."""
+    total = 0
+    seen_fused: set[str] = set()
+    for name in targeted(transformer, targets, blocks):
+        layer: Any = transformer.get_submodule(name)  # a Linear: in_features and out_features are ints
+        parent, _, leaf = name.rpartition(".")
+        group = next((f for f, parts in FUSED.items() if leaf in parts), None)
+        if fused and group is not None:
+            if f"{parent}.{group}" in seen_fused:
+                continue
+            seen_fused.add(f"{parent}.{group}")
+            total += 3 * rank * layer.in_features + 3 * layer.out_features * 3 * rank
+        elif leaf in FUSED:
+            total += 3 * rank * (layer.in_features + layer.out_features)
+        else:
+            total += rank * (layer.in_features + layer.out_features)
+    return total
+
+
+def install(
+    transformer: torch.nn.Module, *, slots: int, rank: int, targets: Sequence[str] = (), blocks: Sequence[str] = ()
+) -> list[str]:
+    """Give the targeted Linear layers of ``transformer`` ``slots`` zeroed adapters
+    (before compiling), switched off until a request brings LoRAs."""
     if slots <= 0 or bank_of(transformer) is not None:
         return []
     from peft import LoraConfig
 
-    linears = [name for name, module in transformer.named_modules() if isinstance(module, torch.nn.Linear)]
+    linears = targeted(transformer, targets, blocks)
     fused = {name: 3 * rank for name in linears if name.rsplit(".", 1)[-1] in FUSED}
     pattern = {f"^{name}$": r for name, r in fused.items()}
     config = LoraConfig(r=rank, lora_alpha=rank, target_modules=linears, rank_pattern=pattern, alpha_pattern=pattern, lora_dropout=0.0)
@@ -67,8 +117,34 @@ def install(transformer: torch.nn.Module, *, slots: int, rank: int) -> list[str]
         transformer.add_adapter(config, adapter_name=slot)  # type: ignore[operator]
     transformer.set_adapters(bank.names, weights=[1.0] * slots)  # type: ignore[operator]
     _zero(transformer, bank.names)
+    for name, parameter in transformer.named_parameters():
+        if "lora_" in name:
+            parameter.requires_grad_(False)  # never trained here; one value for the graphs' guards
     setattr(transformer, ATTR, bank)
-    return [f"{slots} LoRA slots of rank {rank} on {len(linears)} Linear layers (hot-swapped by copy, no recompiles)"]
+    set_active(transformer, False)
+    return [f"{slots} LoRA slots of rank {rank} on {len(linears)} targeted Linear layers (hot-swapped by copy; off for requests without LoRAs)"]
+
+
+def set_active(transformer: torch.nn.Module, active: bool) -> None:
+    """Switch the slots on (a request with LoRAs) or off (one without: the compiled
+    variant with no adapter branch runs). A no-op when already so."""
+    if getattr(transformer, ACTIVE, None) is active:
+        return
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for module in transformer.modules():
+        if isinstance(module, BaseTunerLayer):
+            # the flag PEFT's forward reads; set directly, since ``enable_adapters`` also
+            # flips the adapters' requires_grad, another guard of the compiled graphs
+            module._disable_adapters = not active
+    setattr(transformer, ACTIVE, active)
+
+
+def is_active(transformer: torch.nn.Module) -> bool:
+    return bool(getattr(transformer, ACTIVE, False))
+
+
+ACTIVE = "_openfal_slots_active"
 
 
 Pairs = Mapping[str, tuple[torch.Tensor, torch.Tensor]]

@@ -16,11 +16,21 @@ least recently used blobs are deleted.
 
 Only safetensors is ever opened: pickle formats (``.bin``, ``.pt``, ``.ckpt`` ...) run
 code when loaded, so they are refused by name and, whatever the name, a file must parse
-as safetensors before the engine sees it.
+as safetensors before the engine sees it. The header is user data: its length is bounded
+(``MAX_HEADER_BYTES``) before a byte of it is parsed, its nesting while it is (Python's
+parser stops at its recursion limit: a 422, not a 500), and it is parsed in a thread,
+once per file version per process (a parse holds the GIL, so the bound is what keeps
+the event loop's stall short; the thread keeps the read and the hashing off it).
+
+Plain ``http://`` URLs are accepted, as for every other input URL (fal's endpoints take
+them too): the file's owner decides its content over https as well, a LoRA can change
+an image but never run code (safetensors only), blobs are named by their content, and
+the private-address guard applies either way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import logging
@@ -43,8 +53,11 @@ log = logging.getLogger("openfal.local")
 
 PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"})
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)*$")
-#: a safetensors header is JSON; anything claiming more than this is not one
-MAX_HEADER_BYTES = 100 * 1024 * 1024
+#: a safetensors header is JSON naming each tensor (~150 bytes each): a FLUX LoRA on
+#: every Linear layer with its CLIP part and kohya's training metadata stays under
+#: 300 KB, so past this it is not a LoRA (and parsing it would hold the GIL for long:
+#: an 89 MB header stalled the server 15-27 s)
+MAX_HEADER_BYTES = 2 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +70,9 @@ class LoraFile:
     scale: float
     #: what the request named (a URL is shortened for logs)
     source: str
+    #: the runner hint a worker that has it loaded advertises: the path as the request
+    #: named it, without a query string or fragment (None for a data URI)
+    hint: str | None = None
 
 
 def refused(field: str, message: str) -> InputRejected:
@@ -73,6 +89,8 @@ class LoraFiles:
         self.partial = self.root / "partial"
         #: (path, size, mtime) of an installed LoRA -> its sha256
         self._installed_digests: dict[tuple[Path, int, int], str] = {}
+        #: (path, size, mtime) of the files whose header passed the check
+        self._checked: set[tuple[Path, int, int]] = set()
 
     async def resolve(self, refs: list[tuple[str, float]], client: httpx.AsyncClient) -> list[LoraFile]:
         """Each reference as a local, checked safetensors file (fetched if need be)."""
@@ -80,8 +98,8 @@ class LoraFiles:
         for index, (path, scale) in enumerate(refs):
             field = f"loras.{index}.path"
             local = await self._local(path, field, client)
-            check_safetensors(local, field)
-            files.append(LoraFile(digest=self._digest_of(local), file=local, scale=scale, source=_short(path)))
+            digest = await asyncio.to_thread(self._checked_digest, local, field)
+            files.append(LoraFile(digest=digest, file=local, scale=scale, source=_short(path), hint=hint_of(path)))
         self.evict(keep={f.file for f in files})
         return files
 
@@ -116,8 +134,8 @@ class LoraFiles:
         started = time.monotonic()
         _, size = await fetch_to_file(url, partial, self.settings, field=field, max_bytes=self.settings.max_lora_bytes, client=client)
         try:
-            check_safetensors(partial, field)
-            digest = _sha256(partial)
+            await asyncio.to_thread(check_safetensors, partial, field)
+            digest = await asyncio.to_thread(_sha256, partial)
             blob = self.blobs / f"{digest}.safetensors"
             os.replace(partial, blob)
         finally:
@@ -127,6 +145,16 @@ class LoraFiles:
         os.replace(tmp_index, index)
         log.info("LoRA %s downloaded: %d bytes in %.2f s (%s)", _short(url), size, time.monotonic() - started, digest[:12])
         return blob
+
+    def _checked_digest(self, path: Path, field: str) -> str:
+        """The file's digest once its header passed ``check_safetensors`` (checked once
+        per version of the file: a cached LoRA is not parsed again on every use)."""
+        stat = path.stat()
+        version = (path, stat.st_size, stat.st_mtime_ns)
+        if version not in self._checked:
+            check_safetensors(path, field)
+            self._checked.add(version)
+        return self._digest_of(path)
 
     def _digest_of(self, path: Path) -> str:
         """A downloaded blob is named by its digest; an installed file is hashed once per
@@ -172,10 +200,14 @@ def check_safetensors(path: Path, field: str) -> None:
         if len(head) < 8:
             raise refused(field, "The LoRA file is not a safetensors file (too short)")
         (length,) = struct.unpack("<Q", head)
-        if not 2 <= length <= min(MAX_HEADER_BYTES, size - 8):
+        if length > MAX_HEADER_BYTES:
+            raise refused(field, f"The LoRA file is not a safetensors file (its header claims more than {MAX_HEADER_BYTES} bytes, no LoRA has)")
+        if not 2 <= length <= size - 8:
             raise refused(field, "The LoRA file is not a safetensors file (no valid header)")
         try:
             header = json.loads(handle.read(length))
+        except RecursionError:
+            raise refused(field, "The LoRA file is not a safetensors file (its header is nested too deep)") from None
         except (ValueError, UnicodeDecodeError):
             raise refused(field, "The LoRA file is not a safetensors file (its header is not JSON)") from None
     if not isinstance(header, dict):
@@ -204,6 +236,14 @@ def _read_index(path: Path) -> str | None:
     except OSError:
         return None
     return value if re.fullmatch(r"[0-9a-f]{64}", value) else None
+
+
+def hint_of(path: str) -> str | None:
+    """A LoRA's runner hint (X-Fal-Runner-Hint): its URL or name without a query
+    string (which may hold a signature) or fragment; a data URI has none."""
+    if path.startswith("data:"):
+        return None
+    return path.split("#", 1)[0].split("?", 1)[0] or None
 
 
 def _short(text: str) -> str:

@@ -9,13 +9,14 @@ largest allowed call: ``max_batch_images`` images at the largest warm-up size.
 Placements, tried in order of preference (the first that fits wins):
 
 1. ``resident``: every component on the GPU;
-2. ``text_encoders``: the text encoders wait in host memory and visit the GPU to encode
-   a prompt, then leave before denoising starts (FLUX.1's 9 GiB of T5 and CLIP are not
-   needed while the transformer runs);
-3. ``none`` with float8 text encoders: every component resident, the text encoders'
-   Linear weights in float8 (FLUX.2 [dev]'s 24B Mistral encoder takes 24 GiB instead of
-   48, so the whole pipeline stays on an 80 GiB card and each prompt is encoded once,
-   on the GPU);
+2. ``none`` with float8 text encoders: every component resident, the text encoders'
+   Linear weights in float8 (weight-only 8-bit T5 is near-lossless; FLUX.1's T5 takes
+   4.4 GiB instead of 8.9, so a 24 GiB card keeps it resident beside a float8
+   transformer; FLUX.2 [dev]'s 24B Mistral encoder takes 24 GiB instead of 48). Each
+   prompt is encoded on the GPU, and repeated prompts not at all (prompt_cache.py);
+3. ``text_encoders``: the text encoders wait in host memory and visit the GPU to encode
+   a prompt, then leave before denoising starts (where float8 is not available: the
+   9 GiB visit costs 1.5-3 s per request over PCIe);
 4. ``model``: diffusers' model offload (each component on the GPU only while it runs);
 5. ``group``: diffusers' block-level group offload, the last resort (slow: weights
    stream over PCIe every step).
@@ -29,7 +30,10 @@ Activation estimates (bf16, inference mode; conservative):
 * transformer: each model's own estimate (``Model.activation_bytes``; for the FLUX
   families ``16 * N * D * 2`` bytes per image, ``N`` tokens, ``D`` the hidden width);
 * VAE decode: ``4 * H * W * 256 * 2`` bytes per image (the 256-channel full-resolution
-  upsample and the resnet tensors around it);
+  upsample and the resnet tensors around it), or the model's own estimate
+  (``Model.vae_decode_bytes``: a video VAE's peak for all frames of the largest video);
+* video models are planned for their ``Model.largest_call`` (width, height, frames), one
+  video per call, instead of the warm-up sizes at ``max_batch_images``;
 * text encoders: 0.25 GiB; CUDA context and allocator slack: 1 GiB.
 """
 
@@ -51,6 +55,10 @@ CONSTRUCTION_LOCK = threading.RLock()
 RESERVE_BYTES = 1 * GIB
 TEXT_ACTIVATION_BYTES = GIB // 4
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
+#: the denoisers (Wan 2.2 A14B has two experts; under model offload one is on the GPU at a time)
+TRANSFORMERS = ("transformer", "transformer_2")
+#: text encoders larger than this stay resident in float8 rather than visit the GPU per
+#: prompt (about a second of PCIe transfer each way at 16 GiB)
 
 def planned() -> tuple[str, ...]:
     """The models the local backend plans: every family's (the safety checker is added
@@ -110,6 +118,22 @@ def component_sizes(model: str) -> dict[str, ComponentSize]:
     return {name: _measure(component, float8=name in FLOAT8_COMPONENTS) for name, component in MODELS[model].components.items()}
 
 
+@functools.cache
+def slot_bytes(model: str, rank: int) -> int:
+    """bf16 bytes of one LoRA slot of ``rank`` on ``model``'s transformer: on the layers
+    its family targets, inside its blocks, counted after Q/K/V fusion (lora_bank)."""
+    import torch
+
+    from openfal.backends.local import lora_bank
+    from openfal.backends.local.families import family_of_model
+    from openfal.backends.local.registry import MODELS
+
+    family = family_of_model(model)
+    with CONSTRUCTION_LOCK, torch.device("meta"):
+        transformer = build_component(MODELS[model].components["transformer"])
+    return 2 * lora_bank.slot_parameters(transformer, rank=rank, targets=family.lora_targets, blocks=family.compile_blocks, fused=family.accelerated)
+
+
 #: the components whose Linear weights may be float8 (the rest stay bf16)
 FLOAT8_COMPONENTS = ("transformer", *TEXT_ENCODERS)
 
@@ -127,7 +151,7 @@ def _measure(component: Component, *, float8: bool) -> ComponentSize:
             if isinstance(sub, torch.nn.Linear) and sub.in_features % 16 == 0 and sub.out_features % 16 == 0:
                 fp8 -= sub.weight.numel() * 2
                 fp8 += sub.weight.numel() * 1 + sub.out_features * 4
-    blocks = [b for name in ("transformer_blocks", "single_transformer_blocks", "layers") for b in getattr(module, name, [])]
+    blocks = [b for name in ("transformer_blocks", "single_transformer_blocks", "layers", "blocks") for b in getattr(module, name, [])]
     block = getattr(getattr(module, "encoder", None), "block", None)
     blocks += list(block) if block is not None else []
     largest = max((sum(p.numel() * 2 for p in b.parameters()) for b in blocks), default=bf16)
@@ -161,6 +185,14 @@ def vae_activation_bytes(width: int, height: int, images: int) -> int:
     return 4 * width * height * 256 * 2 * images
 
 
+def vae_decode_bytes(model: str, width: int, height: int, count: int) -> int:
+    """The VAE decode's peak for ``count`` images (or a video's ``count`` frames)."""
+    from openfal.backends.local.registry import MODELS
+
+    estimate = MODELS[model].vae_decode_bytes
+    return estimate(width, height, count) if estimate is not None else vae_activation_bytes(width, height, count)
+
+
 def largest_size(size_names: tuple[str, ...]) -> tuple[int, int]:
     from openfal.backends.local.warmup import parse_size
 
@@ -188,37 +220,50 @@ def plan_model(
     components this pipeline leaves out (the Redux base has no text encoders)."""
     from openfal.backends.local.families import family_of_model
     from openfal.backends.local.families.images import ImageFamily
+    from openfal.backends.local.registry import MODELS
 
     family = family_of_model(model)
     parts = {name: part for name, part in component_sizes(model).items() if name not in without}
-    if lora_slots and "transformer" in parts:  # compiled LoRA models: bf16 slots on every Linear
+    if lora_slots and "transformer" in parts:  # compiled LoRA models: bf16 slots on the family's targets
         t = parts["transformer"]
-        extra = lora_slots * lora_rank * t.linear_sides * 2
+        extra = lora_slots * slot_bytes(model, lora_rank)
         parts["transformer"] = ComponentSize(t.bf16 + extra, t.fp8 + extra if t.fp8 is not None else None, t.largest_block, t.linear_sides)
     if safety_checker and isinstance(family, ImageFamily):
         parts["safety_checker"] = component_sizes("safety-checker")["classifier"]
-    width, height = largest_size(sizes)
-    act_t = transformer_activation_bytes(model, width, height, max_images)
+    largest_call = MODELS[model].largest_call
+    if largest_call is not None:  # a video model: one video of its largest shape per call
+        width, height, count = largest_call
+        decode_batches = [1]
+        act_vae = {1: vae_decode_bytes(model, width, height, count)}
+    else:
+        (width, height), count = largest_size(sizes), max_images
+        decode_batches = sorted({max_images, 1}, reverse=True)
+        act_vae = {n: vae_decode_bytes(model, width, height, n) for n in decode_batches}
+    act_t = transformer_activation_bytes(model, width, height, count)
     has_transformer = "transformer" in parts
     dtypes = ["bf16"]
     if has_transformer and family.accelerated and fp8_supported and parts["transformer"].fp8 is not None:
         dtypes = ["fp8"] if prefer_fp8 else ["bf16", "fp8"]
     texts = any(name in parts for name in TEXT_ENCODERS)
-    # (offload, text encoders in float8): float8 text encoders come after moving them off
-    # the GPU, which is lossless, and before any offload that streams the transformer
-    modes = [("none", False), ("text_encoders", False)] if texts else [("none", False)]
+    # (offload, text encoders in float8): resident float8 text encoders come before moving
+    # them off the GPU for every prompt, and both before any offload that streams the
+    # transformer
+    modes = [("none", False)]
     if texts and fp8_supported:
         modes.append(("none", True))
+    if texts:
+        modes.append(("text_encoders", False))
     modes += [("model", False), ("group", False)]
     candidates = [
         (offload, dtype, text_fp8, decode_batch)
         for offload, text_fp8 in modes
         for dtype in dtypes
-        for decode_batch in sorted({max_images, 1}, reverse=True)
+        for decode_batch in decode_batches
     ]
     best: ModelPlan | None = None
     for offload, dtype, text_fp8, decode_batch in candidates:
-        plan = _evaluate(model, parts, offload, dtype, text_fp8, decode_batch, act_t, width, height, gpu_memory_bytes)
+        act = act_vae[decode_batch] if "vae" in parts else 0
+        plan = _evaluate(model, parts, offload, dtype, text_fp8, decode_batch, act_t, act, gpu_memory_bytes)
         if plan.fits:
             return plan
         if best is None or plan.resident_gib < best.resident_gib:
@@ -244,8 +289,7 @@ def _evaluate(
     text_fp8: bool,
     decode_batch: int,
     act_t: int,
-    width: int,
-    height: int,
+    act_vae: int,
     budget: int,
 ) -> ModelPlan:
     def float8(name: str) -> bool:
@@ -255,7 +299,6 @@ def _evaluate(
         part = parts[name]
         return part.fp8 if float8(name) and part.fp8 is not None else part.bf16
 
-    act_vae = vae_activation_bytes(width, height, decode_batch) if "vae" in parts else 0
     act_run = max(act_t if "transformer" in parts else 0, act_vae)
     weights, peak = _weights_and_peak(parts, size, offload, act_t, act_vae, act_run)
     peak += RESERVE_BYTES
@@ -301,7 +344,7 @@ def _weights_and_peak(
         return weights, max(encoding, weights + act_run)
     if offload == "model":
         peak = max(
-            size("transformer") + act_t if "transformer" in parts else 0,
+            max((size(n) + act_t for n in TRANSFORMERS if n in parts), default=0),
             size("vae") + act_vae if "vae" in parts else 0,
             max((size(n) for n in texts), default=0) + TEXT_ACTIVATION_BYTES,
             max(size(n) for n in parts),

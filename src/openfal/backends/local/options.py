@@ -23,5 +23,11 @@ class LocalOptions:
     ltx_height: int = 512
     ltx_frames: int = 121
     ltx_fps: int = 24
+    #: largest frame area of videos whose size the request picks (Wan's ``resolution``):
+    #: larger sizes are scaled down to it, keeping their aspect; None: fal's sizes
+    video_max_area: int | None = None
     #: at most one preview per job per this many seconds
     preview_interval_seconds: float = 1.0
+    #: largest image (pixels) whose requests may share a pipeline call
+    #: (``OPENFAL_BATCH_MAX_PIXELS``; the backend sets it from the settings)
+    batch_max_pixels: int = 512 * 512

@@ -30,6 +30,8 @@ def place(
     accelerated: bool = True,
     lora_slots: int = 0,
     lora_rank: int = 0,
+    lora_targets: tuple[str, ...] = (),
+    blocks: tuple[str, ...] = (),
 ) -> list[str]:
     """Move ``pipe`` onto ``device`` per ``plan`` (None: all resident) and apply the
     acceleration profile when its family is ``accelerated``; the steps taken, for the
@@ -57,8 +59,8 @@ def place(
         steps += group_offload(pipe, device)
     if flux and acceleration.compiles:
         if offload in ("none", "text_encoders"):
-            steps += lora_bank.install(pipe.transformer, slots=lora_slots, rank=lora_rank)
-            steps += accel.compile_pipeline(pipe, acceleration)
+            steps += lora_bank.install(pipe.transformer, slots=lora_slots, rank=lora_rank, targets=lora_targets, blocks=blocks)
+            steps += accel.compile_pipeline(pipe, acceleration, blocks)
         else:
             steps.append(f"not compiled: {offload} offload moves weights between calls")
     vae = getattr(pipe, "vae", None)
@@ -93,7 +95,7 @@ def offload_text_encoders(pipe: Any, device: torch.device) -> list[str]:
     for module in texts:
         module.to("cpu")
         if not getattr(module, "_openfal_visits", False):  # shared encoders are hooked once
-            module.register_forward_pre_hook(lambda mod, args, d=device: _visit(mod, d))
+            module.register_forward_pre_hook(lambda mod, args, kwargs, d=device: _visit(mod, d, args, kwargs), with_kwargs=True)
             module._openfal_visits = True  # type: ignore[assignment]
     transformer = getattr(pipe, "transformer", None)
     if transformer is not None and texts:
@@ -101,9 +103,17 @@ def offload_text_encoders(pipe: Any, device: torch.device) -> list[str]:
     return [f"{len(texts)} text encoders offloaded after encoding"]
 
 
-def _visit(module: torch.nn.Module, device: torch.device) -> None:
+def _visit(module: torch.nn.Module, device: torch.device, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Bring the encoder to ``device``, and its inputs: a pipeline that places them on
+    the encoder's own device between calls (Wan's ``get_module_execution_device``) put
+    them in host memory."""
     if next(module.parameters()).device != device:
         module.to(device)
+    return tuple(_on(a, device) for a in args), {k: _on(v, device) for k, v in kwargs.items()}
+
+
+def _on(value: Any, device: torch.device) -> Any:
+    return value.to(device) if isinstance(value, torch.Tensor) else value
 
 
 def _send_home(modules: list[torch.nn.Module]) -> None:

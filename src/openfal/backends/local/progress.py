@@ -73,11 +73,12 @@ class StepReporter:
                 self._copy_off_device(latents, live)
             else:
                 for job, row in live:
-                    self._emit_preview(job, self.preview(latents, row))
+                    self._emit_preview(job, latents, row)
         return {}
 
-    @staticmethod
-    def _emit_preview(job: Job, data: bytes | None) -> None:
+    def _emit_preview(self, job: Job, latents: torch.Tensor, row: int) -> None:
+        """A family without a cheap latent->RGB projection (Qwen-Image) returns None: no preview."""
+        data = self.preview(latents, row)  # type: ignore[misc]
         if data is not None:
             job.emit(Preview(data))
 
@@ -89,10 +90,11 @@ class StepReporter:
         copies = []
         for job, row in live:
             host = torch.empty(latents[row : row + 1].shape, dtype=latents.dtype, pin_memory=True)
-            host.copy_(latents[row : row + 1], non_blocking=True)
+            with torch.cuda.device(latents.device):
+                host.copy_(latents[row : row + 1], non_blocking=True)
             copies.append((job, host))
         landed = torch.cuda.Event()
-        landed.record()
+        landed.record(torch.cuda.current_stream(latents.device))  # the latents' GPU, not the current device
         self._pending.append((landed, copies))
 
     def _emit_landed(self, *, final: bool) -> None:
@@ -103,8 +105,35 @@ class StepReporter:
             if landed.query():
                 for job, host in copies:
                     if not job.cancelled:
-                        assert self.preview is not None  # only previews are copied
-                        self._emit_preview(job, self.preview(host, 0))
+                        self._emit_preview(job, host, 0)
             elif not final:
                 keep.append((landed, copies))
         self._pending = keep
+
+
+class VideoReporter(StepReporter):
+    """One video's denoising steps, then its decoded chunks, counted as one run of units
+    (a progress bar does not start again at 0 for the decode). Cancelling, and the
+    run-time limit (which cancels), is seen between chunks as between steps."""
+
+    def __init__(self, job: Job, *, decode_chunks: int = 0) -> None:
+        super().__init__([job], first_index=[0])
+        self.job = job
+        #: chunks the family decodes with a report each (0: decoded inside the pipeline)
+        self.decode_chunks = decode_chunks
+        self.steps_total = 0
+
+    def __call__(self, pipe: Any, index: int, timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+        self.check_cancelled()
+        self.steps_total = int(getattr(pipe, "num_timesteps", 0)) or index + 1
+        self.steps_done = index + 1
+        self.job.emit(Log(f"step {self.steps_done}/{self.steps_total}"))
+        self.job.emit(Progress(self.steps_done, self.steps_total + self.decode_chunks))
+        return {}
+
+    def decoded(self, chunk: int, first_frame: int, last_frame: int, frames: int) -> None:
+        """Chunk ``chunk`` (1-based) of the decode is done: frames ``first_frame`` to
+        ``last_frame`` (1-based) of ``frames`` exist."""
+        self.check_cancelled()
+        self.job.emit(Log(f"decoded frames {first_frame}-{last_frame} of {frames}"))
+        self.job.emit(Progress(self.steps_total + chunk, self.steps_total + self.decode_chunks))

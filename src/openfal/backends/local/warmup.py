@@ -1,17 +1,15 @@
-"""Warm-up: compile every shape a server expects before it says it is ready.
+"""Warm-up: compile every graph variant requests run before the server says it is ready.
 
-A compiled transformer block is specialised to its input shapes, which follow from the
-model (text tokens: 512, schnell 256), the output size and the images in one call. The
-engine compiles at warm-up, for ``OPENFAL_WARMUP_SIZES`` x batch sizes 1..
-``OPENFAL_MAX_BATCH_IMAGES``, once per model as it loads (``OPENFAL_PRELOAD_MODELS`` at
-start; any other model on the request that loads it). Requests then run:
-
-* a warmed shape: the compiled graphs, with no recompilation;
-* any other shape: eagerly (dynamo's ``force_eager`` stance), logged once per shape,
-  so a request never waits for the GPU to compile.
-
-The stance is process-wide, so one lock keeps an eager run on one GPU from turning
-another GPU's warm-up eager too.
+The compiled transformer blocks have a dynamic token dimension (acceleration.py): one
+graph per block class serves every output size, text length (512, schnell 256) and
+reference image (Kontext edits, Redux, image-to-image at any size). What still selects
+a graph is the batch (dynamo specialises size 1, so batch 1 and batch 2+ are two
+variants) and whether the LoRA slots are on (engine.py). So warm-up runs, per model as
+it loads (``OPENFAL_PRELOAD_MODELS`` at start; any other model on the request that loads
+it, before its first call), one-step calls at the largest ``OPENFAL_WARMUP_SIZES`` with
+1 and 2 images (2 only when ``OPENFAL_MAX_BATCH_IMAGES`` allows batches), each with the
+slots off and on. Requests then never compile and never run eager, and no process-wide
+stance or lock is involved.
 
 Compiled kernels go to a cache folder (``OPENFAL_COMPILE_CACHE_DIR``), so a restart
 reads them instead of compiling again.
@@ -19,25 +17,20 @@ reads them instead of compiling again.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
-import threading
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 log = logging.getLogger("openfal.local")
 
-#: held by warm-ups and by eager (unwarmed) runs; see the module docstring
-STANCE_LOCK = threading.Lock()
 _SIZE = re.compile(r"^(\d+)x(\d+)$")
 
 
 @dataclass(frozen=True, slots=True, order=True)
 class Shape:
-    """What a compiled block is specialised to, as the engine sees it."""
+    """A warm-up call: the model, its size and its images (the batch variant)."""
 
     model: str
     width: int
@@ -61,9 +54,10 @@ def parse_size(value: str) -> tuple[int, int]:
 
 
 def warmup_shapes(model: str, size_names: tuple[str, ...], max_images: int) -> list[Shape]:
-    """Every shape to compile for ``model``, smallest first (deduplicated)."""
-    sizes = sorted({parse_size(name) for name in size_names})
-    return sorted({Shape(model, w, h, n) for w, h in sizes for n in range(1, max_images + 1)})
+    """The warm-up calls of ``model``: the largest configured size with one image, and
+    with two when batches of several images can happen."""
+    width, height = max((parse_size(name) for name in size_names), key=lambda wh: (wh[0] * wh[1], wh))
+    return [Shape(model, width, height, n) for n in sorted({1, min(2, max_images)})]
 
 
 def use_compile_cache(folder: Path) -> None:
@@ -80,15 +74,6 @@ def use_compile_cache(folder: Path) -> None:
     import torch._inductor.config as inductor
 
     inductor.fx_graph_cache = True
-
-
-@contextlib.contextmanager
-def eager() -> Iterator[None]:
-    """Run without compiling anything (a shape that was not warmed)."""
-    import torch
-
-    with STANCE_LOCK, torch.compiler.set_stance("force_eager"):
-        yield
 
 
 def graphs_compiled() -> int:

@@ -13,7 +13,7 @@ from typing import Any
 
 from openfal.backends.relay.client import Reply
 from openfal.backends.relay.retry import Answer
-from openfal.errors import UpstreamFailed
+from openfal.errors import FAL_ERROR_TYPES, UpstreamFailed, error_type_for
 
 #: (HTTP status, error_type) per kind of trouble, from fal's request-error table
 TROUBLE = {
@@ -34,18 +34,6 @@ def kind_of(answer: Answer) -> str:
     return "busy" if answer is Answer.RATE_LIMITED else "server"
 
 
-def default_error_type(status_code: int) -> str:
-    if status_code == 499:
-        return "client_cancelled"
-    if status_code == 504:
-        return "request_timeout"
-    if status_code in {503}:
-        return "runner_scheduling_failure"
-    if 400 <= status_code < 500:
-        return "bad_request"
-    return "runner_server_error"
-
-
 def passthrough(reply: Reply, status: dict[str, Any] | None = None, *, scrub: tuple[str, str] | None = None) -> UpstreamFailed:
     """The upstream's failed result as this request's result: code, body, error_type.
     ``scrub`` = (upstream id, our id): the upstream's request id never reaches clients."""
@@ -55,7 +43,7 @@ def passthrough(reply: Reply, status: dict[str, Any] | None = None, *, scrub: tu
     error_type = status.get("error_type") or reply.headers.get("x-fal-error-type")
     if not error_type and isinstance(body, dict) and isinstance(body.get("error_type"), str):
         error_type = body["error_type"]
-    error_type = error_type if isinstance(error_type, str) and error_type else default_error_type(code)
+    error_type = error_type if error_type in FAL_ERROR_TYPES else error_type_for(code)
     message = status.get("error")
     if not isinstance(message, str) or not message:
         detail = body.get("detail") if isinstance(body, dict) else None

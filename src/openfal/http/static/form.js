@@ -199,16 +199,18 @@ function urlRow(name, id, labelText, onChange) {
     img.hidden = true;
   });
   input.addEventListener("change", refresh);
-  file.addEventListener("change", async () => {
-    const chosen = file.files && file.files[0];
-    if (!chosen) return;
+  const fill = async (chosen) => {
     input.value = await readAsDataUrl(chosen);
     refresh();
     note.textContent = `${chosen.name} · ${formatBytes(chosen.size)} (sent inline as a data: URI)`;
     input.dispatchEvent(new Event("input", { bubbles: true }));
+  };
+  file.addEventListener("change", async () => {
+    const chosen = file.files && file.files[0];
+    if (chosen) await fill(chosen);
   });
   const row = h("div", { class: "url-row" }, [thumb, h("div", { class: "url-main" }, [h("div", { class: "url-controls" }, [input, pick, file]), note])]);
-  return { row, input, file, set: (v) => { input.value = v ?? ""; refresh(); } };
+  return { row, input, file, fill, set: (v) => { input.value = v ?? ""; refresh(); } };
 }
 
 export function formatBytes(n) {
@@ -254,6 +256,20 @@ function urlListWidget(name, schema, required) {
     const remove = h("button", { type: "button", class: "ghost small icon remove-row" }, "×");
     const li = h("li", {}, [r.row, remove]);
     const entry = { ...r, li, remove };
+    // several files picked at once: this row takes the first, the next rows (empty ones,
+    // then new ones up to maxItems) the others, in the order chosen
+    r.file.multiple = true;
+    r.file.addEventListener("change", async () => {
+      const extra = Array.from(r.file.files || []).slice(1);
+      let at = rows.indexOf(entry) + 1;
+      for (const chosen of extra) {
+        while (at < rows.length && rows[at].input.value.trim() !== "") at += 1;
+        if (at >= rows.length && rows.length >= max) break;
+        const target = at < rows.length ? rows[at] : addRow();
+        at += 1;
+        await target.fill(chosen);
+      }
+    });
     remove.addEventListener("click", () => {
       rows.splice(rows.indexOf(entry), 1);
       li.remove();
@@ -452,18 +468,22 @@ function boolWidget(name, schema, required) {
   return widget(parts, [control], () => control.checked, set);
 }
 
-function imageSizeWidget(name, schema, required, defs) {
+/** A size preset or a custom width x height; an optional size (``nullable``: absent means
+ * "the input image's size", as on edit endpoints) offers "auto" first and then sends nothing. */
+function imageSizeWidget(name, schema, required, defs, nullable = false) {
   const id = nextId(name);
   const members = schema.anyOf.map((s) => resolve(s, defs));
-  const presets = members.find((s) => Array.isArray(s.enum)).enum;
+  // enum presets, and one-value literals (Z-Image image-to-image's "auto")
+  const presets = members.flatMap((s) => (Array.isArray(s.enum) ? s.enum : s.const !== undefined ? [s.const] : []));
   const custom = members.find((s) => s.type === "object");
   const select = h("select", { id, name }, [
+    ...(nullable ? [h("option", { value: "" }, "auto · from the input image")] : []),
     ...presets.map((p) => h("option", { value: p }, presetLabel(p))),
     h("option", { value: "custom" }, "Custom…"),
   ]);
   const dim = (axis) => {
     const s = custom.properties[axis];
-    const input = h("input", { id: `${id}-${axis}`, type: "number", step: "16", min: "16", max: String(s.maximum ?? 14142), inputmode: "numeric" });
+    const input = h("input", { id: `${id}-${axis}`, type: "number", step: "16", min: String(s.minimum ?? 16), max: String(s.maximum ?? 14142), inputmode: "numeric" });
     input.value = String(s.default ?? 512);
     return { input, label: h("label", { for: input.id }, labelFor(axis)) };
   };
@@ -486,13 +506,16 @@ function imageSizeWidget(name, schema, required, defs) {
       w.input.value = String(v.width ?? 512);
       hgt.input.value = String(v.height ?? 512);
     } else {
-      select.value = v ?? presets[0];
+      select.value = v ?? (nullable ? "" : presets[0]);
     }
     toggle();
   };
   set(schema.default);
   const num = (input) => (input.value.trim() === "" ? null : Number(input.value));
-  const get = () => (select.value === "custom" ? { width: num(w.input), height: num(hgt.input) } : select.value);
+  const get = () => {
+    if (select.value === "custom") return { width: num(w.input), height: num(hgt.input) };
+    return select.value === "" ? undefined : select.value;
+  };
   return widget(parts, [select, w.input, hgt.input], get, set);
 }
 
@@ -521,7 +544,7 @@ function jsonWidget(name, schema, required, label = null) {
 
 function makeWidget(name, raw, required, defs) {
   const { schema, nullable } = unwrap(raw, defs);
-  if (isImageSize(schema)) return imageSizeWidget(name, schema, required, defs);
+  if (isImageSize(schema)) return imageSizeWidget(name, schema, required, defs, nullable);
   if (Array.isArray(schema.enum)) return enumWidget(name, schema, required, nullable);
   switch (schema.type) {
     case "boolean":

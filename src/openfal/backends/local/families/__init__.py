@@ -9,14 +9,18 @@ backend's dispatch) is derived from it. Adding a family: write ``families/NAME.p
 
 from __future__ import annotations
 
-from openfal.backends.local.families import flux1, ltx
+from openfal.backends.local.families import flux1, flux2, ltx, qwen_image, wan, z_image
 from openfal.backends.local.families.contract import Component, Endpoint, Family, Model
 
 FAMILIES: dict[str, Family] = {
     family.name: family
     for family in (
         flux1.FAMILY,
+        flux2.FAMILY,
         ltx.FAMILY,
+        qwen_image.FAMILY,
+        z_image.FAMILY,
+        wan.FAMILY,
     )
 }
 

@@ -59,9 +59,15 @@ class Model:
     gated: bool = False
     #: serves LoRA endpoints (compiled engines reserve LoRA slots on its transformer)
     loras: bool = False
-    #: transformer activation bytes for (width, height, images) at the largest call;
-    #: None: the model has no transformer (an image prior)
+    #: transformer activation bytes for (width, height, images) at the largest call (a
+    #: video model: (width, height, frames)); None: the model has no transformer (an image prior)
     activation_bytes: Callable[[int, int, int], int] | None = None
+    #: the VAE decode's peak bytes for (width, height, images or frames); None: the image
+    #: VAE estimate of ``memory_plan`` (per image)
+    vae_decode_bytes: Callable[[int, int, int], int] | None = None
+    #: (width, height, frames) of the largest call a video model's plan is sized for;
+    #: None: the warm-up sizes at ``max_batch_images`` images
+    largest_call: tuple[int, int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,3 +144,10 @@ class Family:
 
     def warm_up(self, pipe: Any, width: int, height: int, images: int, model: str) -> None:
         """One call that compiles the graphs a request of this shape runs."""
+
+    def own_components(self, model: str, folder: Path) -> dict[str, Any]:
+        """Components of ``model``'s pipeline the family loads itself from ``folder``
+        (the model cache passes them to ``from_pretrained`` in place of the declared
+        class): a tokenizer whose processor class needs a package the pipeline's call
+        does not (FLUX.2 [dev]'s PixtralProcessor). Default: none."""
+        return {}

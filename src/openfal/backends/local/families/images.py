@@ -64,6 +64,11 @@ class ImagePlan:
     batchable: bool = False
     #: family-specific settings that are part of the call (negative prompt, shift, ...)
     extra: tuple[tuple[str, Any], ...] = ()
+    #: fal's ``acceleration`` tier (none/regular/high; tiers.py), set from the input for
+    #: every family by ``ImageFamily.request_plan``; "" where the endpoint has none
+    acceleration: str = ""
+    #: largest image (pixels) that batches (``LocalOptions.batch_max_pixels``)
+    batch_max_pixels: int | None = None
 
     @property
     def model(self) -> str:
@@ -72,7 +77,10 @@ class ImagePlan:
     def batch_key(self) -> str | None:
         if not self.batchable or self.size is None:
             return None
-        return json.dumps([self.endpoint_id, *self.size, self.steps, self.guidance, *([list(self.loras)] if self.loras else []), *self.extra])
+        if self.batch_max_pixels is not None and self.size[0] * self.size[1] > self.batch_max_pixels:
+            return None  # compute-bound already at one image: a batch would only add latency
+        tier = [self.acceleration] if self.acceleration else []
+        return json.dumps([self.endpoint_id, *self.size, self.steps, self.guidance, *([list(self.loras)] if self.loras else []), *self.extra, *tier])
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,8 +169,17 @@ class ImageFamily(Family):
 
     # -- the contract's hooks, the same for every image family ---------------------------------
 
+    def request_plan(self, endpoint_id: str, input: dict[str, Any], options: LocalOptions) -> ImagePlan:
+        """``plan`` with what every family shares read from the input: fal's
+        ``acceleration`` tier, and the batching pixel cap."""
+        plan = self.plan(endpoint_id, input, options)
+        tier = input.get("acceleration")
+        return dataclasses.replace(
+            plan, acceleration=tier if tier in ("none", "regular", "high") else plan.acceleration, batch_max_pixels=options.batch_max_pixels
+        )
+
     def batch_key(self, endpoint_id: str, input: dict[str, Any], options: LocalOptions) -> str | None:
-        return self.plan(endpoint_id, input, options).batch_key()
+        return self.request_plan(endpoint_id, input, options).batch_key()
 
     def admit(self, endpoint_id: str, input: dict[str, Any], options: LocalOptions, check: SubmitChecks) -> None:
         plan = self.plan(endpoint_id, input, options)
@@ -172,6 +189,11 @@ class ImageFamily(Family):
 
     async def run(self, backend: Any, jobs: list[Job]) -> list[Output | Any]:
         return await run_images(self, backend, jobs)
+
+
+def lora_refs(input: dict[str, Any]) -> tuple[tuple[str, float], ...]:
+    """(path, scale) of each LoRA of fal's ``loras`` field, for ``ImagePlan.loras``."""
+    return tuple((str(item["path"]), float(item.get("scale", 1.0))) for item in input.get("loras") or [])
 
 
 def stitch(images: Sequence[Image.Image]) -> Image.Image:
@@ -191,8 +213,15 @@ def stitch(images: Sequence[Image.Image]) -> Image.Image:
 
 async def run_images(family: ImageFamily, backend: Any, jobs: list[Job]) -> list[Output | Any]:
     """One call's worth of requests (same batch key) through ``backend``'s engine."""
+    from openfal.backends.local import tiers
+
     engine = await asyncio.to_thread(backend.engine)
-    plan = family.plan(jobs[0].endpoint_id, jobs[0].input, backend.options)
+    plan = family.request_plan(jobs[0].endpoint_id, jobs[0].input, backend.options)
+    tier = tiers.capped(plan.endpoint_id, plan.acceleration, backend.settings.acceleration_caps)
+    if tier != plan.acceleration:
+        for job in jobs:
+            job.emit(Log(f"acceleration {plan.acceleration} is capped at {tier} on this server for {plan.endpoint_id}"))
+        plan = dataclasses.replace(plan, acceleration=tier)
     for model in plan.models:  # fail before fetching anything when a model is missing
         await asyncio.to_thread(engine.folder, model)
     call = await family.prepare(plan, jobs[0].input, backend.settings, backend.options, backend.http())
@@ -215,7 +244,7 @@ async def run_images(family: ImageFamily, backend: Any, jobs: list[Job]) -> list
 
     def encode() -> list[Output]:  # JPEG/PNG encoding, off the event loop
         return [
-            make_output(item, images, flags, batch.seconds, report_prompt=report_prompt)
+            make_output(item, images, flags, batch.seconds, report_prompt=report_prompt, timings=batch.timings)
             for item, images, flags in zip(items, batch.images, batch.flags, strict=True)
         ]
 
@@ -225,10 +254,15 @@ async def run_images(family: ImageFamily, backend: Any, jobs: list[Job]) -> list
 # -- output -----------------------------------------------------------------------------------
 
 
+#: zlib level of PNG results: 1 is several times faster than PIL's default 6 (100-300 ms
+#: per megapixel of request latency) for files about 10-20 % larger
+PNG_LEVEL = 1
+
+
 def encode_image(image: Image.Image, output_format: str) -> MediaBlob:
     out = io.BytesIO()
     if output_format == "png":
-        image.save(out, "PNG")
+        image.save(out, "PNG", compress_level=PNG_LEVEL)
         content_type = "image/png"
     elif output_format == "webp":
         image.convert("RGB").save(out, "WEBP", quality=95)
@@ -239,12 +273,15 @@ def encode_image(image: Image.Image, output_format: str) -> MediaBlob:
     return MediaBlob(out.getvalue(), content_type, width=image.width, height=image.height)
 
 
-def make_output(item: ImageItem, images: list[Image.Image], flags: list[bool], seconds: float, *, report_prompt: bool) -> Output:
-    """fal's image result: images, timings, seed, has_nsfw_concepts, prompt."""
+def make_output(
+    item: ImageItem, images: list[Image.Image], flags: list[bool], seconds: float, *, report_prompt: bool, timings: dict[str, float] | None = None
+) -> Output:
+    """fal's image result: images, timings (with the ``acceleration`` tier's entries,
+    tiers.py), seed, has_nsfw_concepts, prompt."""
     blobs = [encode_image(image, item.output_format) for image in images]
     payload = {
         "images": blobs,
-        "timings": {"inference": round(seconds, 4)},
+        "timings": {"inference": round(seconds, 4), **(timings or {})},
         "seed": item.seed,
         "has_nsfw_concepts": flags,
         "prompt": item.prompt if report_prompt else "",

@@ -18,8 +18,8 @@ from openfal.endpoints.licences import LTXV_OPEN_WEIGHTS
 
 if TYPE_CHECKING:
     from openfal.backends.local.cache import PipelineSpec
-    from openfal.backends.local.families.images import Callback
     from openfal.backends.local.options import LocalOptions
+    from openfal.backends.local.progress import VideoReporter
 
 LTX_MODEL = "ltx-video"
 LTX_PIPELINE = "LTXPipeline"
@@ -78,7 +78,7 @@ class Ltx(VideoFamily):
     )  # fmt: skip
     compile_blocks = ("transformer_blocks",)
 
-    def shape(self, endpoint_id: str, input: dict[str, Any], options: LocalOptions) -> VideoShape:
+    def shape(self, endpoint_id: str, input: dict[str, Any], options: LocalOptions, image_size: tuple[int, int] | None = None) -> VideoShape:
         return VideoShape(options.ltx_width, options.ltx_height, options.ltx_frames, options.ltx_fps)
 
     def pipeline_spec(self, endpoint_id: str, folder: Any) -> PipelineSpec:
@@ -86,7 +86,7 @@ class Ltx(VideoFamily):
 
         return PipelineSpec(LTX_MODEL, folder(LTX_MODEL), LTX_PIPELINE)
 
-    def call_pipeline(self, pipe: Any, item: VideoItem, shape: VideoShape, callback: Callback) -> list[Any]:
+    def call_pipeline(self, pipe: Any, item: VideoItem, shape: VideoShape, reporter: VideoReporter) -> list[Any]:
         import torch
 
         out = pipe(
@@ -99,7 +99,7 @@ class Ltx(VideoFamily):
             num_inference_steps=item.steps,
             guidance_scale=item.guidance,
             generator=torch.Generator("cpu").manual_seed(item.seed),
-            callback_on_step_end=callback,
+            callback_on_step_end=reporter,
             output_type="pil",
         )
         return list(out.frames[0])
