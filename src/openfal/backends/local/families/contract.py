@@ -92,6 +92,18 @@ class Endpoint:
         return self.models[-1]
 
 
+#: fal rewrites a prompt with an LLM when asked; no prompt model runs here, and a request
+#: must never be silently different: every family that takes the field says so in its logs
+PROMPT_EXPANSION_NOT_APPLIED = (
+    "enable_prompt_expansion was not applied: no prompt-expansion model is installed on this server; the prompt is used as given"
+)
+
+
+def prompt_expansion_notes(input: Mapping[str, Any]) -> list[str]:
+    """The log line for ``enable_prompt_expansion`` when a request asks for it."""
+    return [PROMPT_EXPANSION_NOT_APPLIED] if input.get("enable_prompt_expansion") else []
+
+
 class SubmitChecks(Protocol):
     """The backend's limits a family applies at submit (``LocalBackend.admit``)."""
 

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from openfal.backends.local import sizes
-from openfal.backends.local.families.contract import Component, Endpoint, Model
+from openfal.backends.local.families.contract import Component, Endpoint, Model, prompt_expansion_notes
 from openfal.backends.local.families.images import Callback, ImageCall, ImageFamily, ImageItem, ImagePlan
 from openfal.endpoints import flux2 as schemas
 from openfal.endpoints.licences import APACHE_2, FLUX_NON_COMMERCIAL
@@ -415,9 +415,7 @@ class Flux2(ImageFamily):
         return list(pipes[-1](**kwargs).images)
 
     def notes(self, plan: ImagePlan, input: dict[str, Any]) -> list[str]:
-        if input.get("enable_prompt_expansion"):
-            return ["enable_prompt_expansion was not applied: no prompt-expansion model is installed on this server; the prompt is used as given"]
-        return []
+        return prompt_expansion_notes(input)
 
     def warm_up(self, pipe: Any, width: int, height: int, images: int, model: str) -> None:
         import torch

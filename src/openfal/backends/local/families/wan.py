@@ -31,7 +31,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from openfal.backends.local.families.contract import Component, Endpoint, Model
+from openfal.backends.local.families.contract import Component, Endpoint, Model, prompt_expansion_notes
 from openfal.backends.local.families.videos import Encoding, VideoFamily, VideoItem, VideoShape
 from openfal.endpoints import wan as schemas
 from openfal.endpoints.licences import APACHE_2
@@ -315,8 +315,7 @@ class Wan(VideoFamily):
                 "server: not applied; the video has the generated frames at frames_per_second (nothing for "
                 "adjust_fps_for_interpolation to adjust)"
             )
-        if input.get("enable_prompt_expansion"):
-            notes.append("enable_prompt_expansion: prompt expansion is not available on this server; not applied, the prompt is used as given")
+        notes += prompt_expansion_notes(input)
         for name in ("enable_safety_checker", "enable_output_safety_checker"):
             if input.get(name):
                 notes.append(f"{name}: this server has no video safety checker; not applied")

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from openfal.backends.local import sizes
-from openfal.backends.local.families.contract import Component, Endpoint, Model
+from openfal.backends.local.families.contract import Component, Endpoint, Model, prompt_expansion_notes
 from openfal.backends.local.families.flux1 import FLUX_VAE, tiny_vae
 from openfal.backends.local.families.images import Callback, ImageCall, ImageFamily, ImageItem, ImagePlan, lora_refs
 from openfal.endpoints import z_image as schemas
@@ -196,11 +196,7 @@ class ZImage(ImageFamily):
         return flux_preview(packed, width, height, index=row)
 
     def notes(self, plan: ImagePlan, input: dict[str, Any]) -> list[str]:
-        if input.get("enable_prompt_expansion"):
-            return [
-                "enable_prompt_expansion is not applied on this server (fal rewrites the prompt with an LLM): the prompt is used as given"
-            ]
-        return []
+        return prompt_expansion_notes(input)
 
     def warm_up(self, pipe: Any, width: int, height: int, images: int, model: str) -> None:
         import torch
