@@ -212,7 +212,7 @@ async def test_upstream_422_at_submit_passes_detail_through(tmp_path: Path, fake
     async with relay_app(tmp_path, up(fake), max_attempts=3) as app:
         done = await run_relayed(app, ACME, {"nope": 1})
         assert done.result.status_code == 422
-        assert done.result.json() == detail
+        assert done.result.json() == {**detail, "error_type": "bad_request"}  # fal's detail, and its error_type
         assert done.status["error"] == "Field required"
     assert len(fake.submits) == 1
 
