@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from openfal.store.claim_statements import ClaimStatements
 from openfal.store.db import Database
-from openfal.store.schema import requests
+from openfal.store.schema import api_keys, requests
 from tests.support import pg_database
 
 KEYS = 50
@@ -130,3 +130,42 @@ async def test_a_sqlite_claim_searches_the_queue_index_and_never_scans_requests(
     assert not [line for line in plan if line.startswith("SCAN") and "requests" in line and "heads" not in line], plan
     assert any("INDEX ix_requests_queue" in line for line in plan), plan
     assert on_requests
+
+
+async def _hold_keys(db: Database, count: int) -> None:
+    """The first ``count`` keys of ``fill`` at their limit: max_concurrent 1 and one
+    request running."""
+    now = time.time()
+    keys = [{"id": f"k{i:03d}", "name": f"k{i}", "secret_hash": "x", "created_at": now, "is_admin": False, "max_concurrent": 1} for i in range(count)]
+    running = [
+        {"id": str(uuid.uuid4()), "app": "a/b", "endpoint_id": "a/b", "backend": "builtin", "key_id": key["id"], "status": "IN_PROGRESS",
+         "priority": 0, "input": {}, "base_url": "http://x", "store_io": True, "created_at": now, "attempts": 1,
+         "cancel_requested": False, "backend_state": {}, "version": 0, "worker_id": "w", "lease_expires_at": now + 600}
+        for key in keys
+    ]  # fmt: skip
+    async with db.write() as conn:
+        await conn.execute(api_keys.insert(), keys)
+        await conn.execute(requests.insert(), running)
+
+
+@pytest.mark.postgres
+async def test_keys_running_their_limit_are_passed_over_before_their_heads_are_looked_for(pg: Database) -> None:
+    """A deep queue of keys at their limit once cost every claim a head and a count of
+    running requests per key (~16 us a key on PostgreSQL): now only the keys that may
+    run have their heads looked for."""
+    await fill(pg, 0, 2_000)
+    await _hold_keys(pg, KEYS - 1)
+    plan = await pg_plan(pg, generic=True)
+    heads = [n for n in _nodes(plan["Plan"]) if n.get("Relation Name") == "requests" and n.get("Alias") == "head"]
+    assert heads and sum(int(n["Actual Loops"]) for n in heads) == 1, heads
+
+
+@pytest.mark.postgres
+async def test_claims_run_on_generic_plans_without_jit_or_table_scans(pg: Database) -> None:
+    """Set for the claimers' pool, not per claim (a round trip each time): a plan made
+    while the table was small must still probe the index once the queue is deep."""
+    async with pg.write(claim=True) as conn:
+        settings = (await conn.execute(sa.text("SELECT current_setting('plan_cache_mode'), current_setting('jit'), current_setting('enable_seqscan')"))).one()
+    assert tuple(settings) == ("force_generic_plan", "off", "off")
+    async with pg.write() as conn:  # the rest of the store plans as PostgreSQL chooses
+        assert (await conn.execute(sa.text("SELECT current_setting('enable_seqscan')"))).scalar() == "on"

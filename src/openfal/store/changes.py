@@ -126,15 +126,15 @@ class Transactions:
         self.notifier = notifier
 
     @asynccontextmanager
-    async def begin(self, tx: Transaction | None = None, *, one_statement: bool = False) -> AsyncIterator[Transaction]:
+    async def begin(self, tx: Transaction | None = None, *, one_statement: bool = False, claim: bool = False) -> AsyncIterator[Transaction]:
         """A new transaction, or, given the caller's, that one (its caller commits it
         and its notices are told then). ``one_statement``: the block runs a single
-        statement that sends its own notices, in autocommit on PostgreSQL (see
-        ``Database.write``)."""
+        statement that sends its own notices, in autocommit on PostgreSQL; ``claim``:
+        a queue claim's (see ``Database.write``)."""
         if tx is not None:
             yield tx
             return
-        async with self.db.write(autocommit=one_statement) as conn:
+        async with self.db.write(autocommit=one_statement, claim=claim) as conn:
             tx = Transaction(conn)
             yield tx
             if tx.notices and conn.dialect.name == "postgresql":

@@ -3,7 +3,8 @@
 SQLite allows one writer at a time: every write transaction in this process is
 serialised by a lock and starts with ``BEGIN IMMEDIATE`` (so two processes never
 deadlock upgrading a read lock), readers use a separate pool and never block on WAL.
-PostgreSQL gets one pool; claims use ``FOR UPDATE SKIP LOCKED`` (see requests.py).
+PostgreSQL gets one pool, and claims a small one of their own whose sessions are set
+for them; claims use ``FOR UPDATE SKIP LOCKED`` (see claim_statements.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,13 @@ from openfal.store.sqlite_cursor import SQLITE_BUSY_TIMEOUT_MS
 MIGRATIONS = Path(__file__).parent / "migrations"
 #: a PostgreSQL connection unused this long is pinged before it is handed out
 PING_IDLE_SECONDS = 2.0
+#: the sessions claims run in (PostgreSQL): on the generic plan (pinned by
+#: tests/store/test_claim_plans.py: a custom plan of the candidate query is planned anew
+#: at every execution, ~1 ms of a claim) and without JIT (the candidate query's estimate
+#: passes jit_above_cost: 30-90 ms of compiling for a query that runs in one)
+CLAIM_SETTINGS = {"plan_cache_mode": "force_generic_plan", "jit": "off", "enable_seqscan": "off"}
+#: connections in the claimers' pool (claims at once in one process)
+CLAIM_POOL_SIZE = 4
 
 
 class Database:
@@ -42,6 +50,10 @@ class Database:
         else:
             self._writer = _postgres_engine(url, pool_size)
             self._reader = self._writer
+            #: claims' own small pool, its sessions set for them (CLAIM_SETTINGS): setting
+            #: them in each claim's transaction cost a round trip (~0.4 ms of a 3 ms
+            #: claim); no connection is opened until a claim runs
+            self._claimer = _postgres_engine(url, min(pool_size, CLAIM_POOL_SIZE), settings=CLAIM_SETTINGS)
         #: the writer's pool, each statement its own transaction (used on PostgreSQL)
         self._autocommit = self._writer.execution_options(isolation_level="AUTOCOMMIT")
         self._write_lock = asyncio.Lock() if self.is_sqlite else None
@@ -51,11 +63,16 @@ class Database:
         return "sqlite" if self.is_sqlite else "postgresql"
 
     @asynccontextmanager
-    async def write(self, *, autocommit: bool = False) -> AsyncIterator[AsyncConnection]:
+    async def write(self, *, autocommit: bool = False, claim: bool = False) -> AsyncIterator[AsyncConnection]:
         """A write transaction, committed on exit. ``autocommit`` (PostgreSQL; SQLite
         ignores it) is for a block of one statement, which is then a transaction by
-        itself: no BEGIN and COMMIT round trips."""
+        itself: no BEGIN and COMMIT round trips. ``claim``: a queue claim's, on
+        PostgreSQL in the claimers' pool (``CLAIM_SETTINGS``)."""
         if self._write_lock is None:
+            if claim:
+                async with self._claimer.begin() as conn:
+                    yield conn
+                return
             async with self._autocommit.connect() if autocommit else self._writer.begin() as conn:
                 yield conn
             return
@@ -96,6 +113,8 @@ class Database:
 
     async def close(self) -> None:
         await self._writer.dispose()
+        if not self.is_sqlite:
+            await self._claimer.dispose()
         if self._reader is not self._writer:
             await self._reader.dispose()
 
@@ -145,7 +164,7 @@ def _enable_wal(cursor: Any) -> None:
             time.sleep(0.02)
 
 
-def _postgres_engine(url: str, pool_size: int) -> AsyncEngine:
+def _postgres_engine(url: str, pool_size: int, *, settings: dict[str, str] | None = None) -> AsyncEngine:
     """A pool whose connections are pinged before use only after sitting idle for
     ``PING_IDLE_SECONDS``: a server restart or a dropped connection is found (and the
     connection replaced) before a request uses it, without the round trip that pinging
@@ -153,7 +172,8 @@ def _postgres_engine(url: str, pool_size: int) -> AsyncEngine:
     process. No overflow: a connection that load opened is kept (overflow ones were
     closed at checkin and opened again by the next burst, 11% of an API process's CPU
     under 32 concurrent submits); past ``pool_size`` at once, writes wait their turn."""
-    engine = create_async_engine(url, pool_size=pool_size, max_overflow=0)
+    connect_args = {"server_settings": settings} if settings else {}
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=0, connect_args=connect_args)
 
     @event.listens_for(engine.sync_engine, "checkin")
     def _on_checkin(_dbapi_connection: Any, record: Any) -> None:

@@ -76,11 +76,18 @@ ETA_SECONDS = 10.0
 #: an idle claimer with nothing queued sleeps this long unless new work wakes it first
 #: (a notification lost while the change feed reconnects)
 IDLE_CLAIM_SECONDS = 5.0
-#: a claim's statements run on PostgreSQL's generic plan (pinned by
-#: tests/store/test_claim_plans.py: a custom plan of the candidate query is planned anew
-#: at every execution, ~1 ms of a claim) and without JIT (the candidate query's estimate
-#: passes jit_above_cost: 30-90 ms of compiling for a query that runs in one)
-GENERIC_PLANS = sa.text("SELECT set_config('plan_cache_mode', 'force_generic_plan', true), set_config('jit', 'off', true)")
+#: a claim's turns and its notices, one statement (PostgreSQL runs a data-modifying CTE
+#: whether or not the query reads it)
+_TURNS_AND_NOTICES = sa.text(
+    "WITH turn AS (INSERT INTO queue_turns (backend, key_id, last_turn) SELECT b, k, :now FROM unnest(:backends, :keys) AS t(b, k)"
+    " ON CONFLICT (backend, key_id) DO UPDATE SET last_turn = excluded.last_turn)"
+    " SELECT pg_notify(:channel, payload) FROM unnest(:payloads) AS payload"
+).bindparams(
+    sa.bindparam("backends", type_=postgresql.ARRAY(sa.Text)),
+    sa.bindparam("keys", type_=postgresql.ARRAY(sa.Text)),
+    sa.bindparam("now", type_=sa.Float()),
+    sa.bindparam("payloads", type_=postgresql.ARRAY(sa.Text)),
+)
 #: candidate keys asked for beyond what the claim wants, for keys whose queued
 #: requests other claimers hold right now
 CLAIM_SPARES = 3
@@ -396,9 +403,7 @@ class RequestStore:
         if endpoints is not None:
             claimable = self._claims.pool
             first["endpoints"] = sorted(endpoints)
-        async with self.changes.begin() as tx:
-            if not self.db.is_sqlite:
-                await tx.conn.execute(GENERIC_PLANS)
+        async with self.changes.begin(claim=True) as tx:
             claimed = []
             if hints:
                 hinted = self._hinted.candidates if endpoints is None else self._hinted.candidates_of_pool
@@ -411,9 +416,7 @@ class RequestStore:
                 batch = {**values, "batch_backend": claimed[0].backend, "batch_key_of": claimed[0].batch_key}
                 claimed += await self._claim_next(tx.conn, self._claims.batch, batch, batch_limit - 1)
             if claimed:
-                await self._take_turns(tx.conn, claimed, now)
-                tx.notice("queue", claimed[0].backend, rm=[_entry(r) for r in claimed], turn=now)
-                tx.notice("changed", ",".join(r.id for r in claimed))
+                await self._take_turns(tx, claimed, now)
                 tx.after_commit(partial(self.views.put_all, claimed))
         return claimed
 
@@ -429,11 +432,26 @@ class RequestStore:
         async with self.db.read() as conn:
             return (await conn.execute(statement, values)).scalar()
 
-    async def _take_turns(self, conn: AsyncConnection, claimed: list[RequestRecord], now: float) -> None:
-        """Record that these requests' keys just had their turn on this backend."""
-        turns = {(r.backend, _turn_key(r.key_id)) for r in claimed}
-        rows = [{"backend": backend, "key_id": key, "last_turn": now} for backend, key in sorted(turns)]
-        await conn.execute(self._upsert_turn, rows)
+    async def _take_turns(self, tx: Transaction, claimed: list[RequestRecord], now: float) -> None:
+        """Record that these requests' keys just had their turn on this backend, and
+        tell of the claim. On PostgreSQL both in one statement (``_TURNS_AND_NOTICES``):
+        a round trip fewer in every claim."""
+        turns = sorted({(r.backend, _turn_key(r.key_id)) for r in claimed})
+        notices = [
+            Notice("queue", claimed[0].backend, {"rm": [_entry(r) for r in claimed], "turn": now}),
+            Notice("changed", ",".join(r.id for r in claimed)),
+        ]
+        if self.db.is_sqlite:
+            await tx.conn.execute(self._upsert_turn, [{"backend": backend, "key_id": key, "last_turn": now} for backend, key in turns])
+            tx.notices.extend(notices)
+            return
+        values = {
+            "backends": [backend for backend, _ in turns], "keys": [key for _, key in turns], "now": now,
+            "channel": CHANNEL, "payloads": [notice.payload(self.views.origin) for notice in notices],
+        }  # fmt: skip
+        await tx.conn.execute(_TURNS_AND_NOTICES, values)
+        for notice in notices:
+            tx.sent(notice)
 
     async def _claim_next(self, conn: AsyncConnection, claimable: Claimable, values: dict[str, Any], limit: int) -> list[RequestRecord]:
         """Claim up to ``limit`` requests: one from each candidate key in claim order,
