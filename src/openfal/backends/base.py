@@ -141,6 +141,12 @@ class Backend(Protocol):
         engine's second slot waits until the GPU is free."""
         ...
 
+    def wake(self, token: str) -> bool:
+        """An upstream's completion webhook (``POST /api/relay/webhook/{token}``) names
+        this backend: wake what follows that request early. False when the token is not
+        this backend's or nothing here follows it (only a relay follows upstreams)."""
+        ...
+
 
 class BackendBase:
     """The contract's defaults for a backend that does not batch, warm up or gate its
@@ -177,3 +183,6 @@ class BackendBase:
 
     async def claim_gate(self) -> None:
         return None
+
+    def wake(self, token: str) -> bool:
+        return False

@@ -12,7 +12,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from openfal.backends.relay import RelayBackend
 from openfal.http.deps import runtime
 
 router = APIRouter()
@@ -22,5 +21,5 @@ router = APIRouter()
 async def relay_webhook(token: str, request: Request) -> JSONResponse:
     name = token.split(".", 1)[0]
     backend = runtime(request).backends.get(name)
-    woken = isinstance(backend, RelayBackend) and backend.wake(token)
+    woken = backend is not None and backend.wake(token)
     return JSONResponse({"woken": woken}, status_code=200)

@@ -179,6 +179,10 @@ class LocalBackend:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(condition.wait(), GATE_POLL_SECONDS)
 
+    def wake(self, token: str) -> bool:
+        """Local runs follow no upstream: no webhook token is this backend's."""
+        return False
+
     def _condition(self) -> asyncio.Condition:
         if self._gpu_free is None:
             self._gpu_free = asyncio.Condition()
