@@ -233,3 +233,23 @@ def test_a_queue_read_that_raced_an_unknown_change_is_read_again() -> None:
     views.queue_changed("builtin")  # a change whose delta is not known
     views.keep_snapshot("builtin", QueueSnapshot([], {}, epoch=epoch, generation=generation), token)
     assert views.snapshot("builtin") is None
+
+
+def test_positions_after_submits_in_place_match_a_snapshot_read_afresh() -> None:
+    """A submit behind its key's head keeps the rotation's ranking (no new ranking of
+    every waiting key per submit); positions must still equal a fresh read's."""
+    import random
+
+    from openfal.store.views import QueueSnapshot
+
+    rng = random.Random(7)
+    rows = [(seq, rng.choice([0, 0, 1]), f"k{rng.randrange(6)}", float(seq)) for seq in range(1, 40)]
+    turns = {f"k{i}": float(rng.randrange(50)) for i in range(0, 6, 2)}
+    live = QueueSnapshot(rows, turns, epoch=0, generation=0)
+    for seq in range(40, 90):
+        row = (seq, rng.choice([0, 1, 1, 2]), f"k{rng.randrange(8)}", float(seq))
+        live.position(row[1], row[2], row[0])  # ranked before each add, as polls do
+        live.add(row[1], row[2], row[0], row[3])
+        rows.append(row)
+        fresh = QueueSnapshot(rows, turns, epoch=0, generation=0)
+        assert [live.position(p, k, s) for s, p, k, _ in rows] == [fresh.position(p, k, s) for s, p, k, _ in rows]

@@ -110,11 +110,17 @@ class QueueSnapshot:
     # -- this process's own commits ------------------------------------------------
 
     def add(self, priority: int, key: str, seq: int, created: float) -> None:
+        """A request joined the queue. Behind its key's head at the lowest priority
+        (the usual submit to a busy queue) it changes no key's turn: the rotation stays
+        ranked, so a submit's position costs no new ranking of every waiting key."""
         seqs = self.levels.setdefault(priority, _Level()).seqs.setdefault(key, [])
-        if seq not in self.created:
-            insort(seqs, seq)
-            self.created[seq] = created
-        self._ranked = False
+        if seq in self.created:
+            return
+        behind_head = bool(seqs) and seq > seqs[0] and priority == max(self.levels)
+        insort(seqs, seq)
+        self.created[seq] = created
+        if not behind_head:
+            self._ranked = False
 
     def remove(self, priority: int, key: str, seq: int, *, turn: float | None = None) -> None:
         """A request left the queue (with ``turn``: claimed then, its key's turn)."""
