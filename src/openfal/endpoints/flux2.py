@@ -9,15 +9,13 @@ Ranges: ``image_size`` 512-2048 px per side, ``num_inference_steps`` 4-50 ([klei
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from openfal.endpoints.flux import ImageUrl, LoraWeight, Prompt
-from openfal.endpoints.schemas import Acceleration, Image, ImageSizePreset, InputModel, NumImages, Seed
+from openfal.endpoints.schemas import Acceleration, Image, ImageSizePreset, InputModel, NumImages, OutputFormatWebp, Seed
 
-#: fal's FLUX.2 endpoints encode png (default), jpeg or webp
-Flux2OutputFormat = Literal["jpeg", "png", "webp"]
 #: fal: "The width and height must be between 512 and 2048 pixels"
 MIN_SIDE, MAX_SIDE = 512, 2048
 #: fal's FLUX.2 LoRA endpoints take up to three LoRAs
@@ -49,7 +47,7 @@ class _Common(InputModel):
     sync_mode: bool = False
     num_images: NumImages = 1
     enable_safety_checker: bool = True
-    output_format: Flux2OutputFormat = "png"
+    output_format: OutputFormatWebp = "png"
 
 
 class _Text(InputModel):
