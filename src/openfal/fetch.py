@@ -31,7 +31,7 @@ import socket
 import ssl
 import tempfile
 import warnings
-from collections.abc import AsyncIterator, Callable, Container, Iterable
+from collections.abc import AsyncIterator, Callable, Container, Iterable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Literal
@@ -362,6 +362,14 @@ async def fetch_image(
     """``fetch_bytes`` then ``load_image``."""
     data = await fetch_bytes(url, settings, field=field, client=client)
     return await asyncio.to_thread(load_image, data, settings, field)
+
+
+async def fetch_images(
+    urls: Sequence[str], settings: Settings, *, field: str, client: httpx.AsyncClient | None = None
+) -> list[Image.Image]:
+    """``fetch_image`` of each of ``urls`` at once; errors name ``field.<index>``."""
+    fetched = await asyncio.gather(*(fetch_image(url, settings, field=f"{field}.{i}", client=client) for i, url in enumerate(urls)))
+    return list(fetched)
 
 
 # -- internals ------------------------------------------------------------------------------

@@ -30,7 +30,6 @@ ComfyUI workflow; the community multi-image pipeline concatenates latents instea
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,7 +41,7 @@ from openfal.backends.local.families.contract import Component, Endpoint, Model
 from openfal.backends.local.families.images import Callback, ImageCall, ImageFamily, ImageItem, ImagePlan, stitch
 from openfal.endpoints import flux as schemas
 from openfal.endpoints.licences import APACHE_2, FLUX_1_DEV_NON_COMMERCIAL
-from openfal.fetch import fetch_image
+from openfal.fetch import fetch_image, fetch_images
 
 if TYPE_CHECKING:
     import httpx
@@ -336,12 +335,9 @@ class Flux1(ImageFamily):
         self, plan: ImagePlan, input: dict[str, Any], settings: Settings, options: LocalOptions, client: httpx.AsyncClient | None
     ) -> ImageCall:
         if plan.kind in (TEXT, KONTEXT_TEXT):
-            assert plan.size is not None
-            return ImageCall(plan, *plan.size)
+            return ImageCall.text(plan)
         if plan.kind == KONTEXT_MULTI:
-            images = await asyncio.gather(
-                *(fetch_image(url, settings, field=f"image_urls.{i}", client=client) for i, url in enumerate(input["image_urls"]))
-            )
+            images = await fetch_images(input["image_urls"], settings, field="image_urls", client=client)
             first = images[0]
             canvas = stitch(images)
             width, height = plan.size or sizes.kontext_size(first.width, first.height, options.kontext_area)

@@ -45,7 +45,6 @@ images' megapixels on edits, which openfal's accounting does not):
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -59,7 +58,7 @@ from openfal.backends.local.families.images import Callback, ImageCall, ImageFam
 from openfal.endpoints import flux2 as schemas
 from openfal.endpoints.licences import APACHE_2, FLUX_NON_COMMERCIAL
 from openfal.errors import InputRejected, field_loc
-from openfal.fetch import fetch_image
+from openfal.fetch import fetch_images
 
 if TYPE_CHECKING:
     import httpx
@@ -373,11 +372,8 @@ class Flux2(ImageFamily):
         self, plan: ImagePlan, input: dict[str, Any], settings: Settings, options: LocalOptions, client: httpx.AsyncClient | None
     ) -> ImageCall:
         if plan.kind == TEXT:
-            assert plan.size is not None
-            return ImageCall(plan, *plan.size)
-        fetched = await asyncio.gather(
-            *(fetch_image(url, settings, field=f"image_urls.{i}", client=client) for i, url in enumerate(input["image_urls"]))
-        )
+            return ImageCall.text(plan)
+        fetched = await fetch_images(input["image_urls"], settings, field="image_urls", client=client)
         references = tuple(_scaled(image, options.image_to_image_max_area) for image in fetched)
         for index, image in enumerate(references):
             if min(image.size) < MIN_REFERENCE_SIDE:

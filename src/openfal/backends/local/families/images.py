@@ -127,6 +127,12 @@ class ImageCall:
     #: several reference images (FLUX.2 edit), in order
     images: tuple[Image.Image, ...] = ()
 
+    @classmethod
+    def text(cls, plan: ImagePlan) -> ImageCall:
+        """Text to image: the plan's size, no input image (every family's first case)."""
+        assert plan.size is not None
+        return cls(plan, *plan.size)
+
 
 class ImageFamily(Family):
     """A family whose endpoints return fal's ``images`` result."""

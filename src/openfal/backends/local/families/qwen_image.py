@@ -35,7 +35,6 @@ compiles text-to-image shapes with one prompt, edits run eagerly.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import json
 from collections.abc import Callable, Sequence
@@ -49,7 +48,7 @@ from openfal.backends.local.families.contract import Component, Endpoint, Model
 from openfal.backends.local.families.images import Callback, ImageCall, ImageFamily, ImageItem, ImagePlan, lora_refs
 from openfal.endpoints import qwen_image as schemas
 from openfal.endpoints.licences import APACHE_2
-from openfal.fetch import fetch_image
+from openfal.fetch import fetch_images
 
 if TYPE_CHECKING:
     import httpx
@@ -301,11 +300,8 @@ class QwenImage(ImageFamily):
         self, plan: ImagePlan, input: dict[str, Any], settings: Settings, options: LocalOptions, client: httpx.AsyncClient | None
     ) -> ImageCall:
         if plan.kind == TEXT:
-            assert plan.size is not None
-            return ImageCall(plan, *plan.size)
-        images = await asyncio.gather(
-            *(fetch_image(url, settings, field=f"image_urls.{i}", client=client) for i, url in enumerate(input["image_urls"]))
-        )
+            return ImageCall.text(plan)
+        images = await fetch_images(input["image_urls"], settings, field="image_urls", client=client)
         last = images[-1]
         width, height = plan.size or sizes.fit_area(last.width, last.height, options.image_to_image_max_area, grow=False)
         return ImageCall(plan, width, height, images=tuple(images))

@@ -158,8 +158,7 @@ class ZImage(ImageFamily):
         self, plan: ImagePlan, input: dict[str, Any], settings: Settings, options: LocalOptions, client: httpx.AsyncClient | None
     ) -> ImageCall:
         if plan.kind == TEXT:
-            assert plan.size is not None
-            return ImageCall(plan, *plan.size)
+            return ImageCall.text(plan)
         image = await fetch_image(input["image_url"], settings, field="image_url", client=client)
         width, height = plan.size or sizes.fit_area(image.width, image.height, options.image_to_image_max_area, grow=False)
         return ImageCall(plan, width, height, image.resize((width, height), Image.Resampling.LANCZOS))
