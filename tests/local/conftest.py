@@ -6,6 +6,12 @@ from __future__ import annotations
 import os
 
 os.environ["HF_HUB_OFFLINE"] = "1"  # any accidental hub call fails fast
+# inductor's CPU vector ISA is taken from /proc/cpuinfo instead of being probed: the probe
+# builds and dlopens a test program per ISA (about 7 s of g++ in every xdist worker that
+# compiles, its cache being each engine's fresh compile-cache folder). The ISA picked is the
+# same; the tests check graphs, recompiles and pixels, not the probe. Before torch is imported
+# (torch._inductor.config reads it then); the production server keeps the probe.
+os.environ.setdefault("TORCHINDUCTOR_VEC_ISA_OK", "1")
 
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
