@@ -174,35 +174,42 @@ class Worker:
                     free.release()
                     break
                 self._tick(backend.name)
+                taken = 1  # slots held for this claim
                 try:
-                    leave = self._hints_elsewhere.get(backend.name, frozenset()) - set(self._hints.get(backend.name, ()))
+                    hints = self._hints.get(backend.name, ())
+                    leave = self._hints_elsewhere.get(backend.name, frozenset()) - set(hints)
                     await self._leave_hinted_to_advertisers(backend.name, leave)
+                    if backend.max_batch_size == 1 and not hints and not leave:
+                        taken += await self._more_free_slots(free)
                     records = await self.store.claim(
                         backends=[backend.name],
                         worker_id=self.worker_id,
                         lease_seconds=self.settings.lease_seconds,
                         batch_limit=backend.max_batch_size,
+                        runs=taken,
                         endpoints=self.endpoints,
-                        hints=self._hints.get(backend.name, ()),
+                        hints=hints,
                         leave=leave,
                     )
                 except LeftForHint:  # it came between the look and the claim: look again
-                    free.release()
+                    _release(free, taken)
                     continue
                 except Exception:
                     log.exception("claim failed; retrying")
                     records = []
                     await asyncio.sleep(1.0)
+                runs = [[record] for record in records] if backend.max_batch_size == 1 else [records] if records else []
+                _release(free, taken - len(runs))
                 if not records:
-                    free.release()
                     await self.notifier.wait_work(await self.store.idle_seconds(backend.name, self.settings.poll_interval_seconds))
                     # a batching backend's gather window: requests arriving together share a claim
                     await asyncio.sleep(backend.gather_seconds)
                     continue
-                task = asyncio.create_task(self._run_slot(backend, records), name=f"run-{records[0].id}")
-                running.add(task)
-                self._slot_requests[task] = [r.id for r in records]
-                task.add_done_callback(lambda t: self._slot_done(running, free, t))
+                for run in runs:
+                    task = asyncio.create_task(self._run_slot(backend, run), name=f"run-{run[0].id}")
+                    running.add(task)
+                    self._slot_requests[task] = [r.id for r in run]
+                    task.add_done_callback(lambda t: self._slot_done(running, free, t))
         finally:
             # drain: running requests get drain_seconds to finish; what is left is handed
             # back, its runs told to stop at their next step (their results are not waited for)
@@ -248,6 +255,17 @@ class Worker:
             self._hints[backend.name] = tuple(hints)
             self._republish.set()
         return hints
+
+    @staticmethod
+    async def _more_free_slots(free: asyncio.Semaphore) -> int:
+        """Take every other slot free now (none is waited for): they claim with this
+        one, several runs from one look at the queue, whose cost grows with the keys
+        waiting (one candidate query then serves them all)."""
+        more = 0
+        while not free.locked():
+            await free.acquire()
+            more += 1
+        return more
 
     def _slot_done(self, running: set[asyncio.Task[None]], free: asyncio.Semaphore, task: asyncio.Task[None]) -> None:
         """A slot's run ended: forget its task and its requests, give the slot back."""
@@ -497,3 +515,8 @@ def hints_elsewhere(live: Sequence[dict[str, Any]], me: str) -> dict[str, frozen
             if int(info.get("busy", 0)) < int(info.get("slots", 0)):
                 out.setdefault(backend, set()).update(info.get("hints") or ())
     return {backend: frozenset(hints) for backend, hints in out.items()}
+
+
+def _release(free: asyncio.Semaphore, slots: int) -> None:
+    for _ in range(slots):
+        free.release()

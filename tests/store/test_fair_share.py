@@ -111,3 +111,22 @@ async def test_max_queued_counts_only_that_keys_waiting_requests(db: Database, n
     await store.insert(**new_request(key_id=key_id), max_queued=1)
     with pytest.raises(KeyQueueFull):
         await store.insert(**new_request(key_id=key_id), max_queued=1)
+
+
+async def test_several_runs_claimed_at_once_are_taken_as_claims_in_a_row_would_take_them(db: Database, new_request: Callable[..., dict]) -> None:
+    """A worker with four free slots claims once: the heads of a, b and c, then a's next
+    (a has the most waiting); in claims one at a time those four would go first too."""
+    store = RequestStore(db)
+    queued = {key: [(await store.insert(**new_request(key_id=key))).id for _ in range(n)] for key, n in {"a": 3, "b": 1, "c": 1}.items()}
+    taken = await store.claim(worker_id="w", runs=4, **CLAIM)
+    assert sorted(r.id for r in taken) == sorted([*queued["a"][:2], queued["b"][0], queued["c"][0]])
+    assert [r.id for r in await store.claim(worker_id="w", runs=4, **CLAIM)] == queued["a"][2:]
+
+
+async def test_several_runs_claimed_at_once_leave_a_limited_key_at_its_limit(db: Database, new_request: Callable[..., dict]) -> None:
+    store = RequestStore(db)
+    key, _ = await KeyStore(db).create("one at a time", limits={"max_concurrent": 1})
+    mine = [(await store.insert(**new_request(key_id=key.id))).id for _ in range(3)]
+    other = (await store.insert(**new_request(key_id="free"))).id
+    taken = await store.claim(worker_id="w", runs=4, **CLAIM)
+    assert sorted(r.id for r in taken) == sorted([mine[0], other])

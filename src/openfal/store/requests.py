@@ -378,6 +378,7 @@ class RequestStore:
         worker_id: str,
         lease_seconds: float,
         batch_limit: int = 1,
+        runs: int = 1,
         endpoints: Collection[str] | None = None,
         hints: Sequence[str] = (),
         leave: Collection[str] = (),
@@ -393,7 +394,10 @@ class RequestStore:
         ``hints`` (what this worker advertises): a queued request with one of them as its
         runner hint is taken first; ``leave`` (hints free workers elsewhere advertise): a
         request hinted so, younger than the grace, is not taken (``LeftForHint``, the
-        claim rolled back), see hinted_claims.py."""
+        claim rolled back), see hinted_claims.py. ``runs`` (a worker's free slots, for
+        a backend that does not batch, with no hints either way): up to that many
+        requests, each run alone, taken as that many claims in a row would take them
+        (one per key in claim order first), from one candidate query."""
         if all(self.views.known_empty(backend) for backend in backends):
             return []
         now = time.time()
@@ -409,7 +413,8 @@ class RequestStore:
                 hinted = self._hinted.candidates if endpoints is None else self._hinted.candidates_of_pool
                 claimed = await self._claim_chosen(tx.conn, hinted, {**first, "hints": sorted(hints)})
             if not claimed:
-                claimed = await self._claim_next(tx.conn, claimable, first, 1)
+                assert runs == 1 or (batch_limit == 1 and not hints and not leave), "several runs are claimed alone"
+                claimed = await self._claim_next(tx.conn, claimable, first, runs)
                 if claimed and claimed[0].runner_hint in leave and claimed[0].created_at > now - GRACE_SECONDS:
                     raise LeftForHint(claimed[0].id)  # undone: nothing of it is committed
             if claimed and batch_limit > 1 and claimed[0].batch_key is not None:
@@ -455,16 +460,21 @@ class RequestStore:
 
     async def _claim_next(self, conn: AsyncConnection, claimable: Claimable, values: dict[str, Any], limit: int) -> list[RequestRecord]:
         """Claim up to ``limit`` requests: one from each candidate key in claim order,
-        then, while more are wanted (a batch), more from those keys in the same order;
-        keys already running ``max_concurrent`` requests are skipped (they wait, they
-        are not refused). A key whose requests other claimers hold yields nothing and
-        the next key is asked: so the spare candidates."""
+        then, while more are wanted (a batch, or several runs), the rest shared evenly
+        among the keys that still have some, as that many claims in a row would take
+        them; keys already running ``max_concurrent`` requests are skipped (they wait,
+        they are not refused). A key whose requests other claimers hold yields nothing
+        and the next key is asked: so the spare candidates."""
         rows = (await conn.execute(claimable.candidates, {**values, "limit": limit + CLAIM_SPARES})).all()
         claimed: list[RequestRecord] = []
         taken: dict[str | None, int] = {}
-        for round_size in (1, limit):
-            for _seq, key_id, limited in rows:
-                wanted = min(round_size, limit - len(claimed))
+        live = list(rows)
+        share = 1  # the first round: one each
+        while live and len(claimed) < limit:
+            more = []
+            for row in live:
+                _seq, key_id, limited = row
+                wanted = min(share, limit - len(claimed))
                 if wanted <= 0:
                     break
                 if key_id is not None and limited is not None:
@@ -476,8 +486,10 @@ class RequestStore:
                 got = await self._take(conn, take, {**values, "take_key": key_id, "n": wanted})
                 taken[key_id] = taken.get(key_id, 0) + len(got)
                 claimed += got
-            if len(claimed) >= limit:
-                break
+                if len(got) == wanted:  # it may have more
+                    more.append(row)
+            live = more
+            share = max(1, (limit - len(claimed)) // max(1, len(live)))
         return sorted(claimed, key=lambda r: (r.priority, r.seq))
 
     async def _claim_chosen(self, conn: AsyncConnection, candidates: Any, values: dict[str, Any]) -> list[RequestRecord]:

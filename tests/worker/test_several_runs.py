@@ -1,0 +1,57 @@
+"""A worker with several free slots takes them in one claim: the candidate query,
+whose cost grows with the keys waiting, is asked once for all of them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from openfal.backends.base import Job, Output
+from openfal.errors import RunError
+from tests.worker.conftest import Parts, ScriptedBackend, running
+
+ECHO = "openfal/utils/echo"
+
+
+async def test_free_slots_are_filled_by_one_claim_one_run_each(parts: Parts) -> None:
+    release = asyncio.Event()
+
+    async def run(jobs: Sequence[Job]) -> Sequence[Output | RunError]:
+        await release.wait()
+        return [Output(payload={"ok": True}) for _ in jobs]
+
+    parts.tune(concurrency={"builtin": 4})
+    queued = [await parts.submit(endpoint_id=ECHO, key_id=f"key-{i}") for i in range(4)]
+    claims: list[int] = []
+    claim = parts.store.claim
+
+    async def counted(**values: Any) -> Any:  # the real claim, counted
+        taken = await claim(**values)
+        claims.append(len(taken))
+        return taken
+
+    parts.store.claim = counted  # type: ignore[method-assign]
+    backend = ScriptedBackend(run)
+    async with running(parts.worker(backend)):
+        while len(backend.calls) < 4:
+            await asyncio.sleep(0.01)
+        release.set()
+        for record in queued:
+            await parts.ended(record.id)
+    assert claims[0] == 4
+    assert sorted(call[0] for call in backend.calls) == sorted(r.id for r in queued)
+    assert all(len(call) == 1 for call in backend.calls)
+
+
+async def test_a_batching_backends_slot_is_given_back_after_a_claim_that_found_nothing(parts: Parts) -> None:
+    async def run(jobs: Sequence[Job]) -> Sequence[Output | RunError]:
+        return [Output(payload={"ok": True}) for _ in jobs]
+
+    parts.tune(concurrency={"builtin": 1}, poll_interval_seconds=0.05)
+    backend = ScriptedBackend(run)
+    backend.max_batch_size = 4
+    async with running(parts.worker(backend)):
+        await asyncio.sleep(0.3)  # claims that find the queue empty
+        record = await parts.submit(endpoint_id=ECHO)
+        await parts.ended(record.id, timeout=10)
