@@ -4,7 +4,7 @@ at a given depth (queue_overhead.py's ``--depth`` figures).
 Run alone, it prints a claim's p50 at each depth on SQLite and PostgreSQL, with the
 first depth as the baseline:
 
-    .venv/bin/python benchmarks/deep_queue.py [--queued 100,100000] [--keys 100]
+    .venv/bin/python benchmarks/deep_queue.py [--queued 100,100000] [--keys 100] [--held]
 
 A queue made for a deployment waits on its keys' limits: each key has ``max_concurrent = 1`` and
 one request already running (a lease a day long), so no worker drains it while the
@@ -64,14 +64,20 @@ async def fill(db: Database, *, depth: int, keys: int, backend: str, held: bool)
     return last, made[(depth - 1) % keys][1]
 
 
-async def claim_p50(url: str, *, depth: int, keys: int, claims: int = 200) -> float:
+async def claim_p50(url: str, *, depth: int, keys: int, claims: int = 200, held: bool = False) -> float:
     """Median seconds of one claim (one request taken) from a queue ``depth`` deep over
     ``keys`` keys, on a fresh database at ``url``; each request taken is followed by a
-    new one of its key (untimed), so the depth holds, as in a steady state."""
+    new one of its key (untimed), so the depth holds, as in a steady state. ``held``:
+    those keys are at their limit, and the claims take the requests of one more key
+    (a deployment's deep queue of customers waiting on their limits)."""
     db = Database(url)
     try:
         await db.migrate()
-        await fill(db, depth=depth, keys=keys, backend="bench", held=False)
+        await fill(db, depth=depth, keys=keys, backend="bench", held=held)
+        if held:
+            free, _ = await KeyStore(db).create("free")
+            async with db.write() as conn:
+                await conn.execute(requests.insert(), [_row("bench", free.id, "IN_QUEUE", time.time()) for _ in range(10)])
         store = RequestStore(db)
         times = []
         for i in range(claims):
@@ -106,6 +112,7 @@ async def _main() -> None:
     parser = argparse.ArgumentParser(description="A claim's p50 at each depth, SQLite and PostgreSQL")
     parser.add_argument("--queued", default="100,100000")
     parser.add_argument("--keys", type=int, default=100)
+    parser.add_argument("--held", action="store_true", help="the keys at their limit; claims take one more key's requests")
     args = parser.parse_args()
     depths = [int(d) for d in args.queued.split(",")]
     print("command:", " ".join([".venv/bin/python", *sys.argv]))
@@ -113,15 +120,15 @@ async def _main() -> None:
         base = None
         for depth in depths:
             if database == "sqlite":
-                p50 = await claim_p50(f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/claims.db", depth=depth, keys=args.keys)
+                p50 = await claim_p50(f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/claims.db", depth=depth, keys=args.keys, held=args.held)
             else:
                 name = await create_pg_database()
                 try:
-                    p50 = await claim_p50(pg_database_url(name), depth=depth, keys=args.keys)
+                    p50 = await claim_p50(pg_database_url(name), depth=depth, keys=args.keys, held=args.held)
                 finally:
                     await drop_pg_database(name)
             base = base or p50
-            print(f"{database:<11} {depth:>8} queued, {args.keys} keys: claim p50 {p50 * 1000:7.2f} ms  ({p50 / base:.2f}x the first depth)")
+            print(f"{database:<11} {depth:>8} queued, {args.keys} keys{' held' if args.held else ''}: claim p50 {p50 * 1000:7.2f} ms  ({p50 / base:.2f}x the first depth)")
 
 
 if __name__ == "__main__":
