@@ -157,9 +157,11 @@ async def test_an_analytics_bucket_holds_exactly_the_requests_with_their_counts_
     started = time.time()
     done = [await run(app, keys.alice) for _ in range(3)]
     done.append(await run(app, keys.alice, "/openfal/utils/sleep", {"seconds": 0, "steps": 1, "fail_with": "boom"}))
-    # bob's runs hold all eight builtin slots until alice's queued echo is cancelled (a
-    # second-long hold once let the echo run first on a busy CI machine)
+    # bob's runs hold all eight builtin slots until alice's queued echo is cancelled
     blockers = [(await app.client.post("/openfal/utils/sleep", json={"seconds": 60, "steps": 60}, headers=keys.bob)).json() for _ in range(8)]
+    for blocker in blockers:  # all running: a blocker still queued would come after alice's turn
+        while (await app.client.get(blocker["status_url"], headers=keys.bob)).json()["status"] != "IN_PROGRESS":
+            await asyncio.sleep(0.02)
     queued = (await app.client.post(ECHO, json={}, headers=keys.alice)).json()
     await app.client.put(queued["cancel_url"], headers=keys.alice)
     for blocker in blockers:
