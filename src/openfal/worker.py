@@ -179,7 +179,7 @@ class Worker:
                     hints = self._hints.get(backend.name, ())
                     leave = self._hints_elsewhere.get(backend.name, frozenset()) - set(hints)
                     await self._leave_hinted_to_advertisers(backend.name, leave)
-                    if backend.max_batch_size == 1 and not hints and not leave:
+                    if backend.claims_together and backend.max_batch_size == 1 and not hints and not leave:
                         taken += await self._more_free_slots(free)
                     records = await self.store.claim(
                         backends=[backend.name],
@@ -260,7 +260,8 @@ class Worker:
     async def _more_free_slots(free: asyncio.Semaphore) -> int:
         """Take every other slot free now (none is waited for): they claim with this
         one, several runs from one look at the queue, whose cost grows with the keys
-        waiting (one candidate query then serves them all)."""
+        waiting (one candidate query then serves them all). Only for a backend that
+        ``claims_together`` (no gate holding its slots back) and does not batch."""
         more = 0
         while not free.locked():
             await free.acquire()

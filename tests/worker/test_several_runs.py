@@ -14,7 +14,7 @@ from tests.worker.conftest import Parts, ScriptedBackend, running
 ECHO = "openfal/utils/echo"
 
 
-async def test_free_slots_are_filled_by_one_claim_one_run_each(parts: Parts) -> None:
+async def _first_claim_size(parts: Parts, *, together: bool) -> int:
     release = asyncio.Event()
 
     async def run(jobs: Sequence[Job]) -> Sequence[Output | RunError]:
@@ -33,15 +33,25 @@ async def test_free_slots_are_filled_by_one_claim_one_run_each(parts: Parts) -> 
 
     parts.store.claim = counted  # type: ignore[method-assign]
     backend = ScriptedBackend(run)
+    backend.claims_together = together
     async with running(parts.worker(backend)):
         while len(backend.calls) < 4:
             await asyncio.sleep(0.01)
         release.set()
         for record in queued:
             await parts.ended(record.id)
-    assert claims[0] == 4
-    assert sorted(call[0] for call in backend.calls) == sorted(r.id for r in queued)
     assert all(len(call) == 1 for call in backend.calls)
+    return claims[0]
+
+
+async def test_a_backend_whose_slots_do_not_claim_together_claims_one_at_a_time(parts: Parts) -> None:
+    """A GPU engine's second slot waits for the GPU (its claim gate): it must not be
+    filled by the first slot's claim."""
+    assert await _first_claim_size(parts, together=False) == 1
+
+
+async def test_free_slots_are_filled_by_one_claim_one_run_each(parts: Parts) -> None:
+    assert await _first_claim_size(parts, together=True) == 4
 
 
 async def test_a_batching_backends_slot_is_given_back_after_a_claim_that_found_nothing(parts: Parts) -> None:

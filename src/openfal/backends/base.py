@@ -129,6 +129,10 @@ class Backend(Protocol):
     #: seconds the dispatcher waits after an empty claim, so requests arriving together
     #: are claimed together (0 unless the backend batches)
     gather_seconds: float
+    #: whether a worker's free slots may claim together, several runs from one look at
+    #: the queue (False for a backend whose ``claim_gate`` holds a slot back: a GPU's
+    #: second slot claims only once the GPU is free)
+    claims_together: bool
 
     @property
     def ready(self) -> bool:
@@ -157,6 +161,7 @@ class BackendBase:
     default_concurrency = 1
     label: str | None = None
     gather_seconds = 0.0
+    claims_together = True
 
     @property
     def max_run_seconds(self) -> float | None:

@@ -119,6 +119,8 @@ class LocalBackend:
         self.max_batch_size = settings.max_batch_size
         #: the worker's gather window before claiming (only worth it when batching)
         self.gather_seconds = settings.batch_gather_ms / 1000 if self.max_batch_size > 1 else 0.0
+        #: a second slot waits for the GPU (``claim_gate``), so slots never claim together
+        self.claims_together = False
         self.pixel_cap = PixelCap.from_settings(settings)
         self.lora_files = LoraFiles(settings)
         self._safety_checker = safety_checker
