@@ -379,7 +379,7 @@ def measure_deep(name: str, args: argparse.Namespace, *, empty_submits: float) -
             if db_name:  # a fresh database for the next depth
                 asyncio.run(drop_pg_database(db_name))
                 db_name = asyncio.run(create_pg_database())
-        command = f"200 sequential RequestStore.claim calls, {keys} keys, one request each (store-level, fresh database)"
+        command = f"200 sequential RequestStore.claim calls, {keys} keys, one request each (store-level, fresh database, change feed live)"
         rows.append((f"claim p50 @{depth} queued", at[depth], at[100], "ms", f"baseline: @100 queued; {command}"))
     finally:
         if db_name:

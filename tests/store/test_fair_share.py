@@ -1,6 +1,8 @@
 """Fair share between API keys, on SQLite and PostgreSQL: a free slot goes to the key
 that has waited longest for its turn (priority still first), queue positions follow
-that order, and a key may be limited in how many requests it has waiting."""
+that order, and a key may be limited in how many requests it has waiting. Each test runs
+twice: claims asking the database for each key's head, and claims choosing keys from the
+process's queue snapshot (a live change feed, store/snapshot_claims.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +14,25 @@ import pytest
 from openfal.store.api_keys import KeyStore
 from openfal.store.db import Database
 from openfal.store.requests import KeyQueueFull, RequestStore
+from openfal.store.views import StatusCache
 
 CLAIM = {"backends": ["builtin"], "lease_seconds": 30}
+
+
+@pytest.fixture(autouse=True, params=["query", "snapshot"])
+def claims_choose_by(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """``snapshot``: every store's change feed is live (no listener is started: each test
+    writes through its one store, whose own commits reach its views at commit), so its
+    claims choose keys from its queue snapshot."""
+    if request.param == "snapshot":
+        made = StatusCache.__init__
+
+        def live(self: StatusCache) -> None:
+            made(self)
+            self.live = True
+
+        monkeypatch.setattr(StatusCache, "__init__", live)
+    return str(request.param)
 
 
 async def claim_all(store: RequestStore) -> list[str]:

@@ -109,6 +109,7 @@ class ClaimStatements:
         self.key_running = sa.select(sa.func.count()).where(
             _T.key_id == sa.bindparam("key_id"), _T.status == Status.IN_PROGRESS.value
         )
+        self.limits_of = self._limits_of()
 
     def _claimable(self, condition: Where, now: Any) -> Claimable:
         where = self.claimable(condition)
@@ -192,6 +193,22 @@ class ClaimStatements:
             .where(running.c.status == RUNNING, limit_of_key.is_not(None))
             .group_by(running.c.key_id, api_keys.c.max_concurrent)
             .having(sa.func.count() >= limit_of_key)
+        )
+
+    def _limits_of(self) -> Any:
+        """For a claim whose keys come from this process's queue snapshot
+        (``QueueSnapshot.claim_order``, bound as ``keys``): rows (key, None, 1) of the
+        keys running their limit, and (key, its limit, 0) of each of ``keys`` that is
+        not; a key without a row is in neither. One round trip: the claim knows which
+        keys to pass over and which it must count (``limit`` not None) without the
+        candidates query's probe per waiting key."""
+        saturated = self._saturated().cte("saturated")
+        limit = self._limit_of_key()
+        return sa.union_all(
+            sa.select(saturated.c.key_id, sa.null().label("limit"), sa.literal(1, literal_execute=True).label("saturated")),
+            sa.select(api_keys.c.id, limit, sa.literal(0, literal_execute=True)).where(
+                api_keys.c.id.in_(sa.bindparam("keys", expanding=True)), api_keys.c.id.not_in(sa.select(saturated.c.key_id))
+            ),
         )
 
     def _limit_of_key(self) -> Any:

@@ -25,6 +25,7 @@ from openfal.store.db import Database
 from openfal.store.hinted_claims import GRACE_SECONDS, HintedClaims
 from openfal.store.ledger import entry as ledger_entry
 from openfal.store.schema import api_keys, queue_turns, request_logs, requests
+from openfal.store.snapshot_claims import Candidate, candidates_from
 from openfal.store.submit_statements import NotCovered, SubmitStatements
 from openfal.store.views import QueueSnapshot, StatusCache
 
@@ -91,6 +92,9 @@ _TURNS_AND_NOTICES = sa.text(
 #: candidate keys asked for beyond what the claim wants, for keys whose queued
 #: requests other claimers hold right now
 CLAIM_SPARES = 3
+#: a claim without a current snapshot of its backend's queue reads one at most this often
+#: (the read costs as much as the queue is long; the claim meanwhile asks the database)
+SNAPSHOT_READ_SECONDS = 10.0
 #: the optional guards of a completion, by the name their value is bound under
 _GUARDS = {
     "w_worker": _T.worker_id == sa.bindparam("w_worker"),
@@ -144,6 +148,8 @@ class RequestStore:
         self._refreshing: dict[str, tuple[int, int, asyncio.Task[QueueSnapshot]]] = {}
         #: backend -> (taken at, mean seconds of its recent runs)
         self._run_seconds: dict[str, tuple[float, float | None]] = {}
+        #: backend -> when a claim may next read its queue snapshot (``_claim_snapshot``)
+        self._claim_reads: dict[str, float] = {}
 
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         """A write transaction other writes can join (a submit's credit reserve, an
@@ -407,11 +413,18 @@ class RequestStore:
         if endpoints is not None:
             claimable = self._claims.pool
             first["endpoints"] = sorted(endpoints)
+        snap = await self._claim_snapshot(backends) if endpoints is None and not hints else None
         async with self.changes.begin(claim=True) as tx:
             claimed = []
             if hints:
                 hinted = self._hinted.candidates if endpoints is None else self._hinted.candidates_of_pool
                 claimed = await self._claim_chosen(tx.conn, hinted, {**first, "hints": sorted(hints)})
+            if not claimed and snap is not None:
+                known = await candidates_from(tx.conn, snap, self._claims.limits_of, runs + CLAIM_SPARES, self.default_key_concurrency)
+                missed: list[str | None] = []
+                claimed = await self._claim_from(tx.conn, claimable, first, runs, known, missed)
+                for key in missed:
+                    snap.drop_head(_turn_key(key))
             if not claimed:
                 assert runs == 1 or (batch_limit == 1 and not hints and not leave), "several runs are claimed alone"
                 claimed = await self._claim_next(tx.conn, claimable, first, runs)
@@ -424,6 +437,21 @@ class RequestStore:
                 await self._take_turns(tx, claimed, now)
                 tx.after_commit(partial(self.views.put_all, claimed))
         return claimed
+
+    async def _claim_snapshot(self, backends: Sequence[str]) -> QueueSnapshot | None:
+        """This process's current snapshot of the one backend's queue, for a claim to
+        choose its keys from (snapshot_claims.py); read when there is none, at most every
+        ``SNAPSHOT_READ_SECONDS``. None (the claim asks the database): several backends,
+        no live change feed, or no current snapshot to be had."""
+        if len(backends) != 1 or not self.views.live:
+            return None
+        backend = backends[0]
+        snap = self.views.current_snapshot(backend)
+        if snap is None and time.monotonic() >= self._claim_reads.get(backend, 0.0):
+            self._claim_reads[backend] = time.monotonic() + SNAPSHOT_READ_SECONDS
+            await self._fresh_snapshot(backend)
+            snap = self.views.current_snapshot(backend)
+        return snap
 
     async def hinted_elsewhere(self, *, backends: Sequence[str], hints: Collection[str], endpoints: Collection[str] | None = None) -> float | None:
         """When the oldest queued request still within its grace came (None: none) that
@@ -466,6 +494,14 @@ class RequestStore:
         they are not refused). A key whose requests other claimers hold yields nothing
         and the next key is asked: so the spare candidates."""
         rows = (await conn.execute(claimable.candidates, {**values, "limit": limit + CLAIM_SPARES})).all()
+        return await self._claim_from(conn, claimable, values, limit, [(seq, key, limited) for seq, key, limited in rows])
+
+    async def _claim_from(
+        self, conn: AsyncConnection, claimable: Claimable, values: dict[str, Any], limit: int, rows: Sequence[Candidate], missed: list[str | None] | None = None
+    ) -> list[RequestRecord]:
+        """``_claim_next``'s taking, from candidates in claim order (the candidates
+        query's, or a queue snapshot's, snapshot_claims.py); ``missed`` gets the keys
+        asked in the first round that had nothing to take."""
         claimed: list[RequestRecord] = []
         taken: dict[str | None, int] = {}
         live = list(rows)
@@ -486,6 +522,8 @@ class RequestStore:
                 got = await self._take(conn, take, {**values, "take_key": key_id, "n": wanted})
                 taken[key_id] = taken.get(key_id, 0) + len(got)
                 claimed += got
+                if not got and share == 1 and missed is not None:
+                    missed.append(key_id)
                 if len(got) == wanted:  # it may have more
                     more.append(row)
             live = more

@@ -24,11 +24,12 @@ token that an invalidation (of that id, or of everything) takes away.
 
 from __future__ import annotations
 
+import heapq
 import time
 import uuid
 from bisect import bisect_left, insort
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 
 from openfal.models import RequestRecord, Status
@@ -106,6 +107,39 @@ class QueueSnapshot:
             if other != key:
                 ahead += min(len(seqs), index) + (len(seqs) > index and level.rank[other] < mine)
         return ahead + index
+
+    def claim_order(self, count: int, skip: Collection[str] = ()) -> list[str]:
+        """The first ``count`` keys a claim takes from, in its order (the database's
+        candidates query, claim_statements.py): by the priority of each key's head, then
+        the key that has waited longest for its turn (since its last turn, or since its
+        head came if that is later), then the head's seq; ``skip``: keys left out (at
+        their limit). One pass over the waiting keys, no ranking of the whole rotation:
+        a claim asks after every turn."""
+        order: list[str] = []
+        for priority in sorted(self.levels):
+            seqs = self.levels[priority].seqs
+            taken = set(order)
+
+            def since(key: str, seqs: dict[str, list[int]] = seqs) -> tuple[float, int]:
+                head = seqs[key][0]
+                return max(self.turns.get(key, 0.0), self.created[head]), head
+
+            waiting = (key for key in seqs if key not in taken and key not in skip)
+            order += heapq.nsmallest(count - len(order), waiting, key=since)
+            if len(order) >= count:
+                break
+        return order
+
+    def drop_head(self, key: str) -> None:
+        """A claim found none of ``key``'s requests to take where this snapshot holds
+        some: its head left without this process being told (or another claimer holds
+        it and will tell). Dropped, so later claims do not ask that key for it again;
+        a notice of it, if one comes, finds it gone (``remove`` is idempotent)."""
+        for priority in sorted(self.levels):
+            seqs = self.levels[priority].seqs.get(key)
+            if seqs:
+                self.remove(priority, key, seqs[0])
+                return
 
     # -- this process's own commits ------------------------------------------------
 
@@ -256,14 +290,22 @@ class StatusCache:
 
     def snapshot(self, backend: str) -> QueueSnapshot | None:
         """The backend's snapshot if it may still answer positions."""
+        current = self.current_snapshot(backend)
+        if current is not None:
+            return current
         snap = self._queues.get(backend)
-        if snap is None or snap.generation != self.generation:
-            return None
-        if self.live and snap.epoch == self.epoch(backend):
-            return snap  # current: every change since it was read was applied to it
-        if snap.size >= DEEP_QUEUE and time.monotonic() - snap.at < DEEP_SNAPSHOT_SECONDS:
+        if snap is not None and snap.generation == self.generation and snap.size >= DEEP_QUEUE and time.monotonic() - snap.at < DEEP_SNAPSHOT_SECONDS:
             return snap
         return None
+
+    def current_snapshot(self, backend: str) -> QueueSnapshot | None:
+        """The backend's snapshot only while every change since it was read has been
+        applied to it (what a claim may choose from; a deep one that may have missed
+        some still answers positions, ``snapshot``)."""
+        snap = self._queues.get(backend)
+        if snap is None or snap.generation != self.generation or not self.live or snap.epoch != self.epoch(backend):
+            return None
+        return snap
 
     def known_empty(self, backend: str) -> bool:
         """Whether the backend's queue is known to hold nothing (a current snapshot says so)."""
