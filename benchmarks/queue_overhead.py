@@ -19,7 +19,7 @@ pause), the CPU an idle server uses, and the CPU of 1,000 idle SSE status stream
 ``--depth N`` (``--depth-keys K``) adds the deep-queue figures: each deployment again
 with N requests queued on its backend over K keys (each key at its ``max_concurrent``,
 so nothing drains them): the status poll of the deepest one against the bare handler,
-submits accepted against the same deployment's empty-queue figure, and a claim's p50 at
+submits accepted and the API processes' CPU per submit against the same deployment's empty-queue figures, and a claim's p50 at
 N queued against 100 queued (store-level, on a fresh database of the same kind).
 
     .venv/bin/python benchmarks/queue_overhead.py [--seconds 6] [--connections 32] [--only sqlite-1api] [--streams 1000]
@@ -341,11 +341,12 @@ def measure(name: str, args: argparse.Namespace) -> list[Row]:
             for bare in bares:
                 bare.stop()
     if args.depth:
-        rows.extend(measure_deep(name, args, empty_submits=next(r[1] for r in rows if r[0] == "submits accepted")))
+        empty = {r[0]: r[1] for r in rows}
+        rows.extend(measure_deep(name, args, empty_submits=empty["submits accepted"], empty_cpu=empty["API CPU per submit"]))
     return rows
 
 
-def measure_deep(name: str, args: argparse.Namespace, *, empty_submits: float) -> list[Row]:
+def measure_deep(name: str, args: argparse.Namespace, *, empty_submits: float, empty_cpu: float) -> list[Row]:
     """The deep-queue figures of ``name`` (see the module docstring)."""
     depth, keys = args.depth, args.depth_keys
     rows: list[Row] = []
@@ -363,8 +364,11 @@ def measure_deep(name: str, args: argparse.Namespace, *, empty_submits: float) -
             rows.append((f"status IN_QUEUE @{depth} queued", rate, baseline, "req/s", f"position {first.get('queue_position')}; bare handler as baseline"))
             script = Path(tempfile.mkdtemp()) / "submit.lua"
             script.write_text(SUBMIT_LUA)
+            cpu = sum(cpu_seconds(api.proc.pid) for api in apis)
             rate = wrk([wrk_command(api.url + "/openfal/utils/echo", args, key=key, script=script) for api in apis])[0]
+            per_submit = (sum(cpu_seconds(api.proc.pid) for api in apis) - cpu) * 1000 / (rate * args.seconds)
             rows.append((f"submits accepted @{depth} queued", rate, empty_submits, "req/s", "baseline: the same figure on an empty queue, above"))
+            rows.append((f"API CPU per submit @{depth} queued", per_submit, empty_cpu, "ms", "baseline: the same figure on an empty queue, above"))
         finally:
             for bare in bares:
                 bare.stop()
