@@ -35,11 +35,13 @@ def statements(db: Database) -> Iterator[list[str]]:
     def record(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         sent.append(statement)
 
-    sa.event.listen(db.engine.sync_engine, "before_cursor_execute", record)
+    for engine in db.engines:
+        sa.event.listen(engine.sync_engine, "before_cursor_execute", record)
     try:
         yield sent
     finally:
-        sa.event.remove(db.engine.sync_engine, "before_cursor_execute", record)
+        for engine in db.engines:
+            sa.event.remove(engine.sync_engine, "before_cursor_execute", record)
 
 
 async def test_a_claim_with_a_current_snapshot_probes_no_keys_head(db: Database, new_request: Callable[..., dict]) -> None:
@@ -77,3 +79,19 @@ async def test_keys_at_their_limit_are_passed_over_however_many_wait_first(db: D
     free = await store.insert(**new_request(key_id="free"))
     assert [r.id for r in await store.claim(worker_id="w", **CLAIM)] == [free.id]
     assert await store.claim(worker_id="w", **CLAIM) == []
+
+
+async def test_keys_at_their_limit_as_the_last_claim_found_them_are_passed_over_in_one_statement(
+    db: Database, new_request: Callable[..., dict]
+) -> None:
+    store = live_store(db)
+    for i in range(6):
+        key, _ = await KeyStore(db).create(f"held{i}", limits={"max_concurrent": 1})
+        await store.insert(**new_request(key_id=key.id))
+        await store.claim(worker_id="w", **CLAIM)
+        await store.insert(**new_request(key_id=key.id))
+    free = [await store.insert(**new_request(key_id="free")) for _ in range(2)]
+    assert [r.id for r in await store.claim(worker_id="w", **CLAIM)] == [free[0].id]
+    with statements(db) as sent:
+        assert [r.id for r in await store.claim(worker_id="w", **CLAIM)] == [free[1].id]
+    assert len([s for s in sent if "saturated" in s]) == 1 and not [s for s in sent if "queued_keys" in s]

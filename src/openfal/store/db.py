@@ -122,6 +122,13 @@ class Database:
     def engine(self) -> AsyncEngine:
         return self._writer
 
+    @property
+    def engines(self) -> list[AsyncEngine]:
+        """Every engine of this database (writer, reader, claimers): what sees each
+        statement it runs (tests count a claim's statements on them)."""
+        every = [self._writer, self._reader] + ([] if self.is_sqlite else [self._claimer])
+        return list({id(engine): engine for engine in every}.values())
+
 
 _MIGRATION_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 

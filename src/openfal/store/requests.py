@@ -150,6 +150,8 @@ class RequestStore:
         self._run_seconds: dict[str, tuple[float, float | None]] = {}
         #: backend -> when a claim may next read its queue snapshot (``_claim_snapshot``)
         self._claim_reads: dict[str, float] = {}
+        #: the keys at their limit as the last claim from a snapshot found them
+        self._saturated: set[str] = set()
 
     def transaction(self) -> AbstractAsyncContextManager[Transaction]:
         """A write transaction other writes can join (a submit's credit reserve, an
@@ -420,7 +422,9 @@ class RequestStore:
                 hinted = self._hinted.candidates if endpoints is None else self._hinted.candidates_of_pool
                 claimed = await self._claim_chosen(tx.conn, hinted, {**first, "hints": sorted(hints)})
             if not claimed and snap is not None:
-                known = await candidates_from(tx.conn, snap, self._claims.limits_of, runs + CLAIM_SPARES, self.default_key_concurrency)
+                known, self._saturated = await candidates_from(
+                    tx.conn, snap, self._claims.limits_of, runs + CLAIM_SPARES, self.default_key_concurrency, self._saturated
+                )
                 missed: list[str | None] = []
                 claimed = await self._claim_from(tx.conn, claimable, first, runs, known, missed)
                 for key in missed:

@@ -26,23 +26,30 @@ from openfal.store.views import QueueSnapshot
 Candidate = tuple[int | None, str | None, int | None]
 
 
-async def candidates_from(conn: AsyncConnection, snap: QueueSnapshot, limits_of: Any, count: int, default_limit: int | None) -> list[Candidate]:
+async def candidates_from(
+    conn: AsyncConnection, snap: QueueSnapshot, limits_of: Any, count: int, default_limit: int | None, saturated_before: set[str]
+) -> tuple[list[Candidate], set[str]]:
     """Up to ``count`` candidate keys in claim order (no head seq: the take finds it),
     the keys at their limit passed over; a key without a row has ``default_limit``, as
-    in the candidates query."""
-    order = snap.claim_order(count)
+    in the candidates query. Also returns the keys at their limit now: passed back as
+    ``saturated_before`` by the next claim, whose first guess of its keys then already
+    passes them over (a deep queue of keys at their limit is the same keys claim after
+    claim), so the guess is right, and one statement enough, unless the set changed."""
+    order = snap.claim_order(count, skip=saturated_before)
     saturated, limits = await _limits(conn, limits_of, order)
-    if saturated.intersection(order):
+    if saturated != saturated_before:
         order = snap.claim_order(count, skip=saturated)
-        limits |= (await _limits(conn, limits_of, [key for key in order if key not in limits]))[1]
-    return [(None, None, None) if key == NO_KEY else (None, key, limits.get(key, default_limit)) for key in order]
+        unknown = [key for key in order if key != NO_KEY and key not in limits]
+        if unknown:
+            limits |= (await _limits(conn, limits_of, unknown))[1]
+    return [(None, None, None) if key == NO_KEY else (None, key, limits.get(key, default_limit)) for key in order], saturated
 
 
-async def _limits(conn: AsyncConnection, limits_of: Any, order: list[str]) -> tuple[set[str], dict[str, int | None]]:
-    """(the keys running their limit, the limit of each other key of ``order`` that has a row)."""
+async def _limits(conn: AsyncConnection, limits_of: Any, keys: list[str]) -> tuple[set[str], dict[str, int | None]]:
+    """(the keys running their limit, the limit of each other key of ``keys`` that has a row)."""
     saturated: set[str] = set()
     limits: dict[str, int | None] = {}
-    for key, limit, full in (await conn.execute(limits_of, {"keys": [key for key in order if key != NO_KEY]})).all():
+    for key, limit, full in (await conn.execute(limits_of, {"keys": [key for key in keys if key != NO_KEY]})).all():
         if full:
             saturated.add(key)
         else:
