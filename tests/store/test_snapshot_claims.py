@@ -27,6 +27,18 @@ def live_store(db: Database) -> RequestStore:
     return store
 
 
+async def held_keys(db: Database, new_request: Callable[..., dict], count: int) -> RequestStore:
+    """A live store with ``count`` keys, each running its one allowed request and with
+    one more waiting (waiting longer than any request queued after)."""
+    store = live_store(db)
+    for i in range(count):
+        key, _ = await KeyStore(db).create(f"held{i}", limits={"max_concurrent": 1})
+        await store.insert(**new_request(key_id=key.id))
+        await store.claim(worker_id="w", **CLAIM)
+        await store.insert(**new_request(key_id=key.id))
+    return store
+
+
 @contextmanager
 def statements(db: Database) -> Iterator[list[str]]:
     """The SQL each statement run meanwhile sent to the database."""
@@ -70,12 +82,7 @@ async def test_a_key_whose_requests_another_process_took_yields_to_the_next_and_
 async def test_keys_at_their_limit_are_passed_over_however_many_wait_first(db: Database, new_request: Callable[..., dict]) -> None:
     """Six keys, each running its one allowed request, waited longer than the free
     key: more than a claim's spare candidates, so the snapshot is asked again without them."""
-    store = live_store(db)
-    for i in range(6):
-        key, _ = await KeyStore(db).create(f"held{i}", limits={"max_concurrent": 1})
-        await store.insert(**new_request(key_id=key.id))
-        await store.claim(worker_id="w", **CLAIM)
-        await store.insert(**new_request(key_id=key.id))
+    store = await held_keys(db, new_request, 6)
     free = await store.insert(**new_request(key_id="free"))
     assert [r.id for r in await store.claim(worker_id="w", **CLAIM)] == [free.id]
     assert await store.claim(worker_id="w", **CLAIM) == []
@@ -84,12 +91,7 @@ async def test_keys_at_their_limit_are_passed_over_however_many_wait_first(db: D
 async def test_keys_at_their_limit_as_the_last_claim_found_them_are_passed_over_in_one_statement(
     db: Database, new_request: Callable[..., dict]
 ) -> None:
-    store = live_store(db)
-    for i in range(6):
-        key, _ = await KeyStore(db).create(f"held{i}", limits={"max_concurrent": 1})
-        await store.insert(**new_request(key_id=key.id))
-        await store.claim(worker_id="w", **CLAIM)
-        await store.insert(**new_request(key_id=key.id))
+    store = await held_keys(db, new_request, 6)
     free = [await store.insert(**new_request(key_id="free")) for _ in range(2)]
     assert [r.id for r in await store.claim(worker_id="w", **CLAIM)] == [free[0].id]
     with statements(db) as sent:
