@@ -40,8 +40,10 @@ async def candidates_from(
     if saturated != saturated_before:
         order = snap.claim_order(count, skip=saturated)
         unknown = [key for key in order if key != NO_KEY and key not in limits]
-        if unknown:
-            limits |= (await _limits(conn, limits_of, unknown))[1]
+        if unknown:  # a key that reached its limit since the first statement is passed over, not unlimited
+            filled, more = await _limits(conn, limits_of, unknown)
+            limits |= more
+            order = [key for key in order if key not in filled]
     return [(None, None, None) if key == NO_KEY else (None, key, limits.get(key, default_limit)) for key in order], saturated
 
 
