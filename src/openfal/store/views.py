@@ -120,15 +120,16 @@ class QueueSnapshot:
             seqs = self.levels[priority].seqs
             taken = set(order)
 
-            def since(key: str, seqs: dict[str, list[int]] = seqs) -> tuple[float, int]:
-                head = seqs[key][0]
-                return max(self.turns.get(key, 0.0), self.created[head]), head
-
             waiting = (key for key in seqs if key not in taken and key not in skip)
-            order += heapq.nsmallest(count - len(order), waiting, key=since)
+            order += heapq.nsmallest(count - len(order), waiting, key=lambda key, seqs=seqs: self._waited_since(key, seqs[key][0]))  # type: ignore[misc]
             if len(order) >= count:
                 break
         return order
+
+    def _waited_since(self, key: str, head: int) -> tuple[float, int]:
+        """A key's place in the rotation with ``head`` its first queued request: waiting
+        since its last turn, or since its head came if that is later, then FIFO."""
+        return max(self.turns.get(key, 0.0), self.created[head]), head
 
     def drop_head(self, key: str) -> None:
         """A claim found none of ``key``'s requests to take where this snapshot holds
@@ -180,7 +181,7 @@ class QueueSnapshot:
 
             def since(key: str, level: _Level = level) -> tuple[tuple[int, float], int]:
                 head = level.seqs[key][0]
-                return waited.get(key, (0, max(self.turns.get(key, 0.0), self.created[head]))), head
+                return waited.get(key, (0, self._waited_since(key, head)[0])), head
 
             level.rank = {k: i for i, k in enumerate(sorted(level.seqs, key=since))}
             for key in sorted(level.seqs, key=lambda k, level=level: (len(level.seqs[k]), level.rank[k])):  # type: ignore[misc]
