@@ -3,13 +3,20 @@ and dtype resolution."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
 
-from openfal.backends.local import sizes
+from openfal.backends.local import LocalBackend, sizes
 from openfal.backends.local.device import resolve_device, resolve_dtype
 from openfal.backends.local.families.images import stitch
+from openfal.config import Settings
 from openfal.errors import ConfigError
 
 
@@ -63,3 +70,27 @@ def test_bad_device_settings_are_config_errors() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="OPENFAL_DEVICE"):
             resolve_device("cuda")
+
+
+def test_a_bad_dtype_fails_the_backends_start(tmp_path: Path) -> None:
+    local = LocalBackend(Settings(data_dir=tmp_path, demo=True, dtype="float8"))
+    with pytest.raises(ConfigError, match="OPENFAL_DTYPE"):
+        asyncio.run(local.start())
+
+
+def test_a_started_backend_reports_its_device_without_importing_the_engine(tmp_path: Path) -> None:
+    """An API process or a worker that never runs a local model does not pay for the
+    engine's imports (diffusers, transformers, PEFT: seconds of CPU): the start settles
+    the device with torch alone. In a process of its own (this one imported them)."""
+    script = (
+        "import asyncio, json, sys\n"
+        "from openfal.backends.local import LocalBackend\n"
+        "from openfal.config import Settings\n"
+        f"local = LocalBackend(Settings(data_dir={str(tmp_path)!r}, demo=True, device='cpu'))\n"
+        "asyncio.run(local.start())\n"
+        "print(json.dumps({'status': local.status(), 'diffusers': 'diffusers' in sys.modules}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["diffusers"] is False
+    assert report["status"]["started"] is True and report["status"]["device"] == "cpu" and report["status"]["dtype"] == "float32"

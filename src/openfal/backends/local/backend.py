@@ -15,6 +15,7 @@ import contextlib
 import contextvars
 import dataclasses
 import logging
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -128,6 +129,9 @@ class LocalBackend:
         self.media = media
         self._own_client: httpx.AsyncClient | None = None
         self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()
+        #: what ``start`` settled (device, dtype, acceleration), reported until the engine is built
+        self._settled: dict[str, Any] | None = None
 
     # -- Backend protocol ------------------------------------------------------------------
 
@@ -153,13 +157,30 @@ class LocalBackend:
             return None
 
     async def start(self) -> None:
-        """Import torch and diffusers and settle the device (a bad OPENFAL_DEVICE fails
-        here), then load and warm ``OPENFAL_PRELOAD_MODELS`` in the background: the
-        server answers meanwhile, ``ready`` is false until it ends, and runs wait for it."""
-        engine = await asyncio.to_thread(self.engine)
+        """Settle the device, dtype and acceleration profile (a bad OPENFAL_DEVICE fails
+        here; torch alone is imported), then, when ``OPENFAL_PRELOAD_MODELS`` names models,
+        build the engine and load and warm them in the background: the server answers
+        meanwhile, ``ready`` is false until it ends, and runs wait for it. Otherwise the
+        engine is built by the first run: its imports (diffusers, transformers, PEFT) cost
+        some 5 s of CPU, which an API process or a worker that never runs a local model
+        does not pay."""
+        self._settled = await asyncio.to_thread(self._settle)
         if self.settings.preload_models and self._warmup is None:
+            engine = await asyncio.to_thread(self.engine)
             engine.warming = True
             self._warmup = asyncio.create_task(self._preload(engine), name=f"warm-up-{engine.label}")
+
+    def _settle(self) -> dict[str, Any]:
+        from openfal.backends.local import acceleration
+        from openfal.backends.local.device import resolve_device, resolve_dtype
+
+        device = resolve_device(self.device or self.settings.device)
+        profile = self.acceleration or acceleration.resolve(self.settings.acceleration, device, attention=self.settings.attention_backend)
+        return {
+            "started": True, "device": str(device), "label": self.label or self.settings.gpu_label or str(device),
+            "dtype": str(resolve_dtype(self.settings.dtype, device)).removeprefix("torch."), "acceleration": profile.profile,
+            "warming": False, "models": [], "loaded": [], "loaded_bytes": 0, "runner_hints": [],
+        }  # fmt: skip
 
     @property
     def ready(self) -> bool:
@@ -230,10 +251,10 @@ class LocalBackend:
             self._own_client = None
 
     def status(self) -> dict[str, Any]:
-        """Device, dtype and the pipelines kept warm (not loaded yet: just the device)."""
-        if self._engine is None:
-            return {"started": False}
-        return self._engine.status()
+        """Device, dtype and the pipelines kept warm (no engine yet: what ``start`` settled)."""
+        if self._engine is not None:
+            return self._engine.status()
+        return self._settled or {"started": False}
 
     async def run(self, jobs: Sequence[Job]) -> Sequence[Output | RunError]:
         groups = self._groups(jobs)
@@ -253,13 +274,16 @@ class LocalBackend:
     # -- internals ---------------------------------------------------------------------------
 
     def engine(self) -> Engine:
-        if self._engine is None:
-            from openfal.backends.local.engine import Engine
+        """The engine, built on first use (called in a worker thread: its imports take
+        seconds; the lock keeps two slots' first runs from building two)."""
+        with self._engine_lock:
+            if self._engine is None:
+                from openfal.backends.local.engine import Engine
 
-            self._engine = Engine(
-                self.settings, self.options, self._safety_checker, device=self.device, label=self.label, acceleration=self.acceleration
-            )
-        return self._engine
+                self._engine = Engine(
+                    self.settings, self.options, self._safety_checker, device=self.device, label=self.label, acceleration=self.acceleration
+                )
+            return self._engine
 
     async def engine_done(self) -> None:
         """The current run's group left the engine (families call it after their
