@@ -8,10 +8,8 @@ cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# torch from pip's configured index: CI reaches package registries only, not PyTorch's wheel index.
-# PIP_NO_COMPILE: the throwaway venv skips byte-compiling every module (most of the install's
-# CPU, which CI's test install needs at the same time); the image's own install keeps it.
-PIP_NO_COMPILE=1 sh deploy/install.sh --cpu --torch-index pip "$work/venv" "$PWD"
+# torch from pip's configured index: CI reaches package registries only, not PyTorch's wheel index
+sh deploy/install.sh --cpu --torch-index pip "$work/venv" "$PWD"
 venv="$work/venv/bin"
 "$venv/openfal" --data-dir "$work/data" migrate
 "$venv/openfal" models plan --gpu-memory 24 >/dev/null
