@@ -97,3 +97,13 @@ async def test_keys_at_their_limit_as_the_last_claim_found_them_are_passed_over_
     with statements(db) as sent:
         assert [r.id for r in await store.claim(worker_id="w", **CLAIM)] == [free[1].id]
     assert len([s for s in sent if "saturated" in s]) == 1 and not [s for s in sent if "queued_keys" in s]
+
+
+async def test_a_claim_that_finds_every_waiting_key_at_its_limit_sends_no_candidates_query(db: Database, new_request: Callable[..., dict]) -> None:
+    """A worker wakes at every submit; when all that waits is held by its keys' limits,
+    its claim is the one limits statement, not a probe of each waiting key's head."""
+    store = await held_keys(db, new_request, 6)
+    assert await store.claim(worker_id="w", **CLAIM) == []
+    with statements(db) as sent:
+        assert await store.claim(worker_id="w", **CLAIM) == []
+    assert len([s for s in sent if "saturated" in s]) == 1 and not [s for s in sent if "queued_keys" in s]

@@ -421,6 +421,7 @@ class RequestStore:
             if hints:
                 hinted = self._hinted.candidates if endpoints is None else self._hinted.candidates_of_pool
                 claimed = await self._claim_chosen(tx.conn, hinted, {**first, "hints": sorted(hints)})
+            all_held = False
             if not claimed and snap is not None:
                 known, self._saturated = await candidates_from(
                     tx.conn, snap, self._claims.limits_of, runs + CLAIM_SPARES, self.default_key_concurrency, self._saturated
@@ -429,7 +430,11 @@ class RequestStore:
                 claimed = await self._claim_from(tx.conn, claimable, first, runs, known, missed)
                 for key in missed:
                     snap.drop_head(_turn_key(key))
-            if not claimed:
+                # every key the current snapshot holds waiting runs its limit: the candidates
+                # query would find the same, at a probe per waiting key (a worker wakes at every
+                # submit to such a queue: the probes were most of a submit's cost at depth)
+                all_held = not known
+            if not claimed and not all_held:
                 assert runs == 1 or (batch_limit == 1 and not hints and not leave), "several runs are claimed alone"
                 claimed = await self._claim_next(tx.conn, claimable, first, runs)
                 if claimed and claimed[0].runner_hint in leave and claimed[0].created_at > now - GRACE_SECONDS:
