@@ -12,11 +12,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from openfal.store.api_keys import KeyStore
 from openfal.store.db import Database
-from openfal.store.requests import RequestStore
+from openfal.store.requests import LeftForHint, RequestStore
 
 CLAIM = {"backends": ["builtin"], "lease_seconds": 30}
 
@@ -107,3 +108,15 @@ async def test_a_claim_that_finds_every_waiting_key_at_its_limit_sends_no_candid
     with statements(db) as sent:
         assert await store.claim(worker_id="w", **CLAIM) == []
     assert len([s for s in sent if "saturated" in s]) == 1 and not [s for s in sent if "queued_keys" in s]
+
+
+async def test_a_request_hinted_to_a_runner_another_worker_advertises_is_left_to_it(db: Database, new_request: Callable[..., dict]) -> None:
+    """Within its grace a request hinted elsewhere is not taken from the snapshot either:
+    the claim is undone (CI once saw the plain worker take a hinted request this way)."""
+    store = live_store(db)
+    hinted = await store.insert(**new_request(key_id="a", runner_hint="lora-a"))
+    await store.claim(worker_id="w", backends=["elsewhere"], lease_seconds=30)
+    await store.queue_position(hinted)  # the snapshot holds it
+    with pytest.raises(LeftForHint):
+        await store.claim(worker_id="plain", leave={"lora-a"}, **CLAIM)
+    assert (await store.get(hinted.id)).status == "IN_QUEUE"  # type: ignore[union-attr]

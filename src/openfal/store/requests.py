@@ -113,6 +113,14 @@ _BACK_IN_QUEUE = {
 }
 
 
+def _left_for_hint(claimed: list[RequestRecord], leave: Collection[str], now: float) -> None:
+    """A claim's first request is hinted to a runner another free worker advertises and
+    is younger than the grace: ``LeftForHint`` undoes the claim (nothing of it is
+    committed), whichever way its keys were chosen."""
+    if claimed and claimed[0].runner_hint in leave and claimed[0].created_at > now - GRACE_SECONDS:
+        raise LeftForHint(claimed[0].id)
+
+
 def _turn_key(key_id: str | None) -> str:
     return key_id if key_id is not None else NO_KEY
 
@@ -430,6 +438,7 @@ class RequestStore:
                 claimed = await self._claim_from(tx.conn, claimable, first, runs, known, missed)
                 for key in missed:
                     snap.drop_head(_turn_key(key))
+                _left_for_hint(claimed, leave, now)
                 # every key the current snapshot holds waiting runs its limit: the candidates
                 # query would find the same, at a probe per waiting key (a worker wakes at every
                 # submit to such a queue: the probes were most of a submit's cost at depth)
@@ -437,8 +446,7 @@ class RequestStore:
             if not claimed and not all_held:
                 assert runs == 1 or (batch_limit == 1 and not hints and not leave), "several runs are claimed alone"
                 claimed = await self._claim_next(tx.conn, claimable, first, runs)
-                if claimed and claimed[0].runner_hint in leave and claimed[0].created_at > now - GRACE_SECONDS:
-                    raise LeftForHint(claimed[0].id)  # undone: nothing of it is committed
+                _left_for_hint(claimed, leave, now)
             if claimed and batch_limit > 1 and claimed[0].batch_key is not None:
                 batch = {**values, "batch_backend": claimed[0].backend, "batch_key_of": claimed[0].batch_key}
                 claimed += await self._claim_next(tx.conn, self._claims.batch, batch, batch_limit - 1)
