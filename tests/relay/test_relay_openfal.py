@@ -65,9 +65,11 @@ async def test_logs_and_progress_are_mirrored(tmp_path: Path, upstream: Server) 
 
 
 async def test_upstream_queue_position_is_mirrored(tmp_path: Path, upstream: Server) -> None:
-    """Upstream slots busy: the relayed request shows IN_QUEUE with the upstream's queue position."""
+    """Upstream slots busy: the relayed request shows IN_QUEUE with the upstream's queue position.
+    The blockers sleep long enough that a relay slowed by a loaded CI machine still forwards
+    the request while one blocker waits ahead of it (at 1.5 s it once saw only position 0)."""
     async with upstream_client(upstream) as client, relay_app(tmp_path, config(upstream)) as app:
-        blockers = [(await client.post(SLEEP, json={"seconds": 1.5, "steps": 3})).json() for _ in range(3)]
+        blockers = [(await client.post(SLEEP, json={"seconds": 5, "steps": 5})).json() for _ in range(3)]
         auth, submitted = await submit(app, SLEEP, {"seconds": 0.1, "steps": 1})
         seen: list[int] = []
 
@@ -77,11 +79,11 @@ async def test_upstream_queue_position_is_mirrored(tmp_path: Path, upstream: Ser
                 seen.append(body["queue_position"])
             return 1 in seen
 
-        await wait_for(upstream_queued, timeout=5)
+        await wait_for(upstream_queued, timeout=10)
         done = await finish(app, auth, submitted)
         assert done.result.json() == {"slept": 0.1, "steps": 1}
         for blocker in blockers:
-            await wait_status(client, blocker["status_url"], timeout=10)
+            await wait_status(client, blocker["status_url"], timeout=20)
 
 
 async def test_cancel_is_forwarded_and_the_upstream_request_ends_cancelled(tmp_path: Path, upstream: Server) -> None:
