@@ -30,6 +30,8 @@ from openfal.config import Settings
 from openfal.errors import InputInvalid, ModelUnavailable, RunCancelled, RunError
 
 if TYPE_CHECKING:
+    import torch
+
     from openfal.backends.local.acceleration import Acceleration
     from openfal.backends.local.engine import Engine
     from openfal.backends.local.safety import SafetyChecker
@@ -130,8 +132,9 @@ class LocalBackend:
         self._own_client: httpx.AsyncClient | None = None
         self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
-        #: what ``start`` settled (device, dtype, acceleration), reported until the engine is built
-        self._settled: dict[str, Any] | None = None
+        #: the device and acceleration profile ``start`` settled: the engine is built with them,
+        #: and they are reported until it is
+        self._settled: tuple[torch.device, Acceleration] | None = None
 
     # -- Backend protocol ------------------------------------------------------------------
 
@@ -170,17 +173,13 @@ class LocalBackend:
             engine.warming = True
             self._warmup = asyncio.create_task(self._preload(engine), name=f"warm-up-{engine.label}")
 
-    def _settle(self) -> dict[str, Any]:
+    def _settle(self) -> tuple[torch.device, Acceleration]:
         from openfal.backends.local import acceleration
         from openfal.backends.local.device import resolve_device, resolve_dtype
 
         device = resolve_device(self.device or self.settings.device)
-        profile = self.acceleration or acceleration.resolve(self.settings.acceleration, device, attention=self.settings.attention_backend)
-        return {
-            "started": True, "device": str(device), "label": self.label or self.settings.gpu_label or str(device),
-            "dtype": str(resolve_dtype(self.settings.dtype, device)).removeprefix("torch."), "acceleration": profile.profile,
-            "warming": False, "models": [], "loaded": [], "loaded_bytes": 0, "runner_hints": [],
-        }  # fmt: skip
+        resolve_dtype(self.settings.dtype, device)  # a bad OPENFAL_DTYPE fails the start
+        return device, self.acceleration or acceleration.resolve(self.settings.acceleration, device, attention=self.settings.attention_backend)
 
     @property
     def ready(self) -> bool:
@@ -254,7 +253,16 @@ class LocalBackend:
         """Device, dtype and the pipelines kept warm (no engine yet: what ``start`` settled)."""
         if self._engine is not None:
             return self._engine.status()
-        return self._settled or {"started": False}
+        if self._settled is None:
+            return {"started": False}
+        from openfal.backends.local.device import resolve_dtype
+
+        device, profile = self._settled
+        return {
+            "started": True, "device": str(device), "label": self.label or self.settings.gpu_label or str(device),
+            "dtype": str(resolve_dtype(self.settings.dtype, device)).removeprefix("torch."), "acceleration": profile.profile,
+            "warming": False, "models": [], "loaded": [], "loaded_bytes": 0, "runner_hints": [],
+        }  # fmt: skip
 
     async def run(self, jobs: Sequence[Job]) -> Sequence[Output | RunError]:
         groups = self._groups(jobs)
@@ -280,9 +288,9 @@ class LocalBackend:
             if self._engine is None:
                 from openfal.backends.local.engine import Engine
 
-                self._engine = Engine(
-                    self.settings, self.options, self._safety_checker, device=self.device, label=self.label, acceleration=self.acceleration
-                )
+                # settled by ``start`` (not resolved and logged again); a test may build it unstarted
+                device, acceleration = self._settled or (self.device, self.acceleration)
+                self._engine = Engine(self.settings, self.options, self._safety_checker, device=device, label=self.label, acceleration=acceleration)
             return self._engine
 
     async def engine_done(self) -> None:
