@@ -8,8 +8,11 @@ cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# torch from pip's configured index: CI reaches package registries only, not PyTorch's wheel index
-sh deploy/install.sh --cpu --torch-index pip "$work/venv" "$PWD"
+# torch from pip's configured index: CI reaches package registries only, not PyTorch's wheel index.
+# PIP_COMPILE=0: no bytecode for this throwaway venv (the image keeps pip's default), which
+# halves the install; the commands below write what they import (PYTHONDONTWRITEBYTECODE off).
+PIP_COMPILE=0 sh deploy/install.sh --cpu --torch-index pip "$work/venv" "$PWD"
+unset PYTHONDONTWRITEBYTECODE
 venv="$work/venv/bin"
 "$venv/openfal" --data-dir "$work/data" migrate
 "$venv/openfal" models plan --gpu-memory 24 >/dev/null
