@@ -15,7 +15,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from openfal import metrics
@@ -177,8 +177,8 @@ class Worker:
                 taken = 1  # slots held for this claim
                 try:
                     hints = self._hints.get(backend.name, ())
-                    leave = self._hints_elsewhere.get(backend.name, frozenset()) - set(hints)
-                    await self._leave_hinted_to_advertisers(backend.name, leave)
+                    leave = LeftToOthers(self, backend.name, hints)
+                    await self._leave_hinted_to_advertisers(backend.name, frozenset(leave))
                     if backend.claims_together and backend.max_batch_size == 1 and not hints and not leave:
                         taken += await self._more_free_slots(free)
                     records = await self.store.claim(
@@ -503,6 +503,28 @@ class Worker:
             log.info("abandoned run of %s returned; its result was discarded", ids)
 
         run.add_done_callback(finished)
+
+
+class LeftToOthers(Collection[str]):
+    """A claim's ``leave``: the runner hints free workers elsewhere advertise and this one
+    does not, as this worker knows them when the claim checks what it took, not when the
+    claim began. A claim under way when the worker hears of an advertiser (its registry
+    refresh runs beside the claim) then still leaves the advertiser's requests to it."""
+
+    def __init__(self, worker: Worker, backend: str, own: Sequence[str]) -> None:
+        self._worker, self._backend, self._own = worker, backend, frozenset(own)
+
+    def _now(self) -> frozenset[str]:
+        return self._worker._hints_elsewhere.get(self._backend, frozenset()) - self._own
+
+    def __contains__(self, hint: object) -> bool:
+        return hint in self._now()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._now())
+
+    def __len__(self) -> int:
+        return len(self._now())
 
 
 def hints_elsewhere(live: Sequence[dict[str, Any]], me: str) -> dict[str, frozenset[str]]:

@@ -62,6 +62,30 @@ async def test_a_runner_hint_lands_on_the_advertising_worker_when_two_are_free(p
     assert other.result_status == 200
 
 
+async def test_an_advertiser_heard_of_while_a_claim_is_under_way_still_gets_its_hinted_request(parts: Parts, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The plain worker's registry refresh lands while its claim is under way (CI: a loaded
+    machine stretches the claim): the claim sees the advertiser's hint when it checks what
+    it took, leaves the request, and the advertiser, started after, runs it."""
+    monkeypatch.setattr("openfal.worker.HINT_GRACE_SECONDS", 30.0)
+    monkeypatch.setattr("openfal.store.requests.GRACE_SECONDS", 30.0)
+    plain = parts.worker(ScriptedBackend(echo), worker_id="plain")
+    heard = asyncio.Event()
+    snapshot = parts.store._claim_snapshot
+
+    async def refresh_lands_mid_claim(backends: Sequence[str]) -> Any:
+        if not heard.is_set():  # what plain's _reports would set from the registry
+            plain._hints_elsewhere = {"builtin": frozenset({"lora-a"})}
+            heard.set()
+        return await snapshot(backends)
+
+    monkeypatch.setattr(parts.store, "_claim_snapshot", refresh_lands_mid_claim)
+    hinted = await parts.submit(runner_hint="lora-a")  # queued first: plain's first claim finds it
+    async with running(plain):
+        await asyncio.wait_for(heard.wait(), 10)
+        async with running(parts.worker(Advertising(echo, ["lora-a"]), worker_id="advertiser")):
+            assert (await parts.ended(hinted.id)).worker_id == "advertiser"
+
+
 async def test_a_hinted_request_runs_elsewhere_while_its_advertiser_is_busy(parts: Parts) -> None:
     release = asyncio.Event()
 

@@ -410,12 +410,15 @@ class RequestStore:
         ``hints`` (what this worker advertises): a queued request with one of them as its
         runner hint is taken first; ``leave`` (hints free workers elsewhere advertise): a
         request hinted so, younger than the grace, is not taken (``LeftForHint``, the
-        claim rolled back), see hinted_claims.py. ``runs`` (a worker's free slots, for
+        claim rolled back), see hinted_claims.py; read when the claim checks what it took
+        (the worker's is a live view of what it hears). ``runs`` (a worker's free slots, for
         a backend that does not batch, with no hints either way): up to that many
         requests, each run alone, taken as that many claims in a row would take them
         (one per key in claim order first), from one candidate query."""
         if all(self.views.known_empty(backend) for backend in backends):
             return []
+        # read before the first await: ``leave`` may be the worker's live view (LeftToOthers)
+        alone = runs == 1 or (batch_limit == 1 and not hints and not leave)
         now = time.time()
         values = {"now": now, "worker": worker_id, "lease": now + lease_seconds}
         first: dict[str, Any] = {**values, "backends": list(backends)}
@@ -444,7 +447,7 @@ class RequestStore:
                 # submit to such a queue: the probes were most of a submit's cost at depth)
                 all_held = not known
             if not claimed and not all_held:
-                assert runs == 1 or (batch_limit == 1 and not hints and not leave), "several runs are claimed alone"
+                assert alone, "several runs are claimed alone"
                 claimed = await self._claim_next(tx.conn, claimable, first, runs)
                 _left_for_hint(claimed, leave, now)
             if claimed and batch_limit > 1 and claimed[0].batch_key is not None:
