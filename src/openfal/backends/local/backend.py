@@ -17,7 +17,7 @@ import dataclasses
 import logging
 import threading
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import httpx
 
@@ -82,6 +82,14 @@ class Limits:
                 raise InputInvalid.field(f"loras.{index}.path", refusal, "lora_invalid")
 
 
+class Settled(NamedTuple):
+    """What a started backend settled without building its engine."""
+
+    device: torch.device
+    dtype: torch.dtype
+    acceleration: Acceleration
+
+
 class LocalBackend:
     """The ``local`` backend (see the Backend protocol in ``openfal.backends.base``).
 
@@ -132,9 +140,9 @@ class LocalBackend:
         self._own_client: httpx.AsyncClient | None = None
         self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
-        #: the device and acceleration profile ``start`` settled: the engine is built with them,
-        #: and they are reported until it is
-        self._settled: tuple[torch.device, Acceleration] | None = None
+        #: what ``start`` settled: the engine is built with its device and acceleration profile,
+        #: and all three are reported until it is
+        self._settled: Settled | None = None
 
     # -- Backend protocol ------------------------------------------------------------------
 
@@ -173,13 +181,14 @@ class LocalBackend:
             engine.warming = True
             self._warmup = asyncio.create_task(self._preload(engine), name=f"warm-up-{engine.label}")
 
-    def _settle(self) -> tuple[torch.device, Acceleration]:
+    def _settle(self) -> Settled:
         from openfal.backends.local import acceleration
         from openfal.backends.local.device import resolve_device, resolve_dtype
 
         device = resolve_device(self.device or self.settings.device)
-        resolve_dtype(self.settings.dtype, device)  # a bad OPENFAL_DTYPE fails the start
-        return device, self.acceleration or acceleration.resolve(self.settings.acceleration, device, attention=self.settings.attention_backend)
+        dtype = resolve_dtype(self.settings.dtype, device)  # a bad OPENFAL_DTYPE fails the start
+        profile = self.acceleration or acceleration.resolve(self.settings.acceleration, device, attention=self.settings.attention_backend)
+        return Settled(device, dtype, profile)
 
     @property
     def ready(self) -> bool:
@@ -255,12 +264,10 @@ class LocalBackend:
             return self._engine.status()
         if self._settled is None:
             return {"started": False}
-        from openfal.backends.local.device import resolve_dtype
-
-        device, profile = self._settled
+        device, dtype, profile = self._settled
         return {
             "started": True, "device": str(device), "label": self.label or self.settings.gpu_label or str(device),
-            "dtype": str(resolve_dtype(self.settings.dtype, device)).removeprefix("torch."), "acceleration": profile.profile,
+            "dtype": str(dtype).removeprefix("torch."), "acceleration": profile.profile,
             "warming": False, "models": [], "loaded": [], "loaded_bytes": 0, "runner_hints": [],
         }  # fmt: skip
 
@@ -289,7 +296,8 @@ class LocalBackend:
                 from openfal.backends.local.engine import Engine
 
                 # settled by ``start`` (not resolved and logged again); a test may build it unstarted
-                device, acceleration = self._settled or (self.device, self.acceleration)
+                settled = self._settled
+                device, acceleration = (settled.device, settled.acceleration) if settled else (self.device, self.acceleration)
                 self._engine = Engine(self.settings, self.options, self._safety_checker, device=device, label=self.label, acceleration=acceleration)
             return self._engine
 
